@@ -1,0 +1,132 @@
+#!/bin/sh
+# /init of the ringcast test guest (busybox sh, PID 1).
+#
+# ttyS0 and hvc0 carry only test payload; everything this script says goes to
+# ttyS1, which is also the kernel console (console=ttyS1). The scenario comes
+# from the kernel command line (rc.scenario=... and friends, see README.md);
+# dotted parameters are not passed to init, so they are read from /proc/cmdline.
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /tmp
+exec </dev/null >/dev/ttyS1 2>&1
+
+up() { read -r t _ </proc/uptime; echo "$t"; }
+log() { echo "rc: [$(up)] $*"; }
+
+finish() {
+	log "powering off"
+	echo "rc: scenario $scenario done"
+	poweroff -f
+	# Only reached if poweroff failed: panic, so -no-reboot ends QEMU.
+	echo c >/proc/sysrq-trigger
+	sleep 3600
+}
+
+# ---- parameters -------------------------------------------------------------
+scenario=
+seed=1
+hvc_seed=
+serial_bytes=1048576
+hvc_bytes=16777216
+tone_hz=440
+tone_ms=2000
+rate=48000
+echo_bytes=64
+idle_s=5
+dsp=/dev/dsp
+for w in $(cat /proc/cmdline); do
+	case "$w" in
+	rc.scenario=*) scenario=${w#*=} ;;
+	rc.seed=*) seed=${w#*=} ;;
+	rc.hvc_seed=*) hvc_seed=${w#*=} ;;
+	rc.serial_bytes=*) serial_bytes=${w#*=} ;;
+	rc.hvc_bytes=*) hvc_bytes=${w#*=} ;;
+	rc.tone_hz=*) tone_hz=${w#*=} ;;
+	rc.tone_ms=*) tone_ms=${w#*=} ;;
+	rc.rate=*) rate=${w#*=} ;;
+	rc.echo_bytes=*) echo_bytes=${w#*=} ;;
+	rc.idle_s=*) idle_s=${w#*=} ;;
+	rc.dsp=*) dsp=${w#*=} ;;
+	esac
+done
+[ -n "$hvc_seed" ] || hvc_seed=$seed
+
+log "init start, kernel $(uname -r), scenario '${scenario}'"
+
+# ---- modules (order resolved from modules.dep at build time) ----------------
+while read -r m; do
+	[ -n "$m" ] || continue
+	insmod "/lib/modules/$m.ko" || log "insmod $m failed"
+done </etc/rc-modules
+log "modules loaded"
+
+# Wait for a device node; virtio console ports appear asynchronously.
+wait_dev() {
+	i=0
+	while [ ! -e "$1" ]; do
+		i=$((i + 1))
+		if [ "$i" -gt 200 ]; then
+			log "ERROR: $1 did not appear"
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# ---- scenarios --------------------------------------------------------------
+run_console() {
+	st=0
+	wait_dev /dev/ttyS0 || st=1
+	wait_dev /dev/hvc0 || st=1
+	log "console: start ttyS0 $serial_bytes bytes seed $seed, hvc0 $hvc_bytes bytes seed $hvc_seed"
+	t0=$(up)
+	rcguest gen --seed "$seed" --bytes "$serial_bytes" --out /dev/ttyS0 &
+	p1=$!
+	rcguest gen --seed "$hvc_seed" --bytes "$hvc_bytes" --out /dev/hvc0 &
+	p2=$!
+	wait "$p1" || st=1
+	log "console: ttyS0 finished (started at $t0)"
+	wait "$p2" || st=1
+	log "console: hvc0 finished (started at $t0)"
+	[ "$st" = 0 ] || log "ERROR: console scenario failed"
+}
+
+run_tone() {
+	wait_dev "$dsp" || return 1
+	log "tone: start $tone_hz Hz $tone_ms ms rate $rate on $dsp"
+	rcguest tone --freq "$tone_hz" --ms "$tone_ms" --rate "$rate" --dev "$dsp" ||
+		log "ERROR: tone scenario failed"
+	log "tone: finished"
+}
+
+run_echo() {
+	wait_dev /dev/ttyS0 || return 1
+	log "echo: start on ttyS0 for $echo_bytes bytes"
+	rcguest echo --dev /dev/ttyS0 --count "$echo_bytes" || log "ERROR: echo scenario failed"
+	log "echo: finished"
+}
+
+case "$scenario" in
+console) run_console ;;
+tone) run_tone ;;
+all)
+	run_console
+	run_tone
+	;;
+echo) run_echo ;;
+idle)
+	log "idle: sleeping $idle_s s"
+	sleep "$idle_s"
+	;;
+*)
+	log "ERROR: unknown or missing rc.scenario='$scenario'"
+	echo "rc: scenarios: console tone all echo idle" \
+		"(parameters: rc.seed rc.hvc_seed rc.serial_bytes rc.hvc_bytes rc.tone_hz" \
+		"rc.tone_ms rc.rate rc.echo_bytes rc.idle_s rc.dsp)"
+	;;
+esac
+finish
