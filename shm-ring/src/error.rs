@@ -1,0 +1,59 @@
+//! Errors of the shared-memory layer.
+
+use std::io;
+
+/// Why a ring cannot be created, mapped or used.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// A system call (memfd, mmap, eventfd, socket) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The requested ring size is unusable.
+    #[error("ring capacity {0} is invalid: it must be a power of two between 4 KiB and 1 GiB")]
+    BadCapacity(u64),
+    /// A region handed over by the peer does not hold a valid ring.
+    #[error("shared ring rejected: {0}")]
+    BadRegion(&'static str),
+    /// The peer broke the ring protocol; the ring is no longer used.
+    #[error("ring poisoned: {0}")]
+    Poisoned(Poison),
+    /// A registration message was malformed.
+    #[error("bad registration message: {0}")]
+    BadMessage(&'static str),
+}
+
+impl RingError {
+    pub(crate) fn io(what: &'static str, source: impl Into<io::Error>) -> Self {
+        RingError::Io {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// How the peer broke the ring protocol. Once a side sees one of these, it stops using the
+/// ring for good: a peer that wrote garbage once cannot be trusted to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Poison {
+    /// A position moved backwards.
+    #[error("a position moved backwards")]
+    PositionWentBack,
+    /// A position moved further than the capacity allows.
+    #[error("a position moved past the ring's capacity")]
+    PositionPastCapacity,
+    /// A record header announced an impossible length.
+    #[error("a record header has an impossible length")]
+    BadRecordLength,
+}
+
+impl From<Poison> for RingError {
+    fn from(p: Poison) -> Self {
+        RingError::Poisoned(p)
+    }
+}

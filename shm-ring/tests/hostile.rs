@@ -1,0 +1,138 @@
+//! A peer that scribbles over the ring header or hands over a bad region: the other side
+//! must poison the ring or refuse it, never panic or read out of bounds.
+#![cfg(not(loom))]
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use shm_ring::{
+    ByteConsumer, ByteProducer, Poison, RecordConsumer, RecordProducer, RingError, RingKind,
+    RingMemory,
+};
+
+/// A second, raw mapping of the ring, playing the hostile peer.
+fn scribble(mem: &RingMemory, offset: usize, value: u64) {
+    let fd: OwnedFd = mem.fd().try_clone_to_owned().unwrap();
+    let file = std::fs::File::from(fd);
+    let map = memmap2::MmapOptions::new().map_raw(&file).unwrap();
+    // SAFETY: offset + 8 is inside the header of a live mapping; this is a test of
+    // exactly such foreign writes.
+    unsafe { map.as_mut_ptr().add(offset).cast::<u64>().write_volatile(value) };
+}
+
+const WRITE_POS: usize = 64;
+const READ_POS: usize = 128;
+
+#[test]
+fn write_position_moving_backwards_poisons_the_consumer() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem.clone()).unwrap();
+    tx.write(&[1; 100]).unwrap();
+    let mut buf = [0u8; 50];
+    rx.read(&mut buf).unwrap();
+    scribble(&mem, WRITE_POS, 10);
+    assert_eq!(rx.read(&mut buf).unwrap_err(), Poison::PositionWentBack);
+    // Once poisoned, always poisoned, even if the peer repairs the word.
+    scribble(&mem, WRITE_POS, 100);
+    assert!(rx.read(&mut buf).is_err());
+    assert!(rx.prepare_sleep().is_err());
+}
+
+#[test]
+fn write_position_past_capacity_never_yields_more_than_the_ring_holds() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut rx = ByteConsumer::new(mem.clone()).unwrap();
+    scribble(&mem, WRITE_POS, 1 << 40);
+    let mut buf = vec![0u8; 1 << 20];
+    // The consumer asks the producer's read position to explain the jump; it was not
+    // moved, so this is an attack.
+    assert_eq!(rx.read(&mut buf).unwrap_err(), Poison::PositionPastCapacity);
+}
+
+#[test]
+fn read_position_scribbled_poisons_the_producer() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    tx.write(&[1; 4096]).unwrap();
+    scribble(&mem, READ_POS, 1 << 50);
+    assert_eq!(tx.write(&[1]).unwrap_err(), Poison::PositionPastCapacity);
+    assert!(tx.space_or_arm(1, || {}).is_err());
+    assert!(tx.write_overwriting(&[1]).is_err());
+}
+
+#[test]
+fn record_header_with_an_impossible_length_poisons_the_consumer() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Records, 4096, 1024).unwrap());
+    let mut tx = RecordProducer::new(mem.clone()).unwrap();
+    let mut rx = RecordConsumer::new(mem.clone()).unwrap();
+    tx.push(1, 1, 0, &[7; 64]).unwrap();
+    // The first u32 of the record header (at data offset 256) is its length.
+    scribble(&mem, 256, 0xffff_ffff);
+    let mut payload = Vec::new();
+    assert_eq!(rx.pop(&mut payload).unwrap_err(), Poison::BadRecordLength);
+}
+
+#[test]
+fn producer_moving_read_position_of_a_record_ring_poisons_the_consumer() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Records, 4096, 1024).unwrap());
+    let mut tx = RecordProducer::new(mem.clone()).unwrap();
+    let mut rx = RecordConsumer::new(mem.clone()).unwrap();
+    for _ in 0..4 {
+        tx.push(1, 1, 0, &[7; 64]).unwrap();
+    }
+    scribble(&mem, WRITE_POS, 5000);
+    scribble(&mem, READ_POS, 4000);
+    let mut payload = Vec::new();
+    assert!(rx.pop(&mut payload).is_err());
+}
+
+fn reopen(mem: &RingMemory, kind: RingKind) -> Result<RingMemory, RingError> {
+    RingMemory::open(mem.fd().try_clone_to_owned().unwrap(), kind)
+}
+
+#[test]
+fn a_valid_region_opens_with_the_same_geometry() {
+    let mem = RingMemory::create("h", RingKind::Records, 8192, 1000).unwrap();
+    let other = reopen(&mem, RingKind::Records).unwrap();
+    assert_eq!(other.geometry(), mem.geometry());
+}
+
+#[test]
+fn bad_regions_are_refused_with_a_reason() {
+    let mem = RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap();
+    assert!(matches!(reopen(&mem, RingKind::Records), Err(RingError::BadRegion(_))));
+    scribble(&mem, 0, 0x1234);
+    assert!(matches!(reopen(&mem, RingKind::Bytes), Err(RingError::BadRegion("bad magic"))));
+
+    let mem = RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap();
+    scribble(&mem, 16, 1 << 20); // capacity field: does not match the file size
+    assert!(matches!(reopen(&mem, RingKind::Bytes), Err(RingError::BadRegion(_))));
+
+    // An unsealed memfd: the sender could shrink it under us.
+    let fd = rustix::fs::memfd_create("x", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, 4096 + 256).unwrap();
+    assert!(matches!(
+        RingMemory::open(fd, RingKind::Bytes),
+        Err(RingError::BadRegion(_))
+    ));
+    // Not a memfd at all.
+    let (a, _b) = rustix::pipe::pipe().unwrap();
+    assert!(RingMemory::open(a, RingKind::Bytes).is_err());
+}
+
+#[test]
+fn sealed_region_cannot_be_shrunk_by_its_creator() {
+    let mem = RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap();
+    assert!(rustix::fs::ftruncate(mem.fd().as_fd(), 100).is_err());
+}
+
+#[test]
+fn bad_capacities_are_refused() {
+    for cap in [0, 100, 2048, 4097, 1 << 31] {
+        assert!(matches!(
+            RingMemory::create("h", RingKind::Bytes, cap, 0),
+            Err(RingError::BadCapacity(_))
+        ));
+    }
+}
