@@ -16,10 +16,16 @@ exec </dev/null >/dev/ttyS1 2>&1
 
 up() { read -r t _ </proc/uptime; echo "$t"; }
 log() { echo "rc: [$(up)] $*"; }
+failed=
+fail() { log "ERROR: $*"; failed="$failed $*;"; }
 
 finish() {
 	log "powering off"
-	echo "rc: scenario $scenario done"
+	if [ -z "$failed" ]; then
+		echo "rc: scenario $scenario done"
+	else
+		echo "rc: scenario $scenario failed:$failed"
+	fi
 	poweroff -f
 	# Only reached if poweroff failed: panic, so -no-reboot ends QEMU.
 	echo c >/proc/sysrq-trigger
@@ -60,7 +66,7 @@ log "init start, kernel $(uname -r), scenario '${scenario}'"
 # ---- modules (order resolved from modules.dep at build time) ----------------
 while read -r m; do
 	[ -n "$m" ] || continue
-	insmod "/lib/modules/$m.ko" || log "insmod $m failed"
+	insmod "/lib/modules/$m.ko" || fail "insmod $m"
 done </etc/rc-modules
 log "modules loaded"
 
@@ -70,7 +76,7 @@ wait_dev() {
 	while [ ! -e "$1" ]; do
 		i=$((i + 1))
 		if [ "$i" -gt 200 ]; then
-			log "ERROR: $1 did not appear"
+			fail "$1 did not appear"
 			return 1
 		fi
 		sleep 0.05
@@ -83,30 +89,28 @@ run_console() {
 	wait_dev /dev/ttyS0 || st=1
 	wait_dev /dev/hvc0 || st=1
 	log "console: start ttyS0 $serial_bytes bytes seed $seed, hvc0 $hvc_bytes bytes seed $hvc_seed"
-	t0=$(up)
-	rcguest gen --seed "$seed" --bytes "$serial_bytes" --out /dev/ttyS0 &
+	# Each writer reports its own finish time; the exit codes come back via wait.
+	(rcguest gen --seed "$seed" --bytes "$serial_bytes" --out /dev/ttyS0 && log "console: ttyS0 done") &
 	p1=$!
-	rcguest gen --seed "$hvc_seed" --bytes "$hvc_bytes" --out /dev/hvc0 &
+	(rcguest gen --seed "$hvc_seed" --bytes "$hvc_bytes" --out /dev/hvc0 && log "console: hvc0 done") &
 	p2=$!
 	wait "$p1" || st=1
-	log "console: ttyS0 finished (started at $t0)"
 	wait "$p2" || st=1
-	log "console: hvc0 finished (started at $t0)"
-	[ "$st" = 0 ] || log "ERROR: console scenario failed"
+	[ "$st" = 0 ] || fail "console writers failed"
 }
 
 run_tone() {
 	wait_dev "$dsp" || return 1
 	log "tone: start $tone_hz Hz $tone_ms ms rate $rate on $dsp"
 	rcguest tone --freq "$tone_hz" --ms "$tone_ms" --rate "$rate" --dev "$dsp" ||
-		log "ERROR: tone scenario failed"
+		fail "tone failed"
 	log "tone: finished"
 }
 
 run_echo() {
 	wait_dev /dev/ttyS0 || return 1
 	log "echo: start on ttyS0 for $echo_bytes bytes"
-	rcguest echo --dev /dev/ttyS0 --count "$echo_bytes" || log "ERROR: echo scenario failed"
+	rcguest echo --dev /dev/ttyS0 --count "$echo_bytes" || fail "echo failed"
 	log "echo: finished"
 }
 
@@ -123,7 +127,7 @@ idle)
 	sleep "$idle_s"
 	;;
 *)
-	log "ERROR: unknown or missing rc.scenario='$scenario'"
+	fail "unknown or missing rc.scenario='$scenario'"
 	echo "rc: scenarios: console tone all echo idle" \
 		"(parameters: rc.seed rc.hvc_seed rc.serial_bytes rc.hvc_bytes rc.tone_hz" \
 		"rc.tone_ms rc.rate rc.echo_bytes rc.idle_s rc.dsp)"
