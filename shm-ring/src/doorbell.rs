@@ -57,7 +57,10 @@ impl Doorbell {
     /// Blocks until the doorbell rings or `timeout_ms` passes (-1: forever). For threads
     /// that may block (the sidecar and tests), never for QEMU's main loop.
     pub fn wait(&self, timeout_ms: i32) -> bool {
-        let mut fds = [rustix::event::PollFd::new(&self.fd, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::IN,
+        )];
         let timeout = (timeout_ms >= 0).then(|| rustix::event::Timespec {
             tv_sec: i64::from(timeout_ms / 1000),
             tv_nsec: i64::from(timeout_ms % 1000) * 1_000_000,

@@ -8,9 +8,9 @@ use std::ptr::NonNull;
 
 #[cfg(loom)]
 use crate::error::RingError;
+use crate::layout::{RingHeader, RingKind};
 #[cfg(loom)]
 use crate::layout::{HEADER_SIZE, MAGIC, VERSION};
-use crate::layout::{RingHeader, RingKind};
 use crate::sync::AtomicU64;
 
 /// The immutable description of a ring, copied out of the header once.
@@ -164,11 +164,9 @@ mod memfd {
                 RingKind::Bytes => 0,
                 RingKind::Records => max_record.min((capacity / 4) as u32),
             };
-            let fd = rustix::fs::memfd_create(
-                name,
-                MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-            )
-            .map_err(|e| RingError::io("memfd_create", e))?;
+            let fd =
+                rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                    .map_err(|e| RingError::io("memfd_create", e))?;
             let len = HEADER_SIZE as u64 + capacity;
             ftruncate(&fd, len).map_err(|e| RingError::io("ftruncate ring memfd", e))?;
             fcntl_add_seals(&fd, REQUIRED_SEALS | SealFlags::SEAL)
@@ -191,9 +189,8 @@ mod memfd {
         /// Maps a ring region received from a peer, checking everything before use: seals,
         /// size, magic, version, kind and geometry. `expected` is the kind this side needs.
         pub fn open(fd: OwnedFd, expected: RingKind) -> Result<Self, RingError> {
-            let seals = fcntl_get_seals(&fd).map_err(|_| {
-                RingError::BadRegion("not a sealable memfd (F_GET_SEALS failed)")
-            })?;
+            let seals = fcntl_get_seals(&fd)
+                .map_err(|_| RingError::BadRegion("not a sealable memfd (F_GET_SEALS failed)"))?;
             if !seals.contains(REQUIRED_SEALS) {
                 return Err(RingError::BadRegion("memfd is not sealed against resizing"));
             }
@@ -220,7 +217,14 @@ mod memfd {
                 )
             };
             let geometry = validate_identity(
-                magic, version, kind, capacity, data_offset, max_record, len, expected,
+                magic,
+                version,
+                kind,
+                capacity,
+                data_offset,
+                max_record,
+                len,
+                expected,
             )?;
             Ok(Self::from_map(map, file, geometry))
         }
@@ -274,10 +278,14 @@ mod memfd {
             return Err(RingError::BadRegion("ring kind is not the expected one"));
         }
         if !check_capacity(capacity) {
-            return Err(RingError::BadRegion("capacity is not a power of two in range"));
+            return Err(RingError::BadRegion(
+                "capacity is not a power of two in range",
+            ));
         }
         if data_offset != HEADER_SIZE as u64 || len != HEADER_SIZE as u64 + capacity {
-            return Err(RingError::BadRegion("region size does not match its header"));
+            return Err(RingError::BadRegion(
+                "region size does not match its header",
+            ));
         }
         let max_record = match kind {
             RingKind::Bytes => 0,

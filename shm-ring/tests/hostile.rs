@@ -17,7 +17,12 @@ fn scribble(mem: &RingMemory, offset: usize, value: u64) {
     let map = memmap2::MmapOptions::new().map_raw(&file).unwrap();
     // SAFETY: offset + 8 is inside the header of a live mapping; this is a test of
     // exactly such foreign writes.
-    unsafe { map.as_mut_ptr().add(offset).cast::<u64>().write_volatile(value) };
+    unsafe {
+        map.as_mut_ptr()
+            .add(offset)
+            .cast::<u64>()
+            .write_volatile(value)
+    };
 }
 
 const WRITE_POS: usize = 64;
@@ -101,13 +106,22 @@ fn a_valid_region_opens_with_the_same_geometry() {
 #[test]
 fn bad_regions_are_refused_with_a_reason() {
     let mem = RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap();
-    assert!(matches!(reopen(&mem, RingKind::Records), Err(RingError::BadRegion(_))));
+    assert!(matches!(
+        reopen(&mem, RingKind::Records),
+        Err(RingError::BadRegion(_))
+    ));
     scribble(&mem, 0, 0x1234);
-    assert!(matches!(reopen(&mem, RingKind::Bytes), Err(RingError::BadRegion("bad magic"))));
+    assert!(matches!(
+        reopen(&mem, RingKind::Bytes),
+        Err(RingError::BadRegion("bad magic"))
+    ));
 
     let mem = RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap();
     scribble(&mem, 16, 1 << 20); // capacity field: does not match the file size
-    assert!(matches!(reopen(&mem, RingKind::Bytes), Err(RingError::BadRegion(_))));
+    assert!(matches!(
+        reopen(&mem, RingKind::Bytes),
+        Err(RingError::BadRegion(_))
+    ));
 
     // An unsealed memfd: the sender could shrink it under us.
     let fd = rustix::fs::memfd_create("x", rustix::fs::MemfdFlags::CLOEXEC).unwrap();

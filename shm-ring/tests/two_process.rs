@@ -1,0 +1,152 @@
+//! 256 MiB through a ring between two processes, with doorbells, backpressure and a
+//! checksum on each side. The test spawns itself as the producer process.
+#![cfg(not(loom))]
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use shm_ring::{ByteConsumer, ByteProducer, Doorbell, RingKind, RingMemory};
+
+const TOTAL: u64 = 256 << 20;
+const CHILD_ENV: &str = "SHM_RING_TEST_PRODUCER_FDS";
+
+/// A deterministic byte stream both sides can regenerate.
+fn fill(buf: &mut [u8], pos: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let p = pos + i as u64;
+        *b = (p ^ (p >> 8) ^ (p >> 17)) as u8;
+    }
+}
+
+fn inheritable(fd: impl AsFd) -> i32 {
+    let dup = fd.as_fd().try_clone_to_owned().unwrap();
+    rustix::io::fcntl_setfd(&dup, rustix::io::FdFlags::empty()).unwrap();
+    let raw = dup.as_raw_fd();
+    std::mem::forget(dup); // stays open for the child to inherit
+    raw
+}
+
+fn producer(fds: &str) {
+    let fds: Vec<i32> = fds.split(',').map(|s| s.parse().unwrap()).collect();
+    // SAFETY: the parent passed these descriptors to us through exec and nothing else in
+    // this process owns them.
+    let [mem, data, space] = fds[..] else {
+        panic!("three fds expected")
+    };
+    let (mem, data, space) = unsafe {
+        (
+            OwnedFd::from_raw_fd(mem),
+            OwnedFd::from_raw_fd(data),
+            OwnedFd::from_raw_fd(space),
+        )
+    };
+    let mem = Arc::new(RingMemory::open(mem, RingKind::Bytes).unwrap());
+    let data = Doorbell::from_fd(data).unwrap();
+    let space = Doorbell::from_fd(space).unwrap();
+    let mut tx = ByteProducer::new(mem).unwrap();
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 4096];
+    let mut pos = 0u64;
+    let (mut waits, mut bells) = (0u64, 0u64);
+    while pos < TOTAL {
+        let n = buf.len().min((TOTAL - pos) as usize);
+        fill(&mut buf[..n], pos);
+        let mut off = 0;
+        while off < n {
+            let w = tx.write(&buf[off..n]).unwrap();
+            if w.wake_consumer {
+                data.ring();
+                bells += 1;
+            }
+            off += w.bytes;
+            if w.bytes == 0
+                && !tx
+                    .space_or_arm(1, || {
+                        space.drain();
+                    })
+                    .unwrap()
+            {
+                waits += 1;
+                space.wait(-1);
+            }
+        }
+        hash.update(&buf[..n]);
+        pos += n as u64;
+    }
+    println!("sha256={:x} waits={waits} bells={bells}", hash.finalize());
+}
+
+#[test]
+fn two_processes_move_256_mib_with_equal_checksums() {
+    if let Ok(fds) = std::env::var(CHILD_ENV) {
+        producer(&fds);
+        return;
+    }
+    let mem = Arc::new(RingMemory::create("two-process", RingKind::Bytes, 1 << 16, 0).unwrap());
+    let data = Doorbell::new().unwrap();
+    let space = Doorbell::new().unwrap();
+    let fds = format!(
+        "{},{},{}",
+        inheritable(mem.fd()),
+        inheritable(&data),
+        inheritable(&space)
+    );
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "two_processes_move_256_mib_with_equal_checksums",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, fds)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut rx = ByteConsumer::new(mem).unwrap();
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 15];
+    let mut expect = vec![0u8; 1 << 15];
+    let mut got = 0u64;
+    let mut sleeps = 0u64;
+    while got < TOTAL {
+        let r = rx.read(&mut buf).unwrap();
+        assert_eq!(r.lost, 0, "backpressure mode never loses bytes");
+        if r.wake_producer {
+            space.ring();
+        }
+        if r.bytes == 0 {
+            if rx.prepare_sleep().unwrap() {
+                sleeps += 1;
+                assert!(data.wait(30_000), "producer went silent at {got} bytes");
+                data.drain();
+            }
+            continue;
+        }
+        assert_eq!(r.position, got);
+        fill(&mut expect[..r.bytes], got);
+        assert_eq!(
+            &buf[..r.bytes],
+            &expect[..r.bytes],
+            "bytes differ near {got}"
+        );
+        hash.update(&buf[..r.bytes]);
+        got += r.bytes as u64;
+    }
+    let ours = format!("sha256={:x}", hash.finalize());
+    let mut line = String::new();
+    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        if l.starts_with("sha256=") {
+            line = l;
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        line.starts_with(&ours),
+        "producer said {line}, consumer computed {ours}"
+    );
+    eprintln!("consumer sleeps={sleeps}; producer {line}");
+}
