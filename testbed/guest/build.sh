@@ -76,6 +76,7 @@ else
 	resolve
 	mkdir -p "$cache_root"
 	rm -f "$cache_root"/.resolved-*
+	resolved=$cache_root/.resolved-$(apt_state) # the lists may have just been updated
 	echo "$kpkg $kver_pkg $bb_ver" >"$resolved.$$" && mv "$resolved.$$" "$resolved"
 fi
 kabi=${kpkg#linux-image-} # e.g. 6.1.0-56-amd64
@@ -222,8 +223,8 @@ for m in "${load_order[@]}"; do
 done
 # The kernel opens /dev/console for init before /init mounts devtmpfs.
 if [[ $(id -u) == 0 ]]; then
-	mknod -m 0600 "$root/dev/console" c 5 1
-	mknod -m 0666 "$root/dev/null" c 1 3
+	mknod -m 0600 "$root/dev/console" c 5 1 && mknod -m 0666 "$root/dev/null" c 1 3 ||
+		say "warning: mknod failed; init will still switch to ttyS1 after mounting devtmpfs"
 fi
 
 find "$root" -exec touch -h -d "@$epoch" {} +
