@@ -5,7 +5,7 @@
 //! Message layout (little endian), version 1:
 //!
 //! ```text
-//! "SHMDEV01"  u16 version  u8 kind  u8 nfds  u32 pid
+//! "SHMDEV01"  u16 version  u8 kind  u8 nfds  u32 pid  u64 session
 //! u32 frequency  u16 channels  u16 sample_format  u8 big_endian  u8[3] zero   (audio; zero for consoles)
 //! u16 len + bytes: vm_name, vm_uuid, device_id  (UTF-8, at most 255 bytes each)
 //! ```
@@ -36,6 +36,16 @@ pub const MAX_NAME: usize = 255;
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 1024;
 const MAX_FDS: usize = 6;
+
+/// Where a consumer daemon named `app` listens by default:
+/// `$XDG_RUNTIME_DIR/<app>/<app>d.sock`, or `/run/<app>/<app>d.sock` without a runtime dir.
+pub fn default_socket_path(app: &str) -> std::path::PathBuf {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => std::path::PathBuf::from("/run"),
+    };
+    dir.join(app).join(format!("{app}d.sock"))
+}
 
 /// What kind of device a description is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +104,10 @@ pub struct DeviceDescription {
     pub kind: DeviceKind,
     /// Process id of the producer (informational; the consumer should trust SO_PEERCRED).
     pub pid: u32,
+    /// Identifies this set of rings: the same value after a reconnect means the rings (and
+    /// their positions) are the ones the consumer saw before; a new value means new rings
+    /// (a restarted VM or voice), whose positions start again.
+    pub session: u64,
     /// The VM's name ("" when unnamed).
     pub vm_name: String,
     /// The VM's UUID ("" when not set).
@@ -113,6 +127,7 @@ impl DeviceDescription {
         b.push(self.kind as u8);
         b.push(self.kind.fd_count() as u8);
         b.extend_from_slice(&self.pid.to_le_bytes());
+        b.extend_from_slice(&self.session.to_le_bytes());
         let a = self.audio.unwrap_or_default();
         b.extend_from_slice(&a.frequency.to_le_bytes());
         b.extend_from_slice(&a.channels.to_le_bytes());
@@ -147,6 +162,7 @@ impl DeviceDescription {
             return Err(RingError::BadMessage("wrong descriptor count for the kind"));
         }
         let pid = r.u32()?;
+        let session = r.u64()?;
         let audio = AudioFormat {
             frequency: r.u32()?,
             channels: r.u16()?,
@@ -188,6 +204,7 @@ impl DeviceDescription {
         Ok(DeviceDescription {
             kind,
             pid,
+            session,
             vm_name,
             vm_uuid,
             device_id,
@@ -217,6 +234,11 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, RingError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, RingError> {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(x))
     }
 }
 
@@ -313,6 +335,7 @@ mod tests {
         DeviceDescription {
             kind: DeviceKind::Console,
             pid: 42,
+            session: 7,
             vm_name: "vm1".into(),
             vm_uuid: "".into(),
             device_id: "serial0".into(),

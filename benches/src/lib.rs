@@ -1,0 +1,1 @@
+//! Benchmarks of ringcast against the tools people use today.
