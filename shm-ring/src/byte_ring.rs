@@ -48,6 +48,22 @@ pub struct Read {
     pub wake_producer: bool,
 }
 
+/// What [`ByteConsumer::consume`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumed {
+    /// The bytes are consumed; ring the producer's doorbell if `wake_producer`.
+    Done {
+        /// The producer waits for space.
+        wake_producer: bool,
+    },
+    /// The producer overwrote the peeked bytes meanwhile (flight-recorder mode): the copy
+    /// is void, the position jumped by `lost` bytes; peek again.
+    Overwritten {
+        /// Bytes discarded by the producer.
+        lost: u64,
+    },
+}
+
 /// The writing end of a byte ring.
 #[derive(Debug)]
 pub struct ByteProducer {
@@ -379,7 +395,7 @@ impl ByteConsumer {
     }
 
     /// Copies up to `out.len()` bytes without consuming them. Returns the count.
-    pub(crate) fn peek(&mut self, out: &mut [u8], avail: u64) -> usize {
+    pub(crate) fn peek_raw(&mut self, out: &mut [u8], avail: u64) -> usize {
         let n = out.len().min(avail as usize);
         self.mem.copy_out(self.read, &mut out[..n]);
         n
@@ -418,7 +434,7 @@ impl ByteConsumer {
             let (avail, lost) = self.sync()?;
             lost_total += lost;
             let position = self.read;
-            let n = self.peek(out, avail);
+            let n = self.peek_raw(out, avail);
             if n == 0 {
                 return Ok(Read {
                     bytes: 0,
@@ -439,6 +455,30 @@ impl ByteConsumer {
                 Err(lost) => lost_total += lost,
             }
         }
+    }
+
+    /// Copies up to `out.len()` bytes without consuming them, for a consumer that must
+    /// store the bytes durably before it lets the producer reuse their slots. Follow with
+    /// [`ByteConsumer::consume`]. `lost` reports bytes the producer discarded before
+    /// `position` (flight-recorder mode); `wake_producer` is always false here.
+    pub fn peek(&mut self, out: &mut [u8]) -> Result<Read, Poison> {
+        let (avail, lost) = self.sync()?;
+        let position = self.read;
+        let bytes = self.peek_raw(out, avail);
+        Ok(Read {
+            bytes,
+            lost,
+            position,
+            wake_producer: false,
+        })
+    }
+
+    /// Consumes `n` bytes returned by the last [`ByteConsumer::peek`].
+    pub fn consume(&mut self, n: usize) -> Result<Consumed, Poison> {
+        Ok(match self.release(n as u64)? {
+            Ok(wake_producer) => Consumed::Done { wake_producer },
+            Err(lost) => Consumed::Overwritten { lost },
+        })
     }
 
     /// Before waiting on the data doorbell: raises the "consumer sleeps" flag if the ring is

@@ -38,7 +38,7 @@ mod memory;
 pub mod record_ring;
 mod sync;
 
-pub use byte_ring::{byte_ring_pair, ByteConsumer, ByteProducer, Read, Written};
+pub use byte_ring::{byte_ring_pair, ByteConsumer, ByteProducer, Consumed, Read, Written};
 #[cfg(not(loom))]
 pub use doorbell::Doorbell;
 pub use error::{Poison, RingError};

@@ -208,7 +208,7 @@ impl RecordConsumer {
             return Err(self.inner.poison(Poison::BadRecordLength));
         }
         let mut hdr = [0u8; RECORD_HEADER_SIZE];
-        self.inner.peek(&mut hdr, avail);
+        self.inner.peek_raw(&mut hdr, avail);
         let meta = RecordMeta::decode(&hdr);
         let need = framed_len(meta.len as usize);
         if meta.len > self.max_record || need > avail {

@@ -150,3 +150,27 @@ fn bad_capacities_are_refused() {
         ));
     }
 }
+
+#[test]
+fn peeked_bytes_overwritten_by_a_flight_recording_producer_are_reported_not_returned() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem).unwrap();
+    tx.write(&[1; 4000]).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let p = rx.peek(&mut buf).unwrap();
+    assert_eq!((p.bytes, p.position), (4000, 0));
+    tx.write_overwriting(&[2; 1000]).unwrap();
+    assert_eq!(
+        rx.consume(p.bytes).unwrap(),
+        shm_ring::Consumed::Overwritten { lost: 904 }
+    );
+    let p = rx.peek(&mut buf).unwrap();
+    assert_eq!((p.bytes, p.position), (4096, 904));
+    assert_eq!(
+        rx.consume(p.bytes).unwrap(),
+        shm_ring::Consumed::Done {
+            wake_producer: false
+        }
+    );
+}
