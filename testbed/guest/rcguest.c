@@ -369,7 +369,7 @@ static int cmd_echo(int argc, char **argv)
 	const char *dev = NULL;
 	unsigned long long count = 0, got = 0;
 	int have_count = 0, fd, i, quit = 0;
-	static uint8_t line[4096 + 8];
+	static uint8_t line[4 + 4096]; /* "got:" + up to 4096 input bytes */
 	size_t len = 0;
 	static const char ready[] = "rc-echo-ready\n";
 
@@ -417,7 +417,7 @@ static int cmd_echo(int argc, char **argv)
 			break;
 		got++;
 		line[len++] = c;
-		if (c == '\n' || len == sizeof(line) - 8 || got == count) {
+		if (c == '\n' || len == sizeof(line) || got == count) {
 			size_t body = len - 4;
 			/* "quit\n" or "quit\r\n" ends the session (after echoing it). */
 			if ((body == 5 && !memcmp(line + 4, "quit\n", 5)) ||
