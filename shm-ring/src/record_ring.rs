@@ -96,6 +96,11 @@ impl RecordProducer {
         })
     }
 
+    /// The ring memory this producer writes.
+    pub fn memory(&self) -> &Arc<RingMemory> {
+        self.inner.memory()
+    }
+
     /// Largest payload a record may carry.
     pub fn max_payload(&self) -> usize {
         self.max_record as usize

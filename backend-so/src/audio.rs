@@ -1,0 +1,98 @@
+//! An audio output: every period QEMU hands over becomes one stamped record.
+//!
+//! Audio keeps real time: QEMU paces the calls, and the plugin takes everything. When the
+//! ring is full the newest period is dropped and counted; while no daemon is attached
+//! periods are counted as dropped without touching the ring.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+use shm_ring::handover::{AudioFormat, DeviceDescription, DeviceKind};
+use shm_ring::{Doorbell, Poison, RecordProducer, RingError, RingKind, RingMemory};
+
+/// Loss counters of an audio device.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct AudioStats {
+    /// Periods stored in the ring.
+    pub periods: u64,
+    /// Periods dropped because the ring was full.
+    pub dropped_full: u64,
+    /// Periods dropped because no daemon was attached.
+    pub dropped_unattached: u64,
+}
+
+/// One open output voice and its ring.
+pub(crate) struct Voice {
+    pub session: u64,
+    pub format: AudioFormat,
+    frame_bytes: usize,
+    tx: RecordProducer,
+    data: Doorbell,
+}
+
+impl Voice {
+    pub(crate) fn new(name: &str, format: AudioFormat) -> Result<Self, String> {
+        let frame_bytes = format
+            .frame_bytes()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| format!("unsupported sample format {}", format.sample_format))?
+            as usize;
+        if format.frequency == 0 {
+            return Err("sample rate 0".into());
+        }
+        // About two seconds of audio, so a briefly busy daemon drops nothing.
+        let second = u64::from(format.frequency) * frame_bytes as u64;
+        let capacity = (2 * second).next_power_of_two().clamp(64 << 10, 16 << 20);
+        let max_record = (capacity / 4).min(1 << 20) as u32;
+        let mem = RingMemory::create(name, RingKind::Records, capacity, max_record)
+            .map_err(|e| e.to_string())?;
+        Ok(Voice {
+            session: crate::new_session_id(),
+            format,
+            frame_bytes,
+            tx: RecordProducer::new(Arc::new(mem)).map_err(|e: RingError| e.to_string())?,
+            data: Doorbell::new().map_err(|e| e.to_string())?,
+        })
+    }
+
+    pub(crate) fn handover_fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.tx_memory_fd(), self.data.as_fd()]
+    }
+
+    fn tx_memory_fd(&self) -> BorrowedFd<'_> {
+        self.tx.memory().fd()
+    }
+
+    pub(crate) fn describe(&self, base: DeviceDescription) -> DeviceDescription {
+        DeviceDescription {
+            kind: DeviceKind::Audio,
+            session: self.session,
+            audio: Some(self.format),
+            ..base
+        }
+    }
+
+    /// Stores one period (split into records that fit), stamped with `now_ns`.
+    pub(crate) fn write(
+        &mut self,
+        buf: &[u8],
+        now_ns: u64,
+        stats: &mut AudioStats,
+    ) -> Result<(), Poison> {
+        // Whole frames per record, so every record is playable on its own.
+        let max = (self.tx.max_payload() / self.frame_bytes).max(1) * self.frame_bytes;
+        for chunk in buf.chunks(max) {
+            let frames = (chunk.len() / self.frame_bytes) as u32;
+            let p = self.tx.push(now_ns, frames, 0, chunk)?;
+            if p.wake_consumer {
+                self.data.ring();
+            }
+            if p.stored {
+                stats.periods += 1;
+            } else {
+                stats.dropped_full += 1;
+            }
+        }
+        Ok(())
+    }
+}
