@@ -43,10 +43,12 @@ pub const QBP_EVENT_HUP: u32 = 0x010;
 
 /// Opaque handles owned by the host.
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpFdWatch {
     _private: [u8; 0],
 }
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpTimer {
     _private: [u8; 0],
 }
@@ -55,6 +57,7 @@ pub type QbpFdCallback = Option<unsafe extern "C" fn(opaque: *mut c_void, fd: c_
 pub type QbpTimerCallback = Option<unsafe extern "C" fn(opaque: *mut c_void)>;
 
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpHost {
     pub header: QbpTableHeader,
     pub log: Option<unsafe extern "C" fn(level: c_int, message: *const c_char)>,
@@ -80,6 +83,7 @@ pub struct QbpHost {
 }
 
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpInstanceInfo {
     pub header: QbpTableHeader,
     pub id: *const c_char,
@@ -90,15 +94,18 @@ pub struct QbpInstanceInfo {
 
 /// Opaque instance types handed to the host.
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpChardev {
     _private: [u8; 0],
 }
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpAudio {
     _private: [u8; 0],
 }
 
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpChardevFrontend {
     pub header: QbpTableHeader,
     pub opaque: *mut c_void,
@@ -107,6 +114,7 @@ pub struct QbpChardevFrontend {
 }
 
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpChardevOps {
     pub header: QbpTableHeader,
     pub open: Option<
@@ -145,6 +153,7 @@ pub struct QbpAudioFormat {
 }
 
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpAudioOps {
     pub header: QbpTableHeader,
     pub open: Option<
@@ -170,6 +179,7 @@ pub struct QbpAudioOps {
 }
 
 #[repr(C)]
+#[derive(Debug)]
 pub struct QbpPluginInfo {
     pub header: QbpTableHeader,
     pub name: *const c_char,

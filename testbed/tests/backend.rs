@@ -1,0 +1,387 @@
+//! The backend plugin driven through its C ABI by the fake-QEMU harness, against the test
+//! consumer: the loss policy of DESIGN.md §5, case by case.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use testbed::consumer::TestConsumer;
+use testbed::harness::{backend_so_path, MainLoop, Plugin, S16_STEREO_44100};
+use testbed::stream::GuestStream;
+
+const T: Duration = Duration::from_secs(30);
+
+fn plugin() -> Plugin {
+    Plugin::load(&backend_so_path()).expect("load libringcast_backend.so")
+}
+
+fn sock_opts(path: &Path, extra: &str) -> String {
+    format!("socket={}{extra}", path.display())
+}
+
+fn wait_attached(lp: &MainLoop) {
+    assert!(
+        lp.run_until(T, || lp.logged("streaming to the daemon")),
+        "the plugin never attached; logs: {:?}",
+        lp.logs()
+    );
+}
+
+/// Writes into the ring memory of a consumer-side handle as a hostile peer would.
+fn scribble(fd: OwnedFd, offset: usize, value: u64) {
+    let file = std::fs::File::from(fd);
+    let map = memmap2::MmapOptions::new().map_raw(&file).unwrap();
+    // SAFETY: offset + 8 lies in the ring header of a live mapping; hostile writes are the
+    // point of the test.
+    unsafe {
+        map.as_mut_ptr()
+            .add(offset)
+            .cast::<u64>()
+            .write_volatile(value)
+    };
+}
+
+#[test]
+fn console_bytes_in_equal_bytes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), ":ring=64K");
+    let total = 4 << 20;
+    let reader = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        assert_eq!(c.desc.device_id, "serial0");
+        assert_eq!(c.desc.vm_name, "vm1");
+        let mut got = Vec::new();
+        c.read_until(&mut got, total, Duration::ZERO, T).unwrap();
+        (got, c.lost)
+    });
+    let lp = MainLoop::new();
+    let p = plugin();
+    let chr = p.open_chardev("vm1", "serial0", &opts).unwrap();
+    wait_attached(&lp);
+    let data = GuestStream::bytes(7, total);
+    // Byte-at-a-time like the 16550 for a while, then larger writes like virtio.
+    let (serial_like, bulk) = data.split_at(10_000);
+    for b in serial_like.chunks(1) {
+        chr.write_all(&lp, b, T).unwrap();
+    }
+    let mut stats = Vec::new();
+    for c in bulk.chunks(3000) {
+        stats.push(chr.write_all(&lp, c, T).unwrap());
+    }
+    let (got, lost) = reader.join().unwrap();
+    assert_eq!(lost, 0);
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "console bytes differ");
+    assert!(stats.iter().all(|s| s.spurious_ready == 0));
+}
+
+#[test]
+fn full_ring_gives_backpressure_then_resumes_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), ":ring=4K");
+    let total = 256 << 10;
+    let reader = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut got = Vec::new();
+        // A deliberately slow consumer: pause after every read.
+        c.read_until(&mut got, total, Duration::from_millis(1), T)
+            .unwrap();
+        (got, c.lost)
+    });
+    let lp = MainLoop::new();
+    let p = plugin();
+    let chr = p.open_chardev("vm", "hvc0", &opts).unwrap();
+    wait_attached(&lp);
+    let data = GuestStream::bytes(3, total);
+    let mut waits = 0;
+    for c in data.chunks(1000) {
+        let s = chr.write_all(&lp, c, T).unwrap();
+        assert_eq!(s.spurious_ready, 0, "the watch fired without space");
+        waits += s.waits;
+    }
+    let (got, lost) = reader.join().unwrap();
+    assert!(waits > 0, "a 4 KiB ring and a slow reader must push back");
+    assert_eq!(lost, 0);
+    assert!(got == data, "bytes differ after backpressure");
+}
+
+#[test]
+fn flight_recorder_drops_the_oldest_bytes_and_counts_them_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let lp = MainLoop::new();
+    let p = plugin();
+    // No daemon yet: the guest must never wait.
+    let chr = p
+        .open_chardev("vm", "serial0", &sock_opts(&path, ":ring=16K"))
+        .unwrap();
+    assert!(lp.logged("flight recorder"), "logs: {:?}", lp.logs());
+    let before = GuestStream::bytes(11, 100_000);
+    for c in before.chunks(777) {
+        assert_eq!(
+            chr.write(c),
+            c.len() as i32,
+            "flight recorder accepts everything"
+        );
+        assert!(chr.write_ready());
+    }
+    let consumer = TestConsumer::bind(&path).unwrap();
+    let after = GuestStream::bytes(12, 50_000);
+    let reader = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut got = Vec::new();
+        c.read_until(&mut got, 16 * 1024 + 50_000, Duration::ZERO, T)
+            .unwrap();
+        (got, c.lost + c.start_position)
+    });
+    wait_attached(&lp);
+    assert!(
+        lp.logged("83616 older console bytes were dropped"),
+        "{:?}",
+        lp.logs()
+    );
+    for c in after.chunks(1000) {
+        chr.write_all(&lp, c, T).unwrap();
+    }
+    let (got, lost) = reader.join().unwrap();
+    assert_eq!(lost, 100_000 - 16 * 1024, "every dropped byte is counted");
+    assert_eq!(&got[..16 * 1024], &before[100_000 - 16 * 1024..]);
+    assert_eq!(&got[16 * 1024..], &after[..]);
+}
+
+#[test]
+fn daemon_restart_delivers_what_the_ring_held_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let lp = MainLoop::new();
+    let p = plugin();
+    let consumer = TestConsumer::bind(&path).unwrap();
+    let first = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut got = Vec::new();
+        c.read_until(&mut got, 1000, Duration::ZERO, T).unwrap();
+        (got, c.desc.session, consumer)
+        // `c` drops here: the connection closes, as when the daemon dies.
+    });
+    let chr = p
+        .open_chardev("vm", "con", &sock_opts(&path, ":ring=64K"))
+        .unwrap();
+    wait_attached(&lp);
+    let data = GuestStream::bytes(5, 31_000);
+    chr.write_all(&lp, &data[..1000], T).unwrap();
+    let (got1, session1, consumer) = first.join().unwrap();
+    assert!(
+        lp.run_until(T, || lp.logged("lost the daemon")),
+        "{:?}",
+        lp.logs()
+    );
+    // While it is away: within the ring's room, nothing may be lost.
+    chr.write_all(&lp, &data[1000..21_000], T).unwrap();
+    let second = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut got = Vec::new();
+        c.read_until(&mut got, 30_000, Duration::ZERO, T).unwrap();
+        (got, c.desc.session, c.lost)
+    });
+    lp.clear_logs();
+    wait_attached(&lp);
+    chr.write_all(&lp, &data[21_000..], T).unwrap();
+    let (got2, session2, lost) = second.join().unwrap();
+    assert_eq!(session1, session2, "same rings, same session");
+    assert_eq!(lost, 0);
+    assert_eq!(got1, &data[..1000]);
+    assert_eq!(got2, &data[1000..]);
+}
+
+#[test]
+fn input_reaches_the_guest_never_beyond_can_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), ":input-ring=4K");
+    let input = GuestStream::bytes(9, 20_000);
+    let to_send = input.clone();
+    let writer = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut off = 0;
+        let mut waited = 0;
+        while off < to_send.len() {
+            let n = c.send_input(&to_send[off..]).unwrap();
+            off += n;
+            if n == 0 {
+                // The ring is full: wait for the plugin to make room.
+                waited += 1;
+                c.input_space_doorbell().wait(1000);
+                c.input_space_doorbell().drain();
+            }
+        }
+        (waited, c)
+    });
+    let lp = MainLoop::new();
+    let p = plugin();
+    let chr = p.open_chardev("vm", "serial0", &opts).unwrap();
+    wait_attached(&lp);
+    // The guest takes nothing yet: nothing may be delivered.
+    lp.run_until(Duration::from_millis(200), || false);
+    assert!(chr.frontend.received.borrow().is_empty());
+    // Now it reads like a 16550 with a FIFO: up to 14 bytes at a time.
+    let done = lp.run_until(T, || {
+        if chr.frontend.room.get() == 0 {
+            chr.frontend.room.set(14);
+            chr.accept_input();
+        }
+        chr.frontend.received.borrow().len() == input.len()
+    });
+    assert!(
+        done,
+        "only {} bytes arrived",
+        chr.frontend.received.borrow().len()
+    );
+    let (waited, _c) = writer.join().unwrap();
+    assert!(!chr.frontend.overflowed.get(), "input exceeded can_write");
+    assert!(*chr.frontend.received.borrow() == input);
+    assert!(
+        waited > 0,
+        "a 4 KiB input ring must have made the sender wait"
+    );
+}
+
+#[test]
+fn audio_periods_arrive_stamped_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), "");
+    let periods = 60;
+    let period_bytes = 441 * 4; // 10 ms of 44.1 kHz stereo s16
+    let reader = thread::spawn(move || {
+        let mut a = consumer.accept(T).unwrap().audio();
+        let f = a.desc.audio.unwrap();
+        assert_eq!((f.frequency, f.channels, f.sample_format), (44100, 2, 3));
+        let mut got = Vec::new();
+        while got.len() < periods {
+            got.extend(a.pop_all().unwrap());
+            a.wait(Duration::from_millis(200)).unwrap();
+        }
+        got
+    });
+    let lp = MainLoop::new();
+    let p = plugin();
+    let audio = p.open_audio("vm", "snd0", &opts).unwrap();
+    assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
+    audio.out_enable(true);
+    wait_attached(&lp);
+    let period = |i: usize| GuestStream::bytes(i as u64 + 1, period_bytes);
+    audio.play_paced(&lp, periods, Duration::from_millis(10), period);
+    let got = reader.join().unwrap();
+    for (i, (meta, pcm)) in got.iter().enumerate() {
+        assert_eq!(meta.seq, i as u64, "periods in order, none missing");
+        assert_eq!(meta.frames, 441);
+        assert_eq!(pcm, &period(i));
+        if i > 0 {
+            let gap = meta.timestamp_ns - got[i - 1].0.timestamp_ns;
+            assert!(gap > 0, "timestamps increase");
+        }
+    }
+    let span = got[periods - 1].0.timestamp_ns - got[0].0.timestamp_ns;
+    // Stamped when handed over: 59 periods of 10 ms apart (never earlier than that).
+    assert!(span >= 590_000_000 - 1_000_000, "span {span} ns");
+}
+
+#[test]
+fn audio_overflow_drops_the_newest_periods_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), "");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = thread::spawn(move || {
+        let mut a = consumer.accept(T).unwrap().audio();
+        // Stall until the producer has overrun the ring, then take what is there.
+        rx.recv().unwrap();
+        (a.pop_all().unwrap(), a.rx.producer_dropped())
+    });
+    let lp = MainLoop::new();
+    let p = plugin();
+    let audio = p.open_audio("vm", "snd0", &opts).unwrap();
+    assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
+    wait_attached(&lp);
+    // 10 s of audio at once into a ring of about 2 s: QEMU must never be pushed back.
+    let total = 1000;
+    for i in 0..total {
+        assert_eq!(audio.out_write(&[i as u8; 1764]), 1764);
+    }
+    tx.send(()).unwrap();
+    let (got, dropped) = reader.join().unwrap();
+    assert!(dropped > 0);
+    assert_eq!(
+        got.len() as u64 + dropped,
+        total as u64,
+        "stored + dropped = handed over"
+    );
+    // Drop-newest: what is kept is the oldest, in order, without holes.
+    for (i, (meta, pcm)) in got.iter().enumerate() {
+        assert_eq!(meta.seq, i as u64);
+        assert_eq!(pcm[0], i as u8);
+    }
+}
+
+#[test]
+fn corrupted_ring_from_the_consumer_side_is_survived_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), ":ring=4K");
+    let lp = MainLoop::new();
+    let p = plugin();
+    let chr = p.open_chardev("vm", "serial0", &opts).unwrap();
+    let c = consumer.accept(T).unwrap().console();
+    wait_attached(&lp);
+    chr.write_all(&lp, b"hello", T).unwrap();
+    // The "daemon" moves the output ring's read position far past the write position.
+    scribble(
+        c.out.memory().fd().try_clone_to_owned().unwrap(),
+        128,
+        1 << 40,
+    );
+    for _ in 0..100 {
+        assert!(chr.write(b"more output") >= 0, "writes never fail hard");
+        chr.write_ready();
+    }
+    assert!(lp.logged("corrupted the shared ring"), "{:?}", lp.logs());
+    // The plugin starts over with fresh rings and registers them again.
+    let old_session = c.desc.session;
+    drop(c);
+    let again = thread::spawn(move || consumer.accept(T).map(|r| r.console().desc.session));
+    lp.clear_logs();
+    wait_attached(&lp);
+    let new_session = again.join().unwrap().unwrap();
+    assert_ne!(new_session, old_session);
+}
+
+#[test]
+fn bad_options_are_refused_with_a_message_that_says_what_is_accepted() {
+    let p = plugin();
+    let e = p.open_chardev("vm", "c", "ring=1000").unwrap_err();
+    assert!(e.contains("power of two"), "{e}");
+    let e = p.open_chardev("vm", "c", "colour=blue").unwrap_err();
+    assert!(e.contains("unknown") && e.contains("socket=PATH"), "{e}");
+    let e = p.open_audio("vm", "a", "ring=banana").unwrap_err();
+    assert!(e.contains("power of two"), "{e}");
+}
+
+#[test]
+fn refused_device_is_offered_again_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), "");
+    let daemon = thread::spawn(move || {
+        consumer.refuse(T, "not today").unwrap();
+        consumer.accept(T).map(|r| r.console().desc.device_id)
+    });
+    let lp = MainLoop::new();
+    let p = plugin();
+    let _chr = p.open_chardev("vm", "serial9", &opts).unwrap();
+    assert!(lp.run_until(T, || lp.logged("refused the device: not today")));
+    wait_attached(&lp);
+    assert_eq!(daemon.join().unwrap().unwrap(), "serial9");
+}
