@@ -1,1 +1,146 @@
-fn main() {}
+//! `ringcastd`: the ringcast sidecar daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sidecar::{Config, Daemon};
+
+/// ringcastd drains the shared-memory rings of QEMU's ringcast backend into per-device
+/// journals and serves them to subscribers.
+///
+/// It needs no configuration file. By default it keeps journals under
+/// $XDG_STATE_HOME/ringcast (or /var/lib/ringcast), listens for QEMU on
+/// $XDG_RUNTIME_DIR/ringcast/ringcastd.sock (or /run/ringcast/ringcastd.sock, directory
+/// 0700, socket 0600; only its own user or root may register devices), and answers
+/// `ringcastd stats` on ringcastd.ctl beside that socket.
+///
+/// Each console device gets <state-dir>/<vm>/<device>/ with numbered segments and a
+/// current.log symlink:
+///
+///   tail -F /var/lib/ringcast/vm1/serial0/current.log
+///
+/// Example:
+///
+///   ringcastd --state-dir /srv/ringcast --journal-window 8MiB --segment-size 64MiB
+///   ringcastd stats
+#[derive(Debug, Parser)]
+#[command(name = "ringcastd", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Registration socket QEMU connects to [default: $XDG_RUNTIME_DIR/ringcast/ringcastd.sock
+    /// or /run/ringcast/ringcastd.sock]
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+
+    /// Control socket for `ringcastd stats` [default: ringcastd.ctl beside --socket]
+    #[arg(long, global = true)]
+    control_socket: Option<PathBuf>,
+
+    /// Journal directory [default: $XDG_STATE_HOME/ringcast or /var/lib/ringcast]
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+
+    /// RAM kept per console device for fast replay (K, M, G, KiB, MiB suffixes)
+    #[arg(long, default_value = "4MiB", value_parser = parse_size)]
+    journal_window: u64,
+
+    /// A disk segment is closed when it reaches this size
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    segment_size: u64,
+
+    /// A disk segment is closed when it is this old (s, m, h, d suffixes), checked when
+    /// bytes arrive
+    #[arg(long, default_value = "1d", value_parser = parse_duration)]
+    segment_age: Duration,
+
+    /// Disk bytes kept per console device; older segments are deleted
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    retention: u64,
+
+    /// Audio periods queued per subscriber before the oldest are dropped
+    #[arg(long, default_value_t = 64)]
+    audio_queue: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a table of devices: bytes, drops by cause, ring fill, subscribers, poison
+    Stats {
+        /// Directory of the sockets (instead of --socket / --control-socket)
+        #[arg(long)]
+        socket_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        u => return Err(format!("unknown size unit {u:?} (use K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        u => return Err(format!("unknown duration unit {u:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = Config::default();
+    if let Some(s) = cli.socket {
+        cfg.control_socket = sidecar::control_socket_for(&s);
+        cfg.socket = s;
+    }
+    if let Some(c) = cli.control_socket {
+        cfg.control_socket = c;
+    }
+    if let Some(Command::Stats { socket_dir }) = cli.command {
+        let path = match socket_dir {
+            Some(d) => d.join("ringcastd.ctl"),
+            None => cfg.control_socket,
+        };
+        print!("{}", sidecar::query_stats(&path)?);
+        return Ok(());
+    }
+    if let Some(d) = cli.state_dir {
+        cfg.state_dir = d;
+    }
+    cfg.journal.window = usize::try_from(cli.journal_window).context("--journal-window")?;
+    cfg.journal.segment_size = cli.segment_size.max(1);
+    cfg.journal.segment_age = cli.segment_age;
+    cfg.journal.retention = cli.retention;
+    cfg.audio_queue = cli.audio_queue.max(1);
+    sidecar::raise_fd_limit();
+    let daemon = Daemon::start(cfg).context("cannot start ringcastd")?;
+    daemon.wait();
+    Ok(())
+}

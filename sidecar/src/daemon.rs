@@ -1,0 +1,517 @@
+//! Starting and stopping ringcastd, and the [`Handle`] the network layer uses.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use shm_ring::handover::AudioFormat;
+use shm_ring::Doorbell;
+
+use crate::device::{lock, Attachment, Device, DeviceStats, Kind};
+use crate::error::Error;
+use crate::journal::{read_meta, Journal, JournalConfig, Meta};
+use crate::names::{path_component, DeviceKey};
+use crate::signal::Signal;
+use crate::subscribe::{AudioSubscription, ConsoleSubscription, Start};
+
+/// Everything ringcastd can be told. [`Config::default`] is the zero-config setup.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Registration socket (SOCK_SEQPACKET) QEMU connects to.
+    pub socket: PathBuf,
+    /// Local control socket for `ringcastd stats`.
+    pub control_socket: PathBuf,
+    /// Where journals live.
+    pub state_dir: PathBuf,
+    /// Journal shape per console device.
+    pub journal: JournalConfig,
+    /// Audio periods queued per subscriber before the oldest are dropped.
+    pub audio_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let socket = shm_ring::handover::default_socket_path("ringcast");
+        Config {
+            control_socket: control_socket_for(&socket),
+            socket,
+            state_dir: default_state_dir(),
+            journal: JournalConfig {
+                window: 4 << 20,
+                segment_size: 16 << 20,
+                segment_age: Duration::from_secs(24 * 3600),
+                retention: 256 << 20,
+            },
+            audio_queue: 64,
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/ringcast`, or `/var/lib/ringcast` without it.
+pub fn default_state_dir() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("ringcast"),
+        _ => PathBuf::from("/var/lib/ringcast"),
+    }
+}
+
+/// The control socket that goes with a registration socket: `ringcastd.ctl` beside it.
+pub fn control_socket_for(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("ringcastd.ctl")
+}
+
+/// Name, kind and state of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The device.
+    pub key: DeviceKey,
+    /// Console or audio.
+    pub kind: Kind,
+    /// Whether its QEMU is connected.
+    pub state: Attachment,
+    /// Audio format (audio devices that registered since ringcastd started).
+    pub audio: Option<AudioFormat>,
+}
+
+/// Devices by name, shared by the ingest thread and handles.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    pub cfg: Config,
+    pub devices: Mutex<BTreeMap<DeviceKey, Arc<Device>>>,
+    pub changed: Signal,
+    pub closed: Arc<AtomicBool>,
+}
+
+impl Registry {
+    fn device_dir(&self, key: &DeviceKey) -> PathBuf {
+        self.cfg
+            .state_dir
+            .join(path_component(&key.vm))
+            .join(path_component(&key.device))
+    }
+
+    /// Loads the journals a previous run left in the state dir.
+    fn recover(&self) {
+        let Ok(vms) = std::fs::read_dir(&self.cfg.state_dir) else {
+            return;
+        };
+        let mut devices = lock(&self.devices);
+        for vm in vms.flatten() {
+            let Ok(devs) = std::fs::read_dir(vm.path()) else {
+                continue;
+            };
+            for dev in devs.flatten() {
+                let dir = dev.path();
+                let Some(meta) = read_meta(&dir) else {
+                    continue;
+                };
+                if meta.kind != "console" || meta.vm.is_empty() || meta.device.is_empty() {
+                    continue;
+                }
+                let key = DeviceKey::new(meta.vm.clone(), meta.device.clone());
+                match Journal::open(dir.clone(), self.cfg.journal.clone(), meta) {
+                    Ok(j) => {
+                        tracing::info!(device = %key, end = j.end(), "journal recovered");
+                        devices.insert(key.clone(), Device::new(key, Kind::Console, Some(j)));
+                    }
+                    Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot recover a journal"),
+                }
+            }
+        }
+    }
+
+    /// The device named `key`, created if new. Fails when it exists with another kind.
+    pub fn device_for(&self, key: &DeviceKey, kind: Kind) -> Result<Arc<Device>, String> {
+        let mut devices = lock(&self.devices);
+        if let Some(d) = devices.get(key) {
+            if d.kind != kind {
+                return Err(format!(
+                    "{key} is already known as a {} device; give the {} device another id",
+                    d.kind.name(),
+                    kind.name()
+                ));
+            }
+            return Ok(d.clone());
+        }
+        let journal = match kind {
+            Kind::Audio => None,
+            Kind::Console => {
+                let meta = Meta {
+                    vm: key.vm.clone(),
+                    device: key.device.clone(),
+                    kind: "console".into(),
+                    ..Meta::default()
+                };
+                Some(
+                    Journal::open(self.device_dir(key), self.cfg.journal.clone(), meta)
+                        .map_err(|e| format!("cannot open the journal of {key}: {e}"))?,
+                )
+            }
+        };
+        let d = Device::new(key.clone(), kind, journal);
+        devices.insert(key.clone(), d.clone());
+        drop(devices);
+        self.changed.notify();
+        Ok(d)
+    }
+
+    fn get(&self, key: &DeviceKey) -> Result<Arc<Device>, Error> {
+        lock(&self.devices)
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchDevice(key.to_string()))
+    }
+}
+
+/// A running ringcastd: the ingest thread and the control socket thread.
+#[derive(Debug)]
+pub struct Daemon {
+    handle: Handle,
+    stop: Doorbell,
+    ingest: Option<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Creates the state dir and sockets, recovers the journals and starts ingesting.
+    pub fn start(cfg: Config) -> Result<Daemon, Error> {
+        std::fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| Error::io("create state directory", &cfg.state_dir, e))?;
+        let listener = bind_registration(&cfg.socket)?;
+        let control = bind_control(&cfg.control_socket)?;
+        let registry = Arc::new(Registry {
+            cfg,
+            devices: Mutex::new(BTreeMap::new()),
+            changed: Signal::default(),
+            closed: Arc::new(AtomicBool::new(false)),
+        });
+        registry.recover();
+        let stop = Doorbell::new().map_err(|e| Error::io("eventfd", "", std::io::Error::other(e)))?;
+        let stop2 = stop
+            .try_clone()
+            .map_err(|e| Error::io("eventfd", "", std::io::Error::other(e)))?;
+        let uring = crate::uring::Uring::new(4096).map_err(Error::Uring)?;
+        let reg = registry.clone();
+        let ingest = std::thread::Builder::new()
+            .name("ringcast-ingest".into())
+            .spawn(move || crate::ingest::run(uring, reg, listener, stop2))
+            .map_err(|e| Error::io("spawn ingest thread", "", e))?;
+        let handle = Handle { reg: registry };
+        let h2 = handle.clone();
+        let control = std::thread::Builder::new()
+            .name("ringcast-control".into())
+            .spawn(move || serve_control(control, h2))
+            .map_err(|e| Error::io("spawn control thread", "", e))?;
+        tracing::info!(
+            socket = %handle.reg.cfg.socket.display(),
+            state = %handle.reg.cfg.state_dir.display(),
+            "ringcastd ready"
+        );
+        Ok(Daemon {
+            handle,
+            stop,
+            ingest: Some(ingest),
+            control: Some(control),
+        })
+    }
+
+    /// A handle for subscribers and stats.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Waits until the ingest thread ends (it ends only on shutdown or a fatal error).
+    pub fn wait(mut self) {
+        if let Some(t) = self.ingest.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops ingesting, closes every QEMU connection (their backends switch to flight
+    /// recorder mode) and the sockets. Journals stay on disk.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        let reg = &self.handle.reg;
+        reg.closed.store(true, Relaxed);
+        self.stop.ring();
+        if let Some(t) = self.ingest.take() {
+            let _ = t.join();
+        }
+        // Wake the control thread out of accept().
+        let _ = UnixStream::connect(&reg.cfg.control_socket);
+        if let Some(t) = self.control.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&reg.cfg.socket);
+        let _ = std::fs::remove_file(&reg.cfg.control_socket);
+        for d in lock(&reg.devices).values() {
+            d.set_attachment(Attachment::Gone, None);
+            for q in lock(&d.state).audio_queues.iter() {
+                q.signal.notify();
+            }
+        }
+        reg.changed.notify();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.ingest.is_some() {
+            self.stop_now();
+        }
+    }
+}
+
+fn prepare_socket_path(path: &Path) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create socket directory", dir, e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("chmod 0700", dir, e))?;
+        }
+    }
+    if path.exists() {
+        let alive = match SocketAddrUnix::new(path) {
+            Ok(addr) => rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
+                .ok()
+                .is_some_and(|s| rustix::net::connect(&s, &addr).is_ok())
+                || UnixStream::connect(path).is_ok(),
+            Err(_) => false,
+        };
+        if alive {
+            return Err(Error::AlreadyRunning(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(|e| Error::io("remove stale socket", path, e))?;
+    }
+    Ok(())
+}
+
+fn bind_registration(path: &Path) -> Result<OwnedFd, Error> {
+    prepare_socket_path(path)?;
+    let io = |what, e: rustix::io::Errno| Error::io(what, path, e.into());
+    let addr = SocketAddrUnix::new(path).map_err(|e| io("socket path", e))?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| io("socket", e))?;
+    rustix::net::bind(&fd, &addr).map_err(|e| io("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod 0600", path, e))?;
+    rustix::net::listen(&fd, 128).map_err(|e| io("listen", e))?;
+    Ok(fd)
+}
+
+fn bind_control(path: &Path) -> Result<UnixListener, Error> {
+    prepare_socket_path(path)?;
+    let l = UnixListener::bind(path).map_err(|e| Error::io("bind", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod 0600", path, e))?;
+    Ok(l)
+}
+
+fn serve_control(listener: UnixListener, handle: Handle) {
+    for conn in listener.incoming() {
+        if handle.reg.closed.load(Relaxed) {
+            break;
+        }
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        let _ = BufReader::new((&conn).take(256)).read_line(&mut line);
+        let answer = match line.trim() {
+            "stats" => crate::device::render_table(&handle.stats()),
+            other => format!("unknown request {other:?}; known: stats\n"),
+        };
+        let _ = conn.write_all(answer.as_bytes());
+    }
+}
+
+/// Asks the ringcastd behind `control_socket` for its stats table.
+pub fn query_stats(control_socket: &Path) -> Result<String, Error> {
+    let err = |source| Error::Control {
+        path: control_socket.to_owned(),
+        source,
+    };
+    let mut s = UnixStream::connect(control_socket).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(err)?;
+    s.write_all(b"stats\n").map_err(err)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(err)?;
+    Ok(out)
+}
+
+/// What the network layer (and tests) use: devices, subscriptions, console input, stats.
+/// Cheap to clone; every method may be called from any thread.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) reg: Arc<Registry>,
+}
+
+impl Handle {
+    /// All known devices (registered now, or with a journal from before).
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        lock(&self.reg.devices)
+            .values()
+            .map(|d| {
+                let s = lock(&d.state);
+                DeviceInfo {
+                    key: d.key.clone(),
+                    kind: d.kind,
+                    state: s.attachment,
+                    audio: s.audio_format,
+                }
+            })
+            .collect()
+    }
+
+    /// A number that changes whenever a device appears or changes state.
+    pub fn devices_generation(&self) -> u64 {
+        self.reg.changed.generation()
+    }
+
+    /// Waits until [`Handle::devices_generation`] differs from `seen`.
+    pub async fn devices_changed(&self, seen: u64) {
+        self.reg.changed.changed(seen).await
+    }
+
+    /// Stats of every device.
+    pub fn stats(&self) -> Vec<DeviceStats> {
+        let devices: Vec<_> = lock(&self.reg.devices).values().cloned().collect();
+        devices.iter().map(|d| d.stats()).collect()
+    }
+
+    /// Stats of one device.
+    pub fn device_stats(&self, key: &DeviceKey) -> Result<DeviceStats, Error> {
+        Ok(self.reg.get(key)?.stats())
+    }
+
+    /// Reads a console's journal from `start` on, at the subscriber's own pace.
+    pub fn subscribe(&self, key: &DeviceKey, start: Start) -> Result<ConsoleSubscription, Error> {
+        let d = self.reg.get(key)?;
+        if d.kind != Kind::Console {
+            return Err(Error::WrongKind(key.to_string(), "console"));
+        }
+        Ok(ConsoleSubscription::new(d, self.reg.closed.clone(), start))
+    }
+
+    /// Listens to an audio device live, with a queue of `queue_periods` (0: the default).
+    pub fn subscribe_audio(
+        &self,
+        key: &DeviceKey,
+        queue_periods: usize,
+    ) -> Result<AudioSubscription, Error> {
+        let d = self.reg.get(key)?;
+        if d.kind != Kind::Audio {
+            return Err(Error::WrongKind(key.to_string(), "audio"));
+        }
+        let cap = if queue_periods == 0 {
+            self.reg.cfg.audio_queue
+        } else {
+            queue_periods
+        };
+        Ok(AudioSubscription::new(d, self.reg.closed.clone(), cap))
+    }
+
+    fn console(&self, key: &DeviceKey) -> Result<Arc<Device>, Error> {
+        let d = self.reg.get(key)?;
+        if d.kind != Kind::Console {
+            return Err(Error::WrongKind(key.to_string(), "console"));
+        }
+        Ok(d)
+    }
+
+    /// Writes console input into the device's input ring. Returns how many bytes were
+    /// taken: fewer than `bytes.len()` (maybe 0) when the ring is full; then wait with
+    /// [`Handle::input_ready`] and write the rest.
+    pub fn write_input(&self, key: &DeviceKey, bytes: &[u8]) -> Result<usize, Error> {
+        let d = self.console(key)?;
+        let mut input = lock(&d.input);
+        let Some(side) = input.as_mut() else {
+            return Err(Error::NotAttached(key.to_string()));
+        };
+        let w = side
+            .producer
+            .write(bytes)
+            .map_err(|p| Error::Poisoned(key.to_string(), p))?;
+        if w.wake_consumer {
+            side.data_bell.ring();
+        }
+        d.counters
+            .input_bytes
+            .fetch_add(w.bytes as u64, Relaxed);
+        Ok(w.bytes)
+    }
+
+    /// Checks for input space, arming the "space" doorbell when there is none.
+    fn input_space(d: &Device, key: &DeviceKey) -> Result<bool, Error> {
+        let mut input = lock(&d.input);
+        let Some(side) = input.as_mut() else {
+            return Err(Error::NotAttached(key.to_string()));
+        };
+        side.producer
+            .space_or_arm(1, || {})
+            .map_err(|p| Error::Poisoned(key.to_string(), p))
+    }
+
+    /// Waits until the input ring has room for at least one byte.
+    pub async fn input_ready(&self, key: &DeviceKey) -> Result<(), Error> {
+        let d = self.console(key)?;
+        loop {
+            let seen = d.input_signal.generation();
+            if Self::input_space(&d, key)? {
+                return Ok(());
+            }
+            if self.reg.closed.load(Relaxed) {
+                return Err(Error::Closed);
+            }
+            d.input_signal.changed(seen).await;
+        }
+    }
+
+    /// Blocking form of [`Handle::input_ready`]: false when `timeout` passed first.
+    pub fn wait_input_ready(&self, key: &DeviceKey, timeout: Duration) -> Result<bool, Error> {
+        let d = self.console(key)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = d.input_signal.generation();
+            if Self::input_space(&d, key)? {
+                return Ok(true);
+            }
+            if self.reg.closed.load(Relaxed) {
+                return Err(Error::Closed);
+            }
+            if !d.input_signal.wait_blocking(seen, deadline) {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Raises the open-file soft limit to the hard limit (each device holds up to 7 fds).
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}

@@ -1,0 +1,341 @@
+//! What the ingest thread and the API share about one device: its journal (consoles),
+//! its live audio queues, the writing end of its input ring, and its counters.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use shm_ring::handover::AudioFormat;
+use shm_ring::{ByteProducer, Doorbell};
+
+use crate::journal::Journal;
+use crate::names::DeviceKey;
+use crate::signal::Signal;
+
+/// What a device carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A character device (serial console, virtio console, monitor).
+    Console,
+    /// An audio output.
+    Audio,
+}
+
+impl Kind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Console => "console",
+            Kind::Audio => "audio",
+        }
+    }
+}
+
+/// Whether a device's QEMU is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// Its rings are being drained.
+    Attached,
+    /// Its QEMU went away (or has not registered since ringcastd started); the journal stays.
+    Gone,
+    /// Its QEMU broke the ring protocol; the rings are no longer read.
+    Poisoned,
+}
+
+/// Counters of one device. Every loss has its own counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// The device.
+    pub key: DeviceKey,
+    /// Console or audio.
+    pub kind: Kind,
+    /// Connection state.
+    pub state: Attachment,
+    /// Console: bytes taken from the ring into the journal; audio: PCM bytes received.
+    pub bytes: u64,
+    /// Console: the journal's end offset (bytes ever, including markers and losses).
+    pub journal_end: u64,
+    /// Console: the oldest offset still readable.
+    pub journal_start: u64,
+    /// Audio: periods received.
+    pub periods: u64,
+    /// Console bytes the QEMU side dropped while no ringcastd was attached (flight recorder).
+    pub dropped_flight_recorder: u64,
+    /// Audio periods the QEMU side dropped because the ring was full.
+    pub dropped_audio_overflow: u64,
+    /// Console bytes subscribers skipped because they were older than the retention.
+    pub subscriber_gap_bytes: u64,
+    /// Audio periods dropped from slow subscribers' queues.
+    pub subscriber_dropped_periods: u64,
+    /// Bytes waiting in the output ring when it was last looked at.
+    pub ring_fill: u64,
+    /// Capacity of the output ring (0 when never attached).
+    pub ring_capacity: u64,
+    /// Subscriptions open now.
+    pub subscribers: usize,
+    /// Why the ring was poisoned, if it was.
+    pub poisoned: Option<String>,
+    /// Spool writes that failed (the journal then keeps bytes in RAM only).
+    pub spool_errors: u64,
+    /// Console input bytes written into the input ring.
+    pub input_bytes: u64,
+    /// Registrations accepted (a reconnect of the same session counts too).
+    pub registrations: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub bytes: AtomicU64,
+    pub periods: AtomicU64,
+    pub dropped_flight_recorder: AtomicU64,
+    pub dropped_audio_overflow: AtomicU64,
+    pub subscriber_gap_bytes: AtomicU64,
+    pub subscriber_dropped_periods: AtomicU64,
+    pub ring_fill: AtomicU64,
+    pub ring_capacity: AtomicU64,
+    pub subscribers: AtomicUsize,
+    pub spool_errors: AtomicU64,
+    pub input_bytes: AtomicU64,
+    pub registrations: AtomicU64,
+}
+
+/// The writing end of a console's input ring.
+#[derive(Debug)]
+pub(crate) struct InputSide {
+    pub producer: ByteProducer,
+    pub data_bell: Doorbell,
+}
+
+/// One period of audio, as QEMU handed it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioPeriod {
+    /// Sequence number (counts dropped periods too, so a jump shows a loss).
+    pub seq: u64,
+    /// When QEMU handed the period over (CLOCK_MONOTONIC, ns).
+    pub timestamp_ns: u64,
+    /// Frames in `pcm`.
+    pub frames: u32,
+    /// Interleaved samples in the device's format.
+    pub pcm: Bytes,
+    /// Periods dropped from this subscriber's queue just before this one (it was slow).
+    pub skipped_before: u64,
+}
+
+/// A subscriber's bounded queue of audio periods.
+#[derive(Debug)]
+pub(crate) struct AudioQueue {
+    pub state: Mutex<AudioQueueState>,
+    pub signal: Signal,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct AudioQueueState {
+    pub items: VecDeque<AudioPeriod>,
+    pub skipped: u64,
+}
+
+/// Mutable state of a device (under one lock).
+#[derive(Debug)]
+pub(crate) struct DeviceState {
+    pub attachment: Attachment,
+    pub poisoned: Option<String>,
+    pub audio_format: Option<AudioFormat>,
+    pub audio_queues: Vec<Arc<AudioQueue>>,
+}
+
+/// A device as shared between the ingest thread and API users.
+#[derive(Debug)]
+pub(crate) struct Device {
+    pub key: DeviceKey,
+    pub kind: Kind,
+    pub journal: Option<Mutex<Journal>>,
+    pub state: Mutex<DeviceState>,
+    /// Notified whenever the journal grows or the state changes.
+    pub signal: Signal,
+    pub input: Mutex<Option<InputSide>>,
+    /// Notified when the input ring may have space again (or the device went away).
+    pub input_signal: Signal,
+    pub counters: Counters,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Device {
+    pub fn new(key: DeviceKey, kind: Kind, journal: Option<Journal>) -> Arc<Device> {
+        Arc::new(Device {
+            key,
+            kind,
+            journal: journal.map(Mutex::new),
+            state: Mutex::new(DeviceState {
+                attachment: Attachment::Gone,
+                poisoned: None,
+                audio_format: None,
+                audio_queues: Vec::new(),
+            }),
+            signal: Signal::default(),
+            input: Mutex::new(None),
+            input_signal: Signal::default(),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn set_attachment(&self, a: Attachment, poisoned: Option<String>) {
+        {
+            let mut s = lock(&self.state);
+            s.attachment = a;
+            if poisoned.is_some() || a == Attachment::Attached {
+                s.poisoned = poisoned;
+            }
+        }
+        if a != Attachment::Attached {
+            *lock(&self.input) = None;
+        }
+        self.signal.notify();
+        self.input_signal.notify();
+    }
+
+    /// Hands an audio period to every subscriber, dropping the oldest of a full queue.
+    pub fn fan_out(&self, period: &AudioPeriod) {
+        let queues = lock(&self.state).audio_queues.clone();
+        for q in queues {
+            {
+                let mut s = lock(&q.state);
+                if s.items.len() >= q.capacity {
+                    s.items.pop_front();
+                    s.skipped += 1;
+                    self.counters
+                        .subscriber_dropped_periods
+                        .fetch_add(1, Relaxed);
+                }
+                let mut p = period.clone();
+                p.skipped_before = std::mem::take(&mut s.skipped);
+                s.items.push_back(p);
+            }
+            q.signal.notify();
+        }
+    }
+
+    pub fn stats(&self) -> DeviceStats {
+        let c = &self.counters;
+        let (state, poisoned) = {
+            let s = lock(&self.state);
+            (s.attachment, s.poisoned.clone())
+        };
+        let (journal_end, journal_start) = match &self.journal {
+            Some(j) => {
+                let j = lock(j);
+                (j.end(), j.available_from())
+            }
+            None => (0, 0),
+        };
+        DeviceStats {
+            key: self.key.clone(),
+            kind: self.kind,
+            state,
+            bytes: c.bytes.load(Relaxed),
+            journal_end,
+            journal_start,
+            periods: c.periods.load(Relaxed),
+            dropped_flight_recorder: c.dropped_flight_recorder.load(Relaxed),
+            dropped_audio_overflow: c.dropped_audio_overflow.load(Relaxed),
+            subscriber_gap_bytes: c.subscriber_gap_bytes.load(Relaxed),
+            subscriber_dropped_periods: c.subscriber_dropped_periods.load(Relaxed),
+            ring_fill: c.ring_fill.load(Relaxed),
+            ring_capacity: c.ring_capacity.load(Relaxed),
+            subscribers: c.subscribers.load(Relaxed),
+            poisoned,
+            spool_errors: c.spool_errors.load(Relaxed),
+            input_bytes: c.input_bytes.load(Relaxed),
+            registrations: c.registrations.load(Relaxed),
+        }
+    }
+}
+
+/// Renders stats as a table for people.
+pub fn render_table(stats: &[DeviceStats]) -> String {
+    let mut rows = vec![[
+        "DEVICE".to_string(),
+        "KIND".into(),
+        "STATE".into(),
+        "BYTES".into(),
+        "JOURNAL".into(),
+        "LOST:FLIGHT".into(),
+        "LOST:AUDIO".into(),
+        "SUB-GAPS".into(),
+        "RING FILL".into(),
+        "SUBS".into(),
+        "POISONED".into(),
+    ]];
+    for s in stats {
+        let (bytes, lost_audio, sub_gaps) = match s.kind {
+            Kind::Console => (
+                s.bytes.to_string(),
+                "-".to_string(),
+                format!("{} B", s.subscriber_gap_bytes),
+            ),
+            Kind::Audio => (
+                format!("{} ({} periods)", s.bytes, s.periods),
+                s.dropped_audio_overflow.to_string(),
+                format!("{} periods", s.subscriber_dropped_periods),
+            ),
+        };
+        let fill = if s.ring_capacity == 0 {
+            "-".to_string()
+        } else {
+            format!(
+                "{}/{} ({}%)",
+                s.ring_fill,
+                s.ring_capacity,
+                s.ring_fill * 100 / s.ring_capacity
+            )
+        };
+        let state = match s.state {
+            Attachment::Attached => "attached",
+            Attachment::Gone => "gone",
+            Attachment::Poisoned => "poisoned",
+        };
+        rows.push([
+            s.key.to_string(),
+            s.kind.name().into(),
+            state.into(),
+            bytes,
+            match s.kind {
+                Kind::Console => format!("{}..{}", s.journal_start, s.journal_end),
+                Kind::Audio => "-".into(),
+            },
+            match s.kind {
+                Kind::Console => s.dropped_flight_recorder.to_string(),
+                Kind::Audio => "-".into(),
+            },
+            lost_audio,
+            sub_gaps,
+            fill,
+            s.subscribers.to_string(),
+            s.poisoned.clone().unwrap_or_else(|| "no".into()),
+        ]);
+    }
+    let mut widths = [0usize; 11];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths.iter())
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if stats.is_empty() {
+        out.push_str("(no devices registered yet)\n");
+    }
+    out
+}

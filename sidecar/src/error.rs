@@ -1,0 +1,60 @@
+//! The sidecar's errors.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What went wrong in the sidecar library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or socket operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or socket concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The io_uring could not be set up or used.
+    #[error("io_uring: {0} (is io_uring disabled by kernel.io_uring_disabled?)")]
+    Uring(#[source] io::Error),
+    /// Another ringcastd already listens on the socket.
+    #[error("another ringcastd already listens on {}; stop it or pass --socket", .0.display())]
+    AlreadyRunning(PathBuf),
+    /// No device with this name is known.
+    #[error("no device named {0}")]
+    NoSuchDevice(String),
+    /// The operation needs a console device, or an audio device, and this is the other kind.
+    #[error("device {0} is not a {1} device")]
+    WrongKind(String, &'static str),
+    /// The device's QEMU is not connected (console input cannot be delivered).
+    #[error("device {0} is not attached to a running QEMU")]
+    NotAttached(String),
+    /// The device's peer broke the ring protocol; the ring is no longer used.
+    #[error("device {0}: ring poisoned: {1}")]
+    Poisoned(String, shm_ring::Poison),
+    /// The daemon was shut down.
+    #[error("ringcastd was shut down")]
+    Closed,
+    /// The stats query got no answer.
+    #[error("cannot query ringcastd at {}: {source} (is it running?)", path.display())]
+    Control {
+        /// The control socket.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! A console device's journal: every byte it ever produced, addressed by its absolute
+//! offset, kept in a RAM window (the newest bytes) and in disk segments (the spool).
+//!
+//! On disk, a device has a directory `<state>/<vm>/<device>/` holding
+//!
+//! * `<offset>.log`: segments, named by the journal offset of their first byte (20 digits,
+//!   so they sort). A segment holds contiguous bytes: bytes that were lost (flight
+//!   recorder) end a segment, and the next one starts after the hole.
+//! * `current.log`: a symlink to the segment being written, for `tail -F`.
+//! * `device.meta`: names, the current ring session and where it starts in the journal.
+//!
+//! The journal never writes to disk itself: the ingest thread asks for the place to write
+//! ([`Journal::spool_target`]), writes through its io_uring, and then [`Journal::commit`]s.
+//! Subscribers read with [`Journal::read_at`], which answers from RAM or says which file
+//! holds the bytes (they read it themselves, without holding the journal's lock).
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::error::Error;
+
+/// Largest RAM block, and largest chunk handed to a subscriber at once.
+pub(crate) const BLOCK: usize = 64 * 1024;
+const META: &str = "device.meta";
+const CURRENT: &str = "current.log";
+
+/// Sizes and ages that shape a journal.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// Bytes kept in RAM per device.
+    pub window: usize,
+    /// A segment is closed once it holds this many bytes.
+    pub segment_size: u64,
+    /// A segment is closed once it is this old (checked when bytes arrive).
+    pub segment_age: Duration,
+    /// Disk bytes kept per device; the oldest segments are deleted beyond that.
+    pub retention: u64,
+}
+
+/// Why a subscriber cannot have some bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// The bytes were never received: the QEMU side dropped them (flight recorder) while
+    /// no ringcastd was attached.
+    Lost,
+    /// The bytes were received but are older than what the journal retains.
+    Retention,
+}
+
+/// What the persistent description of a device says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub vm: String,
+    pub device: String,
+    pub kind: String,
+    pub session: Option<u64>,
+    /// Journal offset of position 0 of the session's ring.
+    pub base: u64,
+    /// Everything below this offset was deleted (retention).
+    pub pruned_to: u64,
+}
+
+impl Meta {
+    fn encode(&self) -> String {
+        let mut s = format!(
+            "vm={}\ndevice={}\nkind={}\nbase={}\npruned_to={}\n",
+            escape(&self.vm),
+            escape(&self.device),
+            self.kind,
+            self.base,
+            self.pruned_to
+        );
+        if let Some(session) = self.session {
+            s.push_str(&format!("session={session}\n"));
+        }
+        s
+    }
+
+    fn decode(text: &str) -> Meta {
+        let mut m = Meta::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "vm" => m.vm = unescape(v),
+                "device" => m.device = unescape(v),
+                "kind" => m.kind = v.to_owned(),
+                "session" => m.session = v.parse().ok(),
+                "base" => m.base = v.parse().unwrap_or(0),
+                "pruned_to" => m.pruned_to = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        m
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('n') => out.push('\n'),
+                Some(o) => out.push(o),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads a device's persistent description, if the directory has one.
+pub(crate) fn read_meta(dir: &Path) -> Option<Meta> {
+    fs::read_to_string(dir.join(META))
+        .ok()
+        .map(|t| Meta::decode(&t))
+}
+
+#[derive(Debug)]
+struct Block {
+    start: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    start: u64,
+    len: u64,
+    path: PathBuf,
+    created: SystemTime,
+}
+
+/// Where the bytes at a cursor are.
+#[derive(Debug)]
+pub(crate) enum ReadAt {
+    /// Nothing there yet.
+    Pending,
+    /// Bytes copied out of RAM.
+    Bytes(Bytes),
+    /// Bytes in a segment file.
+    Disk {
+        path: PathBuf,
+        seg_start: u64,
+        file_offset: u64,
+        len: usize,
+    },
+    /// The bytes from the cursor on are not available.
+    Gap { len: u64, reason: GapReason },
+}
+
+/// One device's journal.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    cfg: JournalConfig,
+    dir: PathBuf,
+    spool: bool,
+    ram: VecDeque<Block>,
+    ram_bytes: usize,
+    segments: VecDeque<Segment>,
+    disk_bytes: u64,
+    current: Option<Arc<File>>,
+    end: u64,
+    meta: Meta,
+}
+
+impl Journal {
+    /// Opens (creating or recovering) the journal in `dir`. `meta` supplies the names for
+    /// a new directory; a recovered one keeps what it stored.
+    pub fn open(dir: PathBuf, cfg: JournalConfig, meta: Meta) -> Result<Journal, Error> {
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create journal directory", &dir, e))?;
+        let meta = read_meta(&dir).unwrap_or(meta);
+        let mut segments = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(digits) = name.strip_suffix(".log") else {
+                continue;
+            };
+            if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(start) = digits.parse::<u64>() else {
+                continue;
+            };
+            let Ok(md) = entry.metadata() else { continue };
+            if !md.is_file() {
+                continue;
+            }
+            segments.push(Segment {
+                start,
+                len: md.len(),
+                path: entry.path(),
+                created: md.modified().unwrap_or_else(|_| SystemTime::now()),
+            });
+        }
+        segments.sort_by_key(|s| s.start);
+        // Segments never overlap; a later one that does (it cannot, unless files were
+        // copied in by hand) would make offsets ambiguous: keep the earlier bytes.
+        let mut clean: VecDeque<Segment> = VecDeque::new();
+        for s in segments {
+            if let Some(last) = clean.back() {
+                if s.start < last.start + last.len {
+                    tracing::warn!(path = %s.path.display(), "ignoring an overlapping segment");
+                    continue;
+                }
+            }
+            clean.push_back(s);
+        }
+        let end = clean
+            .back()
+            .map_or(meta.pruned_to, |s| s.start + s.len)
+            .max(meta.pruned_to);
+        let disk_bytes = clean.iter().map(|s| s.len).sum();
+        let j = Journal {
+            cfg,
+            dir,
+            spool: true,
+            ram: VecDeque::new(),
+            ram_bytes: 0,
+            segments: clean,
+            disk_bytes,
+            current: None,
+            end,
+            meta,
+        };
+        j.write_meta()?;
+        Ok(j)
+    }
+
+    /// The directory of this journal.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The offset the next byte gets.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The lowest offset that can still be read.
+    pub fn available_from(&self) -> u64 {
+        let disk = self.segments.iter().find(|s| s.len > 0).map(|s| s.start);
+        let ram = self.ram.front().map(|b| b.start);
+        match (disk, ram) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => self.end,
+        }
+    }
+
+    /// The persistent description.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    fn write_meta(&self) -> Result<(), Error> {
+        let tmp = self.dir.join(".device.meta.tmp");
+        fs::write(&tmp, self.meta.encode()).map_err(|e| Error::io("write", &tmp, e))?;
+        let dst = self.dir.join(META);
+        fs::rename(&tmp, &dst).map_err(|e| Error::io("rename into", &dst, e))
+    }
+
+    /// Records a new ring session starting at journal offset `base`.
+    pub fn set_session(&mut self, session: u64, base: u64) {
+        self.meta.session = Some(session);
+        self.meta.base = base;
+        if let Err(e) = self.write_meta() {
+            tracing::error!(error = %e, "cannot save the device's session");
+        }
+    }
+
+    /// `len` bytes that will never come: the offsets advance past them.
+    pub fn record_gap(&mut self, len: u64) {
+        self.end += len;
+    }
+
+    /// Where the next bytes go on disk: the file and the position in it. Rotates segments
+    /// by size and age. None when the spool is off.
+    pub fn spool_target(&mut self, now: SystemTime) -> Option<(Arc<File>, u64)> {
+        if !self.spool {
+            return None;
+        }
+        let rotate = match self.segments.back() {
+            None => true,
+            Some(s) if s.start == self.end && s.len == 0 => false,
+            Some(s) => {
+                s.start + s.len != self.end
+                    || s.len >= self.cfg.segment_size
+                    || now.duration_since(s.created).unwrap_or_default() >= self.cfg.segment_age
+            }
+        };
+        if rotate {
+            if let Err(e) = self.new_segment(now) {
+                tracing::error!(error = %e, "cannot start a spool segment; keeping bytes in RAM only");
+                self.disable_spool();
+                return None;
+            }
+        }
+        if self.current.is_none() {
+            let seg = self.segments.back()?;
+            match OpenOptions::new().write(true).open(&seg.path) {
+                Ok(f) => self.current = Some(Arc::new(f)),
+                Err(e) => {
+                    tracing::error!(path = %seg.path.display(), error = %e,
+                        "cannot reopen the spool segment; keeping bytes in RAM only");
+                    self.disable_spool();
+                    return None;
+                }
+            }
+        }
+        let seg = self.segments.back()?;
+        Some((self.current.clone()?, self.end - seg.start))
+    }
+
+    fn new_segment(&mut self, now: SystemTime) -> Result<(), Error> {
+        let name = format!("{:020}.log", self.end);
+        let path = self.dir.join(&name);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io("create segment", &path, e))?;
+        self.current = Some(Arc::new(f));
+        self.segments.push_back(Segment {
+            start: self.end,
+            len: 0,
+            path,
+            created: now,
+        });
+        let tmp = self.dir.join(".current.log.tmp");
+        let _ = fs::remove_file(&tmp);
+        let link = std::os::unix::fs::symlink(&name, &tmp)
+            .and_then(|()| fs::rename(&tmp, self.dir.join(CURRENT)));
+        if let Err(e) = link {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot update current.log");
+        }
+        self.prune();
+        Ok(())
+    }
+
+    fn prune(&mut self) {
+        let mut pruned = false;
+        while self.disk_bytes > self.cfg.retention && self.segments.len() > 1 {
+            let Some(old) = self.segments.pop_front() else {
+                break;
+            };
+            if let Err(e) = fs::remove_file(&old.path) {
+                tracing::warn!(path = %old.path.display(), error = %e, "cannot delete an old segment");
+            }
+            self.disk_bytes -= old.len;
+            self.meta.pruned_to = self.segments.front().map_or(self.end, |s| s.start);
+            pruned = true;
+        }
+        if pruned {
+            if let Err(e) = self.write_meta() {
+                tracing::warn!(error = %e, "cannot save the retention mark");
+            }
+        }
+    }
+
+    /// Stops writing to disk (after a write error); bytes stay in RAM only.
+    pub fn disable_spool(&mut self) {
+        self.spool = false;
+        self.current = None;
+    }
+
+    /// Bytes written at the spool target were void (the producer overwrote them while they
+    /// were copied): cut the segment file back to what is committed.
+    pub fn void_uncommitted(&mut self) {
+        if let (Some(f), Some(seg)) = (&self.current, self.segments.back()) {
+            if let Err(e) = f.set_len(seg.len) {
+                tracing::error!(path = %seg.path.display(), error = %e, "cannot truncate a segment");
+                self.disable_spool();
+            }
+        }
+    }
+
+    /// Appends `bytes` at the end. `on_disk`: they were written at the spool target.
+    pub fn commit(&mut self, bytes: &[u8], on_disk: bool) {
+        if on_disk {
+            if let Some(seg) = self.segments.back_mut() {
+                seg.len += bytes.len() as u64;
+                self.disk_bytes += bytes.len() as u64;
+            }
+        }
+        let start = self.end;
+        self.end += bytes.len() as u64;
+        let mut off = 0;
+        while off < bytes.len() {
+            let pos = start + off as u64;
+            let fresh = match self.ram.back() {
+                Some(b) => b.start + b.data.len() as u64 != pos || b.data.len() >= BLOCK,
+                None => true,
+            };
+            if fresh {
+                self.ram.push_back(Block {
+                    start: pos,
+                    data: Vec::new(),
+                });
+            }
+            let Some(b) = self.ram.back_mut() else { break };
+            let n = (BLOCK - b.data.len()).min(bytes.len() - off);
+            let want = b.data.len() + n;
+            if b.data.capacity() < want {
+                // Grow in steps but never past one block, so RAM use stays near the window.
+                let target = want.max(b.data.capacity() * 2).clamp(4096, BLOCK);
+                b.data.reserve_exact(target - b.data.len());
+            }
+            b.data.extend_from_slice(&bytes[off..off + n]);
+            off += n;
+            self.ram_bytes += n;
+        }
+        while self.ram_bytes > self.cfg.window {
+            let Some(old) = self.ram.pop_front() else {
+                break;
+            };
+            self.ram_bytes -= old.data.len();
+            if !self.spool {
+                // Without a spool, what leaves RAM is gone for good.
+                self.meta.pruned_to = self.meta.pruned_to.max(old.start + old.data.len() as u64);
+            }
+        }
+    }
+
+    /// Where the bytes at `cursor` are (at most `max` of them).
+    pub fn read_at(&self, cursor: u64, max: usize) -> ReadAt {
+        if cursor >= self.end {
+            return ReadAt::Pending;
+        }
+        let max = max.clamp(1, BLOCK);
+        let ri = self.ram.partition_point(|b| b.start <= cursor);
+        if ri > 0 {
+            let b = &self.ram[ri - 1];
+            let b_end = b.start + b.data.len() as u64;
+            if cursor < b_end {
+                let from = (cursor - b.start) as usize;
+                let n = (b.data.len() - from).min(max);
+                return ReadAt::Bytes(Bytes::copy_from_slice(&b.data[from..from + n]));
+            }
+        }
+        let si = self.segments.partition_point(|s| s.start <= cursor);
+        if si > 0 {
+            let s = &self.segments[si - 1];
+            if cursor < s.start + s.len {
+                let n = (s.start + s.len - cursor).min(max as u64) as usize;
+                return ReadAt::Disk {
+                    path: s.path.clone(),
+                    seg_start: s.start,
+                    file_offset: cursor - s.start,
+                    len: n,
+                };
+            }
+        }
+        let mut next = self.end;
+        if let Some(b) = self.ram.get(ri) {
+            next = next.min(b.start);
+        }
+        if let Some(s) = self.segments.iter().skip(si).find(|s| s.len > 0) {
+            next = next.min(s.start);
+        }
+        if cursor < self.meta.pruned_to {
+            ReadAt::Gap {
+                len: next.min(self.meta.pruned_to) - cursor,
+                reason: GapReason::Retention,
+            }
+        } else {
+            ReadAt::Gap {
+                len: next - cursor,
+                reason: GapReason::Lost,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> JournalConfig {
+        JournalConfig {
+            window: 2 * BLOCK,
+            segment_size: 100_000,
+            segment_age: Duration::from_secs(3600),
+            retention: 250_000,
+        }
+    }
+
+    fn append(j: &mut Journal, bytes: &[u8]) {
+        let (f, off) = j.spool_target(SystemTime::now()).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(bytes, off).unwrap();
+        j.commit(bytes, true);
+    }
+
+    fn read_all(j: &Journal, mut cursor: u64) -> (Vec<u8>, Vec<(u64, u64, GapReason)>) {
+        let mut data = Vec::new();
+        let mut gaps = Vec::new();
+        loop {
+            match j.read_at(cursor, BLOCK) {
+                ReadAt::Pending => return (data, gaps),
+                ReadAt::Bytes(b) => {
+                    cursor += b.len() as u64;
+                    data.extend_from_slice(&b);
+                }
+                ReadAt::Disk {
+                    path,
+                    file_offset,
+                    len,
+                    ..
+                } => {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0; len];
+                    File::open(path)
+                        .unwrap()
+                        .read_exact_at(&mut buf, file_offset)
+                        .unwrap();
+                    cursor += len as u64;
+                    data.extend_from_slice(&buf);
+                }
+                ReadAt::Gap { len, reason } => {
+                    gaps.push((cursor, len, reason));
+                    cursor += len;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_come_back_from_ram_and_disk_with_gaps_where_bytes_were_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path().join("d"), cfg(), Meta::default()).unwrap();
+        let a: Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
+        append(&mut j, &a[..70_000]);
+        append(&mut j, &a[70_000..]);
+        j.record_gap(1000);
+        append(&mut j, b"after the gap");
+        let (data, gaps) = read_all(&j, 0);
+        assert_eq!(gaps, vec![(150_000, 1000, GapReason::Lost)]);
+        assert_eq!(&data[..150_000], &a[..]);
+        assert_eq!(&data[150_000..], b"after the gap");
+        assert_eq!(j.end(), 151_013);
+    }
+
+    #[test]
+    fn a_reopened_journal_continues_at_its_end_and_keeps_its_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("d");
+        {
+            let mut j = Journal::open(d.clone(), cfg(), Meta::default()).unwrap();
+            append(&mut j, b"hello ");
+            j.set_session(9, 0);
+            j.record_gap(10);
+            append(&mut j, b"world");
+        }
+        let mut j = Journal::open(d.clone(), cfg(), Meta::default()).unwrap();
+        assert_eq!(j.end(), 21);
+        assert_eq!(j.meta().session, Some(9));
+        append(&mut j, b"!");
+        let (data, gaps) = read_all(&j, 0);
+        assert_eq!(data, b"hello world!");
+        assert_eq!(gaps, vec![(6, 10, GapReason::Lost)]);
+        let current = fs::read_link(d.join("current.log")).unwrap();
+        assert_eq!(current, PathBuf::from(format!("{:020}.log", 16)));
+    }
+
+    #[test]
+    fn old_segments_beyond_retention_become_retention_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path().join("d"), cfg(), Meta::default()).unwrap();
+        let chunk = vec![7u8; 60_000];
+        for _ in 0..10 {
+            append(&mut j, &chunk);
+        }
+        let from = j.available_from();
+        assert!(from > 0);
+        // Retention is enforced when a segment starts; segments overshoot by one append.
+        assert!(j.disk_bytes <= cfg().retention + cfg().segment_size + 2 * 60_000);
+        match j.read_at(0, BLOCK) {
+            ReadAt::Gap { len, reason } => {
+                assert_eq!(reason, GapReason::Retention);
+                assert_eq!(len, from);
+            }
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        let (data, _) = read_all(&j, from);
+        assert_eq!(data.len() as u64, 600_000 - from);
+    }
+
+    #[test]
+    fn meta_survives_awkward_names() {
+        let m = Meta {
+            vm: "a\nb\\c=d".into(),
+            device: "serial0".into(),
+            kind: "console".into(),
+            session: Some(u64::MAX),
+            base: 5,
+            pruned_to: 3,
+        };
+        assert_eq!(Meta::decode(&m.encode()), m);
+    }
+}

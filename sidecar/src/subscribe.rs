@@ -1,0 +1,308 @@
+//! Subscriptions: a reader's own cursor over a console journal, or its own bounded queue of
+//! audio periods. Readers never hold up the ingest: they copy from the journal under its
+//! lock for at most one block, and read spooled bytes from disk without the lock.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::device::{lock, AudioPeriod, AudioQueue, Device};
+use crate::error::Error;
+use crate::journal::{GapReason, ReadAt, BLOCK};
+use crate::names::DeviceKey;
+
+/// Where a console subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At this absolute journal offset (for a reader resuming where it left off).
+    Offset(u64),
+    /// This many bytes before the current end (or at the oldest retained byte).
+    TailBytes(u64),
+    /// At the current end: only new bytes.
+    Now,
+}
+
+/// Bytes of a console journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// Journal offset of the first byte.
+    pub offset: u64,
+    /// The bytes.
+    pub bytes: Bytes,
+}
+
+/// Offsets whose bytes the subscriber cannot have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// First offset of the gap.
+    pub offset: u64,
+    /// Number of bytes missing.
+    pub len: u64,
+    /// Why they are missing.
+    pub reason: GapReason,
+}
+
+/// What a console subscription yields, in offset order, without holes between items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// Bytes.
+    Chunk(Chunk),
+    /// Bytes that are not available.
+    Gap(Gap),
+}
+
+impl Item {
+    /// The offset after this item.
+    pub fn end(&self) -> u64 {
+        match self {
+            Item::Chunk(c) => c.offset + c.bytes.len() as u64,
+            Item::Gap(g) => g.offset + g.len,
+        }
+    }
+}
+
+/// A reader of one console's journal with its own cursor.
+#[derive(Debug)]
+pub struct ConsoleSubscription {
+    device: Arc<Device>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    cursor: u64,
+    file: Option<(u64, File)>,
+}
+
+impl ConsoleSubscription {
+    pub(crate) fn new(
+        device: Arc<Device>,
+        closed: Arc<std::sync::atomic::AtomicBool>,
+        start: Start,
+    ) -> Self {
+        let cursor = {
+            let j = lock(device.journal.as_ref().expect("console devices have a journal"));
+            match start {
+                Start::Offset(o) => o,
+                Start::TailBytes(n) => j.end().saturating_sub(n).max(j.available_from()),
+                Start::Now => j.end(),
+            }
+        };
+        device.counters.subscribers.fetch_add(1, Relaxed);
+        ConsoleSubscription {
+            device,
+            closed,
+            cursor,
+            file: None,
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &DeviceKey {
+        &self.device.key
+    }
+
+    /// The offset of the next item.
+    pub fn position(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The next item if there is one now. Never blocks on the ingest; may read the disk.
+    pub fn try_next(&mut self) -> Option<Item> {
+        loop {
+            let at = {
+                let j = lock(self.device.journal.as_ref()?);
+                j.read_at(self.cursor, BLOCK)
+            };
+            let item = match at {
+                ReadAt::Pending => return None,
+                ReadAt::Bytes(bytes) => Item::Chunk(Chunk {
+                    offset: self.cursor,
+                    bytes,
+                }),
+                ReadAt::Gap { len, reason } => {
+                    if reason == GapReason::Retention {
+                        self.device
+                            .counters
+                            .subscriber_gap_bytes
+                            .fetch_add(len, Relaxed);
+                    }
+                    Item::Gap(Gap {
+                        offset: self.cursor,
+                        len,
+                        reason,
+                    })
+                }
+                ReadAt::Disk {
+                    path,
+                    seg_start,
+                    file_offset,
+                    len,
+                } => match self.read_disk(&path, seg_start, file_offset, len) {
+                    Some(bytes) => Item::Chunk(Chunk {
+                        offset: self.cursor,
+                        bytes,
+                    }),
+                    // The segment was deleted meanwhile (retention): ask again.
+                    None => continue,
+                },
+            };
+            self.cursor = item.end();
+            return Some(item);
+        }
+    }
+
+    fn read_disk(&mut self, path: &std::path::Path, seg: u64, off: u64, len: usize) -> Option<Bytes> {
+        if self.file.as_ref().map(|(s, _)| *s) != Some(seg) {
+            self.file = None;
+            match File::open(path) {
+                Ok(f) => self.file = Some((seg, f)),
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "segment gone");
+                    std::thread::yield_now();
+                    return None;
+                }
+            }
+        }
+        let (_, f) = self.file.as_ref()?;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match f.read_at(&mut buf[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if got == 0 {
+            self.file = None;
+            std::thread::yield_now();
+            return None;
+        }
+        buf.truncate(got);
+        Some(Bytes::from(buf))
+    }
+
+    /// Waits up to `timeout` for the next item (for tests and blocking callers).
+    pub fn next_blocking(&mut self, timeout: Duration) -> Result<Option<Item>, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.device.signal.generation();
+            if let Some(item) = self.try_next() {
+                return Ok(Some(item));
+            }
+            if self.closed.load(Relaxed) {
+                return Err(Error::Closed);
+            }
+            if !self.device.signal.wait_blocking(seen, deadline) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next item, waiting for it. Fails only when the daemon shuts down.
+    pub async fn next(&mut self) -> Result<Item, Error> {
+        loop {
+            let seen = self.device.signal.generation();
+            if let Some(item) = self.try_next() {
+                return Ok(item);
+            }
+            if self.closed.load(Relaxed) {
+                return Err(Error::Closed);
+            }
+            self.device.signal.changed(seen).await;
+        }
+    }
+}
+
+impl Drop for ConsoleSubscription {
+    fn drop(&mut self) {
+        self.device.counters.subscribers.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A live listener of one audio device, with a bounded queue: when it falls behind, the
+/// oldest periods are dropped and counted (`AudioPeriod::skipped_before`).
+#[derive(Debug)]
+pub struct AudioSubscription {
+    device: Arc<Device>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    queue: Arc<AudioQueue>,
+}
+
+impl AudioSubscription {
+    pub(crate) fn new(
+        device: Arc<Device>,
+        closed: Arc<std::sync::atomic::AtomicBool>,
+        capacity: usize,
+    ) -> Self {
+        let queue = Arc::new(AudioQueue {
+            state: Default::default(),
+            signal: Default::default(),
+            capacity: capacity.max(1),
+        });
+        lock(&device.state).audio_queues.push(queue.clone());
+        device.counters.subscribers.fetch_add(1, Relaxed);
+        AudioSubscription {
+            device,
+            closed,
+            queue,
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &DeviceKey {
+        &self.device.key
+    }
+
+    /// The device's PCM format (known once it registered).
+    pub fn format(&self) -> Option<shm_ring::handover::AudioFormat> {
+        lock(&self.device.state).audio_format
+    }
+
+    /// The next period if one is queued.
+    pub fn try_next(&mut self) -> Option<AudioPeriod> {
+        lock(&self.queue.state).items.pop_front()
+    }
+
+    /// Waits up to `timeout` for the next period.
+    pub fn next_blocking(&mut self, timeout: Duration) -> Result<Option<AudioPeriod>, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.queue.signal.generation();
+            if let Some(p) = self.try_next() {
+                return Ok(Some(p));
+            }
+            if self.closed.load(Relaxed) {
+                return Err(Error::Closed);
+            }
+            if !self.queue.signal.wait_blocking(seen, deadline) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next period, waiting for it. Fails only when the daemon shuts down.
+    pub async fn next(&mut self) -> Result<AudioPeriod, Error> {
+        loop {
+            let seen = self.queue.signal.generation();
+            if let Some(p) = self.try_next() {
+                return Ok(p);
+            }
+            if self.closed.load(Relaxed) {
+                return Err(Error::Closed);
+            }
+            self.queue.signal.changed(seen).await;
+        }
+    }
+}
+
+impl Drop for AudioSubscription {
+    fn drop(&mut self) {
+        lock(&self.device.state)
+            .audio_queues
+            .retain(|q| !Arc::ptr_eq(q, &self.queue));
+        self.device.counters.subscribers.fetch_sub(1, Relaxed);
+    }
+}
