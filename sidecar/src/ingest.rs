@@ -400,17 +400,6 @@ impl Ingest {
                 j.set_session(desc.session, base);
             }
         }
-        let ack = Ack {
-            accepted: true,
-            message: format!("ringcastd attached {key}"),
-        };
-        let sent = self
-            .conns
-            .get(&conn_id)
-            .map(|c| handover::send_with_fds(&c.fd, &ack.encode(), &[]));
-        if !matches!(sent, Some(Ok(()))) {
-            return self.close_conn(conn_id);
-        }
         let id = self.id();
         let _ = self
             .uring
@@ -451,6 +440,19 @@ impl Ingest {
                 poisoned: false,
             },
         );
+        // Acknowledge only now, so that input and subscriptions work as soon as the
+        // backend knows it is attached.
+        let ack = Ack {
+            accepted: true,
+            message: format!("ringcastd attached {key}"),
+        };
+        let sent = self
+            .conns
+            .get(&conn_id)
+            .map(|c| handover::send_with_fds(&c.fd, &ack.encode(), &[]));
+        if !matches!(sent, Some(Ok(()))) {
+            return self.conn_closed(conn_id);
+        }
         self.drain(id);
     }
 
