@@ -431,3 +431,36 @@ fn async_subscribers_wake_on_new_bytes() {
     }
     daemon.shutdown();
 }
+
+#[test]
+fn bytes_already_spooled_but_not_released_are_not_stored_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let daemon = Daemon::start(cfg.clone()).unwrap();
+    let mut c = FakeConsole::new(&cfg.socket, "vm", "ttyS0", 5, 1 << 16);
+    c.connect();
+    let (x, y) = (30_000u64, 20_000u64);
+    c.write_all(&stream(4, 0, x));
+    c.wait_drained();
+    daemon.shutdown();
+    wait_until("the producer to see the daemon go", WAIT, || !c.attached());
+    c.write_overwriting(&stream(4, x, y));
+    assert_eq!(c.dropped, 0);
+    // What a daemon killed between its spool write and the ring release leaves behind:
+    // the first 7000 bytes of the ring's unread data are already in the segment.
+    let dev_dir = cfg.state_dir.join("vm").join("ttyS0");
+    let current = dev_dir.join(std::fs::read_link(dev_dir.join("current.log")).unwrap());
+    let mut f = std::fs::OpenOptions::new().append(true).open(current).unwrap();
+    std::io::Write::write_all(&mut f, &stream(4, x, 7000)).unwrap();
+    drop(f);
+    let daemon = Daemon::start(cfg.clone()).unwrap();
+    c.connect();
+    c.wait_drained();
+    let (spool, holes) = read_spool(&dev_dir);
+    assert!(holes.is_empty());
+    assert_eq!(spool.len() as u64, x + y);
+    assert_eq!(sha(&spool), sha(&stream(4, 0, x + y)));
+    let key = DeviceKey::new("vm", "ttyS0");
+    assert_eq!(daemon.handle().device_stats(&key).unwrap().journal_end, x + y);
+    daemon.shutdown();
+}
