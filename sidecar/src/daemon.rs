@@ -125,7 +125,9 @@ impl Registry {
                         tracing::info!(device = %key, end = j.end(), "journal recovered");
                         devices.insert(key.clone(), Device::new(key, Kind::Console, Some(j)));
                     }
-                    Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot recover a journal"),
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "cannot recover a journal")
+                    }
                 }
             }
         }
@@ -197,7 +199,8 @@ impl Daemon {
             closed: Arc::new(AtomicBool::new(false)),
         });
         registry.recover();
-        let stop = Doorbell::new().map_err(|e| Error::io("eventfd", "", std::io::Error::other(e)))?;
+        let stop =
+            Doorbell::new().map_err(|e| Error::io("eventfd", "", std::io::Error::other(e)))?;
         let stop2 = stop
             .try_clone()
             .map_err(|e| Error::io("eventfd", "", std::io::Error::other(e)))?;
@@ -279,17 +282,20 @@ impl Drop for Daemon {
 fn prepare_socket_path(path: &Path) -> Result<(), Error> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create socket directory", dir, e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io("create socket directory", dir, e))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| Error::io("chmod 0700", dir, e))?;
         }
     }
     if path.exists() {
         let alive = match SocketAddrUnix::new(path) {
-            Ok(addr) => rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
-                .ok()
-                .is_some_and(|s| rustix::net::connect(&s, &addr).is_ok())
-                || UnixStream::connect(path).is_ok(),
+            Ok(addr) => {
+                rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
+                    .ok()
+                    .is_some_and(|s| rustix::net::connect(&s, &addr).is_ok())
+                    || UnixStream::connect(path).is_ok()
+            }
             Err(_) => false,
         };
         if alive {
@@ -455,9 +461,7 @@ impl Handle {
         if w.wake_consumer {
             side.data_bell.ring();
         }
-        d.counters
-            .input_bytes
-            .fetch_add(w.bytes as u64, Relaxed);
+        d.counters.input_bytes.fetch_add(w.bytes as u64, Relaxed);
         Ok(w.bytes)
     }
 

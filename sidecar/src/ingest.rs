@@ -650,7 +650,10 @@ impl Ingest {
         match j.spool_target(SystemTime::now()) {
             Some((file, off)) => {
                 drop(j);
-                match self.uring.write_at(file, off, buf, r.bytes, token(WRITE, id)) {
+                match self
+                    .uring
+                    .write_at(file, off, buf, r.bytes, token(WRITE, id))
+                {
                     Ok(()) => {
                         att.writing = Some(Pending::Ring(r.bytes));
                         Step::Wait
@@ -826,10 +829,7 @@ type Opened = (
 );
 
 /// Maps and validates the rings of a description, in the fd order `handover` documents.
-fn open_rings(
-    desc: &DeviceDescription,
-    fds: Vec<OwnedFd>,
-) -> Result<Opened, shm_ring::RingError> {
+fn open_rings(desc: &DeviceDescription, fds: Vec<OwnedFd>) -> Result<Opened, shm_ring::RingError> {
     let mut fds = fds.into_iter();
     let mut next = || {
         fds.next()

@@ -71,8 +71,8 @@ mod subscribe;
 mod uring;
 
 pub use daemon::{
-    control_socket_for, default_state_dir, query_stats, raise_fd_limit, Config, Daemon,
-    DeviceInfo, Handle,
+    control_socket_for, default_state_dir, query_stats, raise_fd_limit, Config, Daemon, DeviceInfo,
+    Handle,
 };
 pub use device::{render_table, Attachment, AudioPeriod, DeviceStats, Kind};
 pub use error::Error;

@@ -81,7 +81,12 @@ impl ConsoleSubscription {
         start: Start,
     ) -> Self {
         let cursor = {
-            let j = lock(device.journal.as_ref().expect("console devices have a journal"));
+            let j = lock(
+                device
+                    .journal
+                    .as_ref()
+                    .expect("console devices have a journal"),
+            );
             match start {
                 Start::Offset(o) => o,
                 Start::TailBytes(n) => j.end().saturating_sub(n).max(j.available_from()),
@@ -152,7 +157,13 @@ impl ConsoleSubscription {
         }
     }
 
-    fn read_disk(&mut self, path: &std::path::Path, seg: u64, off: u64, len: usize) -> Option<Bytes> {
+    fn read_disk(
+        &mut self,
+        path: &std::path::Path,
+        seg: u64,
+        off: u64,
+        len: usize,
+    ) -> Option<Bytes> {
         if self.file.as_ref().map(|(s, _)| *s) != Some(seg) {
             self.file = None;
             match File::open(path) {

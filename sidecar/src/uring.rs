@@ -52,7 +52,9 @@ impl std::fmt::Debug for Uring {
 impl Uring {
     /// A ring with room for `entries` submissions at once (completions: twice that).
     pub fn new(entries: u32) -> io::Result<Self> {
-        let ring = IoUring::builder().setup_cqsize(entries * 2).build(entries)?;
+        let ring = IoUring::builder()
+            .setup_cqsize(entries * 2)
+            .build(entries)?;
         Ok(Uring {
             ring,
             writes: HashMap::new(),
@@ -86,7 +88,9 @@ impl Uring {
     /// Cancels the operation submitted with `token` (its final completion still arrives).
     pub fn cancel(&mut self, token: u64) -> io::Result<()> {
         // The cancel request itself completes with a token nobody uses.
-        let entry = opcode::AsyncCancel::new(token).build().user_data(CANCEL_TOKEN);
+        let entry = opcode::AsyncCancel::new(token)
+            .build()
+            .user_data(CANCEL_TOKEN);
         self.push(&entry)
     }
 

@@ -10,7 +10,10 @@ use sidecar::{Attachment, Daemon, DeviceKey, GapReason, Item, Start};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Reads a subscription until `end`, returning the bytes and the gaps.
-fn collect(sub: &mut sidecar::ConsoleSubscription, end: u64) -> (Vec<(u64, Vec<u8>)>, Vec<sidecar::Gap>) {
+fn collect(
+    sub: &mut sidecar::ConsoleSubscription,
+    end: u64,
+) -> (Vec<(u64, Vec<u8>)>, Vec<sidecar::Gap>) {
     let mut chunks: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut gaps = Vec::new();
     let mut expect = sub.position();
@@ -23,7 +26,9 @@ fn collect(sub: &mut sidecar::ConsoleSubscription, end: u64) -> (Vec<(u64, Vec<u
             Item::Chunk(c) => {
                 assert_eq!(c.offset, expect);
                 match chunks.last_mut() {
-                    Some((o, v)) if *o + v.len() as u64 == c.offset => v.extend_from_slice(&c.bytes),
+                    Some((o, v)) if *o + v.len() as u64 == c.offset => {
+                        v.extend_from_slice(&c.bytes)
+                    }
                     _ => chunks.push((c.offset, c.bytes.to_vec())),
                 }
             }
@@ -339,7 +344,10 @@ fn a_restarted_vm_appends_after_a_marker_and_offsets_continue() {
     let (chunks, gaps) = collect(&mut sub, end);
     assert!(gaps.is_empty());
     let text = String::from_utf8(chunks[0].1.clone()).unwrap();
-    assert!(text.starts_with("first boot\n\r\n--- ringcast: vm/ttyS0 restarted at "), "{text:?}");
+    assert!(
+        text.starts_with("first boot\n\r\n--- ringcast: vm/ttyS0 restarted at "),
+        "{text:?}"
+    );
     assert!(text.ends_with(" ---\r\nsecond boot\n"), "{text:?}");
     let (spool, _) = read_spool(&cfg.state_dir.join("vm").join("ttyS0"));
     assert_eq!(spool, chunks[0].1);
@@ -450,7 +458,10 @@ fn bytes_already_spooled_but_not_released_are_not_stored_twice() {
     // the first 7000 bytes of the ring's unread data are already in the segment.
     let dev_dir = cfg.state_dir.join("vm").join("ttyS0");
     let current = dev_dir.join(std::fs::read_link(dev_dir.join("current.log")).unwrap());
-    let mut f = std::fs::OpenOptions::new().append(true).open(current).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(current)
+        .unwrap();
     std::io::Write::write_all(&mut f, &stream(4, x, 7000)).unwrap();
     drop(f);
     let daemon = Daemon::start(cfg.clone()).unwrap();
@@ -461,6 +472,9 @@ fn bytes_already_spooled_but_not_released_are_not_stored_twice() {
     assert_eq!(spool.len() as u64, x + y);
     assert_eq!(sha(&spool), sha(&stream(4, 0, x + y)));
     let key = DeviceKey::new("vm", "ttyS0");
-    assert_eq!(daemon.handle().device_stats(&key).unwrap().journal_end, x + y);
+    assert_eq!(
+        daemon.handle().device_stats(&key).unwrap().journal_end,
+        x + y
+    );
     daemon.shutdown();
 }

@@ -66,10 +66,13 @@ fn producer(spec: &str) {
                 c.out_data.ring();
             }
             pending.drain(..w.bytes);
-            if w.bytes == 0 && !c.tx.space_or_arm(1, || {
-                c.out_space.drain();
-            })
-            .unwrap()
+            if w.bytes == 0
+                && !c
+                    .tx
+                    .space_or_arm(1, || {
+                        c.out_space.drain();
+                    })
+                    .unwrap()
             {
                 c.out_space.wait(20);
             }
@@ -83,13 +86,17 @@ fn producer(spec: &str) {
             }
         }
     }
-    wait_until("the daemon to drain the ring", Duration::from_secs(60), || {
-        if !c.attached() {
-            let _ = c.try_connect();
-            return false;
-        }
-        c.free() == 1 << 20
-    });
+    wait_until(
+        "the daemon to drain the ring",
+        Duration::from_secs(60),
+        || {
+            if !c.attached() {
+                let _ = c.try_connect();
+                return false;
+            }
+            c.free() == 1 << 20
+        },
+    );
     if !was_attached {
         reconnects += 1;
     }
@@ -138,14 +145,20 @@ fn kill_9_mid_stream_then_restart_loses_no_console_byte() {
     a.kill().unwrap(); // SIGKILL
     a.wait().unwrap();
     let at_kill: Vec<u64> = (0..2).map(|i| spool_len(&dev_dir(i))).collect();
-    assert!(at_kill.iter().all(|&n| n < TOTAL), "the streams ended before the kill");
+    assert!(
+        at_kill.iter().all(|&n| n < TOTAL),
+        "the streams ended before the kill"
+    );
     std::thread::sleep(Duration::from_millis(100));
     let mut b = daemon(dir.path());
     for (i, p) in producers.into_iter().enumerate() {
         let out = p.wait_with_output().unwrap();
         assert!(out.status.success(), "producer {i} failed");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("done dropped=0 reconnects=1"), "producer {i}: {text}");
+        assert!(
+            text.contains("done dropped=0 reconnects=1"),
+            "producer {i}: {text}"
+        );
     }
     let stats = Command::new(env!("CARGO_BIN_EXE_ringcastd"))
         .args(["stats", "--socket-dir"])
@@ -155,7 +168,10 @@ fn kill_9_mid_stream_then_restart_loses_no_console_byte() {
     let table = String::from_utf8_lossy(&stats.stdout);
     assert!(stats.status.success(), "{table}");
     assert!(table.starts_with("DEVICE"), "{table}");
-    assert!(table.contains("vmk0/serial0") && table.contains("vmk1/serial0"), "{table}");
+    assert!(
+        table.contains("vmk0/serial0") && table.contains("vmk1/serial0"),
+        "{table}"
+    );
     b.kill().unwrap();
     b.wait().unwrap();
     for i in 0..2 {
@@ -174,7 +190,13 @@ fn help_explains_the_defaults_and_gives_an_example() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    for needle in ["/var/lib/ringcast", "XDG_RUNTIME_DIR", "Example", "tail -F", "--journal-window"] {
+    for needle in [
+        "/var/lib/ringcast",
+        "XDG_RUNTIME_DIR",
+        "Example",
+        "tail -F",
+        "--journal-window",
+    ] {
         assert!(text.contains(needle), "--help lacks {needle:?}:\n{text}");
     }
 }

@@ -11,9 +11,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use sha2::{Digest, Sha256};
 use shm_ring::handover::{self, Ack, AudioFormat, DeviceDescription, DeviceKind};
-use shm_ring::{
-    ByteConsumer, ByteProducer, Doorbell, RecordProducer, RingKind, RingMemory,
-};
+use shm_ring::{ByteConsumer, ByteProducer, Doorbell, RecordProducer, RingKind, RingMemory};
 use sidecar::{Config, JournalConfig};
 
 /// A deterministic stream per device seed.
@@ -89,7 +87,11 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn connect(path: &Path, msg: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<OwnedFd, String> {
+fn connect(
+    path: &Path,
+    msg: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<OwnedFd, String> {
     let addr = SocketAddrUnix::new(path).map_err(|e| e.to_string())?;
     let sock = rustix::net::socket_with(
         AddressFamily::UNIX,
@@ -209,10 +211,13 @@ impl FakeConsole {
                 self.out_data.ring();
             }
             data = &data[w.bytes..];
-            if w.bytes == 0 && !self.tx.space_or_arm(1, || {
-                self.out_space.drain();
-            })
-            .unwrap()
+            if w.bytes == 0
+                && !self
+                    .tx
+                    .space_or_arm(1, || {
+                        self.out_space.drain();
+                    })
+                    .unwrap()
             {
                 self.out_space.wait(100);
             }
