@@ -218,3 +218,57 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("already listens"), "{text}");
 }
+
+const FOREIGN_ENV: &str = "SIDECAR_TEST_FOREIGN";
+
+#[test]
+fn registrations_from_another_user_are_refused_with_a_reason() {
+    if let Ok(sock) = std::env::var(FOREIGN_ENV) {
+        let mut c = FakeConsole::new(Path::new(&sock), "vmf", "serial0", 1, 4096);
+        match c.try_connect() {
+            Err(e) => println!("outcome: {e}"),
+            Ok(()) => println!("outcome: accepted"),
+        }
+        return;
+    }
+    if !rustix::process::getuid().is_root() {
+        // Running a process as another user needs root; the CI machine runs as root.
+        eprintln!("not root: cannot start a process as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    open(dir.path(), 0o755);
+    let mut a = daemon(dir.path());
+    // Loosen the permissions on purpose so that the peer-credential check is what stops it.
+    let sock = dir.path().join("run/ringcastd.sock");
+    open(&dir.path().join("run"), 0o755);
+    open(&sock, 0o666);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "registrations_from_another_user_are_refused_with_a_reason",
+            "--nocapture",
+        ])
+        .env(FOREIGN_ENV, &sock)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "outcome: refused: ringcastd runs as uid 0 and accepts devices only from that \
+             user or root, not from uid 65534"
+        ),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("state/vmf").exists());
+}
