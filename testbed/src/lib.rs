@@ -8,4 +8,6 @@
 
 pub mod consumer;
 pub mod harness;
+pub mod qemu;
 pub mod stream;
+pub mod tone;

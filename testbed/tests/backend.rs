@@ -385,3 +385,46 @@ fn refused_device_is_offered_again_later() {
     wait_attached(&lp);
     assert_eq!(daemon.join().unwrap().unwrap(), "serial9");
 }
+
+#[test]
+fn two_devices_of_one_process_stream_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), ":ring=4K");
+    let reader = thread::spawn(move || {
+        let mut a = consumer.accept(T).unwrap().console();
+        let mut b = consumer.accept(T).unwrap().console();
+        let (mut ga, mut gb) = (Vec::new(), Vec::new());
+        while ga.len() < 100_000 || gb.len() < 100_000 {
+            a.read_until(&mut ga, 100_000, Duration::ZERO, Duration::from_millis(50))
+                .ok();
+            b.read_until(&mut gb, 100_000, Duration::ZERO, Duration::from_millis(50))
+                .ok();
+        }
+        let mut m = std::collections::HashMap::new();
+        m.insert(a.desc.device_id.clone(), ga);
+        m.insert(b.desc.device_id.clone(), gb);
+        m
+    });
+    let lp = MainLoop::new();
+    let p = plugin();
+    let one = p.open_chardev("vm", "one", &opts).unwrap();
+    let two = p.open_chardev("vm", "two", &opts).unwrap();
+    assert!(lp.run_until(T, || lp
+        .logs()
+        .iter()
+        .filter(|l| l.contains("streaming"))
+        .count()
+        == 2));
+    let (d1, d2) = (
+        GuestStream::bytes(1, 100_000),
+        GuestStream::bytes(2, 100_000),
+    );
+    for (c1, c2) in d1.chunks(1000).zip(d2.chunks(1000)) {
+        one.write_all(&lp, c1, T).unwrap();
+        two.write_all(&lp, c2, T).unwrap();
+    }
+    let got = reader.join().unwrap();
+    assert!(!lp.logged("lost the daemon"), "{:?}", lp.logs());
+    assert!(got["one"] == d1 && got["two"] == d2);
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The whole ringcast test suite: what CI runs (.ci/run calls this).
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --no-qemu  skip building QEMU and the real-QEMU tests (fast inner loop)
+#
+# It installs what it needs (Debian packages, PyPI meson for QEMU's build) and caches the
+# expensive builds under ${RINGCAST_CACHE:-~/.cache/ringcast}: the patched QEMU (keyed by
+# QEMU version and the patches' hash) and the test guest. A first run on a fresh machine
+# takes about 15-25 minutes, most of it compiling QEMU; later runs take a few minutes.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+with_qemu=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-qemu) with_qemu=0 ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "scripts/test.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+started=$(date +%s)
+step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
+
+command -v cargo >/dev/null || { echo "cargo is needed (a Rust toolchain with rustfmt and clippy)" >&2; exit 1; }
+if ! command -v cc >/dev/null; then
+    step "installing a C compiler"
+    apt-get -q -y update >&2 && apt-get -q -y install gcc libc6-dev >&2
+fi
+
+if [ "$with_qemu" = 1 ]; then
+    step "patched QEMU (built once, then cached)"
+    RINGCAST_QEMU=$(qemu-patches/build.sh | tail -n1)
+    step "test guest (built once, then cached)"
+    RINGCAST_GUEST_DIR=$(testbed/guest/build.sh | tail -n1)
+    export RINGCAST_QEMU RINGCAST_GUEST_DIR
+    step "guest helper self-test"
+    testbed/guest/selftest.sh
+else
+    export RINGCAST_SKIP_QEMU=1
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test (workspace)"
+RINGCAST_HARNESS_QUIET=1 cargo test --workspace
+
+step "loom model of the ring protocol"
+RUSTFLAGS="--cfg loom" cargo test --quiet -p shm-ring --test loom --release --target-dir target/loom
+
+step "done: all checks passed"

@@ -1,0 +1,176 @@
+//! Booting the test guest under the patched QEMU with the plugin on its devices.
+//!
+//! The QEMU binary and the guest come from `qemu-patches/build.sh` and
+//! `testbed/guest/build.sh` (both cached); `$RINGCAST_QEMU` and `$RINGCAST_GUEST_DIR` skip
+//! the lookup (scripts/test.sh sets them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testbed lives in the workspace")
+        .to_path_buf()
+}
+
+fn last_line_of(script: &Path) -> Result<PathBuf, String> {
+    let out = Command::new(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed", script.display()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().ok_or("no output")?.trim().to_owned();
+    Ok(PathBuf::from(line))
+}
+
+/// The patched `qemu-system-x86_64`.
+pub fn qemu_binary() -> Result<PathBuf, String> {
+    match std::env::var_os("RINGCAST_QEMU") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => last_line_of(&workspace_root().join("qemu-patches/build.sh")),
+    }
+}
+
+/// The directory holding the guest's `vmlinuz` and `initrd.gz`.
+pub fn guest_dir() -> Result<PathBuf, String> {
+    match std::env::var_os("RINGCAST_GUEST_DIR") {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => last_line_of(&workspace_root().join("testbed/guest/build.sh")),
+    }
+}
+
+/// Which emulated sound card carries the audiodev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoundCard {
+    /// `-device AC97`.
+    Ac97,
+    /// `-device intel-hda -device hda-output`.
+    IntelHda,
+}
+
+/// A guest run: which scenario, and where each device goes.
+#[derive(Debug, Clone)]
+pub struct GuestRun {
+    /// `-name guest=...`.
+    pub vm_name: String,
+    /// Kernel command line parameters after the fixed ones (`rc.scenario=... rc.seed=...`).
+    pub params: String,
+    /// The plugin library.
+    pub plugin: PathBuf,
+    /// `opts=` for every plugin device (e.g. `socket=/path`).
+    pub plugin_opts: String,
+    /// Where ttyS1 (kernel console and the guest's own log) is written.
+    pub log_file: PathBuf,
+    /// Put the plugin on ttyS0 (isa-serial) as chardev `serial0`.
+    pub serial: bool,
+    /// Put the plugin on a virtconsole (hvc0) as chardev `hvc0`.
+    pub virtconsole: bool,
+    /// Put the plugin on a sound card as audiodev `snd0`.
+    pub sound: Option<SoundCard>,
+}
+
+impl GuestRun {
+    /// The full QEMU argument list.
+    pub fn args(&self, guest: &Path) -> Vec<String> {
+        let so = self.plugin.display();
+        let o = self.plugin_opts.replace(',', ",,");
+        let mut a: Vec<String> = [
+            "-M",
+            "q35",
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-m",
+            "256",
+            "-L",
+            "/usr/share/seabios",
+            "-L",
+            "/usr/share/qemu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend([
+            "-name".into(),
+            format!("guest={}", self.vm_name),
+            "-kernel".into(),
+            guest.join("vmlinuz").display().to_string(),
+            "-initrd".into(),
+            guest.join("initrd.gz").display().to_string(),
+            "-append".into(),
+            format!("console=ttyS1 quiet loglevel=3 panic=-1 {}", self.params),
+        ]);
+        if self.serial {
+            a.extend([
+                "-chardev".into(),
+                format!("plugin,id=serial0,path={so},opts={o}"),
+            ]);
+        } else {
+            a.extend(["-chardev".into(), "null,id=serial0".into()]);
+        }
+        a.extend([
+            "-serial".into(),
+            "chardev:serial0".into(),
+            "-chardev".into(),
+            format!("file,id=log,path={}", self.log_file.display()),
+            "-serial".into(),
+            "chardev:log".into(),
+            "-device".into(),
+            "virtio-serial-pci".into(),
+        ]);
+        if self.virtconsole {
+            a.extend([
+                "-chardev".into(),
+                format!("plugin,id=hvc0,path={so},opts={o}"),
+            ]);
+        } else {
+            a.extend(["-chardev".into(), "null,id=hvc0".into()]);
+        }
+        a.extend(["-device".into(), "virtconsole,chardev=hvc0".into()]);
+        match self.sound {
+            Some(card) => {
+                a.extend([
+                    "-audiodev".into(),
+                    format!("plugin,id=snd0,path={so},opts={o}"),
+                ]);
+                match card {
+                    SoundCard::Ac97 => a.extend(["-device".into(), "AC97,audiodev=snd0".into()]),
+                    SoundCard::IntelHda => a.extend([
+                        "-device".into(),
+                        "intel-hda".into(),
+                        "-device".into(),
+                        "hda-output,audiodev=snd0".into(),
+                    ]),
+                }
+            }
+            None => a.extend(["-audiodev".into(), "none,id=snd0".into()]),
+        }
+        a
+    }
+
+    /// Starts QEMU; its stderr (QEMU's and the plugin's log) is captured.
+    pub fn spawn(&self) -> Result<Child, String> {
+        let qemu = qemu_binary()?;
+        let guest = guest_dir()?;
+        Command::new(&qemu)
+            .args(self.args(&guest))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", qemu.display()))
+    }
+}
+
+/// Whether the real-QEMU tests were explicitly switched off (`scripts/test.sh --no-qemu`).
+pub fn skipped() -> bool {
+    std::env::var_os("RINGCAST_SKIP_QEMU").is_some()
+}

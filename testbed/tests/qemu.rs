@@ -1,0 +1,326 @@
+//! Real QEMU (patched, under TCG) booting the test guest with the plugin on isa-serial,
+//! virtconsole and a sound card; the test consumer reads the rings and compares what the
+//! guest wrote, byte for byte and tone for tone.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use testbed::consumer::{Registration, TestConsumer};
+use testbed::harness::backend_so_path;
+use testbed::qemu::{self, GuestRun, SoundCard};
+use testbed::stream::GuestStream;
+use testbed::tone::analyze_s16le;
+
+const BOOT: Duration = Duration::from_secs(180);
+
+fn skip() -> bool {
+    if qemu::skipped() {
+        eprintln!("real-QEMU test skipped: RINGCAST_SKIP_QEMU is set (scripts/test.sh --no-qemu)");
+        return true;
+    }
+    false
+}
+
+fn run(dir: &std::path::Path, params: &str, opts: &str, sound: Option<SoundCard>) -> GuestRun {
+    GuestRun {
+        vm_name: "e2e".into(),
+        params: params.into(),
+        plugin: backend_so_path(),
+        plugin_opts: opts.into(),
+        log_file: dir.join("ttyS1.log"),
+        serial: true,
+        virtconsole: true,
+        sound,
+    }
+}
+
+/// Waits for QEMU to exit by itself (the guest powers off); returns its stderr.
+fn wait_exit(mut child: Child, log: &std::path::Path) -> String {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            let guest_log = std::fs::read_to_string(log).unwrap_or_default();
+            eprintln!("--- QEMU stderr ---\n{err}--- guest log ---\n{guest_log}");
+            assert!(
+                status.success(),
+                "QEMU failed: {status}\n{err}\nguest:\n{guest_log}"
+            );
+            assert!(
+                guest_log.contains(" done"),
+                "the guest did not finish its scenario:\n{guest_log}\nQEMU:\n{err}"
+            );
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let guest_log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("QEMU did not exit within {BOOT:?}; guest log:\n{guest_log}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the consumer collected per device.
+#[derive(Default)]
+struct Collected {
+    console: HashMap<String, (Vec<u8>, u64)>,
+    audio: Vec<u8>,
+    audio_periods: u64,
+    audio_seq_gaps: u64,
+}
+
+/// Accepts devices until `done`, reading each in its own thread; `pause` slows console
+/// reads down; `want` says how many console bytes to wait for per device.
+fn consume(
+    consumer: TestConsumer,
+    want: HashMap<&'static str, usize>,
+    pause: Duration,
+    done: Arc<AtomicBool>,
+) -> thread::JoinHandle<Collected> {
+    thread::spawn(move || {
+        let mut readers = Vec::new();
+        while !done.load(Ordering::Relaxed) {
+            let Ok(reg) = consumer.accept(Duration::from_millis(200)) else {
+                continue;
+            };
+            let done = done.clone();
+            let want = want.clone();
+            readers.push(thread::spawn(move || match reg {
+                Registration::Console(mut c) => {
+                    let id = c.desc.device_id.clone();
+                    let len = want.get(id.as_str()).copied().unwrap_or(0);
+                    let mut got = Vec::new();
+                    // Until everything arrived, or QEMU is gone and the ring is empty.
+                    while got.len() < len {
+                        let finished = done.load(Ordering::Relaxed);
+                        let before = got.len();
+                        let _ = c.read_until(&mut got, len, pause, Duration::from_millis(200));
+                        if finished && got.len() == before {
+                            break;
+                        }
+                    }
+                    // Stay attached until QEMU is gone, as a daemon would.
+                    while !done.load(Ordering::Relaxed) {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    (Some((id, got, c.lost + c.start_position)), Vec::new(), 0, 0)
+                }
+                Registration::Audio(mut a) => {
+                    let mut pcm = Vec::new();
+                    let (mut n, mut gaps, mut next) = (0u64, 0u64, None);
+                    loop {
+                        let finished = done.load(Ordering::Relaxed);
+                        for (meta, p) in a.pop_all().unwrap() {
+                            if let Some(want) = next {
+                                gaps += meta.seq - want;
+                            }
+                            next = Some(meta.seq + 1);
+                            n += 1;
+                            pcm.extend_from_slice(&p);
+                        }
+                        if finished {
+                            break;
+                        }
+                        a.wait(Duration::from_millis(50)).unwrap();
+                    }
+                    (None, pcm, n, gaps)
+                }
+            }));
+        }
+        let mut c = Collected::default();
+        for r in readers {
+            let (console, pcm, n, gaps) = r.join().unwrap();
+            if let Some((id, bytes, lost)) = console {
+                c.console.insert(id, (bytes, lost));
+            }
+            c.audio.extend(pcm);
+            c.audio_periods += n;
+            c.audio_seq_gaps += gaps;
+        }
+        c
+    })
+}
+
+#[test]
+fn guest_console_and_tone_arrive_exactly_through_the_plugin() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = format!("socket={}", consumer.path().display());
+    let (serial_len, hvc_len) = (256 * 1024 + 3, 4 * 1024 * 1024 + 5);
+    let params = format!(
+        "rc.scenario=all rc.seed=21 rc.hvc_seed=22 rc.serial_bytes={serial_len} \
+         rc.hvc_bytes={hvc_len} rc.tone_hz=1000 rc.tone_ms=1000 rc.rate=48000"
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let want = HashMap::from([("serial0", serial_len), ("hvc0", hvc_len)]);
+    let reader = consume(consumer, want, Duration::ZERO, done.clone());
+    let g = run(dir.path(), &params, &opts, Some(SoundCard::Ac97));
+    let stderr = wait_exit(g.spawn().unwrap(), &g.log_file);
+    done.store(true, Ordering::Relaxed);
+    let c = reader.join().unwrap();
+
+    let (serial, lost) = &c.console["serial0"];
+    assert_eq!(*lost, 0, "{stderr}");
+    assert!(
+        *serial == GuestStream::bytes(21, serial_len),
+        "ttyS0 bytes differ"
+    );
+    let (hvc, lost) = &c.console["hvc0"];
+    assert_eq!(*lost, 0);
+    assert!(*hvc == GuestStream::bytes(22, hvc_len), "hvc0 bytes differ");
+
+    // QEMU's mixing engine delivers 44.1 kHz stereo s16 whatever the guest plays.
+    assert_eq!(c.audio_seq_gaps, 0, "audio periods were dropped");
+    let t = analyze_s16le(&c.audio, 2, 44100);
+    assert!((t.frequency_hz - 1000.0).abs() < 10.0, "tone {t:?}");
+    let ms = t.active_frames as f64 / 44.1;
+    assert!((ms - 1000.0).abs() < 60.0, "tone lasted {ms} ms: {t:?}");
+}
+
+#[test]
+fn slow_consumer_loses_no_console_byte_on_either_device() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    // Tiny rings and a reader that sleeps after every read: the guest must be throttled
+    // (16550 via the watch, virtconsole via the throttling patch), never lose a byte.
+    let opts = format!("socket={}:ring=4K", consumer.path().display());
+    let (serial_len, hvc_len) = (64 * 1024, 1024 * 1024);
+    let params = format!(
+        "rc.scenario=console rc.seed=31 rc.hvc_seed=32 rc.serial_bytes={serial_len} \
+         rc.hvc_bytes={hvc_len}"
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let want = HashMap::from([("serial0", serial_len), ("hvc0", hvc_len)]);
+    let reader = consume(consumer, want, Duration::from_millis(2), done.clone());
+    let g = run(dir.path(), &params, &opts, None);
+    wait_exit(g.spawn().unwrap(), &g.log_file);
+    done.store(true, Ordering::Relaxed);
+    let c = reader.join().unwrap();
+    let (serial, lost) = &c.console["serial0"];
+    assert_eq!(*lost, 0);
+    assert!(
+        *serial == GuestStream::bytes(31, serial_len),
+        "ttyS0 bytes differ"
+    );
+    let (hvc, lost) = &c.console["hvc0"];
+    assert_eq!(*lost, 0);
+    assert!(*hvc == GuestStream::bytes(32, hvc_len), "hvc0 bytes differ");
+}
+
+#[test]
+fn typed_input_reaches_the_guest_and_its_answer_comes_back() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = format!("socket={}", consumer.path().display());
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let typist = thread::spawn(move || {
+        let mut serial = None;
+        while serial.is_none() && !d2.load(Ordering::Relaxed) {
+            if let Ok(Registration::Console(c)) = consumer.accept(Duration::from_millis(200)) {
+                if c.desc.device_id == "serial0" {
+                    serial = Some(c);
+                }
+            }
+        }
+        let mut c = serial.expect("serial0 registered");
+        let mut out = Vec::new();
+        let ready = b"rc-echo-ready\n";
+        c.read_until(&mut out, ready.len(), Duration::ZERO, BOOT)
+            .unwrap();
+        assert!(out.ends_with(ready), "{:?}", String::from_utf8_lossy(&out));
+        let line = b"hello from the host 0123456789\n";
+        assert_eq!(c.send_input(line).unwrap(), line.len());
+        let answer = b"got:hello from the host 0123456789\n";
+        c.read_until(&mut out, ready.len() + answer.len(), Duration::ZERO, BOOT)
+            .unwrap();
+        assert_eq!(c.send_input(b"quit\n").unwrap(), 5);
+        String::from_utf8_lossy(&out[ready.len()..]).into_owned()
+    });
+    let g = GuestRun {
+        virtconsole: false,
+        ..run(
+            dir.path(),
+            "rc.scenario=echo rc.echo_bytes=1000",
+            &opts,
+            None,
+        )
+    };
+    wait_exit(g.spawn().unwrap(), &g.log_file);
+    done.store(true, Ordering::Relaxed);
+    assert_eq!(
+        typist.join().unwrap(),
+        "got:hello from the host 0123456789\n"
+    );
+}
+
+#[test]
+fn guest_finishes_with_no_consumer_and_the_drops_are_counted() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Nobody listens: the plugin runs as a flight recorder and the guest must not hang.
+    let opts = format!(
+        "socket={}:ring=64K",
+        dir.path().join("nobody.sock").display()
+    );
+    let params = "rc.scenario=console rc.seed=41 rc.serial_bytes=131072 rc.hvc_bytes=2097152";
+    let g = run(dir.path(), params, &opts, Some(SoundCard::Ac97));
+    let stderr = wait_exit(g.spawn().unwrap(), &g.log_file);
+    assert!(stderr.contains("flight recorder"), "{stderr}");
+    // 2 MiB through a 64 KiB recorder: exactly the surplus is reported dropped.
+    let want = format!(
+        "e2e/hvc0: 2097152 console bytes written, {} dropped",
+        2097152 - 65536
+    );
+    assert!(stderr.contains(&want), "expected '{want}' in:\n{stderr}");
+    let want = format!(
+        "e2e/serial0: 131072 console bytes written, {} dropped",
+        131072 - 65536
+    );
+    assert!(stderr.contains(&want), "expected '{want}' in:\n{stderr}");
+}
+
+#[test]
+fn tone_through_intel_hda_arrives_at_the_right_frequency() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = format!("socket={}", consumer.path().display());
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = consume(consumer, HashMap::new(), Duration::ZERO, done.clone());
+    let params = "rc.scenario=tone rc.tone_hz=440 rc.tone_ms=700 rc.rate=44100";
+    let g = run(dir.path(), params, &opts, Some(SoundCard::IntelHda));
+    wait_exit(g.spawn().unwrap(), &g.log_file);
+    done.store(true, Ordering::Relaxed);
+    let c = reader.join().unwrap();
+    assert!(c.audio_periods > 0);
+    let t = analyze_s16le(&c.audio, 2, 44100);
+    assert!((t.frequency_hz - 440.0).abs() < 5.0, "{t:?}");
+    let ms = t.active_frames as f64 / 44.1;
+    assert!((ms - 700.0).abs() < 60.0, "tone lasted {ms} ms");
+}
