@@ -1,0 +1,182 @@
+//! Protocol rules that are plain functions of their inputs: version negotiation, the
+//! per-client request budget (time is an argument), and the console in-flight bound.
+
+use std::time::{Duration, Instant};
+
+use crate::ErrorCode;
+
+/// ALPN of ringcast over QUIC.
+pub const ALPN: &[u8] = b"ringcast/1";
+/// Oldest protocol version this build speaks.
+pub const MIN_VERSION: u16 = 1;
+/// Newest protocol version this build speaks.
+pub const MAX_VERSION: u16 = 1;
+
+/// The server's choice: the newest version both sides speak.
+pub fn negotiate(client_min: u16, client_max: u16) -> Result<u16, ErrorCode> {
+    let hi = client_max.min(MAX_VERSION);
+    let lo = client_min.max(MIN_VERSION);
+    if client_min > client_max || lo > hi {
+        return Err(ErrorCode::UnsupportedVersion);
+    }
+    Ok(hi)
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone)]
+pub struct RequestBudget {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Option<Instant>,
+}
+
+impl RequestBudget {
+    /// A full bucket.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        RequestBudget {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_second: f64::from(per_second),
+            last: None,
+        }
+    }
+
+    /// Takes one token at time `now`; false when the client is over its rate.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.per_second).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per-client limits of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Attachments (bidirectional streams) open at once, control stream included.
+    pub max_streams: u32,
+    /// Sustained requests (control requests and attaches) per second.
+    pub requests_per_second: u32,
+    /// Requests allowed at once before the rate applies.
+    pub request_burst: u32,
+    /// Console bytes sent but not yet reported read by the client, per stream, while no
+    /// audio of the same client is live.
+    pub console_in_flight: u64,
+    /// The same bound while audio is live on the connection: small, so the console flood
+    /// cannot fill the congestion window ahead of audio (BENCHMARKS.md §C lesson 3).
+    pub console_in_flight_with_audio: u64,
+    /// Largest console data frame.
+    pub console_chunk: usize,
+    /// Audio periods queued per attachment before the oldest are dropped.
+    pub audio_queue: usize,
+    /// Time a client has to send its Hello.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_streams: 32,
+            requests_per_second: 50,
+            request_burst: 100,
+            console_in_flight: 4 << 20,
+            console_in_flight_with_audio: 64 << 10,
+            console_chunk: 64 << 10,
+            audio_queue: 32,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Tracks a console stream's sent-but-unread bytes and says how much may be sent now.
+///
+/// The client reports `Consumed { offset }` on the attachment stream as it reads. The
+/// server sends only while `sent_end - consumed < bound`, where the bound depends on
+/// whether audio is live. This is a per-stream credit, unlike quinn's connection-wide
+/// `send_window` (which the flood would take entirely).
+#[derive(Debug, Clone)]
+pub struct ConsoleCredit {
+    sent_end: u64,
+    consumed: u64,
+}
+
+impl ConsoleCredit {
+    /// A stream whose first byte is at `offset`.
+    pub fn new(offset: u64) -> Self {
+        ConsoleCredit {
+            sent_end: offset,
+            consumed: offset,
+        }
+    }
+
+    /// Records that everything before `end` was sent.
+    pub fn sent(&mut self, end: u64) {
+        self.sent_end = self.sent_end.max(end);
+    }
+
+    /// Records the client's report; an offset beyond what was sent is a protocol
+    /// violation.
+    pub fn consumed(&mut self, offset: u64) -> Result<(), ErrorCode> {
+        if offset > self.sent_end {
+            return Err(ErrorCode::ProtocolViolation);
+        }
+        self.consumed = self.consumed.max(offset);
+        Ok(())
+    }
+
+    /// Bytes that may be sent now under `bound`.
+    pub fn allowance(&self, bound: u64) -> u64 {
+        bound.saturating_sub(self.sent_end - self.consumed)
+    }
+
+    /// Bytes sent but not reported read.
+    pub fn in_flight(&self) -> u64 {
+        self.sent_end - self.consumed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_common_version_is_chosen_and_disjoint_ranges_are_refused() {
+        assert_eq!(negotiate(1, 1), Ok(1));
+        assert_eq!(negotiate(1, 9), Ok(MAX_VERSION));
+        assert_eq!(negotiate(2, 9), Err(ErrorCode::UnsupportedVersion));
+        assert_eq!(negotiate(0, 0), Err(ErrorCode::UnsupportedVersion));
+        assert_eq!(negotiate(3, 1), Err(ErrorCode::UnsupportedVersion));
+    }
+
+    #[test]
+    fn the_request_budget_refills_with_time_given_as_an_argument() {
+        let t0 = Instant::now();
+        let mut b = RequestBudget::new(10, 3);
+        assert!(b.allow(t0) && b.allow(t0) && b.allow(t0));
+        assert!(!b.allow(t0));
+        assert!(b.allow(t0 + Duration::from_millis(100)));
+        assert!(!b.allow(t0 + Duration::from_millis(100)));
+        assert!(b.allow(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn console_credit_bounds_unread_bytes_and_rejects_impossible_reports() {
+        let mut c = ConsoleCredit::new(1000);
+        assert_eq!(c.allowance(100), 100);
+        c.sent(1100);
+        assert_eq!(c.allowance(100), 0);
+        c.consumed(1050).unwrap();
+        assert_eq!(c.allowance(100), 50);
+        assert_eq!(c.consumed(2000), Err(ErrorCode::ProtocolViolation));
+        c.consumed(1010).unwrap(); // late reports never move backwards
+        assert_eq!(c.in_flight(), 50);
+    }
+}
