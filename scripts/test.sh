@@ -48,7 +48,10 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "cargo test (workspace)"
-RINGCAST_HARNESS_QUIET=1 cargo test --workspace
+# The plugin library is loaded by path (as QEMU does): build it first.
+cargo build --quiet -p backend-so
+RINGCAST_BACKEND_SO=$PWD/target/debug/libringcast_backend.so RINGCAST_HARNESS_QUIET=1 \
+    cargo test --workspace
 
 step "loom model of the ring protocol"
 RUSTFLAGS="--cfg loom" cargo test --quiet -p shm-ring --test loom --release --target-dir target/loom

@@ -44,6 +44,8 @@ fn scribble(fd: OwnedFd, offset: usize, value: u64) {
 
 #[test]
 fn console_bytes_in_equal_bytes_out() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), ":ring=64K");
@@ -57,7 +59,6 @@ fn console_bytes_in_equal_bytes_out() {
         (got, c.lost)
     });
     let lp = MainLoop::new();
-    let p = plugin();
     let chr = p.open_chardev("vm1", "serial0", &opts).unwrap();
     wait_attached(&lp);
     let data = GuestStream::bytes(7, total);
@@ -79,6 +80,8 @@ fn console_bytes_in_equal_bytes_out() {
 
 #[test]
 fn full_ring_gives_backpressure_then_resumes_with_nothing_lost() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), ":ring=4K");
@@ -92,7 +95,6 @@ fn full_ring_gives_backpressure_then_resumes_with_nothing_lost() {
         (got, c.lost)
     });
     let lp = MainLoop::new();
-    let p = plugin();
     let chr = p.open_chardev("vm", "hvc0", &opts).unwrap();
     wait_attached(&lp);
     let data = GuestStream::bytes(3, total);
@@ -110,10 +112,11 @@ fn full_ring_gives_backpressure_then_resumes_with_nothing_lost() {
 
 #[test]
 fn flight_recorder_drops_the_oldest_bytes_and_counts_them_exactly() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.sock");
     let lp = MainLoop::new();
-    let p = plugin();
     // No daemon yet: the guest must never wait.
     let chr = p
         .open_chardev("vm", "serial0", &sock_opts(&path, ":ring=16K"))
@@ -154,10 +157,11 @@ fn flight_recorder_drops_the_oldest_bytes_and_counts_them_exactly() {
 
 #[test]
 fn daemon_restart_delivers_what_the_ring_held_and_continues() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.sock");
     let lp = MainLoop::new();
-    let p = plugin();
     let consumer = TestConsumer::bind(&path).unwrap();
     let first = thread::spawn(move || {
         let mut c = consumer.accept(T).unwrap().console();
@@ -198,6 +202,8 @@ fn daemon_restart_delivers_what_the_ring_held_and_continues() {
 
 #[test]
 fn input_reaches_the_guest_never_beyond_can_write() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), ":input-ring=4K");
@@ -220,7 +226,6 @@ fn input_reaches_the_guest_never_beyond_can_write() {
         (waited, c)
     });
     let lp = MainLoop::new();
-    let p = plugin();
     let chr = p.open_chardev("vm", "serial0", &opts).unwrap();
     wait_attached(&lp);
     // The guest takes nothing yet: nothing may be delivered.
@@ -250,6 +255,8 @@ fn input_reaches_the_guest_never_beyond_can_write() {
 
 #[test]
 fn audio_periods_arrive_stamped_and_in_order() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), "");
@@ -267,7 +274,6 @@ fn audio_periods_arrive_stamped_and_in_order() {
         got
     });
     let lp = MainLoop::new();
-    let p = plugin();
     let audio = p.open_audio("vm", "snd0", &opts).unwrap();
     assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
     audio.out_enable(true);
@@ -291,6 +297,8 @@ fn audio_periods_arrive_stamped_and_in_order() {
 
 #[test]
 fn audio_overflow_drops_the_newest_periods_and_counts_them() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), "");
@@ -302,7 +310,6 @@ fn audio_overflow_drops_the_newest_periods_and_counts_them() {
         (a.pop_all().unwrap(), a.rx.producer_dropped())
     });
     let lp = MainLoop::new();
-    let p = plugin();
     let audio = p.open_audio("vm", "snd0", &opts).unwrap();
     assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
     wait_attached(&lp);
@@ -328,11 +335,12 @@ fn audio_overflow_drops_the_newest_periods_and_counts_them() {
 
 #[test]
 fn corrupted_ring_from_the_consumer_side_is_survived_and_replaced() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), ":ring=4K");
     let lp = MainLoop::new();
-    let p = plugin();
     let chr = p.open_chardev("vm", "serial0", &opts).unwrap();
     let c = consumer.accept(T).unwrap().console();
     wait_attached(&lp);
@@ -360,6 +368,7 @@ fn corrupted_ring_from_the_consumer_side_is_survived_and_replaced() {
 
 #[test]
 fn bad_options_are_refused_with_a_message_that_says_what_is_accepted() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
     let p = plugin();
     let e = p.open_chardev("vm", "c", "ring=1000").unwrap_err();
     assert!(e.contains("power of two"), "{e}");
@@ -371,6 +380,8 @@ fn bad_options_are_refused_with_a_message_that_says_what_is_accepted() {
 
 #[test]
 fn refused_device_is_offered_again_later() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), "");
@@ -379,7 +390,6 @@ fn refused_device_is_offered_again_later() {
         consumer.accept(T).map(|r| r.console().desc.device_id)
     });
     let lp = MainLoop::new();
-    let p = plugin();
     let _chr = p.open_chardev("vm", "serial9", &opts).unwrap();
     assert!(lp.run_until(T, || lp.logged("refused the device: not today")));
     wait_attached(&lp);
@@ -388,6 +398,8 @@ fn refused_device_is_offered_again_later() {
 
 #[test]
 fn two_devices_of_one_process_stream_independently() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
     let opts = sock_opts(consumer.path(), ":ring=4K");
@@ -407,7 +419,6 @@ fn two_devices_of_one_process_stream_independently() {
         m
     });
     let lp = MainLoop::new();
-    let p = plugin();
     let one = p.open_chardev("vm", "one", &opts).unwrap();
     let two = p.open_chardev("vm", "two", &opts).unwrap();
     assert!(lp.run_until(T, || lp
