@@ -41,7 +41,9 @@
 //! a slow subscriber's queue are reported to it (`AudioPeriod::skipped_before`) and counted
 //! in `subscriber_dropped_periods`.
 //!
-//! What it deliberately does not do: talk to the network (the QUIC layer uses [`Handle`]),
+//! The QUIC server ([`net::NetServer`]) serves the same [`Handle`] to ringcast clients.
+//!
+//! What it deliberately does not do:
 //! spool audio, or poll: an idle ringcastd sleeps in `io_uring_enter`.
 //!
 //! ```no_run
@@ -66,6 +68,7 @@ mod error;
 mod ingest;
 mod journal;
 mod names;
+pub mod net;
 mod signal;
 mod subscribe;
 mod uring;

@@ -21,9 +21,18 @@ use sidecar::{Config, Daemon};
 ///
 ///   tail -F /var/lib/ringcast/vm1/serial0/current.log
 ///
+/// Network: ringcast clients connect over QUIC (TLS 1.3) to --listen, 127.0.0.1:7878 by
+/// default. The server identity is created on first start as <state-dir>/server.crt and
+/// server.key; clients pin its fingerprint (printed in the log) on first use. Without an
+/// authorization file only loopback clients are served, and they may do everything;
+/// listening on any other address requires the file (one line per client certificate):
+///
+///   SHA256:<fingerprint from `ringcast identity show`>  vm1/*,vm2/serial0  read,write,spy
+///
 /// Example:
 ///
 ///   ringcastd --state-dir /srv/ringcast --journal-window 8MiB --segment-size 64MiB
+///   ringcastd --listen 0.0.0.0:7878 --authorized-clients /etc/ringcast/authorized_clients
 ///   ringcastd stats
 #[derive(Debug, Parser)]
 #[command(name = "ringcastd", version, verbatim_doc_comment)]
@@ -64,6 +73,24 @@ struct Cli {
     /// Audio periods queued per subscriber before the oldest are dropped
     #[arg(long, default_value_t = 64)]
     audio_queue: usize,
+
+    /// UDP address of the QUIC server for ringcast clients
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    listen: std::net::SocketAddr,
+
+    /// Do not start the QUIC server (local journals and `ringcastd stats` only)
+    #[arg(long)]
+    no_network: bool,
+
+    /// Who may use which devices [default: $XDG_CONFIG_HOME/ringcast/authorized_clients or
+    /// /etc/ringcast/authorized_clients]; required to listen beyond loopback
+    #[arg(long)]
+    authorized_clients: Option<PathBuf>,
+
+    /// PEM CA bundle; client certificates it signed may be named by `cn:NAME` in the
+    /// authorization file
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,7 +170,31 @@ fn main() -> anyhow::Result<()> {
     cfg.journal.retention = cli.retention;
     cfg.audio_queue = cli.audio_queue.max(1);
     sidecar::raise_fd_limit();
+    let net_cfg = sidecar::net::NetConfig {
+        listen: cli.listen,
+        identity_dir: cfg.state_dir.clone(),
+        authorized_clients: cli
+            .authorized_clients
+            .unwrap_or_else(sidecar::net::default_authorized_clients),
+        client_ca: cli.client_ca,
+        limits: Default::default(),
+    };
     let daemon = Daemon::start(cfg).context("cannot start ringcastd")?;
+    let _runtime = if cli.no_network {
+        None
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ringcastd-net")
+            .enable_all()
+            .build()
+            .context("cannot start the network runtime")?;
+        let server = {
+            let _guard = rt.enter();
+            sidecar::net::NetServer::start(daemon.handle(), net_cfg)?
+        };
+        Some((rt, server))
+    };
     daemon.wait();
     Ok(())
 }
