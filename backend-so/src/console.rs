@@ -78,12 +78,16 @@ impl Console {
     ) -> Result<Self, RingError> {
         let out_mem = Arc::new(RingMemory::create(name, RingKind::Bytes, out_bytes, 0)?);
         let in_mem = Arc::new(RingMemory::create(name, RingKind::Bytes, in_bytes, 0)?);
+        let mut input = ByteConsumer::new(in_mem)?;
+        // Sleep on the input doorbell from the start: the daemon rings it only once this
+        // flag is up, and nothing else would raise it before the first input arrives.
+        input.prepare_sleep()?;
         Ok(Console {
             session: crate::new_session_id(),
             out: ByteProducer::new(out_mem)?,
             out_data: Doorbell::new()?,
             out_space: Doorbell::new()?,
-            input: ByteConsumer::new(in_mem)?,
+            input,
             in_data: Doorbell::new()?,
             in_space: Doorbell::new()?,
             frontend,

@@ -442,3 +442,21 @@ fn two_devices_of_one_process_stream_independently() {
     assert!(!lp.logged("lost the daemon"), "{:?}", lp.logs());
     assert!(got["one"] == d1 && got["two"] == d2);
 }
+
+#[test]
+fn first_input_wakes_the_plugin_without_any_help_from_the_frontend() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), "");
+    let lp = MainLoop::new();
+    let chr = p.open_chardev("vm", "serial0", &opts).unwrap();
+    chr.frontend.room.set(4096);
+    let mut c = consumer.accept(T).unwrap().console();
+    wait_attached(&lp);
+    assert_eq!(c.send_input(b"login\n").unwrap(), 6);
+    // Only the doorbell can deliver this: nobody calls accept_input.
+    assert!(lp.run_until(T, || chr.frontend.received.borrow().as_slice()
+        == b"login\n"));
+}
