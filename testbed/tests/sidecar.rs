@@ -96,7 +96,7 @@ fn daemon_restart_mid_stream_loses_no_byte_the_ring_could_hold() {
         .open_chardev("vmB", "hvc0", &opts(&cfg, ":ring=1M"))
         .unwrap();
     assert!(lp.run_until(T, || lp.logged("streaming to the daemon")));
-    let data = GuestStream::bytes(78, 1500_000);
+    let data = GuestStream::bytes(78, 1_500_000);
     chr.write_all(&lp, &data[..500_000], T).unwrap();
     // Let the daemon drain what it has, then stop it while the guest keeps writing.
     let key = DeviceKey::new("vmB", "hvc0");
