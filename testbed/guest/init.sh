@@ -114,7 +114,30 @@ run_echo() {
 	log "echo: finished"
 }
 
+# A human-readable tour for the demo: the kernel's boot log over the serial line, a line on
+# the virtio console, a countdown, the tone, a goodbye.
+run_demo() {
+	wait_dev /dev/ttyS0 || return 1
+	wait_dev /dev/hvc0 || return 1
+	{
+		echo "=== ringcast demo guest: $(uname -sr), up $(up) s ==="
+		echo "--- the guest kernel's boot log (dmesg), over the emulated 16550 ---"
+		dmesg | head -n 30
+		echo "--- $(grep -m1 'model name' /proc/cpuinfo)"
+		echo "--- $(head -n1 /proc/meminfo)"
+	} >/dev/ttyS0
+	echo "hello from hvc0, the virtio console of the same guest" >/dev/hvc0
+	for i in 3 2 1; do
+		echo "a ${tone_hz} Hz tone plays in $i s..." >/dev/ttyS0
+		sleep 1
+	done
+	run_tone
+	echo "=== demo guest done, powering off ===" >/dev/ttyS0
+	sleep 1
+}
+
 case "$scenario" in
+demo) run_demo ;;
 console) run_console ;;
 tone) run_tone ;;
 all)
@@ -128,7 +151,7 @@ idle)
 	;;
 *)
 	fail "unknown or missing rc.scenario='$scenario'"
-	echo "rc: scenarios: console tone all echo idle" \
+	echo "rc: scenarios: demo console tone all echo idle" \
 		"(parameters: rc.seed rc.hvc_seed rc.serial_bytes rc.hvc_bytes rc.tone_hz" \
 		"rc.tone_ms rc.rate rc.echo_bytes rc.idle_s rc.dsp)"
 	;;
