@@ -1,0 +1,440 @@
+//! Fake QEMU (shared-memory rings, as sidecar/tests do) → ringcastd → QUIC on loopback →
+//! client library.
+
+#[path = "../../sidecar/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt, Trust};
+use common::{config, sha, stream, FakeAudio, FakeConsole};
+use sidecar::net::{NetConfig, NetServer};
+use sidecar::Daemon;
+use transport_quic::codec::Frame;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Env {
+    dir: tempfile::TempDir,
+    daemon: Option<Daemon>,
+    server: Option<NetServer>,
+    addr: String,
+}
+
+impl Env {
+    fn start(authz: Option<&str>) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let daemon = Daemon::start(cfg.clone()).unwrap();
+        let authorized_clients = dir.path().join("authorized_clients");
+        if let Some(text) = authz {
+            std::fs::write(&authorized_clients, text).unwrap();
+        }
+        let server = NetServer::start(
+            daemon.handle(),
+            NetConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                identity_dir: cfg.state_dir.clone(),
+                authorized_clients,
+                client_ca: None,
+                limits: Default::default(),
+            },
+        )
+        .unwrap();
+        let addr = server.local_addr().to_string();
+        Env {
+            dir,
+            daemon: Some(daemon),
+            server: Some(server),
+            addr,
+        }
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        config(self.dir.path()).socket
+    }
+
+    fn trust(&self) -> Trust {
+        Trust::KnownHosts(self.dir.path().join("known_hosts"))
+    }
+
+    async fn session(&self) -> Session {
+        self.session_as(None).await.unwrap()
+    }
+
+    async fn session_as(&self, id: Option<Identity>) -> Result<Session, client::Error> {
+        tokio::time::timeout(WAIT, Session::connect(&self.addr, id, self.trust()))
+            .await
+            .expect("connect timed out")
+    }
+
+    async fn stop(mut self) {
+        self.server.take().unwrap().shutdown().await;
+        self.daemon.take().unwrap().shutdown();
+    }
+}
+
+fn identity(dir: &Path, name: &str) -> Identity {
+    Identity::create(dir, name, name, &[name.to_owned()]).unwrap()
+}
+
+/// Reads console items until `n` bytes from the stream's start offset have arrived.
+async fn read_bytes(c: &mut client::ConsoleStream, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let item = tokio::time::timeout(WAIT, c.next())
+            .await
+            .expect("console data timed out")
+            .unwrap()
+            .expect("stream ended early");
+        match item {
+            ConsoleItem::Chunk { bytes, .. } => out.extend_from_slice(&bytes),
+            ConsoleItem::Gap { .. } => panic!("unexpected gap"),
+        }
+    }
+    out
+}
+
+fn produce(
+    socket: &Path,
+    vm: &str,
+    dev: &str,
+    seed: u64,
+    len: u64,
+) -> std::thread::JoinHandle<FakeConsole> {
+    let mut c = FakeConsole::new(socket, vm, dev, 1, 1 << 16);
+    c.connect();
+    std::thread::spawn(move || {
+        let data = stream(seed, 0, len);
+        for piece in data.chunks(10_000) {
+            c.write_all(piece);
+        }
+        c
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_read_the_same_console_at_once_with_equal_checksums() {
+    let env = Env::start(None);
+    const N: u64 = 3 << 20;
+    let producer = produce(&env.socket(), "vm", "ttyS0", 7, N);
+    let (a, b) = (env.session().await, env.session().await);
+    let mut ca = a
+        .attach_console("vm", "ttyS0", Mode::Read, StartAt::Offset(0))
+        .await
+        .unwrap();
+    let mut cb = b
+        .attach_console("vm", "ttyS0", Mode::Spy, StartAt::Offset(0))
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(
+        read_bytes(&mut ca, N as usize),
+        read_bytes(&mut cb, N as usize)
+    );
+    let expected = sha(&stream(7, 0, N));
+    assert_eq!(sha(&ra), expected);
+    assert_eq!(sha(&rb), expected);
+    let _c = producer.join().unwrap();
+    let list = a.list().await.unwrap();
+    let d = list.iter().find(|d| d.device == "ttyS0").unwrap();
+    assert_eq!(d.journal_end, N);
+    assert_eq!(d.subscribers, 2);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_per_console_while_spies_watch_and_cannot_write() {
+    let env = Env::start(None);
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "ttyS0", 1, 1 << 16);
+    qemu.connect();
+    let (a, b, s) = (
+        env.session().await,
+        env.session().await,
+        env.session().await,
+    );
+    let mut writer = a
+        .attach_console("vm", "ttyS0", Mode::Write, StartAt::Now)
+        .await
+        .unwrap();
+    let busy = b
+        .attach_console("vm", "ttyS0", Mode::Write, StartAt::Now)
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code(), Some(ErrorCode::WriterBusy), "{busy}");
+    assert!(
+        busy.to_string().contains("already attached for writing by"),
+        "{busy}"
+    );
+    let mut spy = s
+        .attach_console("vm", "ttyS0", Mode::Spy, StartAt::Now)
+        .await
+        .unwrap();
+    // The library refuses locally; the server refuses what a hostile client sends anyway.
+    assert_eq!(
+        spy.write(b"x").await.unwrap_err().code(),
+        Some(ErrorCode::ReadOnly)
+    );
+    let input = Frame::Input {
+        bytes: bytes::Bytes::from_static(b"rm -rf /\r"),
+    };
+    spy.send_raw(&input.to_bytes().unwrap()).await.unwrap();
+    let refused = tokio::time::timeout(WAIT, spy.next())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::ReadOnly), "{refused}");
+
+    writer.write(b"hello guest\r").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    common::wait_until("input to reach the ring", WAIT, || {
+        let r = qemu.rx.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..r.bytes]);
+        got.len() >= 12
+    });
+    assert_eq!(got, b"hello guest\r");
+    // Echo reaches the writer and a new spy alike.
+    let mut spy2 = s
+        .attach_console("vm", "ttyS0", Mode::Spy, StartAt::Now)
+        .await
+        .unwrap();
+    qemu.write_all(b"hello guest\r\n");
+    assert_eq!(read_bytes(&mut writer, 13).await, b"hello guest\r\n");
+    assert_eq!(read_bytes(&mut spy2, 13).await, b"hello guest\r\n");
+    // When the writer leaves, the lock is free.
+    writer.detach().await;
+    let mut w2 = None;
+    for _ in 0..100 {
+        match b
+            .attach_console("vm", "ttyS0", Mode::Write, StartAt::Now)
+            .await
+        {
+            Ok(w) => {
+                w2 = Some(w);
+                break;
+            }
+            Err(e) if e.code() == Some(ErrorCode::WriterBusy) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(w2.is_some(), "the write lock was never released");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_resumes_from_its_offset_without_losing_a_byte() {
+    let env = Env::start(None);
+    const N: u64 = 2 << 20;
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "hvc0", 1, 1 << 16);
+    qemu.connect();
+    let data = stream(11, 0, N);
+    qemu.write_all(&data[..(N / 2) as usize]);
+    let mut received = Vec::new();
+    let resume_at = {
+        let s = env.session().await;
+        let mut c = s
+            .attach_console("vm", "hvc0", Mode::Read, StartAt::Offset(0))
+            .await
+            .unwrap();
+        received = read_bytes(&mut c, 300_000).await;
+        let at = c.offset();
+        s.close().await;
+        at
+    };
+    assert_eq!(resume_at, received.len() as u64);
+    // More output while the client is away.
+    let rest = data[(N / 2) as usize..].to_vec();
+    let writer = std::thread::spawn(move || {
+        qemu.write_all(&rest);
+        qemu
+    });
+    let s = env.session().await;
+    let mut c = s
+        .attach_console("vm", "hvc0", Mode::Read, StartAt::Offset(resume_at))
+        .await
+        .unwrap();
+    received.extend(read_bytes(&mut c, (N - resume_at) as usize).await);
+    let _q = writer.join().unwrap();
+    assert_eq!(sha(&received), sha(&data));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_clients_are_refused_and_read_only_rights_cannot_write() {
+    let ids = tempfile::tempdir().unwrap();
+    let alice = identity(ids.path(), "alice");
+    let mallory = identity(ids.path(), "mallory");
+    let env = Env::start(Some(&format!(
+        "# alice may read vm's consoles\n{} vm/* read,spy\n",
+        alice.fingerprint()
+    )));
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "ttyS0", 1, 1 << 16);
+    qemu.connect();
+    qemu.write_all(b"boot log\r\n");
+    for (who, id) in [("mallory", Some(mallory)), ("anonymous", None)] {
+        let r = match env.session_as(id).await {
+            Ok(s) => s.list().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let e = r.expect_err(who);
+        assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{who}: {e}");
+    }
+    let s = env.session_as(Some(alice)).await.unwrap();
+    assert_eq!(s.list().await.unwrap().len(), 1);
+    let mut c = s
+        .attach_console("vm", "ttyS0", Mode::Read, StartAt::Offset(0))
+        .await
+        .unwrap();
+    assert_eq!(read_bytes(&mut c, 10).await, b"boot log\r\n");
+    let e = s
+        .attach_console("vm", "ttyS0", Mode::Write, StartAt::Now)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{e}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_that_client_while_the_server_keeps_serving_others() {
+    let env = Env::start(None);
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "ttyS0", 1, 1 << 16);
+    qemu.connect();
+    let good = env.session().await;
+    let mut gc = good
+        .attach_console("vm", "ttyS0", Mode::Read, StartAt::Now)
+        .await
+        .unwrap();
+    let hostile: [&[u8]; 3] = [
+        &[0x99, 0, 0, 0, 0],             // unknown frame type
+        &[0x05, 0xff, 0xff, 0xff, 0xff], // a 4 GiB frame
+        &[0x06, 0, 0, 0, 3, 1, 2, 3],    // a truncated field
+    ];
+    let expect = [
+        ErrorCode::UnknownFrame,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::MalformedFrame,
+    ];
+    for (bytes, code) in hostile.iter().zip(expect) {
+        let bad = env.session().await;
+        let mut bc = bad
+            .attach_console("vm", "ttyS0", Mode::Read, StartAt::Now)
+            .await
+            .unwrap();
+        bc.send_raw(bytes).await.unwrap();
+        let e = tokio::time::timeout(WAIT, bc.next())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.code(), Some(code), "{e}");
+        assert!(
+            bad.list().await.is_err(),
+            "the hostile connection stays open"
+        );
+        qemu.write_all(b"still here\r\n");
+        assert_eq!(read_bytes(&mut gc, 12).await, b"still here\r\n");
+        assert!(!good.list().await.unwrap().is_empty());
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_periods_arrive_in_order_on_the_stream_and_as_datagrams() {
+    let env = Env::start(None);
+    let mut audio = FakeAudio::new(&env.socket(), "vm", "snd0");
+    let s = env.session().await;
+    let mut on_stream = s.attach_audio("vm", "snd0", false).await.unwrap();
+    let mut as_datagrams = s.attach_audio("vm", "snd0", true).await.unwrap();
+    let f = on_stream.format().unwrap();
+    assert_eq!((f.rate, f.channels, f.sample_format), (48_000, 2, 3));
+    let s = Arc::new(s);
+    const PERIODS: u64 = 50;
+    for seq in 0..PERIODS {
+        assert!(audio.push(seq, 120));
+        // Pace like a sound card so no queue overflows.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for seq in 0..PERIODS {
+        let p = tokio::time::timeout(WAIT, on_stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.seq, seq);
+        assert_eq!(p.frames, 120);
+        assert_eq!(&p.pcm[..], &stream(seq, 0, 480)[..]);
+    }
+    // Datagrams may be lost in principle; on loopback at this pace they are not, and
+    // whatever arrives is whole and in order.
+    let mut last = None;
+    let mut got = 0;
+    while got < PERIODS {
+        let p = tokio::time::timeout(WAIT, as_datagrams.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&p.pcm[..], &stream(p.seq, 0, 480)[..]);
+        assert!(last.is_none_or(|l| p.seq > l));
+        last = Some(p.seq);
+        got += 1;
+        if p.seq == PERIODS - 1 {
+            break;
+        }
+    }
+    assert!(got >= PERIODS * 9 / 10, "only {got} datagram periods");
+    let stats = s.stats().await.unwrap();
+    assert!(stats
+        .iter()
+        .any(|e| e.device.device == "snd0" && e.device.periods == PERIODS));
+    drop(s);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_server_identity_is_refused_like_ssh_and_a_pinned_one_is_accepted() {
+    let env = Env::start(None);
+    let first = env.session().await; // pins on first use
+    first.close().await;
+    let known = std::fs::read_to_string(env.dir.path().join("known_hosts")).unwrap();
+    assert!(
+        known.contains(&env.addr) && known.contains("SHA256:"),
+        "{known}"
+    );
+    env.session().await.close().await; // the pinned identity is accepted
+    let forged = format!(
+        "{} {}\n",
+        env.addr,
+        transport_quic::tls::Fingerprint::of(b"other")
+    );
+    std::fs::write(env.dir.path().join("known_hosts"), forged).unwrap();
+    let e = env.session_as(None).await.unwrap_err();
+    assert!(matches!(e, client::Error::HostKeyChanged(_)), "{e}");
+    assert!(e.to_string().contains("HAS CHANGED"), "{e}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_without_an_authorization_file_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let daemon = Daemon::start(cfg.clone()).unwrap();
+    let e = NetServer::start(
+        daemon.handle(),
+        NetConfig {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            identity_dir: cfg.state_dir.clone(),
+            authorized_clients: dir.path().join("authorized_clients"),
+            client_ca: None,
+            limits: Default::default(),
+        },
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("refusing to listen on 0.0.0.0:0"), "{msg}");
+    assert!(msg.contains("ringcast identity new"), "{msg}");
+    daemon.shutdown();
+}
