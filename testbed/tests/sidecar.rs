@@ -171,3 +171,54 @@ fn audio_from_the_plugin_reaches_an_audio_subscriber_in_order() {
     drop(audio);
     daemon.shutdown();
 }
+
+#[test]
+fn several_qemu_processes_stream_into_one_daemon_exactly() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let daemon = Daemon::start(cfg.clone()).unwrap();
+    let h = daemon.handle();
+    let so = backend_so_path();
+    let procs: Vec<_> = (0..3)
+        .map(|i| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_fake-qemu"))
+                .env("RINGCAST_BACKEND_SO", &so)
+                .env("RINGCAST_HARNESS_QUIET", "1")
+                .args([
+                    "--vm",
+                    &format!("vm{i}"),
+                    "--opts",
+                    &opts(&cfg, ":ring=64K"),
+                ])
+                .arg(format!("serial0={}:{}", 10 + i, 2 << 20))
+                .arg(format!("hvc0={}:{}", 20 + i, 3 << 20))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut reported = Vec::new();
+    for p in procs {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "a fake QEMU failed");
+        reported.push(String::from_utf8(out.stdout).unwrap());
+    }
+    for (i, report) in reported.iter().enumerate() {
+        for (dev, len) in [("serial0", 2usize << 20), ("hvc0", 3 << 20)] {
+            let key = DeviceKey::new(format!("vm{i}"), dev);
+            let got = read_journal(&h, &key, 0, len);
+            let sum = format!("{dev} sha256={:x} bytes={len}", Sha256::digest(&got));
+            assert!(
+                report.lines().any(|l| l == sum),
+                "vm{i}/{dev}: {sum} not in {report}"
+            );
+            let spool = dir.path().join(format!("state/vm{i}/{dev}/current.log"));
+            assert!(
+                std::fs::read(&spool).unwrap() == got,
+                "vm{i}/{dev}: spool differs"
+            );
+        }
+    }
+    daemon.shutdown();
+}

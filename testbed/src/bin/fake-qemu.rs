@@ -1,0 +1,107 @@
+//! A stand-in QEMU process: loads libringcast_backend.so, opens console devices through the
+//! plugin ABI and writes each one's guest stream, the way a guest writing to its consoles
+//! would, then exits (closing the devices, as QEMU does at shutdown).
+//!
+//! ```text
+//! fake-qemu --vm NAME --opts socket=/run/ringcast/ringcastd.sock DEVICE=SEED:BYTES ...
+//! ```
+//!
+//! Prints `DEVICE sha256=<hex> bytes=<n>` per device on stdout when done.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use testbed::harness::{backend_so_path, MainLoop, Plugin};
+use testbed::stream::GuestStream;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: fake-qemu --vm NAME [--opts OPTS] [--attach-timeout-s N] DEVICE=SEED:BYTES ...\n\
+         Loads $RINGCAST_BACKEND_SO (or the workspace build), opens one plugin chardev per \
+         DEVICE and writes BYTES of the guest stream SEED into it."
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut vm, mut opts, mut wait_s) = (None, String::new(), 30u64);
+    let mut devices = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--vm" => vm = args.next(),
+            "--opts" => opts = args.next().unwrap_or_else(|| usage()),
+            "--attach-timeout-s" => {
+                wait_s = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            spec => {
+                let (dev, rest) = spec.split_once('=').unwrap_or_else(|| usage());
+                let (seed, bytes) = rest.split_once(':').unwrap_or_else(|| usage());
+                let seed: u64 = seed.parse().unwrap_or_else(|_| usage());
+                let bytes: usize = bytes.parse().unwrap_or_else(|_| usage());
+                devices.push((dev.to_owned(), seed, bytes));
+            }
+        }
+    }
+    let vm = vm.unwrap_or_else(|| usage());
+    if devices.is_empty() {
+        usage();
+    }
+    let plugin = Plugin::load(&backend_so_path()).unwrap_or_else(|e| {
+        eprintln!("fake-qemu: {e}");
+        std::process::exit(1)
+    });
+    let lp = MainLoop::new();
+    let chardevs: Vec<_> = devices
+        .iter()
+        .map(|(dev, _, _)| {
+            plugin.open_chardev(&vm, dev, &opts).unwrap_or_else(|e| {
+                eprintln!("fake-qemu: {dev}: {e}");
+                std::process::exit(1)
+            })
+        })
+        .collect();
+    let attached = lp.run_until(Duration::from_secs(wait_s), || {
+        lp.logs()
+            .iter()
+            .filter(|l| l.contains("streaming to the daemon"))
+            .count()
+            == chardevs.len()
+    });
+    if !attached {
+        eprintln!("fake-qemu: not every device attached within {wait_s} s");
+        std::process::exit(1);
+    }
+    // Interleave the devices in 4 KiB steps, like guests writing to several consoles.
+    let mut streams: Vec<_> = devices
+        .iter()
+        .map(|(_, seed, bytes)| (GuestStream::new(*seed), *bytes, Sha256::new()))
+        .collect();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut active = false;
+        for (i, (stream, left, hash)) in streams.iter_mut().enumerate() {
+            if *left == 0 {
+                continue;
+            }
+            active = true;
+            let n = (*left).min(buf.len());
+            stream.fill(&mut buf[..n]);
+            if let Err(e) = chardevs[i].write_all(&lp, &buf[..n], Duration::from_secs(60)) {
+                eprintln!("fake-qemu: {}: {e}", devices[i].0);
+                std::process::exit(1);
+            }
+            hash.update(&buf[..n]);
+            *left -= n;
+        }
+        if !active {
+            break;
+        }
+    }
+    for ((dev, _, bytes), (_, _, hash)) in devices.iter().zip(streams) {
+        println!("{dev} sha256={:x} bytes={bytes}", hash.finalize());
+    }
+}
