@@ -262,9 +262,12 @@ pub fn send_with_fds(
     Ok(())
 }
 
+/// One received message and the descriptors that came with it.
+pub type Received = (Vec<u8>, Vec<OwnedFd>);
+
 /// Receives one message and the descriptors that came with it. Returns `Ok(None)` on an
 /// orderly shutdown of the peer.
-pub fn recv_with_fds(sock: impl AsFd) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, RingError> {
+pub fn recv_with_fds(sock: impl AsFd) -> Result<Option<Received>, RingError> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);

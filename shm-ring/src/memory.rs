@@ -250,8 +250,11 @@ mod memfd {
     }
 
     fn map(file: &File, len: usize) -> Result<memmap2::MmapRaw, RingError> {
+        // MAP_POPULATE: fault the pages in now, at device creation, instead of on the first
+        // trips around the ring, on QEMU's vCPU thread.
         memmap2::MmapOptions::new()
             .len(len)
+            .populate()
             .map_raw(file)
             .map_err(|e| RingError::io("mmap ring memfd", e))
     }

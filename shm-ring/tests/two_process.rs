@@ -31,11 +31,11 @@ fn inheritable(fd: impl AsFd) -> i32 {
 
 fn producer(fds: &str) {
     let fds: Vec<i32> = fds.split(',').map(|s| s.parse().unwrap()).collect();
-    // SAFETY: the parent passed these descriptors to us through exec and nothing else in
-    // this process owns them.
     let [mem, data, space] = fds[..] else {
         panic!("three fds expected")
     };
+    // SAFETY: the parent passed these descriptors to us through exec and nothing else in
+    // this process owns them.
     let (mem, data, space) = unsafe {
         (
             OwnedFd::from_raw_fd(mem),
