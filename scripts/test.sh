@@ -29,6 +29,17 @@ if ! command -v cc >/dev/null; then
     apt-get -q -y update >&2 && apt-get -q -y install gcc libc6-dev >&2
 fi
 
+# libasound2-dev: cpal (`ringcast play` to the sound card) links ALSA; tmux drives the
+# interactive `ringcast console` test.
+missing=()
+for pkg in libasound2-dev pkg-config tmux; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing ${missing[*]}"
+    apt-get -q -y update >&2 && apt-get -q -y install "${missing[@]}" >&2
+fi
+
 if [ "$with_qemu" = 1 ]; then
     step "patched QEMU (built once, then cached)"
     RINGCAST_QEMU=$(qemu-patches/build.sh | tail -n1)

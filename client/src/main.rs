@@ -588,6 +588,9 @@ async fn capture(
     Ok(if gaps > 0 { 3 } else { 0 })
 }
 
+/// Where played PCM goes: a WAV file, stdout, or the sound card.
+type PcmSink = Box<dyn FnMut(&[u8]) -> anyhow::Result<()>>;
+
 #[derive(Default, Debug)]
 struct PlayCounts {
     periods: u64,
@@ -615,7 +618,7 @@ async fn play(
     let frame_bytes = u64::from(bytes_per_sample) * u64::from(format.channels.max(1));
     let limit_frames = seconds.map(|s| (s * f64::from(format.rate)) as u64);
     let jitter = Duration::from_millis(jitter_ms);
-    let mut sink: Box<dyn FnMut(&[u8]) -> anyhow::Result<()>> = if let Some(path) = &wav {
+    let mut sink: PcmSink = if let Some(path) = &wav {
         let spec = hound::WavSpec {
             channels: format.channels,
             sample_rate: format.rate,
@@ -832,10 +835,7 @@ mod output {
 
     /// A sink that queues PCM (converted to f32) for the default output device; playback
     /// starts once the jitter target is buffered, and restarts buffering after an underrun.
-    pub fn device_sink(
-        f: client::AudioFormat,
-        jitter: Duration,
-    ) -> anyhow::Result<Box<dyn FnMut(&[u8]) -> anyhow::Result<()>>> {
+    pub fn device_sink(f: client::AudioFormat, jitter: Duration) -> anyhow::Result<super::PcmSink> {
         let host = cpal::default_host();
         let dev = host
             .default_output_device()

@@ -233,17 +233,16 @@ async fn a_reconnecting_client_resumes_from_its_offset_without_losing_a_byte() {
     qemu.connect();
     let data = stream(11, 0, N);
     qemu.write_all(&data[..(N / 2) as usize]);
-    let mut received = Vec::new();
-    let resume_at = {
+    let (mut received, resume_at) = {
         let s = env.session().await;
         let mut c = s
             .attach_console("vm", "hvc0", Mode::Read, StartAt::Offset(0))
             .await
             .unwrap();
-        received = read_bytes(&mut c, 300_000).await;
+        let got = read_bytes(&mut c, 300_000).await;
         let at = c.offset();
         s.close().await;
-        at
+        (got, at)
     };
     assert_eq!(resume_at, received.len() as u64);
     // More output while the client is away.
