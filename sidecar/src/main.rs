@@ -74,9 +74,10 @@ struct Cli {
     #[arg(long, default_value_t = 64)]
     audio_queue: usize,
 
-    /// UDP address of the QUIC server for ringcast clients
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    listen: std::net::SocketAddr,
+    /// UDP address of the QUIC server for ringcast clients [default: 127.0.0.1:7878; if
+    /// that default is taken, ringcastd runs without the server and says so]
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
 
     /// Do not start the QUIC server (local journals and `ringcastd stats` only)
     #[arg(long)]
@@ -102,6 +103,10 @@ enum Command {
         socket_dir: Option<PathBuf>,
     },
 }
+
+/// Where ringcastd listens for clients unless told otherwise: loopback only.
+const DEFAULT_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7878);
 
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -171,7 +176,7 @@ fn main() -> anyhow::Result<()> {
     cfg.audio_queue = cli.audio_queue.max(1);
     sidecar::raise_fd_limit();
     let net_cfg = sidecar::net::NetConfig {
-        listen: cli.listen,
+        listen: cli.listen.unwrap_or(DEFAULT_LISTEN),
         identity_dir: cfg.state_dir.clone(),
         authorized_clients: cli
             .authorized_clients
@@ -189,11 +194,20 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("cannot start the network runtime")?;
-        let server = {
+        let started = {
             let _guard = rt.enter();
-            sidecar::net::NetServer::start(daemon.handle(), net_cfg)?
+            sidecar::net::NetServer::start(daemon.handle(), net_cfg)
         };
-        Some((rt, server))
+        match started {
+            Ok(server) => Some((rt, server)),
+            // Only an explicit --listen must succeed: a second ringcastd (another user, a
+            // test) still keeps journals when the default port is taken.
+            Err(e @ sidecar::net::NetError::Bind { .. }) if cli.listen.is_none() => {
+                tracing::warn!("{e}; running without the network server (pass --listen)");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     daemon.wait();
     Ok(())
