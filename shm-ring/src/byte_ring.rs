@@ -64,6 +64,26 @@ pub enum Consumed {
     },
 }
 
+/// Checks the ring's kind and reads both positions for a side taking its role: returns
+/// (capacity, write, read). A side may (re)attach to a ring in use, e.g. a restarted daemon.
+fn settled_positions(mem: &RingMemory, kind: RingKind) -> Result<(u64, u64, u64), RingError> {
+    if mem.geometry().kind != kind {
+        return Err(RingError::BadRegion("ring kind is not the expected one"));
+    }
+    let cap = mem.geometry().capacity;
+    // Acquire: pairs with the peer's last release, so the bytes below the write position
+    // are visible and the slots below the read position are free.
+    let w = mem.write_pos().load(Acquire) & POS_MASK;
+    let r = mem.read_pos().load(Acquire) & POS_MASK;
+    if r > w {
+        return Err(Poison::PositionWentBack.into());
+    }
+    if w - r > cap {
+        return Err(Poison::PositionPastCapacity.into());
+    }
+    Ok((cap, w, r))
+}
+
 /// The writing end of a byte ring.
 #[derive(Debug)]
 pub struct ByteProducer {
@@ -81,19 +101,7 @@ impl ByteProducer {
     }
 
     pub(crate) fn with_kind(mem: Arc<RingMemory>, kind: RingKind) -> Result<Self, RingError> {
-        if mem.geometry().kind != kind {
-            return Err(RingError::BadRegion("ring kind is not the expected one"));
-        }
-        let cap = mem.geometry().capacity;
-        // Acquire: pairs with the peer's last release, so we start from a settled state.
-        let w = mem.write_pos().load(Acquire) & POS_MASK;
-        let r = mem.read_pos().load(Acquire) & POS_MASK;
-        if r > w {
-            return Err(Poison::PositionWentBack.into());
-        }
-        if w - r > cap {
-            return Err(Poison::PositionPastCapacity.into());
-        }
+        let (cap, w, r) = settled_positions(&mem, kind)?;
         Ok(ByteProducer {
             mem,
             write: w,
@@ -312,19 +320,7 @@ impl ByteConsumer {
     }
 
     pub(crate) fn with_kind(mem: Arc<RingMemory>, kind: RingKind) -> Result<Self, RingError> {
-        if mem.geometry().kind != kind {
-            return Err(RingError::BadRegion("ring kind is not the expected one"));
-        }
-        let cap = mem.geometry().capacity;
-        // Acquire: pairs with the producer's publish, so bytes below w are visible.
-        let w = mem.write_pos().load(Acquire) & POS_MASK;
-        let r = mem.read_pos().load(Acquire) & POS_MASK;
-        if r > w {
-            return Err(Poison::PositionWentBack.into());
-        }
-        if w - r > cap {
-            return Err(Poison::PositionPastCapacity.into());
-        }
+        let (cap, w, r) = settled_positions(&mem, kind)?;
         Ok(ByteConsumer {
             mem,
             read: r,
