@@ -590,28 +590,47 @@ pub fn backend_so_path() -> PathBuf {
     if let Some(p) = std::env::var_os("RINGCAST_BACKEND_SO") {
         return PathBuf::from(p);
     }
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            // target/<profile>/deps/<test binary> → target/<profile>
-            let exe = std::env::current_exe().expect("current exe");
-            let profile_dir = exe
-                .ancestors()
-                .find(|p| p.file_name().is_some_and(|n| n != "deps") && p.join("deps").is_dir())
-                .expect("a cargo target directory")
-                .to_path_buf();
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.args(["build", "--quiet", "-p", "backend-so", "--target-dir"])
-                .arg(&target_dir);
-            if release {
-                cmd.arg("--release");
-            }
-            let status = cmd.status().expect("running cargo build -p backend-so");
-            assert!(status.success(), "building backend-so failed");
-            profile_dir.join("libringcast_backend.so")
-        })
-        .clone()
+    workspace_build(&["backend-so"]).join("libringcast_backend.so")
+}
+
+/// The path of a workspace binary (`ringcastd`, `ringcast`) of the running test's profile,
+/// built on demand with cargo (tests cannot name other packages' binaries otherwise).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    workspace_build(&["sidecar", "client"]).join(name)
+}
+
+/// Builds `packages` once per process with the running test's profile; returns the
+/// profile's output directory.
+fn workspace_build(packages: &[&str]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let key = packages.join(",");
+    let dir = profile_dir();
+    if !built.contains(&key) {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let target_dir = dir.parent().expect("target dir").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "--target-dir"])
+            .arg(&target_dir);
+        for p in packages {
+            cmd.args(["-p", p]);
+        }
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "building {key} failed");
+        built.push(key);
+    }
+    dir
+}
+
+/// target/<profile> of the running executable.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n != "deps") && p.join("deps").is_dir())
+        .expect("a cargo target directory")
+        .to_path_buf()
 }

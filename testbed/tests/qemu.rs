@@ -428,3 +428,214 @@ fn patched_qemu_lists_the_plugin_backends_in_its_help() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.trim() == "plugin"), "{text}");
 }
+
+/// ringcastd as users run it: a process with its QUIC listener on a free loopback port.
+struct Ringcastd {
+    child: Child,
+    socket: std::path::PathBuf,
+    server: String,
+    client_dir: std::path::PathBuf,
+}
+
+impl Ringcastd {
+    fn start(dir: &std::path::Path) -> Ringcastd {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = format!("127.0.0.1:{port}");
+        let socket = dir.join("run/ringcastd.sock");
+        let child = std::process::Command::new(testbed::harness::workspace_binary("ringcastd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--listen", &server])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ringcastd did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ringcastd {
+            child,
+            socket,
+            server,
+            client_dir: dir.join("client"),
+        }
+    }
+
+    /// `ringcast` with a private known_hosts and identity, pointed at this server.
+    fn ringcast(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(testbed::harness::workspace_binary("ringcast"));
+        c.arg("--server")
+            .arg(&self.server)
+            .arg("--known-hosts")
+            .arg(self.client_dir.join("known_hosts"))
+            .arg("--identity-dir")
+            .arg(self.client_dir.join("identity"))
+            .env("XDG_STATE_HOME", self.client_dir.join("state"));
+        c
+    }
+
+    fn wait_for_device(&self, name: &str) {
+        let deadline = Instant::now() + BOOT;
+        loop {
+            let out = self.ringcast().arg("list").output().unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains(name) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never appeared in ringcast list"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Ringcastd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn guest_console_and_tone_reach_ringcast_capture_and_play_over_quic() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Ringcastd::start(dir.path());
+    let (serial_len, hvc_len) = (200_000, 3_000_000);
+    let params = format!(
+        "rc.scenario=all rc.seed=61 rc.hvc_seed=62 rc.serial_bytes={serial_len} \
+         rc.hvc_bytes={hvc_len} rc.tone_hz=660 rc.tone_ms=900 rc.rate=48000"
+    );
+    let opts = format!("socket={}", d.socket.display());
+    let g = run(dir.path(), &params, &opts, Some(SoundCard::Ac97));
+    let qemu = g.spawn().unwrap();
+    d.wait_for_device("e2e/snd0");
+    let wav = dir.path().join("tone.wav");
+    let mut play = d
+        .ringcast()
+        .args(["play", "e2e/snd0", "--wav"])
+        .arg(&wav)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_exit(qemu, &g.log_file);
+    // The tone is over when the guest is: stop the player, which finishes the WAV.
+    thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&play),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    assert!(play.wait().unwrap().success(), "ringcast play failed");
+    for (dev, seed, len) in [("serial0", 61, serial_len), ("hvc0", 62, hvc_len)] {
+        let file = dir.path().join(format!("{dev}.cap"));
+        let st = d
+            .ringcast()
+            .args(["capture", &format!("e2e/{dev}"), "-o"])
+            .arg(&file)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ringcast capture {dev} failed");
+        let got = std::fs::read(&file).unwrap();
+        assert_eq!(got.len(), len, "{dev}");
+        assert!(
+            got == GuestStream::bytes(seed, len),
+            "{dev} bytes differ over QUIC"
+        );
+    }
+    let wav_bytes = std::fs::read(&wav).unwrap();
+    assert_eq!(&wav_bytes[..4], b"RIFF");
+    // 44-byte canonical header; the format is QEMU's 44.1 kHz stereo s16.
+    assert_eq!(
+        u32::from_le_bytes(wav_bytes[24..28].try_into().unwrap()),
+        44100
+    );
+    assert_eq!(u16::from_le_bytes(wav_bytes[22..24].try_into().unwrap()), 2);
+    let t = analyze_s16le(&wav_bytes[44..], 2, 44100);
+    assert!((t.frequency_hz - 660.0).abs() < 7.0, "{t:?}");
+    let ms = t.active_frames as f64 / 44.1;
+    assert!((ms - 900.0).abs() < 60.0, "tone lasted {ms} ms");
+}
+
+#[test]
+fn ringcast_qmp_gets_a_real_query_status_reply_from_a_plugin_monitor() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Ringcastd::start(dir.path());
+    let opts = format!("socket={}", d.socket.display());
+    let mut g = run(dir.path(), "rc.scenario=idle rc.idle_s=60", &opts, None);
+    g.virtconsole = false;
+    let qemu = qemu::qemu_binary().unwrap();
+    let guest = qemu::guest_dir().unwrap();
+    let mut args = g.args(&guest);
+    args.extend([
+        "-chardev".into(),
+        format!(
+            "plugin,id=mon0,path={},opts={}",
+            g.plugin.display(),
+            opts.replace(',', ",,")
+        ),
+        "-mon".into(),
+        "chardev=mon0,mode=control".into(),
+    ]);
+    let child = std::process::Command::new(qemu)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    d.wait_for_device("e2e/mon0");
+    let out = d
+        .ringcast()
+        .args(["qmp", "e2e/mon0", r#"{"execute":"query-status"}"#])
+        .output()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{reply}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(reply.trim()).unwrap();
+    assert_eq!(v["return"]["status"], "running", "{reply}");
+    assert_eq!(v["return"]["running"], true);
+    // And QEMU obeys a command sent the same way.
+    let out = d
+        .ringcast()
+        .args(["qmp", "e2e/mon0", r#"{"execute":"quit"}"#])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "QEMU did not quit on QMP quit");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the child if the test fails before it exits.
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
