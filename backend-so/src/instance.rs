@@ -373,7 +373,9 @@ impl Instance {
 
     pub(crate) fn chr_write_ready(&self) -> bool {
         let Ok(mut inner) = self.inner.try_borrow_mut() else {
-            // Busy (re-entered): make the wait fd readable so QEMU asks again shortly.
+            // Only reachable if QEMU asked from inside one of our own callbacks, which its
+            // watch (prepare/check on the main loop) never does. "Not ready" is the safe
+            // answer: the watch stays armed and asks again on the next loop iteration.
             return false;
         };
         let attached = Self::attached(&inner);
