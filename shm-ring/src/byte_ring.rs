@@ -400,6 +400,10 @@ impl ByteConsumer {
     /// Marks `n` peeked bytes consumed. `Err(Ok(lost))` means the producer overwrote them
     /// meanwhile: the copy is void and our position jumped by `lost`.
     pub(crate) fn release(&mut self, n: u64) -> Result<Result<bool, u64>, Poison> {
+        // A poisoned ring is never touched again, even by a consume of an earlier peek.
+        if let Some(p) = self.poisoned {
+            return Err(p);
+        }
         let new_read = self.read + n;
         let mut cur = self.mem.read_pos().load(Relaxed);
         loop {

@@ -125,6 +125,10 @@ impl RecordProducer {
         flags: u32,
         payload: &[u8],
     ) -> Result<Pushed, Poison> {
+        // A poisoned ring is not touched again, not even its drop counters.
+        if let Some(p) = self.inner.poisoned() {
+            return Err(p);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let need = framed_len(payload.len());

@@ -174,3 +174,56 @@ fn peeked_bytes_overwritten_by_a_flight_recording_producer_are_reported_not_retu
         }
     );
 }
+
+#[test]
+fn consume_after_a_poison_fails_and_leaves_the_read_position_alone() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem.clone()).unwrap();
+    tx.write(&[1; 100]).unwrap();
+    let mut buf = [0u8; 100];
+    assert_eq!(rx.peek(&mut buf).unwrap().bytes, 100);
+    // The producer jumps its position past the capacity: the next look poisons the ring.
+    scribble(&mem, WRITE_POS, 3 * 4096);
+    assert_eq!(rx.available().unwrap_err(), Poison::PositionPastCapacity);
+    // Consuming the bytes peeked before must not hand slots back on a poisoned ring.
+    assert_eq!(rx.consume(100).unwrap_err(), Poison::PositionPastCapacity);
+    assert_eq!(rx.consume(0).unwrap_err(), Poison::PositionPastCapacity);
+    assert_eq!(rx.position(), 0);
+}
+
+#[test]
+fn a_poisoned_record_producer_refuses_every_push() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Records, 4096, 1024).unwrap());
+    let mut tx = RecordProducer::new(mem.clone()).unwrap();
+    // 42 records of 96 bytes leave 64 free: the next push must look at read_pos.
+    for _ in 0..42 {
+        assert!(tx.push(1, 1, 0, &[7; 64]).unwrap().stored);
+    }
+    // The consumer's position runs ahead of everything written: the next look poisons.
+    scribble(&mem, READ_POS, 1 << 50);
+    assert_eq!(
+        tx.push(1, 1, 0, &[7; 64]).unwrap_err(),
+        Poison::PositionPastCapacity
+    );
+    // An oversized record, which is dropped without looking at the ring, must fail too and
+    // must not touch the shared drop counters.
+    let counters = mem_counters(&mem);
+    assert_eq!(
+        tx.push(1, 1, 0, &[7; 2000]).unwrap_err(),
+        Poison::PositionPastCapacity
+    );
+    assert_eq!(mem_counters(&mem), counters);
+}
+
+/// The producer's drop counters (header words 25 and 26), read through a second mapping.
+fn mem_counters(mem: &RingMemory) -> (u64, u64) {
+    let fd: OwnedFd = mem.fd().try_clone_to_owned().unwrap();
+    let file = std::fs::File::from(fd);
+    let map = memmap2::MmapOptions::new().map_raw(&file).unwrap();
+    // SAFETY: both words are inside the header of a live mapping.
+    unsafe {
+        let p = map.as_ptr().cast::<u64>();
+        (p.add(25).read_volatile(), p.add(26).read_volatile())
+    }
+}
