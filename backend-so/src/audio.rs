@@ -32,6 +32,15 @@ pub(crate) struct Voice {
 
 impl Voice {
     pub(crate) fn new(name: &str, format: AudioFormat) -> Result<Self, String> {
+        // The daemon refuses a registration with any other format: fail the open instead
+        // of registering (and retrying) a device nobody will take.
+        if !format.is_valid() {
+            return Err(format!(
+                "unsupported audio format: {} Hz, {} channels, sample format {} (supported: \
+                 1 Hz to 768 kHz, 1 to 64 channels, sample formats 0 to 6)",
+                format.frequency, format.channels, format.sample_format
+            ));
+        }
         let frame_bytes = format
             .frame_bytes()
             .filter(|&b| b > 0)
@@ -94,5 +103,46 @@ impl Voice {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn format(frequency: u32, channels: u16, sample_format: u16) -> AudioFormat {
+        AudioFormat {
+            frequency,
+            channels,
+            sample_format,
+            big_endian: false,
+        }
+    }
+
+    #[test]
+    fn formats_the_daemon_would_refuse_are_refused_at_open() {
+        for bad in [
+            format(768_001, 2, 3),
+            format(u32::MAX, 2, 3),
+            format(44100, 65, 3),
+            format(44100, u16::MAX, 3),
+            format(44100, 0, 3),
+            format(0, 2, 3),
+            format(44100, 2, 7),
+        ] {
+            assert!(Voice::new("t", bad).is_err(), "{bad:?}");
+        }
+        let ok = Voice::new("t", format(768_000, 64, 6)).unwrap();
+        let desc = ok.describe(DeviceDescription {
+            kind: DeviceKind::Audio,
+            pid: 1,
+            session: 0,
+            vm_name: String::new(),
+            vm_uuid: String::new(),
+            device_id: "a".into(),
+            audio: None,
+        });
+        let wire = desc.encode().unwrap();
+        assert_eq!(DeviceDescription::decode(&wire).unwrap(), desc);
     }
 }

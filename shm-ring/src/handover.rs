@@ -95,6 +95,15 @@ impl AudioFormat {
     pub fn frame_bytes(&self) -> Option<u32> {
         Some(self.sample_bytes()? * u32::from(self.channels))
     }
+
+    /// Whether a description may carry this format: 1 Hz to 768 kHz, 1 to 64 channels, a
+    /// known sample format. A producer checks this before it registers a device that every
+    /// consumer would refuse.
+    pub fn is_valid(&self) -> bool {
+        (1..=768_000).contains(&self.frequency)
+            && (1..=64).contains(&self.channels)
+            && self.sample_bytes().is_some()
+    }
 }
 
 /// Who a device is.
@@ -190,12 +199,7 @@ impl DeviceDescription {
         let audio = match kind {
             DeviceKind::Console => None,
             DeviceKind::Audio => {
-                if audio.frequency == 0
-                    || audio.frequency > 768_000
-                    || audio.channels == 0
-                    || audio.channels > 64
-                    || audio.sample_bytes().is_none()
-                {
+                if !audio.is_valid() {
                     return Err(RingError::BadMessage("invalid audio format"));
                 }
                 Some(audio)
@@ -308,7 +312,12 @@ pub struct Ack {
 impl Ack {
     /// Serialises the acknowledgement.
     pub fn encode(&self) -> Vec<u8> {
-        let msg = &self.message.as_bytes()[..self.message.len().min(512)];
+        // At most 512 bytes, cut at a character boundary so the message stays UTF-8.
+        let mut n = self.message.len().min(512);
+        while !self.message.is_char_boundary(n) {
+            n -= 1;
+        }
+        let msg = &self.message.as_bytes()[..n];
         let mut b = Vec::with_capacity(11 + msg.len());
         b.extend_from_slice(ACK_MAGIC);
         b.push(u8::from(!self.accepted));
@@ -406,5 +415,18 @@ mod tests {
             message: "no".into(),
         };
         assert_eq!(Ack::decode(&a.encode()).unwrap(), a);
+    }
+
+    #[test]
+    fn a_long_ack_message_is_cut_at_a_character_boundary() {
+        // 511 ASCII bytes then a 3-byte character straddling the 512-byte limit.
+        let message = format!("{}€ and more", "x".repeat(511));
+        let a = Ack {
+            accepted: false,
+            message,
+        };
+        let back = Ack::decode(&a.encode()).unwrap();
+        assert_eq!(back.message, "x".repeat(511));
+        assert!(!back.message.contains('\u{fffd}'));
     }
 }
