@@ -64,6 +64,9 @@ cargo build --quiet -p backend-so
 RINGCAST_BACKEND_SO=$PWD/target/debug/libringcast_backend.so RINGCAST_HARNESS_QUIET=1 \
     cargo test --workspace
 
+step "fuzz targets: replay seeds, regressions and seeded random inputs (no fuzzer)"
+fuzz/smoke.sh --replay-only
+
 step "loom model of the ring protocol"
 RUSTFLAGS="--cfg loom" cargo test --quiet -p shm-ring --test loom --release --target-dir target/loom
 
