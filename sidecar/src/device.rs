@@ -78,6 +78,9 @@ pub struct DeviceStats {
     pub poisoned: Option<String>,
     /// Spool writes that failed (the journal then keeps bytes in RAM only).
     pub spool_errors: u64,
+    /// Console bytes that left the RAM window while the spool was off: lost for good
+    /// (subscribers behind them get a `Retention` gap of this size).
+    pub dropped_no_spool: u64,
     /// Console input bytes written into the input ring.
     pub input_bytes: u64,
     /// Registrations accepted (a reconnect of the same session counts too).
@@ -225,13 +228,19 @@ impl Device {
             let s = lock(&self.state);
             (s.attachment, s.poisoned.clone())
         };
-        let (journal_end, journal_start) = match &self.journal {
-            Some(j) => {
-                let j = lock(j);
-                (j.end(), j.available_from())
-            }
-            None => (0, 0),
-        };
+        let (journal_end, journal_start, dropped_no_spool, journal_spool_errors) =
+            match &self.journal {
+                Some(j) => {
+                    let j = lock(j);
+                    (
+                        j.end(),
+                        j.available_from(),
+                        j.ram_only_dropped(),
+                        j.spool_failures(),
+                    )
+                }
+                None => (0, 0, 0, 0),
+            };
         DeviceStats {
             key: self.key.clone(),
             kind: self.kind,
@@ -248,7 +257,8 @@ impl Device {
             ring_capacity: c.ring_capacity.load(Relaxed),
             subscribers: c.subscribers.load(Relaxed),
             poisoned,
-            spool_errors: c.spool_errors.load(Relaxed),
+            spool_errors: c.spool_errors.load(Relaxed) + journal_spool_errors,
+            dropped_no_spool,
             input_bytes: c.input_bytes.load(Relaxed),
             registrations: c.registrations.load(Relaxed),
         }
@@ -266,6 +276,8 @@ pub fn render_table(stats: &[DeviceStats]) -> String {
         "LOST:FLIGHT".into(),
         "LOST:AUDIO".into(),
         "SUB-GAPS".into(),
+        "SPOOL-ERR".into(),
+        "LOST:NO-SPOOL".into(),
         "RING FILL".into(),
         "SUBS".into(),
         "POISONED".into(),
@@ -313,12 +325,20 @@ pub fn render_table(stats: &[DeviceStats]) -> String {
             },
             lost_audio,
             sub_gaps,
+            match s.kind {
+                Kind::Console => s.spool_errors.to_string(),
+                Kind::Audio => "-".into(),
+            },
+            match s.kind {
+                Kind::Console => s.dropped_no_spool.to_string(),
+                Kind::Audio => "-".into(),
+            },
             fill,
             s.subscribers.to_string(),
             s.poisoned.clone().unwrap_or_else(|| "no".into()),
         ]);
     }
-    let mut widths = [0usize; 11];
+    let mut widths = [0usize; 13];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.chars().count());

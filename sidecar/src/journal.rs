@@ -174,6 +174,11 @@ pub(crate) struct Journal {
     current: Option<Arc<File>>,
     end: u64,
     meta: Meta,
+    /// Bytes that left the RAM window while the spool was off: gone for good.
+    ram_only_dropped: u64,
+    /// Spool failures found here (creating, reopening or truncating a segment); failed
+    /// writes are counted by the ingest thread.
+    spool_failures: u64,
 }
 
 impl Journal {
@@ -236,6 +241,8 @@ impl Journal {
             current: None,
             end,
             meta,
+            ram_only_dropped: 0,
+            spool_failures: 0,
         };
         j.write_meta()?;
         Ok(j)
@@ -260,6 +267,16 @@ impl Journal {
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => self.end,
         }
+    }
+
+    /// Bytes that left the RAM window while the spool was off (lost for good).
+    pub fn ram_only_dropped(&self) -> u64 {
+        self.ram_only_dropped
+    }
+
+    /// Spool failures the journal ran into itself (segment create, reopen, truncate).
+    pub fn spool_failures(&self) -> u64 {
+        self.spool_failures
     }
 
     /// The persistent description.
@@ -306,6 +323,7 @@ impl Journal {
         if rotate {
             if let Err(e) = self.new_segment(now) {
                 tracing::error!(error = %e, "cannot start a spool segment; keeping bytes in RAM only");
+                self.spool_failures += 1;
                 self.disable_spool();
                 return None;
             }
@@ -317,6 +335,7 @@ impl Journal {
                 Err(e) => {
                     tracing::error!(path = %seg.path.display(), error = %e,
                         "cannot reopen the spool segment; keeping bytes in RAM only");
+                    self.spool_failures += 1;
                     self.disable_spool();
                     return None;
                 }
@@ -385,6 +404,7 @@ impl Journal {
         if let (Some(f), Some(seg)) = (&self.current, self.segments.back()) {
             if let Err(e) = f.set_len(seg.len) {
                 tracing::error!(path = %seg.path.display(), error = %e, "cannot truncate a segment");
+                self.spool_failures += 1;
                 self.disable_spool();
             }
         }
@@ -431,8 +451,13 @@ impl Journal {
             };
             self.ram_bytes -= old.data.len();
             if !self.spool {
-                // Without a spool, what leaves RAM is gone for good.
-                self.meta.pruned_to = self.meta.pruned_to.max(old.start + old.data.len() as u64);
+                // Without a spool, what leaves RAM is gone for good: count what the disk
+                // does not have.
+                let old_end = old.start + old.data.len() as u64;
+                let on_disk = self.segments.back().map_or(0, |s| s.start + s.len);
+                let from = old.start.max(on_disk).max(self.meta.pruned_to);
+                self.ram_only_dropped += old_end.saturating_sub(from);
+                self.meta.pruned_to = self.meta.pruned_to.max(old_end);
             }
         }
     }
@@ -599,6 +624,27 @@ mod tests {
         }
         let (data, _) = read_all(&j, from);
         assert_eq!(data.len() as u64, 600_000 - from);
+    }
+
+    #[test]
+    fn bytes_that_leave_ram_after_the_spool_failed_are_counted_and_read_as_one_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path().join("d"), cfg(), Meta::default()).unwrap();
+        let a: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        append(&mut j, &a[..50_000]);
+        j.disable_spool(); // as after ENOSPC
+        for piece in a[50_000..].chunks(10_000) {
+            j.commit(piece, false);
+        }
+        let ram_from = j.ram.front().unwrap().start;
+        assert_eq!(j.ram_only_dropped(), ram_from - 50_000);
+        let (data, gaps) = read_all(&j, 0);
+        assert_eq!(
+            gaps,
+            vec![(50_000, ram_from - 50_000, GapReason::Retention)]
+        );
+        assert_eq!(&data[..50_000], &a[..50_000]);
+        assert_eq!(&data[50_000..], &a[ram_from as usize..]);
     }
 
     #[test]
