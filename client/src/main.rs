@@ -19,6 +19,9 @@ use client::{ConsoleItem, Identity, Mode, Session, StartAt, Trust};
 ///
 /// Devices are named VM/DEVICE, as `ringcast list` shows them.
 ///
+/// Exit status: 0 done, 1 error (also a QMP error reply), 2 bad usage, 3 `capture` found
+/// gaps. RUST_LOG=info shows more on stderr. Documentation: docs/ in the source tree.
+///
 /// Examples:
 ///
 ///   ringcast list
@@ -58,7 +61,9 @@ struct Cli {
 enum Command {
     /// List the devices you may use: kind, state, audio format, bytes, subscribers.
     ///
-    /// Example: ringcast list
+    /// Examples:
+    ///   ringcast list
+    ///   ringcast --server vmhost:7878 list
     #[command(verbatim_doc_comment)]
     List,
 
@@ -99,6 +104,8 @@ enum Command {
     /// become holes of zeros, reported on stderr and counted. Without --follow, stops at the
     /// end of what the server had when capture started. Shows progress and rate on stderr
     /// when it is a terminal.
+    ///
+    /// Exit status 3 when there were gaps (0 when the capture is complete).
     ///
     /// Examples:
     ///   ringcast capture vm1/serial0 -o serial0.log
@@ -152,7 +159,9 @@ enum Command {
     /// Send one QMP command to a QEMU monitor on a console device and print the reply.
     ///
     /// Performs the QMP capabilities handshake first. The monitor must be in control mode
-    /// (-mon chardev=ID,mode=control) on a ringcast plugin chardev.
+    /// (-mon chardev=ID,mode=control) on a ringcast plugin chardev. Needs the write right
+    /// and the console's write lock. Prints the reply as one JSON line; exit status 1 when
+    /// it is an error reply.
     ///
     /// Example:
     ///   ringcast qmp vm1/qmp0 '{"execute":"query-status"}'
@@ -168,7 +177,15 @@ enum Command {
     },
 
     /// Manage this client's certificate (mTLS identity).
-    #[command(subcommand)]
+    ///
+    /// The identity is client.crt and client.key in --identity-dir (default
+    /// $XDG_CONFIG_HOME/ringcast, else ~/.config/ringcast). The client presents it to every
+    /// server; servers beyond loopback want its fingerprint in their authorized_clients.
+    ///
+    /// Examples:
+    ///   ringcast identity new
+    ///   ringcast identity show
+    #[command(subcommand, verbatim_doc_comment)]
     Identity(IdentityCommand),
 }
 
@@ -176,7 +193,11 @@ enum Command {
 enum IdentityCommand {
     /// Create client.crt and client.key (refuses to replace them without --force).
     ///
-    /// Example: ringcast identity new --name alice@laptop
+    /// A self-signed ECDSA certificate; prints its fingerprint.
+    ///
+    /// Examples:
+    ///   ringcast identity new
+    ///   ringcast identity new --name alice@laptop
     #[command(verbatim_doc_comment)]
     New {
         /// Common name [default: USER@HOST]

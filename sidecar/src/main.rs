@@ -29,8 +29,12 @@ use sidecar::{Config, Daemon};
 ///
 ///   SHA256:<fingerprint from `ringcast identity show`>  vm1/*,vm2/serial0  read,write,spy
 ///
-/// Example:
+/// Logs go to stderr at level info; RUST_LOG=debug changes the level, NO_COLOR=1 removes
+/// colour codes (for journald). Operator documentation: docs/ringcastd.md.
 ///
+/// Examples:
+///
+///   ringcastd
 ///   ringcastd --state-dir /srv/ringcast --journal-window 8MiB --segment-size 64MiB
 ///   ringcastd --listen 0.0.0.0:7878 --authorized-clients /etc/ringcast/authorized_clients
 ///   ringcastd stats
@@ -97,8 +101,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a table of devices: bytes, drops by cause, ring fill, subscribers, poison
+    ///
+    /// Asks the running ringcastd over its control socket (ringcastd.ctl beside the
+    /// registration socket, by default $XDG_RUNTIME_DIR/ringcast/ringcastd.ctl or
+    /// /run/ringcast/ringcastd.ctl), so it must run as ringcastd's user or root.
+    ///
+    /// Columns: BYTES received from QEMU (audio: and periods); JOURNAL offsets still
+    /// available; LOST:FLIGHT console bytes the flight recorder dropped while no ringcastd
+    /// was attached; LOST:AUDIO periods the backend dropped; SUB-GAPS bytes (audio:
+    /// periods) that slow clients missed; RING FILL now/capacity; SUBS clients attached.
+    ///
+    /// Examples:
+    ///   ringcastd stats
+    ///   ringcastd stats --socket /run/ringcast/ringcastd.sock
+    ///   ringcastd stats --socket-dir /run/ringcast
+    #[command(verbatim_doc_comment)]
     Stats {
-        /// Directory of the sockets (instead of --socket / --control-socket)
+        /// Directory holding ringcastd.ctl (instead of --socket / --control-socket)
+        /// [default: --control-socket, i.e. ringcastd.ctl beside --socket]
         #[arg(long)]
         socket_dir: Option<PathBuf>,
     },
