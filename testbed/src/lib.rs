@@ -8,6 +8,7 @@
 
 pub mod consumer;
 pub mod harness;
+pub mod lossy;
 pub mod qemu;
 pub mod stream;
 pub mod tone;
