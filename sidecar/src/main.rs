@@ -109,7 +109,9 @@ enum Command {
     /// Columns: BYTES received from QEMU (audio: and periods); JOURNAL offsets still
     /// available; LOST:FLIGHT console bytes the flight recorder dropped while no ringcastd
     /// was attached; LOST:AUDIO periods the backend dropped; SUB-GAPS bytes (audio:
-    /// periods) that slow clients missed; RING FILL now/capacity; SUBS clients attached.
+    /// periods) that slow clients missed; SPOOL-ERR failed disk writes; LOST:NO-SPOOL
+    /// console bytes that left RAM while disk writes failed; RING FILL now/capacity; SUBS
+    /// clients attached.
     ///
     /// Examples:
     ///   ringcastd stats
