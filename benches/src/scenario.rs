@@ -1,0 +1,57 @@
+//! The scenarios `ringcast-bench` knows (BENCHMARKS.md A–E). Adding one: a module with a
+//! `run(&Options) -> Result<Outcome, String>` and an entry in [`registry`].
+
+use std::path::PathBuf;
+
+use crate::report::Outcome;
+
+/// What every scenario is given.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Smaller sizes and one repetition, to check the setup.
+    pub quick: bool,
+    /// Identifies this invocation in the JSON lines.
+    pub run_id: String,
+    /// Scratch space for this invocation (removed afterwards unless `--keep`).
+    pub work_dir: PathBuf,
+    /// The workspace's `target/` directory.
+    pub target_dir: PathBuf,
+}
+
+/// A scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Name on the command line and of the JSON lines file (`e` → `e.jsonl`).
+    pub key: &'static str,
+    /// One line.
+    pub title: &'static str,
+    /// What it runs, its variants and baselines (for `--help`).
+    pub about: &'static str,
+    /// Runs it; progress goes to stderr.
+    pub run: fn(&Options) -> Result<Outcome, String>,
+}
+
+/// Every scenario, in the order `all` runs them.
+pub fn registry() -> &'static [Scenario] {
+    &[crate::e_real_qemu::SCENARIO]
+}
+
+/// The scenario named `key` (case-insensitive).
+pub fn find(key: &str) -> Option<&'static Scenario> {
+    registry().iter().find(|s| s.key.eq_ignore_ascii_case(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_findable() {
+        let r = registry();
+        for (i, s) in r.iter().enumerate() {
+            assert!(r[i + 1..].iter().all(|o| o.key != s.key), "{}", s.key);
+            assert_eq!(find(&s.key.to_uppercase()).unwrap().key, s.key);
+        }
+        assert!(find("nope").is_none());
+    }
+}
