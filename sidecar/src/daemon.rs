@@ -289,7 +289,7 @@ fn prepare_socket_path(path: &Path) -> Result<(), Error> {
         }
     }
     if path.exists() {
-        let alive = match SocketAddrUnix::new(path) {
+        let alive = || match SocketAddrUnix::new(path) {
             Ok(addr) => {
                 rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None)
                     .ok()
@@ -298,8 +298,15 @@ fn prepare_socket_path(path: &Path) -> Result<(), Error> {
             }
             Err(_) => false,
         };
-        if alive {
-            return Err(Error::AlreadyRunning(path.to_owned()));
+        // A ringcastd killed a moment ago may still have its listener open: the kernel
+        // tears down an io_uring (whose polls hold the socket) after the process is gone.
+        // Only a listener that stays for a second belongs to a running ringcastd.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while alive() {
+            if Instant::now() >= deadline {
+                return Err(Error::AlreadyRunning(path.to_owned()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         std::fs::remove_file(path).map_err(|e| Error::io("remove stale socket", path, e))?;
     }
