@@ -127,11 +127,18 @@ impl NetServer {
         }
         let client_ca = cfg.client_ca.as_deref().map(ClientCa::load).transpose()?;
         let server_cfg = tls::server_config(&identity, &cfg.limits)?;
-        let endpoint =
-            quinn::Endpoint::server(server_cfg, cfg.listen).map_err(|source| NetError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let bind_err = |source| NetError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind_err)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(reset_key(&identity)),
+            Some(server_cfg),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
         let local = endpoint.local_addr().unwrap_or(cfg.listen);
         match &access {
             Access::LocalOpen => tracing::info!(
@@ -199,6 +206,18 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// The key of QUIC stateless resets, derived from the server's private key so that it
+/// survives a restart: a client whose ringcastd was killed and started again learns at its
+/// next packet that its connection is gone (and resumes), instead of waiting for the idle
+/// timeout. A random key per start (quinn's default) makes the new process's resets
+/// unverifiable to clients of the old one.
+fn reset_key(identity: &Identity) -> Arc<ring::hmac::Key> {
+    use ring::hmac;
+    let secret = hmac::Key::new(hmac::HMAC_SHA256, identity.key.secret_der());
+    let derived = hmac::sign(&secret, b"ringcast/1 QUIC stateless reset key");
+    Arc::new(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
 }
 
 fn close(conn: &quinn::Connection, code: ErrorCode, why: &str) {
@@ -745,8 +764,17 @@ async fn audio(
                 Err(e) => return c.refuse(e),
             },
             period = sub.next() => {
-                let Ok(p) = period else {
-                    return stream_error(&mut send, ErrorCode::ShuttingDown, "ringcastd is stopping".into()).await;
+                let p = match period {
+                    Ok(p) => p,
+                    // The VM went away: the live stream ends cleanly.
+                    Err(sidecar_error @ crate::Error::NotAttached(_)) => {
+                        tracing::info!(peer = %c.peer, device = %key, "{sidecar_error}; audio stream finished");
+                        let _ = send.finish();
+                        return;
+                    }
+                    Err(_) => {
+                        return stream_error(&mut send, ErrorCode::ShuttingDown, "ringcastd is stopping".into()).await;
+                    }
                 };
                 let data = codec::AudioData {
                     seq: p.seq,
