@@ -26,7 +26,8 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    fn label(&self) -> String {
+    /// "vm/device" as clients see it: the device part is `name=` when given.
+    fn label(&self, name: Option<&str>) -> String {
         let vm = if !self.vm_name.is_empty() {
             &self.vm_name
         } else if !self.vm_uuid.is_empty() {
@@ -34,7 +35,7 @@ impl Identity {
         } else {
             "vm"
         };
-        format!("{vm}/{}", self.device)
+        format!("{vm}/{}", name.unwrap_or(&self.device))
     }
 }
 
@@ -73,7 +74,7 @@ const POLICY_AUDIO: &str = "audio periods are dropped and counted until it is ba
 
 impl Instance {
     fn boxed(host: Host, id: Identity, opts: Options, device: Device) -> Box<Instance> {
-        let label = id.label();
+        let label = id.label(opts.name.as_deref());
         Box::new(Instance {
             host,
             inner: RefCell::new(Inner {

@@ -90,10 +90,20 @@ impl Error {
 
 fn from_connection(addr: &str, e: quinn::ConnectionError) -> Error {
     match e {
-        quinn::ConnectionError::ApplicationClosed(c) => Error::Refused {
-            code: ErrorCode::from_varint(c.error_code),
-            message: String::from_utf8_lossy(&c.reason).into_owned(),
-        },
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let code = ErrorCode::from_varint(c.error_code);
+            let reason = String::from_utf8_lossy(&c.reason).into_owned();
+            // The server's reason starts with the code's name, which Display adds again.
+            let message = match code {
+                Some(k) => reason
+                    .strip_prefix(k.name())
+                    .and_then(|r| r.strip_prefix(": "))
+                    .map(str::to_owned)
+                    .unwrap_or(reason),
+                None => reason,
+            };
+            Error::Refused { code, message }
+        }
         other => Error::Connection {
             addr: addr.to_owned(),
             reason: other.to_string(),

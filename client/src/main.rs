@@ -221,7 +221,15 @@ fn split_device(s: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // Errors for people: the message and its causes, no debug dump or backtrace.
+    if let Err(e) = real_main() {
+        eprintln!("ringcast: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -229,6 +237,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
     let id_dir = cli

@@ -137,6 +137,8 @@ pub(crate) struct AudioQueue {
 pub(crate) struct AudioQueueState {
     pub items: VecDeque<AudioPeriod>,
     pub skipped: u64,
+    /// The device's QEMU went away (or broke its ring): no more periods will come.
+    pub ended: bool,
 }
 
 /// Mutable state of a device (under one lock).
@@ -196,6 +198,11 @@ impl Device {
         }
         if a != Attachment::Attached {
             *lock(&self.input) = None;
+            // Live audio ends with its source; subscribers drain what is queued, then stop.
+            for q in lock(&self.state).audio_queues.iter() {
+                lock(&q.state).ended = true;
+                q.signal.notify();
+            }
         }
         self.signal.notify();
         self.input_signal.notify();

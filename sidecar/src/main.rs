@@ -163,7 +163,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // Errors for people: the message and its causes, no debug dump or backtrace.
+    if let Err(e) = real_main() {
+        eprintln!("ringcastd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -171,6 +179,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut cfg = Config::default();
     if let Some(s) = cli.socket {

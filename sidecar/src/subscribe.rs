@@ -277,7 +277,17 @@ impl AudioSubscription {
         lock(&self.queue.state).items.pop_front()
     }
 
-    /// Waits up to `timeout` for the next period.
+    /// Err(NotAttached) once the device's QEMU is gone and every queued period was taken.
+    fn check_ended(&self) -> Result<(), Error> {
+        let s = lock(&self.queue.state);
+        if s.ended && s.items.is_empty() {
+            return Err(Error::NotAttached(self.device.key.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the next period. Fails with [`Error::NotAttached`] once the
+    /// device's QEMU went away (after the queued periods), and [`Error::Closed`] on shutdown.
     pub fn next_blocking(&mut self, timeout: Duration) -> Result<Option<AudioPeriod>, Error> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -288,13 +298,15 @@ impl AudioSubscription {
             if self.closed.load(Relaxed) {
                 return Err(Error::Closed);
             }
+            self.check_ended()?;
             if !self.queue.signal.wait_blocking(seen, deadline) {
                 return Ok(None);
             }
         }
     }
 
-    /// The next period, waiting for it. Fails only when the daemon shuts down.
+    /// The next period, waiting for it. Fails when the device's QEMU went away
+    /// ([`Error::NotAttached`], after the queued periods) or the daemon shuts down.
     pub async fn next(&mut self) -> Result<AudioPeriod, Error> {
         loop {
             let seen = self.queue.signal.generation();
@@ -304,6 +316,7 @@ impl AudioSubscription {
             if self.closed.load(Relaxed) {
                 return Err(Error::Closed);
             }
+            self.check_ended()?;
             self.queue.signal.changed(seen).await;
         }
     }

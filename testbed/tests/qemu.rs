@@ -529,14 +529,19 @@ fn guest_console_and_tone_reach_ringcast_capture_and_play_over_quic() {
         .spawn()
         .unwrap();
     wait_exit(qemu, &g.log_file);
-    // The tone is over when the guest is: stop the player, which finishes the WAV.
-    thread::sleep(Duration::from_millis(500));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&play),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    assert!(play.wait().unwrap().success(), "ringcast play failed");
+    // The player ends by itself when the VM is gone, finishing the WAV.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = play.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = play.kill();
+            panic!("ringcast play did not end after the VM powered off");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "ringcast play failed");
     for (dev, seed, len) in [("serial0", 61, serial_len), ("hvc0", 62, hvc_len)] {
         let file = dir.path().join(format!("{dev}.cap"));
         let st = d

@@ -168,7 +168,19 @@ fn audio_from_the_plugin_reaches_an_audio_subscriber_in_order() {
         assert_eq!(p.skipped_before, 0);
         assert_eq!(&p.pcm[..], &period(p.seq as usize)[..]);
     }
+    // The VM goes away: the live subscription ends instead of waiting forever.
     drop(audio);
+    let ended = loop {
+        match sub.next_blocking(T) {
+            Ok(Some(_)) => continue,
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    assert!(
+        matches!(ended, Some(sidecar::Error::NotAttached(_))),
+        "{ended:?}"
+    );
     daemon.shutdown();
 }
 
