@@ -672,7 +672,7 @@ impl Rng {
 
     /// Uniform in [0, 1e9).
     fn next_ppb(&mut self) -> u32 {
-        ((self.next_u64() >> 32) * 1_000_000_000 >> 32) as u32
+        (((self.next_u64() >> 32) * 1_000_000_000) >> 32) as u32
     }
 
     /// Uniform in [-1, 1).
@@ -701,6 +701,8 @@ struct Forwarder {
     loss_rng: Rng,
     jitter_rng: Rng,
     queue: VecDeque<Queued>,
+    /// Boxed so a buffer moves between the queue and this list without copying its bytes.
+    #[allow(clippy::vec_box)]
     free: Vec<Box<[u8; SLOT]>>,
     last_due: Instant,
     link_free: Instant,

@@ -10,6 +10,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 
@@ -187,6 +188,7 @@ fn run(o: Opts) -> ExitCode {
             .arg("-c")
             .arg(cmd)
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
         {
             Ok(c) => Some(c),
@@ -212,7 +214,9 @@ fn run(o: Opts) -> ExitCode {
     });
     let status = child.wait();
     if let Some(b) = b_child.as_mut() {
-        let _ = b.kill();
+        // The command ran in its own process group: end all of it, not just the shell.
+        // SAFETY: kill with a valid signal number; the group is that of our unreaped child.
+        unsafe { libc::kill(-(b.id() as libc::pid_t), libc::SIGTERM) };
         let _ = b.wait();
     }
     print_stats(&link);
