@@ -14,12 +14,27 @@ use sha2::{Digest, Sha256};
 use testbed::harness::{backend_so_path, MainLoop, Plugin};
 use testbed::stream::GuestStream;
 
+const HELP: &str = "\
+fake-qemu: a stand-in QEMU process for tests. Loads libringcast_backend.so
+($RINGCAST_BACKEND_SO, default: the workspace build of this profile), opens one plugin
+chardev per DEVICE as `-chardev plugin,id=DEVICE,opts=OPTS` would, waits until each is
+attached to ringcastd, writes BYTES of the guest stream SEED (testbed/guest/README.md)
+into each, interleaved 4 KiB at a time, prints `DEVICE sha256=HEX bytes=N` per device
+and exits.
+
+usage: fake-qemu --vm NAME [--opts OPTS] [--attach-timeout-s N] DEVICE=SEED:BYTES ...
+
+  --vm NAME               the VM name (as -name guest=NAME)
+  --opts OPTS             the plugin's opts= string (default: empty, i.e. the default
+                          ringcastd socket)
+  --attach-timeout-s N    how long to wait for ringcastd to accept the devices (default 30)
+
+example:
+  fake-qemu --vm vm1 --opts socket=/run/ringcast/ringcastd.sock serial0=1:1048576 hvc0=2:4096
+";
+
 fn usage() -> ! {
-    eprintln!(
-        "usage: fake-qemu --vm NAME [--opts OPTS] [--attach-timeout-s N] DEVICE=SEED:BYTES ...\n\
-         Loads $RINGCAST_BACKEND_SO (or the workspace build), opens one plugin chardev per \
-         DEVICE and writes BYTES of the guest stream SEED into it."
-    );
+    eprint!("{HELP}");
     std::process::exit(2)
 }
 
@@ -29,6 +44,10 @@ fn main() {
     let mut devices = Vec::new();
     while let Some(a) = args.next() {
         match a.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return;
+            }
             "--vm" => vm = args.next(),
             "--opts" => opts = args.next().unwrap_or_else(|| usage()),
             "--attach-timeout-s" => {
