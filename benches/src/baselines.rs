@@ -1,0 +1,596 @@
+//! The tools ringcast is compared against, as pipelines that move N bytes from A to B.
+//!
+//! Each [`Baseline`] is started as separate processes: a sender that reads `/dev/zero` itself
+//! and a receiver whose output this module counts (the sink discards; a pipe into this process
+//! is the same for every baseline). The figures are the time from the first byte received to
+//! the N-th, and the CPU-seconds of the tool's processes (user + system, from `wait4`, including
+//! the children they reaped, e.g. sshd's per-connection processes). The counting thread's own
+//! CPU is not included.
+//!
+//! A [`Place`] says where the two ends run: both on loopback, or in the two network namespaces
+//! of a lossy link (`testbed::lossy::LossyLink`; pass its namespace names and addresses). The
+//! tools come from `benches/baselines/install.sh`; `benches/baselines/README.md` gives the same
+//! pipelines as shell commands.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// A tool pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// Plain TCP: `socat -b 131072` on both ends.
+    SocatTcp,
+    /// TLS 1.3 with AES-128-GCM over TCP: `openssl s_client` to `openssl s_server`.
+    OpensslTls13,
+    /// `ssh -c aes128-gcm@openssh.com` against a throwaway `sshd` with a throwaway key.
+    Ssh,
+}
+
+impl Baseline {
+    /// Every baseline.
+    pub const ALL: [Baseline; 3] = [Baseline::SocatTcp, Baseline::OpensslTls13, Baseline::Ssh];
+
+    /// A short name for tables and JSON lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::SocatTcp => "socat-tcp",
+            Baseline::OpensslTls13 => "openssl-tls13-aes128gcm",
+            Baseline::Ssh => "ssh-aes128gcm",
+        }
+    }
+}
+
+/// Where the sender (A) and the receiver (B) run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// Both on this host's loopback.
+    Loopback,
+    /// In two network namespaces, e.g. those of a lossy link.
+    Netns {
+        /// Namespace of the sender.
+        ns_a: String,
+        /// Namespace of the receiver.
+        ns_b: String,
+        /// The sender's address (inside `ns_a`).
+        addr_a: Ipv4Addr,
+        /// The receiver's address (inside `ns_b`).
+        addr_b: Ipv4Addr,
+    },
+}
+
+impl Place {
+    fn addr_a(&self) -> Ipv4Addr {
+        match self {
+            Place::Loopback => Ipv4Addr::LOCALHOST,
+            Place::Netns { addr_a, .. } => *addr_a,
+        }
+    }
+
+    fn addr_b(&self) -> Ipv4Addr {
+        match self {
+            Place::Loopback => Ipv4Addr::LOCALHOST,
+            Place::Netns { addr_b, .. } => *addr_b,
+        }
+    }
+
+    fn command(&self, side_a: bool, program: &str) -> Command {
+        match self {
+            Place::Loopback => Command::new(program),
+            Place::Netns { ns_a, ns_b, .. } => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", if side_a { ns_a } else { ns_b }, program]);
+                c
+            }
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figures {
+    /// Bytes received (equal to the bytes asked for).
+    pub bytes: u64,
+    /// From the first byte received to the last.
+    pub seconds: f64,
+    /// CPU-seconds (user + system) of the tool's processes.
+    pub cpu_seconds: f64,
+}
+
+impl Figures {
+    /// Throughput in MB/s (10^6 bytes).
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds
+    }
+
+    /// CPU-seconds per GB (10^9 bytes).
+    pub fn cpu_s_per_gb(&self) -> f64 {
+        self.cpu_seconds / (self.bytes as f64 / 1e9)
+    }
+}
+
+/// Fails with the missing tool's name unless every baseline can run.
+pub fn check_tools() -> io::Result<()> {
+    for tool in ["socat", "openssl", "ssh", "ssh-keygen", "ss"] {
+        if which(tool).is_none() {
+            return Err(missing(tool));
+        }
+    }
+    if !Path::new(SSHD).exists() {
+        return Err(missing(SSHD));
+    }
+    Ok(())
+}
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn missing(tool: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("baselines: {tool} not found; run benches/baselines/install.sh"),
+    )
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A port for one run: distinct per run and per process, in 20000–29999.
+fn port() -> u16 {
+    let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+    20000
+        + ((std::process::id() as u16)
+            .wrapping_mul(97)
+            .wrapping_add(n.wrapping_mul(7))
+            % 10000)
+}
+
+/// Throwaway keys and configuration for one run, deleted on drop.
+#[derive(Debug)]
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> io::Result<Scratch> {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-baseline-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        Ok(Scratch { dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run_quiet(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "baselines: {cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// A running pipeline. [`Pipeline::finish`] waits for the bytes and returns the figures;
+/// dropping it early kills every process.
+#[derive(Debug)]
+pub struct Pipeline {
+    baseline: Baseline,
+    bytes: u64,
+    /// Processes whose CPU time counts, killed and reaped at the end.
+    procs: Vec<Child>,
+    /// The receiving process, whose stdout carries the bytes.
+    receiver: Option<Child>,
+    /// Held open so `openssl s_server` never sees end of input.
+    _hold_stdin: Option<ChildStdin>,
+    /// sshd: reaped after its connection processes are gone.
+    listener: Option<Child>,
+    _scratch: Scratch,
+}
+
+/// Waits until something listens on `port` on the receiving side (via `ss` in that namespace).
+fn wait_listening(
+    place: &Place,
+    side_a: bool,
+    port: u16,
+    procs: &mut [&mut Child],
+) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = place
+            .command(side_a, "ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()?;
+        if !out.stdout.is_empty() {
+            return Ok(());
+        }
+        for p in procs.iter_mut() {
+            if let Some(status) = p.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "baselines: a listener exited early: {status}"
+                )));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "baselines: nothing listens on port {port}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Pipeline {
+    /// Starts `baseline` to move `bytes` from A to B at `place`.
+    pub fn start(baseline: Baseline, place: &Place, bytes: u64) -> io::Result<Pipeline> {
+        check_tools()?;
+        let scratch = Scratch::new()?;
+        let port = port();
+        let mut p = Pipeline {
+            baseline,
+            bytes,
+            procs: Vec::new(),
+            receiver: None,
+            _hold_stdin: None,
+            listener: None,
+            _scratch: scratch,
+        };
+        let (a, b) = (place.addr_a(), place.addr_b());
+        match baseline {
+            Baseline::SocatTcp => {
+                // 128 KiB transfer buffers; socket buffers stay autotuned (fixing SO_RCVBUF
+                // would cap the window, which cripples TCP on a link with delay).
+                let mut rx = place
+                    .command(false, "socat")
+                    .args([
+                        "-u",
+                        "-b",
+                        "131072",
+                        &format!("TCP-LISTEN:{port},bind={b},reuseaddr"),
+                        "STDOUT",
+                    ])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                wait_listening(place, false, port, &mut [&mut rx])?;
+                p.receiver = Some(rx);
+                let tx = place
+                    .command(true, "socat")
+                    .args([
+                        "-u",
+                        "-b",
+                        "131072",
+                        "OPEN:/dev/zero",
+                        &format!("TCP:{b}:{port}"),
+                    ])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()?;
+                p.procs.push(tx);
+            }
+            Baseline::OpensslTls13 => {
+                let (cert, key) = (p._scratch.path("cert.pem"), p._scratch.path("key.pem"));
+                run_quiet(
+                    Command::new("openssl")
+                        .args(["req", "-x509", "-newkey", "ec"])
+                        .args([
+                            "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1",
+                            "-nodes",
+                            "-days",
+                            "1",
+                            "-subj",
+                            "/CN=ringcast-baseline",
+                        ])
+                        .arg("-keyout")
+                        .arg(&key)
+                        .arg("-out")
+                        .arg(&cert),
+                )?;
+                let tls = ["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"];
+                let mut rx = place
+                    .command(false, "openssl")
+                    .args([
+                        "s_server",
+                        "-quiet",
+                        "-naccept",
+                        "1",
+                        "-accept",
+                        &format!("{b}:{port}"),
+                    ])
+                    .args(tls)
+                    .arg("-cert")
+                    .arg(&cert)
+                    .arg("-key")
+                    .arg(&key)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                p._hold_stdin = rx.stdin.take();
+                wait_listening(place, false, port, &mut [&mut rx])?;
+                p.receiver = Some(rx);
+                let tx = place
+                    .command(true, "openssl")
+                    .args(["s_client", "-quiet", "-connect", &format!("{b}:{port}")])
+                    .args(tls)
+                    .stdin(fs::File::open("/dev/zero")?)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                p.procs.push(tx);
+            }
+            Baseline::Ssh => {
+                // sshd runs on A and sends (`head -c N /dev/zero`); the client runs on B and
+                // receives. The keys and the configuration live for this run only.
+                let s = &p._scratch;
+                for (name, kind) in [("host", "ed25519"), ("client", "ed25519")] {
+                    run_quiet(
+                        Command::new("ssh-keygen")
+                            .args(["-q", "-t", kind, "-N", "", "-f"])
+                            .arg(s.path(name)),
+                    )?;
+                }
+                fs::copy(s.path("client.pub"), s.path("authorized_keys"))?;
+                fs::create_dir_all("/run/sshd")?;
+                let config = format!(
+                    "Port {port}\nListenAddress {a}\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile none\n\
+                     PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                     UsePAM no\nStrictModes no\nCiphers aes128-gcm@openssh.com\nCompression no\nUseDNS no\n",
+                    host = s.path("host").display(),
+                    auth = s.path("authorized_keys").display(),
+                );
+                fs::write(s.path("sshd_config"), config)?;
+                let mut sshd = place
+                    .command(true, SSHD)
+                    .args(["-D", "-e", "-f"])
+                    .arg(s.path("sshd_config"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                wait_listening(place, true, port, &mut [&mut sshd])?;
+                p.listener = Some(sshd);
+                let rx = place
+                    .command(false, "ssh")
+                    .args([
+                        "-F",
+                        "/dev/null",
+                        "-T",
+                        "-c",
+                        "aes128-gcm@openssh.com",
+                        "-p",
+                        &port.to_string(),
+                    ])
+                    .args([
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "StrictHostKeyChecking=no",
+                        "-o",
+                        "UserKnownHostsFile=/dev/null",
+                    ])
+                    .args(["-o", "LogLevel=ERROR", "-i"])
+                    .arg(s.path("client"))
+                    .arg(format!("root@{a}"))
+                    .arg(format!("head -c {bytes} /dev/zero"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .spawn()?;
+                p.receiver = Some(rx);
+            }
+        }
+        Ok(p)
+    }
+
+    /// Waits until every byte has arrived, stops the processes and returns the figures.
+    pub fn finish(mut self) -> io::Result<Figures> {
+        let mut out = self
+            .receiver
+            .as_mut()
+            .and_then(|rx| rx.stdout.take())
+            .expect("receiver started with stdout piped");
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0u64;
+        let mut first = None;
+        while got < self.bytes {
+            let want = buf.len().min((self.bytes - got) as usize);
+            let n = out.read(&mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(Instant::now);
+            got += n as u64;
+        }
+        let end = Instant::now();
+        drop(out);
+        self.procs.extend(self.receiver.take());
+        let mut cpu = 0.0;
+        for c in self.procs.drain(..) {
+            cpu += stop_and_reap(c, Duration::from_secs(2));
+        }
+        if let Some(sshd) = self.listener.take() {
+            // Give the connection processes time to end, so sshd reaps them and their CPU time
+            // is counted in its own.
+            wait_no_children(sshd.id(), Duration::from_secs(5));
+            cpu += stop_and_reap(sshd, Duration::ZERO);
+        }
+        if got != self.bytes {
+            return Err(io::Error::other(format!(
+                "baselines: {} delivered {got} of {} bytes",
+                self.baseline.name(),
+                self.bytes
+            )));
+        }
+        let seconds = end
+            .duration_since(first.unwrap_or(end))
+            .as_secs_f64()
+            .max(1e-9);
+        Ok(Figures {
+            bytes: got,
+            seconds,
+            cpu_seconds: cpu,
+        })
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for c in self
+            .procs
+            .drain(..)
+            .chain(self.receiver.take())
+            .chain(self.listener.take())
+        {
+            stop_and_reap(c, Duration::ZERO);
+        }
+    }
+}
+
+/// Waits up to `grace` for `child` to exit by itself, then kills it, and returns its
+/// CPU-seconds (its own plus those of the children it reaped), read from `/proc/<pid>/stat`
+/// while it is a zombie, before reaping it.
+fn stop_and_reap(mut child: Child, grace: Duration) -> f64 {
+    let deadline = Instant::now() + grace;
+    let mut killed = false;
+    let mut cpu = 0.0;
+    loop {
+        match zombie_cpu_seconds(child.id()) {
+            Some(Some(s)) => {
+                cpu = s;
+                break;
+            }
+            Some(None) => {}
+            None => break,
+        }
+        if !killed && Instant::now() >= deadline {
+            let _ = child.kill();
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.wait();
+    cpu
+}
+
+/// `None` when the process is gone, `Some(None)` while it runs, `Some(Some(cpu))` once it has
+/// exited (a zombie): utime + stime + cutime + cstime in seconds.
+fn zombie_cpu_seconds(pid: u32) -> Option<Option<f64>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.first() != Some(&"Z") {
+        return Some(None);
+    }
+    // Fields 14-17 of stat(5) are f[11..15] here; the unit is USER_HZ, 100 on Linux.
+    let ticks: u64 = f
+        .get(11..15)?
+        .iter()
+        .map(|v| v.parse::<u64>().unwrap_or(0))
+        .sum();
+    Some(Some(ticks as f64 / 100.0))
+}
+
+/// Waits until process `pid` has no children (or `limit` passes).
+fn wait_no_children(pid: u32, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    while Instant::now() < deadline {
+        match fs::read_to_string(&path) {
+            Ok(s) if s.trim().is_empty() => return,
+            Err(_) => return,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Starts `baseline`, moves `bytes` from A to B at `place` and returns the figures.
+pub fn run(baseline: Baseline, place: &Place, bytes: u64) -> io::Result<Figures> {
+    Pipeline::start(baseline, place, bytes)?.finish()
+}
+
+/// Writes one line of figures, e.g. for a quick look by hand.
+pub fn print_figures(
+    out: &mut impl Write,
+    baseline: Baseline,
+    where_: &str,
+    f: &Figures,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<26} {:<10} {:>9.1} MB/s {:>7.2} CPU-s/GB  ({} bytes in {:.2} s, {:.2} CPU-s)",
+        baseline.name(),
+        where_,
+        f.mb_per_s(),
+        f.cpu_s_per_gb(),
+        f.bytes,
+        f.seconds,
+        f.cpu_seconds
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `RINGCAST_BASELINE_NETNS=A,B,ADDR_A,ADDR_B` runs the same across two namespaces (e.g. a
+    /// link from `lossy-link up`); `RINGCAST_BASELINE_BYTES` sets the size (default 256 MiB).
+    #[test]
+    #[ignore = "measures; needs the baseline tools (benches/baselines/install.sh)"]
+    fn each_baseline_moves_every_byte_and_reports_its_figures() {
+        let bytes = std::env::var("RINGCAST_BASELINE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256 << 20);
+        let mut places = vec![("loopback".to_string(), Place::Loopback)];
+        if let Ok(v) = std::env::var("RINGCAST_BASELINE_NETNS") {
+            let f: Vec<&str> = v.split(',').collect();
+            places = vec![(
+                "netns".to_string(),
+                Place::Netns {
+                    ns_a: f[0].into(),
+                    ns_b: f[1].into(),
+                    addr_a: f[2].parse().unwrap(),
+                    addr_b: f[3].parse().unwrap(),
+                },
+            )];
+        }
+        let mut stdout = io::stdout();
+        for (name, place) in &places {
+            for b in Baseline::ALL {
+                let f = run(b, place, bytes).unwrap_or_else(|e| panic!("{}: {e}", b.name()));
+                assert_eq!(f.bytes, bytes);
+                print_figures(&mut stdout, b, name, &f).unwrap();
+            }
+        }
+    }
+}
