@@ -57,10 +57,13 @@ echo "iperf3 iperf3/start_daemon boolean false" | $SUDO debconf-set-selections 2
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing
 
-# Belt and braces: if a unit got enabled or started anyway (systemd hosts), undo it.
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    for unit in ssh.service ssh.socket stunnel4.service iperf3.service; do
-        $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+# The packages enable their units for the next boot: disable them (works without a running
+# systemd too) and, where systemd runs, stop anything that started anyway.
+if command -v systemctl >/dev/null 2>&1; then
+    now=
+    [ -d /run/systemd/system ] && now=--now
+    for unit in ssh.service ssh.socket stunnel4.service stunnel.target iperf3.service; do
+        $SUDO systemctl disable $now "$unit" >/dev/null 2>&1 || true
     done
 fi
 
