@@ -91,6 +91,54 @@ struct ConsoleRun {
     serial_s: f64,
     wall_s: f64,
     identical: bool,
+    flushes: Option<FlushStats>,
+}
+
+/// The virtconsole's `flush_buf` calls, from QEMU's `virtio_console_flush_buf` trace
+/// events (only when the run was given `-trace virtio_console_flush_buf`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Calls.
+    pub calls: u64,
+    /// Calls where the backend took less than it was offered (the port is then throttled).
+    pub short: u64,
+    /// Bytes offered, summed over calls (retries offer the rest again).
+    pub offered: u64,
+    /// Bytes taken.
+    pub taken: u64,
+    /// `virtio_serial_throttle_port ... throttle 1` events.
+    pub throttles: u64,
+}
+
+/// Counts the trace events in QEMU's stderr; `None` when there are none.
+pub fn flush_stats(stderr: &str) -> Option<FlushStats> {
+    let mut f = FlushStats::default();
+    let num = |line: &str, key: &str| -> Option<i64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let mut seen = false;
+    for line in stderr.lines() {
+        if line.contains("virtio_console_flush_buf") {
+            let (Some(len), Some(ret)) = (num(line, "in_len "), num(line, "out_len ")) else {
+                continue;
+            };
+            seen = true;
+            f.calls += 1;
+            f.offered += len.max(0) as u64;
+            f.taken += ret.max(0) as u64;
+            if ret < len {
+                f.short += 1;
+            }
+        } else if line.contains("virtio_serial_throttle_port") && line.contains("throttle 1") {
+            seen = true;
+            f.throttles += 1;
+        }
+    }
+    seen.then_some(f)
 }
 
 /// What one tone boot gave.
@@ -151,7 +199,7 @@ fn progress(msg: &str) {
 }
 
 fn run(opts: &Options) -> Result<Outcome, String> {
-    let sizes = if opts.quick {
+    let mut sizes = if opts.quick {
         Sizes {
             hvc: 16 << 20,
             serial: 256 << 10,
@@ -164,6 +212,9 @@ fn run(opts: &Options) -> Result<Outcome, String> {
             reps: 3,
         }
     };
+    if let Some(n) = opts.reps {
+        sizes.reps = n;
+    }
     let qemu = qemu_binary()?;
     let guest = guest_dir()?;
     let plugin = backend_so_path();
@@ -193,6 +244,8 @@ fn run(opts: &Options) -> Result<Outcome, String> {
         want_serial,
         want_hvc,
         sizes,
+        qemu_args: opts.qemu_args.clone(),
+        plugin_opts: opts.plugin_opts.clone(),
     };
 
     let mut console: Vec<(Variant, ConsoleRun)> = Vec::new();
@@ -219,8 +272,13 @@ fn run(opts: &Options) -> Result<Outcome, String> {
                 r.wall_s,
                 if r.identical { "identical" } else { "DIFFER" }
             ));
+            if let Some(f) = r.flushes {
+                progress(&format!("  {}: hvc0 {f:?}", v.name()));
+            }
             console.push((v, r));
-            let _ = std::fs::remove_dir_all(&dir);
+            if !opts.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
         for v in [Variant::Plugin, Variant::File] {
             let dir = opts.work_dir.join(format!("e-tone-{}-{rep}", v.name()));
@@ -235,7 +293,9 @@ fn run(opts: &Options) -> Result<Outcome, String> {
                 t.skipped_periods
             ));
             tones.push((v, t));
-            let _ = std::fs::remove_dir_all(&dir);
+            if !opts.keep {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         }
     }
     Ok(summarize(&console, &tones, sizes))
@@ -279,6 +339,27 @@ fn summarize(
                 "bool",
             ),
         ]);
+        if runs.iter().all(|r| r.flushes.is_some()) {
+            let fl = |f: fn(&FlushStats) -> u64| {
+                median(
+                    &runs
+                        .iter()
+                        .filter_map(|r| r.flushes.as_ref().map(|x| f(x) as f64))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            o.measurements.extend([
+                Measurement::new(n, "hvc0_flush_calls", fl(|f| f.calls), "calls"),
+                Measurement::new(n, "hvc0_short_writes", fl(|f| f.short), "calls"),
+                Measurement::new(n, "hvc0_throttles", fl(|f| f.throttles), "events"),
+                Measurement::new(
+                    n,
+                    "hvc0_bytes_per_flush",
+                    fl(|f| f.taken / f.calls.max(1)),
+                    "B",
+                ),
+            ]);
+        }
         let spread = |xs: Vec<f64>| {
             xs.iter()
                 .map(|x| format!("{x:.3}"))
@@ -359,6 +440,8 @@ struct Env {
     want_serial: Digested,
     want_hvc: Digested,
     sizes: Sizes,
+    qemu_args: Vec<String>,
+    plugin_opts: Option<String>,
 }
 
 /// Replaces the argument `from` (which must be there) by `to`.
@@ -386,7 +469,10 @@ impl Env {
             vm_name: VM.into(),
             params: params.into(),
             plugin: self.plugin.clone(),
-            plugin_opts: format!("socket={}", socket.display()),
+            plugin_opts: match &self.plugin_opts {
+                Some(o) => format!("socket={}:{o}", socket.display()),
+                None => format!("socket={}", socket.display()),
+            },
             log_file: dir.join("ttyS1.log"),
             serial: v == Variant::Plugin,
             virtconsole: v == Variant::Plugin,
@@ -432,6 +518,7 @@ impl Env {
         let err = std::fs::File::create(dir.join("qemu.stderr")).map_err(|e| e.to_string())?;
         Command::new(&self.qemu)
             .args(args)
+            .args(&self.qemu_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -491,7 +578,9 @@ impl Env {
         exited?;
         let log = std::fs::read_to_string(dir.join("ttyS1.log")).map_err(|e| e.to_string())?;
         let t = uptime::console_times(&log)?;
+        let stderr = std::fs::read_to_string(dir.join("qemu.stderr")).unwrap_or_default();
         Ok(ConsoleRun {
+            flushes: flush_stats(&stderr),
             hvc_mbps: self.sizes.hvc as f64 / t.hvc0_s / 1e6,
             serial_kbps: self.sizes.serial as f64 / t.ttys0_s / 1e3,
             hvc_s: t.hvc0_s,
@@ -710,6 +799,8 @@ mod tests {
                 serial: 1,
                 reps: 1,
             },
+            qemu_args: vec![],
+            plugin_opts: None,
         };
         let d = Path::new("/d");
         let plugin = env.args(Variant::Plugin, d, "x", true).unwrap();
@@ -734,6 +825,28 @@ mod tests {
         let d = expected(HVC_SEED, bytes.len());
         assert_eq!(d.len, bytes.len() as u64);
         assert_eq!(d.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+    }
+
+    #[test]
+    fn flush_stats_counts_calls_short_writes_and_throttles() {
+        let err = "qemu: some warning\n\
+            1234@1795466096.000001:virtio_console_flush_buf port 0, in_len 4096, out_len 4096\n\
+            virtio_console_flush_buf port 0, in_len 4096, out_len 1000\n\
+            virtio_serial_throttle_port port 0, throttle 1\n\
+            virtio_serial_throttle_port port 0, throttle 0\n\
+            virtio_console_flush_buf port 0, in_len 3096, out_len -1\n";
+        let f = flush_stats(err).unwrap();
+        assert_eq!(
+            f,
+            FlushStats {
+                calls: 3,
+                short: 2,
+                offered: 4096 + 4096 + 3096,
+                taken: 5096,
+                throttles: 1,
+            }
+        );
+        assert_eq!(flush_stats("nothing traced\n"), None);
     }
 
     #[test]

@@ -16,6 +16,14 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// The workspace's `target/` directory.
     pub target_dir: PathBuf,
+    /// Keep each run's files (logs, QEMU's stderr, outputs) in `work_dir`.
+    pub keep: bool,
+    /// Repetitions instead of the scenario's default.
+    pub reps: Option<usize>,
+    /// Extra arguments for every QEMU a scenario starts (e.g. `-trace NAME`).
+    pub qemu_args: Vec<String>,
+    /// Extra `opts=` for the plugin, appended with `:` (e.g. `ring=4M`).
+    pub plugin_opts: Option<String>,
 }
 
 /// A scenario.

@@ -30,13 +30,22 @@ fn help() -> String {
     s.push_str(
         "\nOptions:\n\
          \x20 --quick         smaller sizes, one repetition (checks the setup; figures are rough)\n\
-         \x20 --keep          keep the scratch directory (target/bench-tmp/<run id>)\n\
+         \x20 --reps N        repetitions instead of the scenario's default\n\
+         \x20 --keep          keep every run's files in target/bench-tmp/<run id>/ (guest log,\n\
+         \x20                 QEMU's stderr, outputs)\n\
          \x20 --results DIR   where the JSON lines go (default: target/bench-results)\n\
+         \x20 --qemu-arg ARG  pass ARG to every QEMU (repeatable), e.g. --qemu-arg -trace\n\
+         \x20                 --qemu-arg virtio_console_flush_buf: scenario E then counts the\n\
+         \x20                 virtconsole's flushes and short writes (tracing slows QEMU down:\n\
+         \x20                 such runs explain, they do not measure)\n\
+         \x20 --plugin-opts O append O to the plugin's opts= (e.g. ring=4M for a 4 MiB ring)\n\
          \x20 -h, --help      this text\n\
          \n\
          Example:\n\
          \x20 cargo run --release -p benches --bin ringcast-bench -- e\n\
-         \x20 cargo run --release -p benches --bin ringcast-bench -- --quick e\n",
+         \x20 cargo run --release -p benches --bin ringcast-bench -- --quick e\n\
+         \x20 cargo run --release -p benches --bin ringcast-bench -- --quick --keep e \\\n\
+         \x20     --qemu-arg -trace --qemu-arg virtio_console_flush_buf\n",
     );
     s
 }
@@ -79,6 +88,9 @@ fn main() -> ExitCode {
     let mut quick = false;
     let mut keep = false;
     let mut results = None;
+    let mut reps = None;
+    let mut qemu_args = Vec::new();
+    let mut plugin_opts = None;
     let mut chosen = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,13 +101,24 @@ fn main() -> ExitCode {
             }
             "--quick" => quick = true,
             "--keep" => keep = true,
-            "--results" => match args.next() {
-                Some(d) => results = Some(PathBuf::from(d)),
-                None => {
-                    eprintln!("ringcast-bench: --results needs a directory");
+            "--results" | "--reps" | "--qemu-arg" | "--plugin-opts" => {
+                let Some(v) = args.next() else {
+                    eprintln!("ringcast-bench: {a} needs a value (see --help)");
                     return ExitCode::from(2);
+                };
+                match a.as_str() {
+                    "--results" => results = Some(PathBuf::from(v)),
+                    "--qemu-arg" => qemu_args.push(v),
+                    "--plugin-opts" => plugin_opts = Some(v),
+                    _ => match v.parse::<usize>() {
+                        Ok(n) if n > 0 => reps = Some(n),
+                        _ => {
+                            eprintln!("ringcast-bench: --reps needs a positive number");
+                            return ExitCode::from(2);
+                        }
+                    },
                 }
-            },
+            }
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             s if s.starts_with('-') => {
@@ -135,6 +158,10 @@ fn main() -> ExitCode {
         run_id: run_id.clone(),
         work_dir: work_dir.clone(),
         target_dir: target,
+        keep,
+        reps,
+        qemu_args,
+        plugin_opts,
     };
     eprintln!(
         "ringcast-bench: run {run_id}{}, scenarios {}",
