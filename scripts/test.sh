@@ -40,6 +40,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get -q -y update >&2 && apt-get -q -y install "${missing[@]}" >&2
 fi
 
+step "baseline tools for the benchmark harness (socat, openssl, ssh, iperf3)"
+benches/baselines/install.sh >&2
+
 if [ "$with_qemu" = 1 ]; then
     step "patched QEMU (built once, then cached)"
     RINGCAST_QEMU=$(qemu-patches/build.sh | tail -n1)
