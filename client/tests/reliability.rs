@@ -254,3 +254,140 @@ async fn a_client_of_a_killed_ringcastd_learns_of_it_from_the_restarted_one_by_a
         .unwrap_err();
     assert!(e.to_string().contains("reset by peer"), "{e}");
 }
+
+/// A small tmpfs mounted for the test's life (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        assert!(
+            rustix::process::getuid().is_root(),
+            "this test mounts a tmpfs to fill the spool's disk and needs root; run it as root \
+             (CI does)"
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t tmpfs failed");
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Items of a console stream until `end`: (offset, bytes) chunks and (offset, len, reason)
+/// gaps.
+type Items = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64, client::GapReason)>);
+
+async fn collect(c: &mut client::ConsoleStream, end: u64) -> Items {
+    let (mut chunks, mut gaps) = (Vec::new(), Vec::new());
+    while c.offset() < end {
+        match tokio::time::timeout(WAIT, c.next()).await.unwrap().unwrap() {
+            Some(ConsoleItem::Chunk { offset, bytes }) => chunks.push((offset, bytes.to_vec())),
+            Some(ConsoleItem::Gap {
+                offset,
+                len,
+                reason,
+            }) => gaps.push((offset, len, reason)),
+            None => panic!("the stream ended at {}", c.offset()),
+        }
+    }
+    (chunks, gaps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_disk_is_reported_the_console_flows_from_ram_and_every_dropped_byte_is_counted(
+) {
+    const TOTAL: u64 = 5 << 20;
+    const SEED: u64 = 77;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let _fs = Tmpfs::mount(&state, "2m");
+    let d = Ringcastd::start(
+        dir.path(),
+        &state,
+        &["--journal-window", "1M", "--segment-size", "1M"],
+    );
+    let mut qemu = FakeConsole::new(&d.socket(), "vmf", "serial0", 1, 1 << 16);
+    qemu.connect();
+    let s = d.session().await;
+    let mut live = s
+        .attach_console("vmf", "serial0", Mode::Read, StartAt::Offset(0))
+        .await
+        .unwrap();
+    let producer = std::thread::spawn(move || {
+        for off in (0..TOTAL).step_by(64 << 10) {
+            qemu.write_all(&stream(SEED, off, (64 << 10).min(TOTAL - off)));
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        qemu.wait_drained();
+        qemu
+    });
+    let (live_chunks, live_gaps) = collect(&mut live, TOTAL).await;
+    let _qemu = producer.join().unwrap();
+    // A subscriber that comes late reads the spool, then one gap, then the RAM window.
+    let mut late = s
+        .attach_console("vmf", "serial0", Mode::Read, StartAt::Offset(0))
+        .await
+        .unwrap();
+    let (late_chunks, late_gaps) = collect(&mut late, TOTAL).await;
+
+    let log = d.log();
+    assert!(
+        log.contains("spool write failed; this device's journal continues in RAM only")
+            || log.contains("cannot start a spool segment; keeping bytes in RAM only"),
+        "{log}"
+    );
+    assert!(log.contains("No space left on device"), "{log}");
+    let spool_errors: u64 = d.stat("vmf/serial0", "SPOOL-ERR").unwrap().parse().unwrap();
+    assert!(spool_errors >= 1);
+    let lost: u64 = d
+        .stat("vmf/serial0", "LOST:NO-SPOOL")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (spool, holes) = read_spool(&state.join("vmf/serial0"));
+    assert!(holes.is_empty());
+    let on_disk = spool.len() as u64;
+    assert!(
+        on_disk > 0 && on_disk < 2 << 20,
+        "{on_disk} bytes on the 2 MiB disk"
+    );
+    assert_eq!(sha(&spool), sha(&stream(SEED, 0, on_disk)));
+    // Nothing beyond the RAM window was kept, and exactly that much is reported lost.
+    assert!(
+        lost > 0 && lost <= TOTAL - on_disk - (1 << 20) + (64 << 10),
+        "lost {lost}"
+    );
+    assert_eq!(
+        late_gaps,
+        vec![(on_disk, lost, client::GapReason::Retention)]
+    );
+    for (off, bytes) in late_chunks.iter().chain(live_chunks.iter()) {
+        assert_eq!(
+            sha(bytes),
+            sha(&stream(SEED, *off, bytes.len() as u64)),
+            "at {off}"
+        );
+    }
+    // The live follower kept receiving past the disk's end, from RAM.
+    let live_end = live_chunks.last().map(|(o, b)| o + b.len() as u64).unwrap();
+    assert_eq!(live_end, TOTAL);
+    assert!(live_chunks.iter().any(|(o, _)| *o > on_disk));
+    let live_lost: u64 = live_gaps.iter().map(|g| g.1).sum();
+    let stats = s.stats().await.unwrap();
+    let e = stats.iter().find(|e| e.device.vm == "vmf").unwrap();
+    assert_eq!(e.subscriber_gap_bytes, lost + live_lost);
+    assert_eq!(e.spool_errors, spool_errors);
+    assert_eq!(e.device.journal_end, TOTAL);
+}
