@@ -42,7 +42,8 @@ pub const SCENARIO: Scenario = Scenario {
             file (-chardev file, the baseline), socket (-chardev socket drained by socat). \
             Throughput is timed by the guest (/proc/uptime stamps on ttyS1). Bytes are checked \
             on every variant; the tone's frequency and length are measured on what arrived \
-            (plugin) and on QEMU's wav audiodev (file). Needs socat; QEMU and the guest come \
+            (plugin) and on QEMU's wav audiodev (file). Knobs: --set hvc_bytes=N, \
+            --set serial_bytes=N. Needs socat; QEMU and the guest come \
             from qemu-patches/build.sh and testbed/guest/build.sh (cached) or $RINGCAST_QEMU \
             and $RINGCAST_GUEST_DIR.",
     run,
@@ -214,6 +215,16 @@ fn run(opts: &Options) -> Result<Outcome, String> {
     };
     if let Some(n) = opts.reps {
         sizes.reps = n;
+    }
+    opts.check_settings(&["hvc_bytes", "serial_bytes"])?;
+    if let Some(n) = opts.setting_usize("hvc_bytes")? {
+        sizes.hvc = n;
+    }
+    if let Some(n) = opts.setting_usize("serial_bytes")? {
+        sizes.serial = n;
+    }
+    if sizes.hvc == 0 || sizes.serial == 0 {
+        return Err("hvc_bytes and serial_bytes must be positive".into());
     }
     let qemu = qemu_binary()?;
     let guest = guest_dir()?;

@@ -24,6 +24,34 @@ pub struct Options {
     pub qemu_args: Vec<String>,
     /// Extra `opts=` for the plugin, appended with `:` (e.g. `ring=4M`).
     pub plugin_opts: Option<String>,
+    /// Scenario knobs from `--set KEY=VALUE` (each scenario documents its keys and rejects
+    /// unknown ones).
+    pub settings: Vec<(String, String)>,
+}
+
+impl Options {
+    /// Checks every `--set` key is one of `known`.
+    pub fn check_settings(&self, known: &[&str]) -> Result<(), String> {
+        match self
+            .settings
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
+            Some((k, _)) => Err(format!("unknown --set {k} (known: {})", known.join(", "))),
+            None => Ok(()),
+        }
+    }
+
+    /// The `--set` value of `key` as a number, if given.
+    pub fn setting_usize(&self, key: &str) -> Result<Option<usize>, String> {
+        match self.settings.iter().rev().find(|(k, _)| k == key) {
+            Some((_, v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("--set {key}={v}: not a number")),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A scenario.
@@ -41,7 +69,7 @@ pub struct Scenario {
 
 /// Every scenario, in the order `all` runs them.
 pub fn registry() -> &'static [Scenario] {
-    &[crate::e_real_qemu::SCENARIO]
+    &[crate::b_capture::SCENARIO, crate::e_real_qemu::SCENARIO]
 }
 
 /// The scenario named `key` (case-insensitive).

@@ -39,6 +39,8 @@ fn help() -> String {
          \x20                 virtconsole's flushes and short writes (tracing slows QEMU down:\n\
          \x20                 such runs explain, they do not measure)\n\
          \x20 --plugin-opts O append O to the plugin's opts= (e.g. ring=4M for a 4 MiB ring)\n\
+         \x20 --set KEY=VAL   a scenario knob (E: hvc_bytes, serial_bytes; e.g. --set\n\
+         \x20                 serial_bytes=4096 to time hvc0 nearly alone)\n\
          \x20 -h, --help      this text\n\
          \n\
          Example:\n\
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
     let mut reps = None;
     let mut qemu_args = Vec::new();
     let mut plugin_opts = None;
+    let mut settings = Vec::new();
     let mut chosen = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -101,7 +104,7 @@ fn main() -> ExitCode {
             }
             "--quick" => quick = true,
             "--keep" => keep = true,
-            "--results" | "--reps" | "--qemu-arg" | "--plugin-opts" => {
+            "--results" | "--reps" | "--qemu-arg" | "--plugin-opts" | "--set" => {
                 let Some(v) = args.next() else {
                     eprintln!("ringcast-bench: {a} needs a value (see --help)");
                     return ExitCode::from(2);
@@ -110,6 +113,13 @@ fn main() -> ExitCode {
                     "--results" => results = Some(PathBuf::from(v)),
                     "--qemu-arg" => qemu_args.push(v),
                     "--plugin-opts" => plugin_opts = Some(v),
+                    "--set" => match v.split_once('=') {
+                        Some((k, val)) => settings.push((k.to_owned(), val.to_owned())),
+                        None => {
+                            eprintln!("ringcast-bench: --set needs KEY=VALUE");
+                            return ExitCode::from(2);
+                        }
+                    },
                     _ => match v.parse::<usize>() {
                         Ok(n) if n > 0 => reps = Some(n),
                         _ => {
@@ -162,6 +172,7 @@ fn main() -> ExitCode {
         reps,
         qemu_args,
         plugin_opts,
+        settings,
     };
     eprintln!(
         "ringcast-bench: run {run_id}{}, scenarios {}",
