@@ -8,6 +8,7 @@
 //! Scenarios live in [`scenario::registry`]; so far E (real QEMU, [`e_real_qemu`]).
 
 pub mod baselines;
+pub mod c_audio;
 pub mod e_real_qemu;
 pub mod report;
 pub mod scenario;
