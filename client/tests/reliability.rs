@@ -391,3 +391,110 @@ async fn a_full_spool_disk_is_reported_the_console_flows_from_ram_and_every_drop
     assert_eq!(e.spool_errors, spool_errors);
     assert_eq!(e.device.journal_end, TOTAL);
 }
+
+const QEMU_ENV: &str = "RINGCAST_TEST_QEMU";
+
+/// A fake QEMU process: one console, written with backpressure. `seed;total`: writes
+/// `total` bytes and exits once they are drained (0: writes until killed).
+fn fake_qemu_process(socket: &std::path::Path, spec: &str) -> Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_qemu_killed_mid_stream_keeps_its_journal_shows_gone_and_its_successor_appends_after_a_marker",
+            "--nocapture",
+        ])
+        .env(QEMU_ENV, format!("{};{spec}", socket.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn fake_qemu_main(spec: &str) {
+    let p: Vec<&str> = spec.split(';').collect();
+    let (seed, total, session): (u64, u64, u64) = (
+        p[1].parse().unwrap(),
+        p[2].parse().unwrap(),
+        p[3].parse().unwrap(),
+    );
+    let mut c = FakeConsole::new(
+        std::path::Path::new(p[0]),
+        "vmq",
+        "serial0",
+        session,
+        1 << 16,
+    );
+    c.connect();
+    let mut pos = 0;
+    while total == 0 || pos < total {
+        let n = (16 << 10).min(if total == 0 { u64::MAX } else { total - pos });
+        c.write_all(&stream(seed, pos, n));
+        pos += n;
+    }
+    c.wait_drained();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qemu_killed_mid_stream_keeps_its_journal_shows_gone_and_its_successor_appends_after_a_marker(
+) {
+    if let Ok(spec) = std::env::var(QEMU_ENV) {
+        return fake_qemu_main(&spec);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Ringcastd::start(
+        dir.path(),
+        &dir.path().join("state"),
+        &["--segment-size", "1M"],
+    );
+    let dev_dir = dir.path().join("state/vmq/serial0");
+    let mut first = fake_qemu_process(&d.socket(), "5;0;1");
+    wait_until("1 MiB in the spool", WAIT, || {
+        dev_dir.exists() && read_spool(&dev_dir).0.len() >= 1 << 20
+    });
+    first.kill().unwrap(); // SIGKILL mid-stream
+    first.wait().unwrap();
+    wait_until("the device to show as gone", WAIT, || {
+        d.stat("vmq/serial0", "STATE").as_deref() == Some("gone")
+    });
+    let list = d.ringcast().arg("list").output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    let row = text.lines().find(|l| l.starts_with("vmq/serial0")).unwrap();
+    assert!(row.split_whitespace().any(|w| w == "gone"), "{text}");
+    // The journal keeps every byte that arrived, including what the ring still held.
+    let (kept, holes) = read_spool(&dev_dir);
+    assert!(holes.is_empty());
+    let kept_len = kept.len() as u64;
+    assert_eq!(sha(&kept), sha(&stream(5, 0, kept_len)));
+    // A new QEMU process for the same VM and device (a new session) appends after a marker.
+    const SECOND: u64 = 300_000;
+    let mut second = fake_qemu_process(&d.socket(), &format!("6;{SECOND};2"));
+    assert!(second.wait().unwrap().success());
+    let s = d.session().await;
+    let e = s
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.vm == "vmq")
+        .unwrap();
+    let marker_len = e.journal_end - kept_len - SECOND;
+    let mut c = s
+        .attach_console("vmq", "serial0", Mode::Read, StartAt::Offset(kept_len))
+        .await
+        .unwrap();
+    let (chunks, gaps) = collect(&mut c, e.journal_end).await;
+    assert!(gaps.is_empty(), "{gaps:?}");
+    let after: Vec<u8> = chunks.into_iter().flat_map(|(_, b)| b).collect();
+    let marker = String::from_utf8_lossy(&after[..marker_len as usize]).into_owned();
+    assert!(
+        marker.starts_with("\r\n--- ringcast: vmq/serial0 restarted at ")
+            && marker.ends_with(" ---\r\n"),
+        "{marker:?}"
+    );
+    assert_eq!(
+        sha(&after[marker_len as usize..]),
+        sha(&stream(6, 0, SECOND))
+    );
+    let (spool, _) = read_spool(&dev_dir);
+    assert_eq!(&spool[..kept_len as usize], &kept[..]);
+    assert_eq!(spool.len() as u64, e.journal_end);
+}

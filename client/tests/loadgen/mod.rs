@@ -309,12 +309,13 @@ pub async fn run(cfg: LoadConfig, test_args: &[&str]) -> LoadReport {
         .find(|e| e.vm == "load0" && e.device == "d0")
         .unwrap();
     assert_eq!(d0.journal_end, total);
-    // Behind the retention (long runs), its first item is one gap of exactly what the
-    // journal deleted, counted in the stats; the rest is byte for byte.
+    // Behind the retention (long runs), it gets what its connection had buffered, then one
+    // gap of exactly what the journal deleted (counted in the stats), then the rest byte
+    // for byte.
     let mut stalled = stalled;
     let mut got = Vec::new();
-    let mut from = 0u64;
-    while from + (got.len() as u64) < total {
+    let mut gap = None;
+    while stalled.offset() < total {
         match tokio::time::timeout(Duration::from_secs(60), stalled.next())
             .await
             .unwrap()
@@ -322,23 +323,31 @@ pub async fn run(cfg: LoadConfig, test_args: &[&str]) -> LoadReport {
         {
             Some(ConsoleItem::Chunk { bytes, .. }) => got.extend_from_slice(&bytes),
             Some(ConsoleItem::Gap {
-                offset: 0,
+                offset,
                 len,
                 reason,
-            }) if got.is_empty() => {
+            }) if gap.is_none() => {
                 assert_eq!(reason, client::GapReason::Retention);
-                assert_eq!(len, d0.journal_start, "the gap is what the journal deleted");
-                from = len;
+                assert_eq!(
+                    offset + len,
+                    d0.journal_start,
+                    "the gap ends where the journal starts"
+                );
+                gap = Some((offset, len));
             }
             other => panic!("stalled client got {other:?}"),
         }
     }
-    assert_eq!(
-        sha(&got),
-        sha(&stream(seed(0, 0), from, total - from)),
-        "the stalled client"
-    );
-    let stalled_gap = from;
+    let expected_got = match gap {
+        None => stream(seed(0, 0), 0, total),
+        Some((at, len)) => {
+            let mut v = stream(seed(0, 0), 0, at);
+            v.extend(stream(seed(0, 0), at + len, total - at - len));
+            v
+        }
+    };
+    assert_eq!(sha(&got), sha(&expected_got), "the stalled client");
+    let stalled_gap = gap.map_or(0, |g| g.1);
     LoadReport {
         rss_kib: samples,
         base_kib: base,
