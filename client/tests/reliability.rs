@@ -498,3 +498,86 @@ async fn a_qemu_killed_mid_stream_keeps_its_journal_shows_gone_and_its_successor
     assert_eq!(&spool[..kept_len as usize], &kept[..]);
     assert_eq!(spool.len() as u64, e.journal_end);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_killed_mid_stream_is_cleaned_up_others_carry_on_and_a_resumed_capture_completes_the_file(
+) {
+    const TOTAL: u64 = 6 << 20;
+    const SEED: u64 = 88;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
+    let mut qemu = FakeConsole::new(&d.socket(), "vmc", "serial0", 1, 1 << 16);
+    qemu.connect();
+    let producer = std::thread::spawn(move || {
+        for off in (0..TOTAL).step_by(64 << 10) {
+            qemu.write_all(&stream(SEED, off, (64 << 10).min(TOTAL - off)));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        qemu.wait_drained();
+        qemu
+    });
+    let other = tokio::spawn(follow_with_resume(d.target(), "vmc", "serial0", TOTAL));
+    let file = dir.path().join("capture.log");
+    let mut cli = d
+        .ringcast()
+        .args(["capture", "vmc/serial0", "--follow", "-o"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = d.session().await;
+    // The capture writes through a 1 MiB buffer: once the file has bytes, it is mid-stream.
+    wait_until("the capture to be mid-stream", WAIT, || {
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) >= 1 << 20
+    });
+    assert_eq!(subscribers(&s, "vmc").await, 2);
+    cli.kill().unwrap(); // SIGKILL
+    cli.wait().unwrap();
+    // The server notices the dead client by the QUIC idle timeout (30 s) and drops its
+    // subscription; the other client is unaffected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while subscribers(&s, "vmc").await != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead client's subscription stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _q = producer.join().unwrap();
+    let (got, resumes) = other.await.unwrap();
+    assert_eq!(resumes, 0);
+    assert_eq!(sha(&got), sha(&stream(SEED, 0, TOTAL)));
+    let out = d
+        .ringcast()
+        .args(["capture", "vmc/serial0", "--resume", "-o"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sha(&std::fs::read(&file).unwrap()),
+        sha(&stream(SEED, 0, TOTAL))
+    );
+    s.close().await;
+    let check = d.session().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while subscribers(&check, "vmc").await != 0 {
+        assert!(std::time::Instant::now() < deadline, "subscriptions leaked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(d.stat("vmc/serial0", "SUBS").as_deref(), Some("0"));
+}
+
+async fn subscribers(s: &client::Session, vm: &str) -> u64 {
+    s.list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.vm == vm)
+        .map_or(0, |e| u64::from(e.subscribers))
+}
