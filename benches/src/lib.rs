@@ -7,6 +7,7 @@
 //!
 //! Scenarios live in [`scenario::registry`]; so far E (real QEMU, [`e_real_qemu`]).
 
+pub mod b_capture;
 pub mod baselines;
 pub mod c_audio;
 pub mod e_real_qemu;

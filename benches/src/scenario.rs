@@ -69,7 +69,11 @@ pub struct Scenario {
 
 /// Every scenario, in the order `all` runs them.
 pub fn registry() -> &'static [Scenario] {
-    &[crate::c_audio::SCENARIO, crate::e_real_qemu::SCENARIO]
+    &[
+        crate::b_capture::SCENARIO,
+        crate::c_audio::SCENARIO,
+        crate::e_real_qemu::SCENARIO,
+    ]
 }
 
 /// The scenario named `key` (case-insensitive).

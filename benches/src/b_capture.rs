@@ -1,0 +1,585 @@
+//! Scenario B (BENCHMARKS.md §B): console capture throughput end to end on loopback.
+//!
+//! Pipeline under test: `fake-qemu` (a process writing the guest stream through the real
+//! plugin, `ring=4M` unless `--plugin-opts` says otherwise) → shared-memory ring →
+//! `ringcastd` (a process, journal spooled to disk as users run it, QUIC on loopback) →
+//! the `client` library in this process → sink. Variants, interleaved per repetition:
+//!
+//! * `ringcast`: the client discards (network path); every chunk is hashed and the sha256
+//!   and count compared with what the producer wrote (the hashing time is subtracted from
+//!   the client's CPU, since the baselines do not check).
+//! * `ringcast-file`: the client writes a file; the file is hashed afterwards, untimed.
+//! * `raw-quinn`: the ceiling: an in-process quinn server and client (one thread each,
+//!   one stream, the crypto and transport configuration of transport-quic),
+//!   no ring, no sidecar.
+//! * `socat-tcp`, `openssl-tls13-aes128gcm`, `ssh-aes128gcm`: [`crate::baselines`].
+//!
+//! Throughput is bytes / (last byte received − first byte received). CPU-seconds per GB:
+//! ringcastd and the producer from the kernel's accounting (`/proc/<pid>/stat`, and the
+//! producer's rusage when reaped), the in-process client or quinn pair from `getrusage`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::{ConsoleItem, Mode, Session, StartAt, Trust};
+use sha2::{Digest, Sha256};
+
+use crate::baselines::{self, Baseline, Place};
+use crate::report::{median, Comparison, Measurement, Outcome};
+use crate::scenario::{Options, Scenario};
+
+/// The registry entry.
+pub const SCENARIO: Scenario = Scenario {
+    key: "b",
+    title: "B. Console capture throughput, end to end (ringcast vs TLS/TCP, ssh, raw quinn)",
+    about: "fake-qemu writes N bytes of the guest stream through the real plugin (ring=4M) \
+            into ringcastd (a process, journal on disk), which serves them over QUIC on \
+            loopback to the client library in this process (1 GiB; --quick: 64 MiB). \
+            Variants, interleaved, 3 repetitions (--quick: 1), medians: ringcast (client \
+            discards, sha256 checked), ringcast-file (client writes a file, checked after), \
+            raw-quinn (in-process quinn pair, one stream, transport-quic's configuration), \
+            socat-tcp, openssl-tls13-aes128gcm, ssh-aes128gcm (benches/baselines). MB/s and \
+            CPU-s/GB (all processes of the pipeline). B2 (lossy link) is not part of it yet.",
+    run,
+};
+
+const VM: &str = "bench";
+const DEVICE: &str = "con0";
+const SEED: u64 = 21;
+const LIMIT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Ringcast,
+    RingcastFile,
+    RawQuinn,
+    Base(Baseline),
+}
+
+impl Variant {
+    const ALL: [Variant; 6] = [
+        Variant::Ringcast,
+        Variant::RawQuinn,
+        Variant::Base(Baseline::OpensslTls13),
+        Variant::RingcastFile,
+        Variant::Base(Baseline::Ssh),
+        Variant::Base(Baseline::SocatTcp),
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Ringcast => "ringcast",
+            Variant::RingcastFile => "ringcast-file",
+            Variant::RawQuinn => "raw-quinn",
+            Variant::Base(b) => b.name(),
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    mbps: f64,
+    cpu_s_per_gb: f64,
+    /// Split of the CPU (ringcast only): producer, ringcastd, client.
+    split: [f64; 3],
+}
+
+fn rusage(who: i32) -> f64 {
+    // SAFETY: getrusage writes one struct rusage into the zeroed value we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// utime + stime of a live process, in seconds.
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at state (field 3).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free UDP port: {e}"))
+}
+
+/// The release binaries and plugin this scenario runs, built once if missing.
+#[derive(Debug, Clone)]
+struct Bins {
+    ringcastd: PathBuf,
+    fake_qemu: PathBuf,
+    plugin: PathBuf,
+}
+
+fn bins() -> Result<Bins, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no exe dir")?.to_path_buf();
+    let b = Bins {
+        ringcastd: dir.join("ringcastd"),
+        fake_qemu: dir.join("fake-qemu"),
+        plugin: dir.join("libringcast_backend.so"),
+    };
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = dir.parent().ok_or("no target dir")?;
+    // Target selections apply to every package named, so the plugin (a library) is built
+    // on its own.
+    for what in [
+        &[
+            "-p",
+            "sidecar",
+            "--bin",
+            "ringcastd",
+            "-p",
+            "testbed",
+            "--bin",
+            "fake-qemu",
+        ][..],
+        &["-p", "backend-so", "--lib"][..],
+    ] {
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "--quiet"])
+            .args(what)
+            .arg("--target-dir")
+            .arg(target);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
+        if !st.success() {
+            return Err(format!("cargo build {} failed", what.join(" ")));
+        }
+    }
+    Ok(b)
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One ringcast run: ringcastd + fake-qemu + the library client.
+fn run_ringcast(bins: &Bins, opts: &Options, bytes: u64, to_file: bool) -> Result<Run, String> {
+    let dir = opts
+        .work_dir
+        .join(format!("b-{}", std::process::id()))
+        .join(format!("run-{}", next_run()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["run", "state", "home", "client"] {
+        std::fs::create_dir_all(dir.join(d)).map_err(|e| e.to_string())?;
+    }
+    let port = free_port()?;
+    let server = format!("127.0.0.1:{port}");
+    let sock = dir.join("run/ringcastd.sock");
+    let log = std::fs::File::create(dir.join("ringcastd.log")).map_err(|e| e.to_string())?;
+    let retention = format!("{}", bytes + (256 << 20));
+    let child = Command::new(&bins.ringcastd)
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--listen", &server, "--retention", &retention])
+        .env("HOME", dir.join("home"))
+        .env("XDG_CONFIG_HOME", dir.join("home/.config"))
+        .env("XDG_STATE_HOME", dir.join("home/.local/state"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("ringcastd: {e}"))?;
+    let mut daemon = Daemon { child };
+    let ctl = dir.join("run/ringcastd.ctl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(sock.exists() && std::os::unix::net::UnixStream::connect(&ctl).is_ok()) {
+        if let Ok(Some(st)) = daemon.child.try_wait() {
+            return Err(format!("ringcastd exited: {st}"));
+        }
+        if Instant::now() > deadline {
+            return Err("ringcastd did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut plugin_opts = format!("socket={}:ring=4M", sock.display());
+    if let Some(extra) = &opts.plugin_opts {
+        plugin_opts.push(':');
+        plugin_opts.push_str(extra);
+    }
+    let children_before = rusage(libc::RUSAGE_CHILDREN);
+    let mut producer = Command::new(&bins.fake_qemu)
+        .args(["--vm", VM, "--opts", &plugin_opts])
+        .arg(format!("{DEVICE}={SEED}:{bytes}"))
+        .env("RINGCAST_BACKEND_SO", &bins.plugin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("fake-qemu: {e}"))?;
+    let out_path = dir.join("capture.out");
+    let trust = Trust::KnownHosts(dir.join("client/known_hosts"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let self_before = rusage(libc::RUSAGE_SELF);
+    let d_pid = daemon.child.id();
+    let d_before = proc_cpu(d_pid);
+    let got = rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let session = loop {
+            match Session::connect(&server, None, trust.clone()).await {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => return Err(format!("connect: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let mut stream = loop {
+            match session
+                .attach_console(VM, DEVICE, Mode::Read, StartAt::Offset(0))
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => return Err(format!("attach: {e}")),
+                // The device appears when the producer registers (well under a second);
+                // retry slowly enough to stay under the server's request rate.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let mut file = if to_file {
+            Some(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(&out_path).map_err(|e| e.to_string())?,
+            ))
+        } else {
+            None
+        };
+        let mut hash = Sha256::new();
+        let mut hash_s = 0.0;
+        let mut first = None;
+        let mut n = 0u64;
+        let limit = Instant::now() + LIMIT;
+        while n < bytes {
+            let item = tokio::time::timeout_at(limit.into(), stream.next())
+                .await
+                .map_err(|_| format!("timed out after {n} bytes"))?
+                .map_err(|e| format!("after {n} bytes: {e}"))?;
+            match item {
+                Some(ConsoleItem::Chunk { bytes: b, .. }) => {
+                    first.get_or_insert_with(Instant::now);
+                    n += b.len() as u64;
+                    match &mut file {
+                        Some(f) => f.write_all(&b).map_err(|e| e.to_string())?,
+                        None => {
+                            let t = Instant::now();
+                            hash.update(&b);
+                            hash_s += t.elapsed().as_secs_f64();
+                        }
+                    }
+                }
+                Some(ConsoleItem::Gap {
+                    offset,
+                    len,
+                    reason,
+                }) => return Err(format!("gap of {len} at {offset}: {reason:?}")),
+                None => return Err(format!("stream ended after {n} bytes")),
+            }
+        }
+        if let Some(f) = file.take() {
+            f.into_inner()
+                .map_err(|e| e.to_string())?
+                .sync_all()
+                .map_err(|e| e.to_string())?;
+        }
+        let end = Instant::now();
+        let secs = (end - first.unwrap_or(end)).as_secs_f64();
+        stream.detach().await;
+        session.close().await;
+        Ok::<_, String>((n, secs, hash, hash_s))
+    })?;
+    let client_cpu = rusage(libc::RUSAGE_SELF) - self_before - got.3;
+    let daemon_cpu = proc_cpu(d_pid) - d_before;
+    drop(rt);
+    let mut line = String::new();
+    BufReader::new(producer.stdout.take().ok_or("no stdout")?)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let st = producer.wait().map_err(|e| e.to_string())?;
+    let producer_cpu = rusage(libc::RUSAGE_CHILDREN) - children_before;
+    if !st.success() {
+        return Err(format!("fake-qemu: {st}"));
+    }
+    drop(daemon);
+    let want = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sha256="))
+        .ok_or_else(|| format!("fake-qemu printed {line:?}"))?
+        .to_owned();
+    let (n, secs, hash, _) = got;
+    let have = if to_file {
+        let mut h = Sha256::new();
+        let mut f = std::fs::File::open(&out_path).map_err(|e| e.to_string())?;
+        std::io::copy(&mut f, &mut h).map_err(|e| e.to_string())?;
+        format!("{:x}", h.finalize())
+    } else {
+        format!("{:x}", hash.finalize())
+    };
+    if n != bytes || have != want {
+        return Err(format!(
+            "ringcast: got {n} of {bytes} bytes, sha256 {have}, producer wrote {want}"
+        ));
+    }
+    if !opts.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let gb = bytes as f64 / 1e9;
+    let cpu = producer_cpu + daemon_cpu + client_cpu;
+    Ok(Run {
+        mbps: bytes as f64 / 1e6 / secs,
+        cpu_s_per_gb: cpu / gb,
+        split: [producer_cpu / gb, daemon_cpu / gb, client_cpu / gb],
+    })
+}
+
+fn next_run() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The raw quinn ceiling: a server thread and a client thread, each on its own
+/// current-thread runtime, one stream of `bytes`.
+fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
+    use transport_quic::proto::Limits;
+    use transport_quic::tls::{client_config, server_config, Identity};
+    let (id, _, _) =
+        Identity::generate("ringcast-bench", &["localhost".into()]).map_err(|e| e.to_string())?;
+    let scfg = server_config(&id, &Limits::default()).map_err(|e| e.to_string())?;
+    let dir = opts.work_dir.join(format!("b-quinn-{}", next_run()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid");
+    let setup = client_config(
+        None,
+        &Trust::KnownHosts(dir.join("known_hosts")),
+        &addr.to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    let before = rusage(libc::RUSAGE_SELF);
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    let r2 = ready.clone();
+    let server = std::thread::spawn(move || -> Result<(u64, f64), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let ep = quinn::Endpoint::server(scfg, addr).map_err(|e| e.to_string())?;
+            r2.wait();
+            let conn = ep
+                .accept()
+                .await
+                .ok_or("no connection")?
+                .await
+                .map_err(|e| e.to_string())?;
+            // transport-quic allows no unidirectional streams: one bidirectional stream.
+            let (_tx, mut rx) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+            let mut n = 0u64;
+            let mut first = None;
+            while let Some(c) = rx
+                .read_chunk(usize::MAX, true)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                first.get_or_insert_with(Instant::now);
+                n += c.bytes.len() as u64;
+            }
+            let end = Instant::now();
+            conn.close(0u32.into(), b"done");
+            ep.wait_idle().await;
+            Ok((n, (end - first.unwrap_or(end)).as_secs_f64()))
+        })
+    });
+    ready.wait();
+    let client = std::thread::spawn(move || -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("valid"))
+                .map_err(|e| e.to_string())?;
+            ep.set_default_client_config(setup.config);
+            let conn = ep
+                .connect(addr, "localhost")
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut tx, _rx) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let block = bytes::Bytes::from(vec![0u8; 64 << 10]);
+            let mut left = bytes;
+            while left > 0 {
+                let k = left.min(block.len() as u64) as usize;
+                tx.write_chunk(block.slice(..k))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                left -= k as u64;
+            }
+            tx.finish().map_err(|e| e.to_string())?;
+            let _ = conn.closed().await;
+            Ok(())
+        })
+    });
+    let (n, secs) = server.join().map_err(|_| "server panicked")??;
+    client.join().map_err(|_| "client panicked")??;
+    let cpu = rusage(libc::RUSAGE_SELF) - before;
+    let _ = std::fs::remove_dir_all(&dir);
+    if n != bytes {
+        return Err(format!("raw quinn: got {n} of {bytes}"));
+    }
+    Ok(Run {
+        mbps: bytes as f64 / 1e6 / secs,
+        cpu_s_per_gb: cpu / (bytes as f64 / 1e9),
+        split: [0.0; 3],
+    })
+}
+
+fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, String> {
+    match v {
+        Variant::Ringcast => run_ringcast(bins, opts, bytes, false),
+        Variant::RingcastFile => run_ringcast(bins, opts, bytes, true),
+        Variant::RawQuinn => run_raw_quinn(opts, bytes),
+        Variant::Base(b) => {
+            let f = baselines::run(b, &Place::Loopback, bytes).map_err(|e| e.to_string())?;
+            Ok(Run {
+                mbps: f.mb_per_s(),
+                cpu_s_per_gb: f.cpu_s_per_gb(),
+                split: [0.0; 3],
+            })
+        }
+    }
+}
+
+fn run(opts: &Options) -> Result<Outcome, String> {
+    let bytes: u64 = if opts.quick { 64 << 20 } else { 1 << 30 };
+    let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 3 });
+    baselines::check_tools().map_err(|e| e.to_string())?;
+    let bins = bins()?;
+    let mut runs: Vec<(Variant, Vec<Run>)> = Variant::ALL.iter().map(|&v| (v, vec![])).collect();
+    for rep in 0..reps {
+        for (v, rs) in runs.iter_mut() {
+            eprintln!(
+                "b: rep {}/{reps}: {} ({} MiB)",
+                rep + 1,
+                v.name(),
+                bytes >> 20
+            );
+            let r = run_one(*v, &bins, opts, bytes)?;
+            eprintln!("b:   {:.1} MB/s, {:.2} CPU-s/GB", r.mbps, r.cpu_s_per_gb);
+            rs.push(r);
+        }
+    }
+    let mut o = Outcome::default();
+    for (v, rs) in &runs {
+        let mbps: Vec<f64> = rs.iter().map(|r| r.mbps).collect();
+        let cpu: Vec<f64> = rs.iter().map(|r| r.cpu_s_per_gb).collect();
+        o.measurements.push(Measurement::new(
+            v.name(),
+            "throughput",
+            median(&mbps),
+            "MB/s",
+        ));
+        o.measurements.push(Measurement::new(
+            v.name(),
+            "cpu_per_gb",
+            median(&cpu),
+            "CPU-s/GB",
+        ));
+        if matches!(v, Variant::Ringcast | Variant::RingcastFile) {
+            for (i, part) in ["producer", "ringcastd", "client"].iter().enumerate() {
+                let p: Vec<f64> = rs.iter().map(|r| r.split[i]).collect();
+                o.measurements.push(Measurement::new(
+                    v.name(),
+                    &format!("cpu_per_gb_{part}"),
+                    median(&p),
+                    "CPU-s/GB",
+                ));
+            }
+        }
+        if reps > 1 {
+            let (lo, hi) = mbps
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            o.notes.push(format!(
+                "{}: MB/s over {reps} reps {lo:.1}..{hi:.1}",
+                v.name()
+            ));
+        }
+    }
+    for v in ["ringcast", "ringcast-file", "raw-quinn"] {
+        for b in ["openssl-tls13-aes128gcm", "ssh-aes128gcm", "raw-quinn"] {
+            if v != b {
+                o.comparisons.push(Comparison {
+                    variant: v.into(),
+                    baseline: b.into(),
+                });
+            }
+        }
+    }
+    let get = |v: &str, m: &str| {
+        o.measurements
+            .iter()
+            .find(|x| x.variant == v && x.metric == m)
+            .map_or(f64::NAN, |x| x.value)
+    };
+    let (rc, tls, ssh, q) = (
+        get("ringcast", "throughput"),
+        get("openssl-tls13-aes128gcm", "throughput"),
+        get("ssh-aes128gcm", "throughput"),
+        get("raw-quinn", "throughput"),
+    );
+    let (rc_cpu, tls_cpu) = (
+        get("ringcast", "cpu_per_gb"),
+        get("openssl-tls13-aes128gcm", "cpu_per_gb"),
+    );
+    let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+    o.notes.push(format!(
+        "targets (ringcast, discard sink): >= 1.0x TLS {:.2}x {}; >= 1.5x ssh {:.2}x {}; \
+         >= 0.9x raw quinn {:.2}x {}; CPU/GB <= TLS {:.2} vs {:.2} {}",
+        rc / tls,
+        mark(rc >= tls),
+        rc / ssh,
+        mark(rc >= 1.5 * ssh),
+        rc / q,
+        mark(rc >= 0.9 * q),
+        rc_cpu,
+        tls_cpu,
+        mark(rc_cpu <= tls_cpu)
+    ));
+    o.notes.push(format!(
+        "{} MiB per run; producer fake-qemu (real plugin, ring=4M); ringcastd journal on \
+         disk; client CPU excludes its sha256 check; B2 (lossy link) not measured",
+        bytes >> 20
+    ));
+    Ok(o)
+}
