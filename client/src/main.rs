@@ -674,6 +674,9 @@ async fn play(
         output::device_sink(format, jitter)?
     };
     let mut counts = PlayCounts::default();
+    // Stamps are the server host's CLOCK_MONOTONIC: comparable only when it is this host.
+    let same_host = s.connection().remote_address().ip().is_loopback();
+    let mut latencies_us: Vec<u64> = Vec::new();
     let mut frames_done = 0u64;
     let mut clock: Option<(Instant, u64)> = None;
     let mut last_seq: Option<u64> = None;
@@ -694,6 +697,11 @@ async fn play(
         // Play-out time: the first period's arrival plus the jitter target, then the
         // backend's own timestamps.
         let now = Instant::now();
+        if same_host {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+            let arrival_ns = t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+            latencies_us.push(arrival_ns.saturating_sub(p.timestamp_ns) / 1000);
+        }
         let (t0, ts0) = *clock.get_or_insert((now, p.timestamp_ns));
         let due = t0 + jitter + Duration::from_nanos(p.timestamp_ns.saturating_sub(ts0));
         if now > due {
@@ -712,8 +720,23 @@ async fn play(
     }
     drop(sink);
     counts.underruns += output::underruns();
+    let latency = if latencies_us.is_empty() {
+        String::new()
+    } else {
+        latencies_us.sort_unstable();
+        let pct = |q: f64| {
+            let i = ((latencies_us.len() - 1) as f64 * q).round() as usize;
+            latencies_us[i] as f64 / 1000.0
+        };
+        format!(
+            "; latency from QEMU to here p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        )
+    };
     eprintln!(
-        "ringcast: {} periods ({:.2} s), late {}, underruns {}, skipped {}",
+        "ringcast: {} periods ({:.2} s), late {}, underruns {}, skipped {}{latency}",
         counts.periods,
         frames_done as f64 / f64::from(format.rate.max(1)),
         counts.late,
