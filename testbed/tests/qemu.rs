@@ -72,6 +72,15 @@ fn wait_exit(mut child: Child, log: &std::path::Path) -> String {
     }
 }
 
+/// Asserts that `pcm` (QEMU's 44.1 kHz stereo s16) holds one tone of `hz` ± `tol_hz` lasting
+/// `ms` ± 60 ms (the 10 ms periods at either end).
+fn assert_tone(pcm: &[u8], hz: f64, tol_hz: f64, ms: f64) {
+    let t = analyze_s16le(pcm, 2, 44100);
+    assert!((t.frequency_hz - hz).abs() < tol_hz, "tone {t:?}");
+    let lasted = t.active_frames as f64 / 44.1;
+    assert!((lasted - ms).abs() < 60.0, "tone lasted {lasted} ms: {t:?}");
+}
+
 /// What the consumer collected per device.
 #[derive(Default)]
 struct Collected {
@@ -186,10 +195,7 @@ fn guest_console_and_tone_arrive_exactly_through_the_plugin() {
 
     // QEMU's mixing engine delivers 44.1 kHz stereo s16 whatever the guest plays.
     assert_eq!(c.audio_seq_gaps, 0, "audio periods were dropped");
-    let t = analyze_s16le(&c.audio, 2, 44100);
-    assert!((t.frequency_hz - 1000.0).abs() < 10.0, "tone {t:?}");
-    let ms = t.active_frames as f64 / 44.1;
-    assert!((ms - 1000.0).abs() < 60.0, "tone lasted {ms} ms: {t:?}");
+    assert_tone(&c.audio, 1000.0, 10.0, 1000.0);
 }
 
 #[test]
@@ -319,10 +325,7 @@ fn tone_through_intel_hda_arrives_at_the_right_frequency() {
     done.store(true, Ordering::Relaxed);
     let c = reader.join().unwrap();
     assert!(c.audio_periods > 0);
-    let t = analyze_s16le(&c.audio, 2, 44100);
-    assert!((t.frequency_hz - 440.0).abs() < 5.0, "{t:?}");
-    let ms = t.active_frames as f64 / 44.1;
-    assert!((ms - 700.0).abs() < 60.0, "tone lasted {ms} ms");
+    assert_tone(&c.audio, 440.0, 5.0, 700.0);
 }
 
 #[test]
@@ -405,10 +408,7 @@ fn guest_output_goes_through_ringcastd_to_subscribers_and_the_spool() {
     }
     let (pcm, skipped) = audio_reader.join().unwrap();
     assert_eq!(skipped, 0);
-    let t = analyze_s16le(&pcm, 2, 44100);
-    assert!((t.frequency_hz - 880.0).abs() < 9.0, "{t:?}");
-    let ms = t.active_frames as f64 / 44.1;
-    assert!((ms - 800.0).abs() < 60.0, "tone lasted {ms} ms");
+    assert_tone(&pcm, 880.0, 9.0, 800.0);
     daemon.shutdown();
 }
 
@@ -569,10 +569,7 @@ fn guest_console_and_tone_reach_ringcast_capture_and_play_over_quic() {
         44100
     );
     assert_eq!(u16::from_le_bytes(wav_bytes[22..24].try_into().unwrap()), 2);
-    let t = analyze_s16le(&wav_bytes[44..], 2, 44100);
-    assert!((t.frequency_hz - 660.0).abs() < 7.0, "{t:?}");
-    let ms = t.active_frames as f64 / 44.1;
-    assert!((ms - 900.0).abs() < 60.0, "tone lasted {ms} ms");
+    assert_tone(&wav_bytes[44..], 660.0, 7.0, 900.0);
 }
 
 #[test]
