@@ -42,79 +42,113 @@ struct Model {
     pending_lost: u64,
 }
 
+/// Runs `ops` against the ring and the model; fails on the first difference.
+fn check_byte_ring(ops: Vec<Op>, seed: u8) -> Result<(), TestCaseError> {
+    let mem = Arc::new(RingMemory::create("model", RingKind::Bytes, CAP as u64, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem).unwrap();
+    let mut m = Model {
+        q: VecDeque::new(),
+        read_pos: 0,
+        write_pos: 0,
+        consumer_sleeps: false,
+        producer_waits: false,
+        pending_lost: 0,
+    };
+    let mut next = seed;
+    let mut gen = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                next = next.wrapping_mul(31).wrapping_add(7);
+                next
+            })
+            .collect()
+    };
+    for op in ops {
+        match op {
+            Op::Write(n) => {
+                let data = gen(n);
+                let w = tx.write(&data).unwrap();
+                let fit = n.min(CAP - m.q.len());
+                prop_assert_eq!(w.bytes, fit);
+                m.q.extend(&data[..fit]);
+                m.write_pos += fit as u64;
+                let wake = fit > 0 && m.consumer_sleeps;
+                prop_assert_eq!(w.wake_consumer, wake);
+                if fit > 0 {
+                    m.consumer_sleeps = false;
+                }
+            }
+            Op::WriteOverwriting(n) => {
+                let data = gen(n);
+                let w = tx.write_overwriting(&data).unwrap();
+                prop_assert_eq!(w.bytes, n);
+                m.q.extend(&data);
+                m.write_pos += n as u64;
+                let mut dropped = 0;
+                while m.q.len() > CAP {
+                    m.q.pop_front();
+                    dropped += 1;
+                }
+                // Bytes that never entered the ring count as dropped too.
+                prop_assert_eq!(w.dropped, dropped);
+                m.read_pos += dropped;
+                m.pending_lost += dropped;
+                if dropped > 0 {
+                    m.producer_waits = false;
+                }
+                prop_assert_eq!(w.wake_consumer, n > 0 && m.consumer_sleeps);
+                if n > 0 {
+                    m.consumer_sleeps = false;
+                }
+            }
+            Op::Read(n) => {
+                let mut buf = vec![0u8; n];
+                let r = rx.read(&mut buf).unwrap();
+                let take = n.min(m.q.len());
+                prop_assert_eq!(r.bytes, take);
+                prop_assert_eq!(r.lost, m.pending_lost);
+                prop_assert_eq!(r.position, m.read_pos);
+                let expect: Vec<u8> = m.q.drain(..take).collect();
+                prop_assert_eq!(&buf[..take], &expect[..]);
+                // A jump is reported once, by the read that noticed it, even an empty one.
+                m.pending_lost = 0;
+                if take > 0 {
+                    m.read_pos += take as u64;
+                    prop_assert_eq!(r.wake_producer, m.producer_waits);
+                    m.producer_waits = false;
+                }
+            }
+            Op::ConsumerSleeps => {
+                let ok = rx.prepare_sleep().unwrap();
+                prop_assert_eq!(ok, m.q.is_empty());
+                if ok {
+                    m.consumer_sleeps = true;
+                }
+            }
+            Op::ProducerWaits(n) => {
+                let mut drained = false;
+                let fits = tx.space_or_arm(n, || drained = true).unwrap();
+                let want = n.min(CAP);
+                prop_assert_eq!(fits, CAP - m.q.len() >= want);
+                // The doorbell is drained only when the flag is freshly raised.
+                prop_assert_eq!(drained, !fits && !m.producer_waits);
+                if !fits {
+                    m.producer_waits = true;
+                }
+            }
+        }
+    }
+    prop_assert_eq!(tx.position(), m.write_pos);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     #[test]
     fn byte_ring_matches_a_vecdeque(ops in prop::collection::vec(op(), 1..60), seed in any::<u8>()) {
-        let mem = Arc::new(RingMemory::create("model", RingKind::Bytes, CAP as u64, 0).unwrap());
-        let mut tx = ByteProducer::new(mem.clone()).unwrap();
-        let mut rx = ByteConsumer::new(mem).unwrap();
-        let mut m = Model { q: VecDeque::new(), read_pos: 0, write_pos: 0, consumer_sleeps: false, producer_waits: false, pending_lost: 0 };
-        let mut next = seed;
-        let mut gen = |n: usize| -> Vec<u8> { (0..n).map(|_| { next = next.wrapping_mul(31).wrapping_add(7); next }).collect() };
-        for op in ops {
-            match op {
-                Op::Write(n) => {
-                    let data = gen(n);
-                    let w = tx.write(&data).unwrap();
-                    let fit = n.min(CAP - m.q.len());
-                    prop_assert_eq!(w.bytes, fit);
-                    m.q.extend(&data[..fit]);
-                    m.write_pos += fit as u64;
-                    let wake = fit > 0 && m.consumer_sleeps;
-                    prop_assert_eq!(w.wake_consumer, wake);
-                    if fit > 0 { m.consumer_sleeps = false; }
-                }
-                Op::WriteOverwriting(n) => {
-                    let data = gen(n);
-                    let w = tx.write_overwriting(&data).unwrap();
-                    prop_assert_eq!(w.bytes, n);
-                    m.q.extend(&data);
-                    m.write_pos += n as u64;
-                    let mut dropped = 0;
-                    while m.q.len() > CAP { m.q.pop_front(); dropped += 1; }
-                    // Bytes that never entered the ring count as dropped too.
-                    prop_assert_eq!(w.dropped, dropped);
-                    m.read_pos += dropped;
-                    m.pending_lost += dropped;
-                    if dropped > 0 { m.producer_waits = false; }
-                    prop_assert_eq!(w.wake_consumer, n > 0 && m.consumer_sleeps);
-                    if n > 0 { m.consumer_sleeps = false; }
-                }
-                Op::Read(n) => {
-                    let mut buf = vec![0u8; n];
-                    let r = rx.read(&mut buf).unwrap();
-                    let take = n.min(m.q.len());
-                    prop_assert_eq!(r.bytes, take);
-                    prop_assert_eq!(r.lost, m.pending_lost);
-                    prop_assert_eq!(r.position, m.read_pos);
-                    let expect: Vec<u8> = m.q.drain(..take).collect();
-                    prop_assert_eq!(&buf[..take], &expect[..]);
-                    if take > 0 {
-                        m.pending_lost = 0;
-                        m.read_pos += take as u64;
-                        prop_assert_eq!(r.wake_producer, m.producer_waits);
-                        m.producer_waits = false;
-                    }
-                }
-                Op::ConsumerSleeps => {
-                    let ok = rx.prepare_sleep().unwrap();
-                    prop_assert_eq!(ok, m.q.is_empty());
-                    if ok { m.consumer_sleeps = true; }
-                }
-                Op::ProducerWaits(n) => {
-                    let mut drained = false;
-                    let fits = tx.space_or_arm(n, || drained = true).unwrap();
-                    let want = n.min(CAP);
-                    prop_assert_eq!(fits, CAP - m.q.len() >= want);
-                    // The doorbell is drained only when the flag is freshly raised.
-                    prop_assert_eq!(drained, !fits && !m.producer_waits);
-                    if !fits { m.producer_waits = true; }
-                }
-            }
-        }
-        prop_assert_eq!(tx.position(), m.write_pos);
+        check_byte_ring(ops, seed)?;
     }
 
     #[test]
@@ -155,4 +189,18 @@ proptest! {
         prop_assert_eq!(tx.dropped(), dropped);
         prop_assert_eq!(rx.producer_dropped(), dropped);
     }
+}
+
+/// Found by CI: a flight-recorder jump is reported by the first read after it, even an
+/// empty one, and never again.
+#[test]
+fn a_jump_is_reported_once_even_by_an_empty_read() {
+    let ops = vec![
+        Op::Write(1938),
+        Op::WriteOverwriting(2159),
+        Op::Read(0),
+        Op::Read(0),
+        Op::Read(10),
+    ];
+    check_byte_ring(ops, 0).unwrap();
 }
