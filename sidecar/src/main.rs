@@ -92,6 +92,12 @@ struct Cli {
     #[arg(long)]
     authorized_clients: Option<PathBuf>,
 
+    /// A client connection that hears nothing from its client for this long is closed and
+    /// its subscriptions are dropped (a killed client or a cut link; live clients send a
+    /// keep-alive every second). Shortest 1s
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+
     /// PEM CA bundle; client certificates it signed may be named by `cn:NAME` in the
     /// authorization file
     #[arg(long)]
@@ -213,7 +219,12 @@ fn real_main() -> anyhow::Result<()> {
             .authorized_clients
             .unwrap_or_else(sidecar::net::default_authorized_clients),
         client_ca: cli.client_ca,
-        limits: Default::default(),
+        limits: transport_quic::proto::Limits {
+            idle_timeout: cli
+                .idle_timeout
+                .max(transport_quic::proto::MIN_IDLE_TIMEOUT),
+            ..Default::default()
+        },
     };
     let daemon = Daemon::start(cfg).context("cannot start ringcastd")?;
     let _runtime = if cli.no_network {

@@ -79,6 +79,22 @@ pub struct Limits {
     pub audio_queue: usize,
     /// Time a client has to send its Hello.
     pub handshake_timeout: Duration,
+    /// A connection that hears nothing from its peer for this long is closed (QUIC idle
+    /// timeout; the smaller of the two sides' values applies). It is how the server frees
+    /// the streams and subscriptions of a client that vanished without closing.
+    pub idle_timeout: Duration,
+    /// A side that has sent nothing for this long sends a keep-alive (a QUIC PING), so a
+    /// silence of several intervals means the link is down (see [`keep_alive_for`]).
+    pub keep_alive: Duration,
+}
+
+/// Shortest idle timeout [`Limits`] accept (a shorter one is raised to it).
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The keep-alive interval for an idle timeout: at most a third of it, so two lost PINGs do
+/// not end a live connection, and no longer than `keep_alive`.
+pub fn keep_alive_for(idle_timeout: Duration, keep_alive: Duration) -> Duration {
+    keep_alive.min(idle_timeout.max(MIN_IDLE_TIMEOUT) / 3)
 }
 
 impl Default for Limits {
@@ -92,6 +108,8 @@ impl Default for Limits {
             console_chunk: 64 << 10,
             audio_queue: 32,
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(1),
         }
     }
 }

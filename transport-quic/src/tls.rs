@@ -172,14 +172,17 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Transport settings shared by both ends: keep-alives well inside the idle timeout.
+/// Transport settings shared by both ends: the stream limit, the idle timeout and
+/// keep-alives well inside it (so an idle but live link is never silent for long).
 fn transport(limits: &Limits) -> Arc<quinn::TransportConfig> {
+    let idle = limits.idle_timeout.max(crate::proto::MIN_IDLE_TIMEOUT);
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .keep_alive_interval(Some(crate::proto::keep_alive_for(idle, limits.keep_alive)))
         .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s is a valid timeout"),
+            quinn::IdleTimeout::try_from(idle)
+                .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
         ))
         .datagram_receive_buffer_size(Some(1 << 20));
     Arc::new(t)
