@@ -388,6 +388,8 @@ impl Session {
             offset,
             reported: offset,
             mode,
+            ready: None,
+            report: Bytes::new(),
         })
     }
 
@@ -475,6 +477,72 @@ impl Session {
     }
 }
 
+/// Silence after which [`LinkMonitor`] calls a link down: a live link carries a packet at
+/// least every keep-alive interval (1 s) plus a round trip.
+pub const LINK_QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A change of the link to the server, as [`LinkMonitor::check`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Nothing has arrived from the server for `silent`. The connection stays open and
+    /// resumes by itself if packets come back before the idle timeout (30 s).
+    Down {
+        /// How long nothing has arrived.
+        silent: std::time::Duration,
+    },
+    /// Packets arrive again after a silence of `after`.
+    Up {
+        /// How long nothing arrived.
+        after: std::time::Duration,
+    },
+}
+
+/// Notices when nothing arrives from the server (a cut link, a server that stopped
+/// answering) and when packets come back. Call [`LinkMonitor::check`] periodically (say
+/// every 250 ms).
+#[derive(Debug)]
+pub struct LinkMonitor {
+    conn: quinn::Connection,
+    quiet: std::time::Duration,
+    received: u64,
+    heard: std::time::Instant,
+    down: bool,
+}
+
+impl LinkMonitor {
+    /// A monitor of `session`'s connection that reports silences longer than `quiet`.
+    pub fn new(session: &Session, quiet: std::time::Duration) -> Self {
+        LinkMonitor {
+            conn: session.conn.clone(),
+            quiet,
+            received: session.conn.stats().udp_rx.datagrams,
+            heard: std::time::Instant::now(),
+            down: false,
+        }
+    }
+
+    /// Whether the link went down or came back since the last call.
+    pub fn check(&mut self) -> Option<LinkEvent> {
+        let now = std::time::Instant::now();
+        let received = self.conn.stats().udp_rx.datagrams;
+        if received != self.received {
+            self.received = received;
+            let after = now - self.heard;
+            self.heard = now;
+            if std::mem::take(&mut self.down) {
+                return Some(LinkEvent::Up { after });
+            }
+            return None;
+        }
+        let silent = now - self.heard;
+        if !self.down && silent >= self.quiet {
+            self.down = true;
+            return Some(LinkEvent::Down { silent });
+        }
+        None
+    }
+}
+
 /// What a console stream yields, in offset order without holes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsoleItem {
@@ -509,6 +577,10 @@ pub struct ConsoleStream {
     offset: u64,
     reported: u64,
     mode: Mode,
+    /// An item read but not yet returned (its progress report is being written).
+    ready: Option<ConsoleItem>,
+    /// The rest of an encoded `Consumed` frame not yet written.
+    report: Bytes,
 }
 
 impl ConsoleStream {
@@ -523,53 +595,65 @@ impl ConsoleStream {
     }
 
     /// The next item; `Ok(None)` when the server ended the attachment.
+    ///
+    /// Cancel-safe: dropping the future (in a `select!` with a timer, say) loses no item;
+    /// the next call returns it.
     pub async fn next(&mut self) -> Result<Option<ConsoleItem>, Error> {
-        let item = match self.reader.next().await {
-            Ok(Some(Frame::Data { offset, bytes })) => ConsoleItem::Chunk { offset, bytes },
-            Ok(Some(Frame::Gap {
-                offset,
-                len,
-                reason,
-            })) => ConsoleItem::Gap {
-                offset,
-                len,
-                reason,
-            },
-            Ok(Some(Frame::Error { code, message, .. })) => return Err(refused(code, message)),
-            Ok(Some(other)) => {
+        if self.ready.is_none() {
+            let item = match self.reader.next().await {
+                Ok(Some(Frame::Data { offset, bytes })) => ConsoleItem::Chunk { offset, bytes },
+                Ok(Some(Frame::Gap {
+                    offset,
+                    len,
+                    reason,
+                })) => ConsoleItem::Gap {
+                    offset,
+                    len,
+                    reason,
+                },
+                Ok(Some(Frame::Error { code, message, .. })) => return Err(refused(code, message)),
+                Ok(Some(other)) => {
+                    return Err(Error::Protocol(format!(
+                        "{} on a console stream",
+                        other.name()
+                    )))
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(from_read(&self.addr, e)),
+            };
+            let (start, end) = match &item {
+                ConsoleItem::Chunk { offset, bytes } => (*offset, offset + bytes.len() as u64),
+                ConsoleItem::Gap { offset, len, .. } => (*offset, offset + len),
+            };
+            if start != self.offset {
                 return Err(Error::Protocol(format!(
-                    "{} on a console stream",
-                    other.name()
-                )))
+                    "expected offset {}, got {start}",
+                    self.offset
+                )));
             }
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(from_read(&self.addr, e)),
-        };
-        let (start, end) = match &item {
-            ConsoleItem::Chunk { offset, bytes } => (*offset, offset + bytes.len() as u64),
-            ConsoleItem::Gap { offset, len, .. } => (*offset, offset + len),
-        };
-        if start != self.offset {
-            return Err(Error::Protocol(format!(
-                "expected offset {}, got {start}",
-                self.offset
-            )));
+            self.offset = end;
+            if self.offset - self.reported >= REPORT_EVERY && self.report.is_empty() {
+                self.reported = self.offset;
+                let f = Frame::Consumed {
+                    offset: self.offset,
+                };
+                self.report = f
+                    .to_bytes()
+                    .map_err(|e| Error::Transport(transport_quic::Error::Encode(e)))?
+                    .into();
+            }
+            self.ready = Some(item);
         }
-        self.offset = end;
-        if self.offset - self.reported >= REPORT_EVERY {
-            self.report().await?;
+        // Each `write` either takes bytes or takes none, so a cancelled call resumes here.
+        while !self.report.is_empty() {
+            let n = self
+                .send
+                .write(&self.report)
+                .await
+                .map_err(|e| from_write(&self.addr, transport_quic::Error::Write(e)))?;
+            let _ = self.report.split_to(n);
         }
-        Ok(Some(item))
-    }
-
-    async fn report(&mut self) -> Result<(), Error> {
-        self.reported = self.offset;
-        let f = Frame::Consumed {
-            offset: self.offset,
-        };
-        send_frame(&mut self.send, &f)
-            .await
-            .map_err(|e| from_write(&self.addr, e))
+        Ok(self.ready.take())
     }
 
     /// Sends input (write mode). The server applies the guest's backpressure.

@@ -489,8 +489,12 @@ async fn console(
     });
     let mut stdout = std::io::stdout();
     let mut stdin_open = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut link = client::LinkMonitor::new(s, client::LINK_QUIET);
     let result: anyhow::Result<()> = loop {
         tokio::select! {
+            _ = tick.tick() => report_link(link.check(), con.offset()),
             keys = rx.recv(), if stdin_open => match keys {
                 Some(k) => {
                     let (keys, leave) = match k.iter().position(|&b| b == ESCAPE) {
@@ -564,12 +568,24 @@ async fn capture(
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    // Buffered bytes reach the file at least this often, so `tail -f` of a slow console and
+    // a reader of a followed capture see them.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut link = client::LinkMonitor::new(s, client::LINK_QUIET);
     loop {
         if !follow && con.offset() >= end {
             break;
         }
         let item = tokio::select! {
             item = con.next() => item?,
+            _ = tick.tick() => {
+                if !out.buffer().is_empty() {
+                    out.flush()?;
+                }
+                report_link(link.check(), con.offset());
+                continue;
+            }
             _ = &mut interrupted => break,
         };
         match item {
@@ -616,6 +632,22 @@ async fn capture(
     );
     con.detach().await;
     Ok(if gaps > 0 { 3 } else { 0 })
+}
+
+/// Tells the user on stderr that the link went silent or came back.
+fn report_link(event: Option<client::LinkEvent>, offset: u64) {
+    match event {
+        Some(client::LinkEvent::Down { silent }) => eprint!(
+            "ringcast: nothing from the server for {:.0} s; the link may be down. Waiting \
+             (the connection is given up after 30 s of silence)\r\n",
+            silent.as_secs_f64()
+        ),
+        Some(client::LinkEvent::Up { after }) => eprint!(
+            "ringcast: the server is heard again after {:.1} s; continuing at offset {offset}\r\n",
+            after.as_secs_f64()
+        ),
+        None => {}
+    }
 }
 
 /// Where played PCM goes: a WAV file, stdout, or the sound card.
