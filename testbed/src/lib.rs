@@ -3,10 +3,13 @@
 //! * [`harness`]: a stand-in for QEMU that loads `libringcast_backend.so` and drives it
 //!   through the plugin C ABI, with a small main loop.
 //! * [`consumer`]: a minimal stand-in for ringcastd that accepts devices and reads rings.
+//! * [`devices`]: console and audio devices registered with ringcastd directly, rings
+//!   and all, without the plugin.
 //! * [`stream`]: the guest's deterministic byte stream, to check what arrived.
 //! * `guest/` (shell, not Rust): the tiny test guest booted under real QEMU.
 
 pub mod consumer;
+pub mod devices;
 pub mod harness;
 pub mod lossy;
 pub mod qemu;
