@@ -1,101 +1,153 @@
 //! Scenario C (BENCHMARKS.md §C): audio latency while a console floods the same connection.
 //!
-//! One in-process ringcastd (`sidecar::Daemon` and its QUIC server) serves two fake QEMU
-//! devices registered through the real socket: an audio device whose records ring a timer
-//! thread fills in real time with 10 ms periods (480 frames, 1920 B, 48 kHz stereo s16),
-//! each stamped with CLOCK_MONOTONIC, and a console device a second thread floods at full
-//! speed while a flood variant runs. A `client::Session` attaches the audio (and, with the
-//! flood, the console, read and discarded as fast as it arrives) and records, per period,
-//! arrival (CLOCK_MONOTONIC, same host) − stamp.
+//! One in-process ringcastd (`sidecar::Daemon`) serves two fake QEMU devices registered
+//! through the real socket ([`devices`]): an audio device whose records ring a timer thread
+//! fills in real time with periods of 10 ms (480 frames, 1920 B) or 2 ms (96 frames, 384 B)
+//! of 48 kHz stereo s16, each stamped with CLOCK_MONOTONIC, and a console device a second
+//! thread floods at full speed while a flood variant runs. Each variant's client records,
+//! per period, arrival (CLOCK_MONOTONIC, same host) − stamp, and counts the console bytes
+//! it read.
 //!
-//! Variants, interleaved within each repetition: `audio-alone` (no flood: the floor) and
-//! `ringcast+flood` (audio at stream priority 10, the console bounded in flight while audio
-//! is live: the server's default). Conditions: `loopback`, and `lossy` (the server in
-//! namespace A, the client in B, 1% loss and 10 ms each way on testbed's LossyLink; skipped
-//! with a note when the link cannot be created, e.g. without root).
+//! Variants, interleaved within each repetition, all on the same daemon and devices:
+//! * `audio-alone`: `client::Session` attaches only the audio (no flood): the floor.
+//! * `ringcast+flood`: `client::Session` attaches audio and console on ringcastd's QUIC
+//!   server (its own stream each, audio at priority 10, the console bounded in flight while
+//!   audio is live: the server's defaults).
+//! * `one-stream+flood`: the head-of-line baseline ([`one_stream`]): the same daemon's
+//!   audio and console subscriptions carried on one QUIC stream, with ringcast's codec and
+//!   its TLS and transport configuration, audio frames written first whenever both are
+//!   ready. The protocol has no such mode; this server exists only in the bench.
+//! * `tcp-tls+flood`: both devices on one TCP connection with rustls ([`tcp_tls`]), the
+//!   way libvirt streams, VNC audio and ssh tunnels carry them, with `TCP_NODELAY` and
+//!   `TCP_NOTSENT_LOWAT` tuned.
 //!
-//! Not measured (yet): 2 ms periods, the TCP+TLS one-connection baseline, and ringcast with
-//! every device on one stream (the protocol has no such mode: each attachment is its own
-//! stream).
+//! Conditions: `loopback`; `lossy1%-10ms` and `lossy3%-10ms`: testbed's LossyLink (every
+//! server in namespace A, the client in B, 10 ms each way, the link carrying both UDP and
+//! TCP; skipped with a note when the link cannot be created, e.g. without root).
+//!
+//! Per variant: p50, p99 (over every period of every repetition), max, periods lost, periods
+//! late for a jitter buffer that plays each period at stamp + one-way delay + 40 ms, the
+//! underruns (late + lost), the flood's MB/s, and the ratios the targets need (p99 against
+//! the audio-alone floor, ringcast's p99 against one-stream's).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod devices;
+mod one_stream;
+mod tcp_tls;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use client::{ConsoleItem, Identity, Mode, Session, StartAt, Trust};
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-use shm_ring::handover::{self, Ack, AudioFormat, DeviceDescription, DeviceKind};
-use shm_ring::{ByteProducer, Doorbell, RecordProducer, RingKind, RingMemory};
 use sidecar::net::{NetConfig, NetServer};
 use sidecar::{Config, Daemon, JournalConfig};
 use testbed::lossy::{LinkSpec, LossyLink};
 
-use crate::report::{median, Comparison, Measurement, Outcome};
+use crate::report::{Measurement, Outcome};
 use crate::scenario::{Options, Scenario};
 
 /// The registry entry.
 pub const SCENARIO: Scenario = Scenario {
     key: "c",
     title: "C. Audio latency under a console flood (head-of-line blocking)",
-    about: "In-process ringcastd and QUIC server; a fake audio device gets 10 ms periods \
-            (1920 B) stamped with CLOCK_MONOTONIC from a timer thread, a fake console is \
-            flooded at full speed; a client::Session attaches both and records arrival - \
-            stamp per period. Variants, interleaved: audio-alone (the floor) and \
-            ringcast+flood (audio priority 10, console bounded in flight). Conditions: \
-            loopback, and lossy (testbed LossyLink, 1% loss, 10 ms each way, server in \
-            namespace A, client in B; needs root, skipped otherwise). 10 s per run, \
-            3 repetitions (--quick: 3 s, 1), medians of p50/p99, max of max.",
+    about: "In-process ringcastd; a fake audio device gets periods of 10 ms (1920 B) and 2 ms \
+            (384 B) stamped with CLOCK_MONOTONIC from a timer thread, a fake console is \
+            flooded at full speed; each client records arrival - stamp per period. \
+            Variants, interleaved: audio-alone (client::Session, no flood: the floor), \
+            ringcast+flood (client::Session, a stream per device, audio priority 10, console \
+            bounded in flight), one-stream+flood (bench-only server: both subscriptions on \
+            one QUIC stream, ringcast's codec and TLS/transport config, audio first), \
+            tcp-tls+flood (both devices on one rustls TCP connection, TCP_NODELAY, \
+            TCP_NOTSENT_LOWAT 16 KiB). Conditions: loopback; lossy 1% and 3% loss, 10 ms \
+            each way (testbed LossyLink, servers in namespace A, clients in B; needs root, \
+            skipped otherwise). Full: both period sizes, 2 repetitions of 3 s per cell; \
+            --quick: 10 ms only, 1 repetition of 1.5 s. Knobs: --set period_ms=10|2 (one \
+            size only), --set secs=N (seconds per run). p50/p99 over all periods of all \
+            repetitions; underruns = periods later than stamp + one-way delay + 40 ms, plus \
+            periods lost.",
     run,
 };
 
-const VM: &str = "bench";
-const AUDIO_DEV: &str = "snd0";
-const CONSOLE_DEV: &str = "hvc0";
-const RATE: u32 = 48_000;
-/// 10 ms periods.
-const PERIOD: Duration = Duration::from_millis(10);
-const FRAMES: u32 = 480;
+pub(crate) const VM: &str = "bench";
+pub(crate) const AUDIO_DEV: &str = "snd0";
+pub(crate) const CONSOLE_DEV: &str = "hvc0";
+pub(crate) const RATE: u32 = 48_000;
 /// Discarded at the start of each run (connection warm-up, flood ramp-up).
 const WARMUP: Duration = Duration::from_millis(500);
-const WAIT: Duration = Duration::from_secs(20);
+/// Longest wait for a connection or for the next frame.
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+/// Jitter buffer: each period is played at stamp + one-way delay + this.
+const PLAYOUT_MARGIN_MS: f64 = 40.0;
+/// One-way delay of the lossy conditions.
+const LOSSY_DELAY_MS: f64 = 10.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
     Alone,
-    Flood,
+    Ringcast,
+    OneStream,
+    TcpTls,
 }
 
 impl Variant {
+    const ALL: [Variant; 4] = [
+        Variant::Alone,
+        Variant::Ringcast,
+        Variant::OneStream,
+        Variant::TcpTls,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Variant::Alone => "audio-alone",
-            Variant::Flood => "ringcast+flood",
+            Variant::Ringcast => "ringcast+flood",
+            Variant::OneStream => "one-stream+flood",
+            Variant::TcpTls => "tcp-tls+flood",
         }
+    }
+
+    fn flood(self) -> bool {
+        self != Variant::Alone
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Condition {
     Loopback,
-    Lossy,
+    Lossy1,
+    Lossy3,
 }
 
 impl Condition {
     fn name(self) -> &'static str {
         match self {
             Condition::Loopback => "loopback",
-            Condition::Lossy => "lossy1%-10ms",
+            Condition::Lossy1 => "lossy1%-10ms",
+            Condition::Lossy3 => "lossy3%-10ms",
+        }
+    }
+
+    fn loss_pct(self) -> f64 {
+        match self {
+            Condition::Loopback => 0.0,
+            Condition::Lossy1 => 1.0,
+            Condition::Lossy3 => 3.0,
+        }
+    }
+
+    fn one_way_ms(self) -> f64 {
+        match self {
+            Condition::Loopback => 0.0,
+            Condition::Lossy1 | Condition::Lossy3 => LOSSY_DELAY_MS,
         }
     }
 }
 
 /// One run's figures.
 #[derive(Debug, Clone, Default)]
-struct RunResult {
+pub(crate) struct RunResult {
     /// Latencies in ms of the periods received after the warm-up.
     lat_ms: Vec<f64>,
     /// Periods missing (sequence gaps and the server's `skipped_before`).
@@ -105,7 +157,68 @@ struct RunResult {
     secs: f64,
 }
 
-fn mono_ns() -> u64 {
+/// What every variant's client does with what it receives: discards the warm-up, then
+/// records each period's latency and sequence gaps, and the console bytes read meanwhile.
+pub(crate) struct Recorder {
+    t0: Instant,
+    dur: Duration,
+    flood: Arc<AtomicU64>,
+    flood_at_start: u64,
+    start: Option<Instant>,
+    last_seq: Option<u64>,
+    out: RunResult,
+}
+
+impl Recorder {
+    /// Starts the warm-up now; `flood` is the counter the client adds console bytes to.
+    pub(crate) fn new(dur: Duration, flood: Arc<AtomicU64>) -> Recorder {
+        Recorder {
+            t0: Instant::now(),
+            dur,
+            flood,
+            flood_at_start: 0,
+            start: None,
+            last_seq: None,
+            out: RunResult::default(),
+        }
+    }
+
+    /// A period that arrived just now; true when the run has its `dur` of periods.
+    pub(crate) fn period(&mut self, seq: u64, timestamp_ns: u64, skipped_before: u64) -> bool {
+        let arrival = mono_ns();
+        if self.t0.elapsed() < WARMUP {
+            self.last_seq = Some(seq);
+            return false;
+        }
+        let started = match self.start {
+            Some(s) => s,
+            None => {
+                self.flood_at_start = self.flood.load(Ordering::Relaxed);
+                *self.start.insert(Instant::now())
+            }
+        };
+        if let Some(l) = self.last_seq {
+            self.out.skipped += seq.saturating_sub(l + 1);
+        }
+        self.out.skipped += skipped_before;
+        self.last_seq = Some(seq);
+        self.out
+            .lat_ms
+            .push(arrival.saturating_sub(timestamp_ns) as f64 / 1e6);
+        started.elapsed() >= self.dur
+    }
+
+    /// The figures of the run.
+    pub(crate) fn finish(mut self) -> RunResult {
+        if let Some(s) = self.start {
+            self.out.secs = s.elapsed().as_secs_f64();
+            self.out.flood_bytes = self.flood.load(Ordering::Relaxed) - self.flood_at_start;
+        }
+        self.out
+    }
+}
+
+pub(crate) fn mono_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
@@ -118,158 +231,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Registers a device through the daemon's socket the way the backend does.
-fn register(path: &Path, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<OwnedFd, String> {
-    let addr = SocketAddrUnix::new(path).map_err(|e| e.to_string())?;
-    let sock = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    rustix::net::connect(&sock, &addr).map_err(|e| e.to_string())?;
-    handover::send_with_fds(&sock, msg, fds).map_err(|e| e.to_string())?;
-    let mut pfd = [PollFd::new(&sock, PollFlags::IN)];
-    let t = Timespec {
-        tv_sec: 10,
-        tv_nsec: 0,
-    };
-    if poll(&mut pfd, Some(&t)).map_err(|e| e.to_string())? == 0 {
-        return Err("no acknowledgement".into());
-    }
-    let (reply, _) = handover::recv_with_fds(&sock)
-        .map_err(|e| e.to_string())?
-        .ok_or("connection closed before the acknowledgement")?;
-    let ack = Ack::decode(&reply).map_err(|e| e.to_string())?;
-    if !ack.accepted {
-        return Err(format!("refused: {}", ack.message));
-    }
-    Ok(sock)
-}
-
-fn description(kind: DeviceKind, device: &str, audio: Option<AudioFormat>) -> DeviceDescription {
-    DeviceDescription {
-        kind,
-        pid: std::process::id(),
-        session: 1,
-        vm_name: VM.into(),
-        vm_uuid: String::new(),
-        device_id: device.into(),
-        audio,
-    }
-}
-
-/// The audio producer: a thread pushing one stamped period every 10 ms until stopped.
-/// Returns (periods pushed, periods the ring refused).
-fn start_audio(socket: &Path, stop: Arc<AtomicBool>) -> Result<JoinHandle<(u64, u64)>, String> {
-    let mem = Arc::new(
-        RingMemory::create("audio", RingKind::Records, 1 << 16, 4096).map_err(|e| e.to_string())?,
-    );
-    let desc = description(
-        DeviceKind::Audio,
-        AUDIO_DEV,
-        Some(AudioFormat {
-            frequency: RATE,
-            channels: 2,
-            sample_format: 3,
-            big_endian: false,
-        }),
-    );
-    let data = Doorbell::new().map_err(|e| e.to_string())?;
-    let msg = desc.encode().map_err(|e| e.to_string())?;
-    let sock = register(socket, &msg, &[mem.fd(), data.as_fd()])?;
-    let mut tx = RecordProducer::new(mem.clone()).map_err(|e| e.to_string())?;
-    Ok(std::thread::spawn(move || {
-        let _keep = (sock, mem);
-        let pcm: Vec<u8> = (0..FRAMES * 4).map(|i| i as u8).collect();
-        let start = Instant::now();
-        let (mut pushed, mut refused) = (0u64, 0u64);
-        let mut next = start;
-        while !stop.load(Ordering::Relaxed) {
-            next += PERIOD;
-            let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            }
-            match tx.push(mono_ns(), FRAMES, 0, &pcm) {
-                Ok(p) => {
-                    pushed += 1;
-                    refused += u64::from(!p.stored);
-                    if p.wake_consumer {
-                        data.ring();
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        (pushed, refused)
-    }))
-}
-
-/// The console flood: writes as fast as the ring takes bytes while `on` is set.
-fn start_flood(
-    socket: &Path,
-    on: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<u64>, String> {
-    fn e(e: impl std::fmt::Display) -> String {
-        e.to_string()
-    }
-    let out_mem = Arc::new(RingMemory::create("out", RingKind::Bytes, 1 << 20, 0).map_err(e)?);
-    let in_mem = Arc::new(RingMemory::create("in", RingKind::Bytes, 4096, 0).map_err(e)?);
-    let (out_data, out_space) = (Doorbell::new().map_err(e)?, Doorbell::new().map_err(e)?);
-    let (in_data, in_space) = (Doorbell::new().map_err(e)?, Doorbell::new().map_err(e)?);
-    let desc = description(DeviceKind::Console, CONSOLE_DEV, None);
-    let msg = desc.encode().map_err(|e| e.to_string())?;
-    let sock = register(
-        socket,
-        &msg,
-        &[
-            out_mem.fd(),
-            out_data.as_fd(),
-            out_space.as_fd(),
-            in_mem.fd(),
-            in_data.as_fd(),
-            in_space.as_fd(),
-        ],
-    )?;
-    let mut tx = ByteProducer::new(out_mem.clone()).map_err(|e| e.to_string())?;
-    Ok(std::thread::spawn(move || {
-        let _keep = (sock, out_mem, in_mem, in_data, in_space);
-        let chunk: Vec<u8> = (0..64 * 1024u32).map(|i| b' ' + (i % 95) as u8).collect();
-        let mut written = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            if !on.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            let Ok(w) = tx.write(&chunk) else { break };
-            written += w.bytes as u64;
-            if w.wake_consumer {
-                out_data.ring();
-            }
-            if w.bytes == 0
-                && !tx
-                    .space_or_arm(1, || {
-                        out_space.drain();
-                    })
-                    .unwrap_or(true)
-            {
-                out_space.wait(50);
-            }
-        }
-        written
-    }))
-}
-
-/// One run: connect, attach audio (and the flood console), discard the warm-up, record
-/// latencies for `dur`.
-async fn measure(
+/// The ringcast variants: a `client::Session` attaches the audio and, with `flood`, the
+/// console (read and discarded as fast as it arrives, on its own task).
+async fn measure_session(
     addr: String,
     identity: Option<Identity>,
     trust: Trust,
-    flood: Option<Arc<AtomicBool>>,
+    flood: bool,
     dur: Duration,
 ) -> Result<RunResult, String> {
     let s = tokio::time::timeout(WAIT, Session::connect(&addr, identity, trust))
@@ -281,29 +249,23 @@ async fn measure(
         .await
         .map_err(|e| format!("attach audio: {e}"))?;
     let read = Arc::new(AtomicU64::new(0));
-    let reader = match &flood {
-        Some(on) => {
-            on.store(true, Ordering::Relaxed);
-            let mut c = s
-                .attach_console(VM, CONSOLE_DEV, Mode::Read, StartAt::Now)
-                .await
-                .map_err(|e| format!("attach console: {e}"))?;
-            let read = read.clone();
-            Some(tokio::spawn(async move {
-                while let Ok(Some(item)) = c.next().await {
-                    if let ConsoleItem::Chunk { bytes, .. } = item {
-                        read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    }
+    let reader = if flood {
+        let mut c = s
+            .attach_console(VM, CONSOLE_DEV, Mode::Read, StartAt::Now)
+            .await
+            .map_err(|e| format!("attach console: {e}"))?;
+        let read = read.clone();
+        Some(tokio::spawn(async move {
+            while let Ok(Some(item)) = c.next().await {
+                if let ConsoleItem::Chunk { bytes, .. } = item {
+                    read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
-            }))
-        }
-        None => None,
+            }
+        }))
+    } else {
+        None
     };
-    let t0 = Instant::now();
-    let mut out = RunResult::default();
-    let mut last_seq: Option<u64> = None;
-    let mut read_at_start = None;
-    let mut start = None;
+    let mut rec = Recorder::new(dur, read);
     loop {
         let p = match tokio::time::timeout(WAIT, audio.next()).await {
             Ok(Ok(Some(p))) => p,
@@ -311,30 +273,11 @@ async fn measure(
             Ok(Err(e)) => return Err(format!("audio: {e}")),
             Err(_) => return Err("no audio period for 20 s".into()),
         };
-        let arrival = mono_ns();
-        let elapsed = t0.elapsed();
-        if elapsed < WARMUP {
-            last_seq = Some(p.seq);
-            continue;
-        }
-        let started = *start.get_or_insert_with(Instant::now);
-        read_at_start.get_or_insert_with(|| read.load(Ordering::Relaxed));
-        if let Some(l) = last_seq {
-            out.skipped += p.seq.saturating_sub(l + 1);
-        }
-        out.skipped += p.skipped_before;
-        last_seq = Some(p.seq);
-        out.lat_ms
-            .push(arrival.saturating_sub(p.timestamp_ns) as f64 / 1e6);
-        if started.elapsed() >= dur {
-            out.secs = started.elapsed().as_secs_f64();
+        if rec.period(p.seq, p.timestamp_ns, p.skipped_before) {
             break;
         }
     }
-    out.flood_bytes = read.load(Ordering::Relaxed) - read_at_start.unwrap_or(0);
-    if let Some(on) = &flood {
-        on.store(false, Ordering::Relaxed);
-    }
+    let out = rec.finish();
     if let Some(r) = reader {
         r.abort();
     }
@@ -343,9 +286,157 @@ async fn measure(
     Ok(out)
 }
 
+/// The servers of one place (loopback, or namespace A of the lossy link).
+struct Servers {
+    ringcast: NetServer,
+    one_stream: one_stream::Server,
+    tcp: tcp_tls::Server,
+}
+
+impl Servers {
+    async fn shutdown(self) {
+        self.ringcast.shutdown().await;
+        self.one_stream.shutdown().await;
+        self.tcp.shutdown();
+    }
+}
+
+/// Where a client finds the servers, and how it authenticates.
+#[derive(Clone)]
+struct Target {
+    ringcast: String,
+    one_stream: String,
+    tcp: SocketAddr,
+    identity: Option<Identity>,
+    trust: Trust,
+    /// The server's certificate, pinned by the TCP client.
+    server_cert: Vec<u8>,
+}
+
+/// Starts the three servers on sockets bound by `bind` (in namespace A for the lossy link).
+fn start_servers(
+    rt: &tokio::runtime::Runtime,
+    daemon: &Daemon,
+    net: NetConfig,
+    server_id: &Identity,
+    bind: impl FnOnce() -> std::io::Result<(UdpSocket, TcpListener)> + Send + 'static,
+    in_a: Option<&LossyLink>,
+) -> Result<Servers, String> {
+    let handle = daemon.handle();
+    let rth = rt.handle().clone();
+    let start_ringcast = move || {
+        let _g = rth.enter();
+        NetServer::start(handle, net).map_err(|e| e.to_string())
+    };
+    let (ringcast, (udp, tcp)) = match in_a {
+        Some(link) => {
+            let r = link
+                .run_in_a(start_ringcast)
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("ringcast server in namespace A: {e}"))?;
+            let s = link
+                .run_in_a(bind)
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("sockets in namespace A: {e}"))?;
+            (r, s)
+        }
+        None => (
+            start_ringcast().map_err(|e| format!("ringcast server: {e}"))?,
+            bind().map_err(|e| format!("sockets: {e}"))?,
+        ),
+    };
+    let one_stream = {
+        let _g = rt.enter();
+        one_stream::Server::start(daemon.handle(), server_id, udp)?
+    };
+    let tcp = tcp_tls::Server::start(daemon.handle(), server_id, tcp)?;
+    Ok(Servers {
+        ringcast,
+        one_stream,
+        tcp,
+    })
+}
+
+/// One run of `v` against `t`, the client on this thread (a runtime of its own, so that it
+/// can run on a thread in namespace B).
+fn client_run(
+    v: Variant,
+    t: Target,
+    dur: Duration,
+    main_rt: Option<&tokio::runtime::Runtime>,
+) -> Result<RunResult, String> {
+    let own;
+    let rt = match main_rt {
+        Some(rt) => rt,
+        None => {
+            own = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            &own
+        }
+    };
+    match v {
+        Variant::Alone | Variant::Ringcast => rt.block_on(measure_session(
+            t.ringcast,
+            t.identity,
+            t.trust,
+            v.flood(),
+            dur,
+        )),
+        Variant::OneStream => {
+            rt.block_on(one_stream::measure(t.one_stream, t.identity, t.trust, dur))
+        }
+        Variant::TcpTls => tcp_tls::measure(t.tcp, t.server_cert, dur),
+    }
+}
+
+/// Aggregated figures of one cell (period, condition, variant).
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    received: usize,
+    lost: u64,
+    late: usize,
+    flood_mbps: f64,
+}
+
+fn aggregate(runs: &[RunResult], c: Condition) -> Cell {
+    let mut all: Vec<f64> = runs.iter().flat_map(|r| r.lat_ms.iter().copied()).collect();
+    all.sort_by(f64::total_cmp);
+    let deadline = c.one_way_ms() + PLAYOUT_MARGIN_MS;
+    let bytes: u64 = runs.iter().map(|r| r.flood_bytes).sum();
+    let secs: f64 = runs.iter().map(|r| r.secs).sum();
+    Cell {
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        max: all.last().copied().unwrap_or(f64::NAN),
+        received: all.len(),
+        lost: runs.iter().map(|r| r.skipped).sum(),
+        late: all.iter().filter(|&&l| l > deadline).count(),
+        flood_mbps: bytes as f64 / 1e6 / secs.max(1e-9),
+    }
+}
+
 fn run(opts: &Options) -> Result<Outcome, String> {
-    let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 3 });
-    let dur = Duration::from_secs(if opts.quick { 3 } else { 10 });
+    opts.check_settings(&["period_ms", "secs"])?;
+    let periods: Vec<u32> = match opts.setting_usize("period_ms")? {
+        Some(10) => vec![10],
+        Some(2) => vec![2],
+        Some(p) => return Err(format!("--set period_ms={p}: 10 or 2")),
+        None if opts.quick => vec![10],
+        None => vec![10, 2],
+    };
+    let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 2 });
+    let dur = match opts.setting_usize("secs")? {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        Some(_) => return Err("--set secs must be > 0".into()),
+        None if opts.quick => Duration::from_millis(1500),
+        None => Duration::from_secs(3),
+    };
     let dir = opts.work_dir.join("c");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -368,97 +459,114 @@ fn run(opts: &Options) -> Result<Outcome, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let daemon = Daemon::start(cfg.clone()).map_err(|e| format!("ringcastd: {e}"))?;
-    let server = {
-        let _g = rt.enter();
-        NetServer::start(
-            daemon.handle(),
-            NetConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                identity_dir: cfg.state_dir.clone(),
-                authorized_clients: dir.join("no_authorized_clients"),
-                client_ca: None,
-                limits: Default::default(),
-            },
-        )
-        .map_err(|e| format!("server: {e}"))?
+    // The identity ringcastd's server uses (created by the first NetServer): the other
+    // servers present the same certificate.
+    let (server_id, _) = transport_quic::tls::Identity::load_or_create(
+        &cfg.state_dir,
+        "server",
+        "ringcastd@bench",
+        &["localhost".to_owned()],
+    )
+    .map_err(|e| format!("server identity: {e}"))?;
+    let server_cert = server_id.certs[0].to_vec();
+    let local = start_servers(
+        &rt,
+        &daemon,
+        NetConfig {
+            listen: "127.0.0.1:0".parse().expect("valid"),
+            identity_dir: cfg.state_dir.clone(),
+            authorized_clients: dir.join("no_authorized_clients"),
+            client_ca: None,
+            limits: Default::default(),
+        },
+        &server_id,
+        || {
+            Ok((
+                UdpSocket::bind("127.0.0.1:0")?,
+                TcpListener::bind("127.0.0.1:0")?,
+            ))
+        },
+        None,
+    )?;
+    let local_target = Target {
+        ringcast: local.ringcast.local_addr().to_string(),
+        one_stream: local.one_stream.addr().to_string(),
+        tcp: local.tcp.addr(),
+        identity: None,
+        trust: Trust::KnownHosts(dir.join("known_hosts")),
+        server_cert: server_cert.clone(),
     };
-    let addr = server.local_addr().to_string();
 
-    // The lossy link: a second server in namespace A (same daemon), the client in B.
     let mut notes = Vec::new();
-    let lossy = setup_lossy(&rt, &daemon, &cfg, &dir).map_err(|e| {
-        notes.push(format!("lossy condition skipped: {e}"));
-        eprintln!("c: lossy condition skipped: {e}");
-    });
-    let lossy = lossy.ok();
+    let lossy = match setup_lossy(&rt, &daemon, &cfg, &server_id, &dir) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            notes.push(format!("lossy conditions skipped: {e}"));
+            eprintln!("c: lossy conditions skipped: {e}");
+            None
+        }
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let flood_on = Arc::new(AtomicBool::new(false));
-    let audio = start_audio(&socket, stop.clone())?;
-    let flood = start_flood(&socket, flood_on.clone(), stop.clone())?;
+    let frames = Arc::new(AtomicU32::new(devices::MAX_FRAMES));
+    let audio = devices::start_audio(&socket, frames.clone(), stop.clone())?;
+    let flood = devices::start_flood(&socket, flood_on.clone(), stop.clone())?;
 
     let mut conditions = vec![Condition::Loopback];
     if lossy.is_some() {
-        conditions.push(Condition::Lossy);
+        conditions.extend([Condition::Lossy1, Condition::Lossy3]);
     }
-    let variants = [Variant::Alone, Variant::Flood];
-    let mut results: Vec<((Condition, Variant), Vec<RunResult>)> = Vec::new();
+    type Key = (u32, Condition, Variant);
+    let mut results: Vec<(Key, Vec<RunResult>)> = Vec::new();
     let mut failure = None;
-    'reps: for rep in 0..reps {
-        for &c in &conditions {
-            for &v in &variants {
-                eprintln!("c: rep {}/{reps} {} {}", rep + 1, c.name(), v.name());
-                let flood = (v == Variant::Flood).then(|| flood_on.clone());
-                let r = match c {
-                    Condition::Loopback => rt.block_on(measure(
-                        addr.clone(),
-                        None,
-                        Trust::KnownHosts(dir.join("known_hosts")),
-                        flood,
-                        dur,
-                    )),
-                    Condition::Lossy => {
-                        let l = lossy.as_ref().expect("lossy set up");
-                        let (addr, id, trust) = (l.addr.clone(), l.identity.clone(), l.trust());
-                        l.link
-                            .run_in_b(move || {
-                                let rt = tokio::runtime::Builder::new_multi_thread()
-                                    .worker_threads(2)
-                                    .enable_all()
-                                    .build()
-                                    .map_err(|e| e.to_string())?;
-                                rt.block_on(measure(addr, Some(id), trust, flood, dur))
-                            })
-                            .map_err(|e| e.to_string())
-                            .and_then(|r| r)
-                    }
-                };
-                flood_on.store(false, Ordering::Relaxed);
-                match r {
-                    Ok(r) => {
-                        eprintln!(
-                            "c:   {} periods, p50 {:.2} ms, p99 {:.2} ms, flood {:.1} MB/s",
-                            r.lat_ms.len(),
-                            {
-                                let mut s = r.lat_ms.clone();
-                                s.sort_by(f64::total_cmp);
-                                percentile(&s, 0.5)
-                            },
-                            {
-                                let mut s = r.lat_ms.clone();
-                                s.sort_by(f64::total_cmp);
-                                percentile(&s, 0.99)
-                            },
-                            r.flood_bytes as f64 / 1e6 / r.secs.max(1e-9)
-                        );
-                        match results.iter_mut().find(|(k, _)| *k == (c, v)) {
-                            Some((_, list)) => list.push(r),
-                            None => results.push(((c, v), vec![r])),
+    'all: for &period in &periods {
+        frames.store(RATE / 1000 * period, Ordering::Relaxed);
+        for rep in 0..reps {
+            for &c in &conditions {
+                if let Some(l) = &lossy {
+                    l.link.set_loss_both(c.loss_pct());
+                }
+                for &v in &Variant::ALL {
+                    eprintln!(
+                        "c: {period} ms periods, rep {}/{reps}, {} {}",
+                        rep + 1,
+                        c.name(),
+                        v.name()
+                    );
+                    flood_on.store(v.flood(), Ordering::Relaxed);
+                    let r = match (c, &lossy) {
+                        (Condition::Loopback, _) => {
+                            client_run(v, local_target.clone(), dur, Some(&rt))
                         }
-                    }
-                    Err(e) => {
-                        failure = Some(format!("{} {}: {e}", c.name(), v.name()));
-                        break 'reps;
+                        (_, Some(l)) => {
+                            let t = l.target.clone();
+                            l.link
+                                .run_in_b(move || client_run(v, t, dur, None))
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| r)
+                        }
+                        (_, None) => unreachable!("lossy conditions need the link"),
+                    };
+                    flood_on.store(false, Ordering::Relaxed);
+                    match r {
+                        Ok(r) => {
+                            let a = aggregate(std::slice::from_ref(&r), c);
+                            eprintln!(
+                                "c:   {} periods, p50 {:.2} ms, p99 {:.2} ms, lost {}, \
+                                 late {}, flood {:.2} MB/s",
+                                a.received, a.p50, a.p99, a.lost, a.late, a.flood_mbps
+                            );
+                            let key = (period, c, v);
+                            match results.iter_mut().find(|(k, _)| *k == key) {
+                                Some((_, list)) => list.push(r),
+                                None => results.push((key, vec![r])),
+                            }
+                        }
+                        Err(e) => {
+                            failure = Some(format!("{period} ms {} {}: {e}", c.name(), v.name()));
+                            break 'all;
+                        }
                     }
                 }
             }
@@ -467,11 +575,12 @@ fn run(opts: &Options) -> Result<Outcome, String> {
     stop.store(true, Ordering::Relaxed);
     let (pushed, refused) = audio.join().unwrap_or((0, 0));
     let _ = flood.join();
+    let link_stats = lossy.as_ref().map(|l| l.link.stats());
     if let Some(l) = lossy {
-        rt.block_on(l.server.shutdown());
+        rt.block_on(l.servers.shutdown());
         drop(l.link);
     }
-    rt.block_on(server.shutdown());
+    rt.block_on(local.shutdown());
     daemon.shutdown();
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -480,94 +589,92 @@ fn run(opts: &Options) -> Result<Outcome, String> {
         return Err(f);
     }
 
+    let cells: Vec<(Key, Cell)> = results
+        .iter()
+        .map(|(k, runs)| (*k, aggregate(runs, k.1)))
+        .collect();
+    let cell = |k: Key| cells.iter().find(|(x, _)| *x == k).map(|(_, c)| *c);
     let mut out = Outcome::default();
-    for ((c, v), runs) in &results {
-        let name = format!("{}@{}", v.name(), c.name());
-        let per = |p: f64| {
-            let xs: Vec<f64> = runs
-                .iter()
-                .map(|r| {
-                    let mut s = r.lat_ms.clone();
-                    s.sort_by(f64::total_cmp);
-                    percentile(&s, p)
-                })
-                .collect();
-            median(&xs)
+    for &((period, c, v), a) in &cells {
+        let name = format!("{}@{}:{period}ms", v.name(), c.name());
+        let mut m = |metric: &str, value: f64, unit: &str| {
+            out.measurements
+                .push(Measurement::new(&name, metric, value, unit))
         };
-        let max = runs
-            .iter()
-            .flat_map(|r| r.lat_ms.iter().copied())
-            .fold(f64::NAN, f64::max);
-        let received: usize = runs.iter().map(|r| r.lat_ms.len()).sum();
-        let skipped: u64 = runs.iter().map(|r| r.skipped).sum();
-        out.measurements
-            .push(Measurement::new(&name, "p50", per(0.5), "ms"));
-        out.measurements
-            .push(Measurement::new(&name, "p99", per(0.99), "ms"));
-        out.measurements
-            .push(Measurement::new(&name, "max", max, "ms"));
-        out.measurements.push(Measurement::new(
-            &name,
-            "received",
-            received as f64,
-            "periods",
-        ));
-        out.measurements.push(Measurement::new(
-            &name,
-            "skipped",
-            skipped as f64,
-            "periods",
-        ));
-        if *v == Variant::Flood {
-            let bytes: u64 = runs.iter().map(|r| r.flood_bytes).sum();
-            let secs: f64 = runs.iter().map(|r| r.secs).sum();
-            out.measurements.push(Measurement::new(
-                &name,
-                "flood_read",
-                bytes as f64 / 1e6 / secs.max(1e-9),
-                "MB/s",
-            ));
-            out.comparisons.push(Comparison {
-                variant: name,
-                baseline: format!("{}@{}", Variant::Alone.name(), c.name()),
-            });
+        m("p50", a.p50, "ms");
+        m("p99", a.p99, "ms");
+        m("max", a.max, "ms");
+        m("received", a.received as f64, "periods");
+        m("lost", a.lost as f64, "periods");
+        m("late", a.late as f64, "periods");
+        m("underruns", (a.late as u64 + a.lost) as f64, "periods");
+        if v.flood() {
+            m("flood_read", a.flood_mbps, "MB/s");
+            if let Some(f) = cell((period, c, Variant::Alone)) {
+                m("p99_vs_floor", a.p99 / f.p99, "x");
+            }
+        }
+        if v == Variant::Ringcast {
+            if let Some(o) = cell((period, c, Variant::OneStream)) {
+                m("p99_vs_one_stream", a.p99 / o.p99, "x");
+            }
         }
     }
     notes.push(format!(
-        "audio producer: {pushed} periods of 10 ms pushed, {refused} refused by a full ring; \
-         {reps} repetition(s) of {} s per variant, p50/p99 are medians over repetitions, \
-         max over all",
-        dur.as_secs()
+        "audio producer: {pushed} periods pushed, {refused} refused by a full ring; \
+         {reps} repetition(s) of {:.1} s per cell after {} ms of warm-up; p50/p99 over all \
+         periods of the repetitions; late = arrival after stamp + one-way delay + {} ms \
+         (jitter buffer), underruns = late + lost",
+        dur.as_secs_f64(),
+        WARMUP.as_millis(),
+        PLAYOUT_MARGIN_MS
     ));
-    let get = |v: Variant, c: Condition, m: &str| {
-        let name = format!("{}@{}", v.name(), c.name());
-        out.measurements
-            .iter()
-            .find(|x| x.variant == name && x.metric == m)
-            .map(|x| x.value)
-    };
-    if let (Some(f), Some(a)) = (
-        get(Variant::Flood, Condition::Loopback, "p99"),
-        get(Variant::Alone, Condition::Loopback, "p99"),
-    ) {
+    if let Some(s) = link_stats {
         notes.push(format!(
-            "target loopback+flood p99 <= 10 ms: {:.2} ms ({}); flood/floor p99 {:.2}x",
-            f,
-            if f <= 10.0 { "met" } else { "missed" },
-            f / a
+            "lossy link (both lossy conditions): A->B {} packets, {} lost; B->A {} packets, {} lost",
+            s.a_to_b.received, s.a_to_b.dropped_loss, s.b_to_a.received, s.b_to_a.dropped_loss
         ));
     }
-    if let (Some(f50), Some(f), Some(a)) = (
-        get(Variant::Flood, Condition::Lossy, "p50"),
-        get(Variant::Flood, Condition::Lossy, "p99"),
-        get(Variant::Alone, Condition::Lossy, "p99"),
-    ) {
-        notes.push(format!(
-            "target lossy+flood p50 <= 20 ms: {f50:.2} ms ({}); p99 <= 1.1x floor: {:.2}x ({})",
-            if f50 <= 20.0 { "met" } else { "missed" },
-            f / a,
-            if f / a <= 1.1 { "met" } else { "missed" }
-        ));
+    let mark = |ok: bool| if ok { "met" } else { "MISSED" };
+    for &period in &periods {
+        let rc = |c| cell((period, c, Variant::Ringcast));
+        let floor = |c| cell((period, c, Variant::Alone));
+        let one = |c| cell((period, c, Variant::OneStream));
+        if let (Some(r), Some(f)) = (rc(Condition::Loopback), floor(Condition::Loopback)) {
+            notes.push(format!(
+                "{period} ms, loopback+flood: p99 <= 10 ms: {:.2} ms ({}); vs floor {:.2}x",
+                r.p99,
+                mark(r.p99 <= 10.0),
+                r.p99 / f.p99
+            ));
+        }
+        if let (Some(r), Some(f)) = (rc(Condition::Lossy1), floor(Condition::Lossy1)) {
+            let u = r.late as u64 + r.lost;
+            let mut line = format!(
+                "{period} ms, 1% loss+flood: p50 <= 20 ms: {:.2} ({}); p99 <= 1.1x floor: \
+                 {:.2}x ({}); underruns = 0: {u} ({})",
+                r.p50,
+                mark(r.p50 <= 20.0),
+                r.p99 / f.p99,
+                mark(r.p99 <= 1.1 * f.p99),
+                mark(u == 0)
+            );
+            if let Some(o) = one(Condition::Lossy1) {
+                line += &format!(
+                    "; p99 <= 0.05x one-stream: {:.3}x ({})",
+                    r.p99 / o.p99,
+                    mark(r.p99 <= 0.05 * o.p99)
+                );
+            }
+            notes.push(line);
+        }
+        if let Some(r) = rc(Condition::Lossy3) {
+            notes.push(format!(
+                "{period} ms, 3% loss+flood: p99 <= 150 ms: {:.2} ms ({})",
+                r.p99,
+                mark(r.p99 <= 150.0)
+            ));
+        }
     }
     out.notes = notes;
     Ok(out)
@@ -575,27 +682,20 @@ fn run(opts: &Options) -> Result<Outcome, String> {
 
 struct Lossy {
     link: LossyLink,
-    server: NetServer,
-    addr: String,
-    identity: Identity,
-    known_hosts: PathBuf,
-}
-
-impl Lossy {
-    fn trust(&self) -> Trust {
-        Trust::KnownHosts(self.known_hosts.clone())
-    }
+    servers: Servers,
+    target: Target,
 }
 
 fn setup_lossy(
     rt: &tokio::runtime::Runtime,
     daemon: &Daemon,
     cfg: &Config,
+    server_id: &transport_quic::tls::Identity,
     dir: &Path,
 ) -> Result<Lossy, String> {
     let link = LossyLink::create(LinkSpec {
         loss_pct: 1.0,
-        delay_ms: 10.0,
+        delay_ms: LOSSY_DELAY_MS,
         jitter_ms: 0.0,
         rate_mbit: 0.0,
         seed: 3,
@@ -611,29 +711,33 @@ fn setup_lossy(
         format!("{} */* read,write,spy\n", identity.fingerprint()),
     )
     .map_err(|e| e.to_string())?;
-    let listen = format!("{}:0", link.addr_a());
-    let handle = daemon.handle();
-    let rth = rt.handle().clone();
-    let net = NetConfig {
-        listen: listen.parse().map_err(|e| format!("{listen}: {e}"))?,
-        identity_dir: cfg.state_dir.clone(),
-        authorized_clients: authz,
-        client_ca: None,
-        limits: Default::default(),
+    let a = link.addr_a();
+    let listen = SocketAddr::from((a, 0));
+    let servers = start_servers(
+        rt,
+        daemon,
+        NetConfig {
+            listen,
+            identity_dir: cfg.state_dir.clone(),
+            authorized_clients: authz,
+            client_ca: None,
+            limits: Default::default(),
+        },
+        server_id,
+        move || Ok((UdpSocket::bind(listen)?, TcpListener::bind(listen)?)),
+        Some(&link),
+    )?;
+    let target = Target {
+        ringcast: servers.ringcast.local_addr().to_string(),
+        one_stream: servers.one_stream.addr().to_string(),
+        tcp: servers.tcp.addr(),
+        identity: Some(identity),
+        trust: Trust::KnownHosts(dir.join("known_hosts_lossy")),
+        server_cert: server_id.certs[0].to_vec(),
     };
-    let server = link
-        .run_in_a(move || {
-            let _g = rth.enter();
-            NetServer::start(handle, net).map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("server in namespace A: {e}"))?;
-    let addr = server.local_addr().to_string();
     Ok(Lossy {
         link,
-        server,
-        addr,
-        identity,
-        known_hosts: dir.join("known_hosts_lossy"),
+        servers,
+        target,
     })
 }
