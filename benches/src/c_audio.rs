@@ -161,6 +161,7 @@ pub(crate) struct RunResult {
 /// records each period's latency and sequence gaps, and the console bytes read meanwhile.
 pub(crate) struct Recorder {
     t0: Instant,
+    warmup: Duration,
     dur: Duration,
     flood: Arc<AtomicU64>,
     flood_at_start: u64,
@@ -172,8 +173,13 @@ pub(crate) struct Recorder {
 impl Recorder {
     /// Starts the warm-up now; `flood` is the counter the client adds console bytes to.
     pub(crate) fn new(dur: Duration, flood: Arc<AtomicU64>) -> Recorder {
+        Recorder::with_warmup(WARMUP, dur, flood)
+    }
+
+    fn with_warmup(warmup: Duration, dur: Duration, flood: Arc<AtomicU64>) -> Recorder {
         Recorder {
             t0: Instant::now(),
+            warmup,
             dur,
             flood,
             flood_at_start: 0,
@@ -186,7 +192,7 @@ impl Recorder {
     /// A period that arrived just now; true when the run has its `dur` of periods.
     pub(crate) fn period(&mut self, seq: u64, timestamp_ns: u64, skipped_before: u64) -> bool {
         let arrival = mono_ns();
-        if self.t0.elapsed() < WARMUP {
+        if self.t0.elapsed() < self.warmup {
             self.last_seq = Some(seq);
             return false;
         }
@@ -740,4 +746,52 @@ fn setup_lossy(
         servers,
         target,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorder_counts_gaps_and_skips_and_the_flood_after_the_warm_up() {
+        let flood = Arc::new(AtomicU64::new(1000));
+        let mut r = Recorder::with_warmup(Duration::ZERO, Duration::from_secs(60), flood.clone());
+        let now = mono_ns();
+        assert!(!r.period(7, now, 0));
+        flood.fetch_add(500, Ordering::Relaxed);
+        // 8 and 9 missing, then the server reports 2 dropped before 12 (10 and 11).
+        assert!(!r.period(10, now, 0));
+        assert!(!r.period(12, now, 2));
+        let out = r.finish();
+        assert_eq!(out.lat_ms.len(), 3);
+        assert_eq!(out.skipped, 2 + 1 + 2);
+        assert_eq!(out.flood_bytes, 500);
+        assert!(out.lat_ms.iter().all(|&l| l >= 0.0));
+    }
+
+    #[test]
+    fn recorder_ends_the_run_after_its_duration() {
+        let mut r = Recorder::with_warmup(Duration::ZERO, Duration::ZERO, Default::default());
+        assert!(r.period(1, mono_ns(), 0));
+    }
+
+    #[test]
+    fn late_periods_are_those_after_one_way_delay_plus_the_margin() {
+        let run = RunResult {
+            lat_ms: vec![5.0, 49.0, 50.5, 51.0, 39.0, 41.0],
+            skipped: 3,
+            flood_bytes: 2_000_000,
+            secs: 2.0,
+        };
+        let lossy = aggregate(std::slice::from_ref(&run), Condition::Lossy1);
+        assert_eq!((lossy.late, lossy.lost, lossy.received), (2, 3, 6));
+        assert_eq!(lossy.max, 51.0);
+        assert_eq!(lossy.flood_mbps, 1.0);
+        let local = aggregate(std::slice::from_ref(&run), Condition::Loopback);
+        assert_eq!(local.late, 4);
+        // Pooled over repetitions.
+        let both = aggregate(&[run.clone(), run], Condition::Lossy3);
+        assert_eq!((both.late, both.lost, both.received), (4, 6, 12));
+        assert_eq!(both.p50, 49.0);
+    }
 }
