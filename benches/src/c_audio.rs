@@ -62,7 +62,7 @@ pub const SCENARIO: Scenario = Scenario {
             tcp-tls+flood (both devices on one rustls TCP connection, TCP_NODELAY, \
             TCP_NOTSENT_LOWAT 16 KiB). Conditions: loopback; lossy 1% and 3% loss, 10 ms \
             each way (testbed LossyLink, servers in namespace A, clients in B; needs root, \
-            skipped otherwise). Full: both period sizes, 2 repetitions of 3 s per cell; \
+            skipped otherwise). Full: both period sizes, 2 repetitions of 2.5 s per cell; \
             --quick: 10 ms only, 1 repetition of 1.5 s. Knobs: --set period_ms=10|2 (one \
             size only), --set secs=N (seconds per run). p50/p99 over all periods of all \
             repetitions; underruns = periods later than stamp + one-way delay + 40 ms, plus \
@@ -441,7 +441,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
         Some(s) if s > 0 => Duration::from_secs(s as u64),
         Some(_) => return Err("--set secs must be > 0".into()),
         None if opts.quick => Duration::from_millis(1500),
-        None => Duration::from_secs(3),
+        None => Duration::from_millis(2500),
     };
     let dir = opts.work_dir.join("c");
     let _ = std::fs::remove_dir_all(&dir);
@@ -581,7 +581,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
     stop.store(true, Ordering::Relaxed);
     let (pushed, refused) = audio.join().unwrap_or((0, 0));
     let _ = flood.join();
-    let link_stats = lossy.as_ref().map(|l| l.link.stats());
+    let link_stats = lossy.as_ref().map(|l| (l.link.stats(), l.tcp_cc.clone()));
     if let Some(l) = lossy {
         rt.block_on(l.servers.shutdown());
         drop(l.link);
@@ -635,12 +635,21 @@ fn run(opts: &Options) -> Result<Outcome, String> {
         WARMUP.as_millis(),
         PLAYOUT_MARGIN_MS
     ));
-    if let Some(s) = link_stats {
+    let cc = |path: &str| {
+        std::fs::read_to_string(path).map_or_else(|_| "unknown".into(), |s| s.trim().to_owned())
+    };
+    let mut tcp_note = format!(
+        "tcp-tls: TCP congestion control {} on loopback",
+        cc("/proc/sys/net/ipv4/tcp_congestion_control")
+    );
+    if let Some((s, tcp_cc)) = link_stats {
+        tcp_note += &format!(", {tcp_cc} in namespace A (the flood's sender)");
         notes.push(format!(
             "lossy link (both lossy conditions): A->B {} packets, {} lost; B->A {} packets, {} lost",
             s.a_to_b.received, s.a_to_b.dropped_loss, s.b_to_a.received, s.b_to_a.dropped_loss
         ));
     }
+    notes.push(tcp_note);
     let mark = |ok: bool| if ok { "met" } else { "MISSED" };
     for &period in &periods {
         let rc = |c| cell((period, c, Variant::Ringcast));
@@ -690,6 +699,8 @@ struct Lossy {
     link: LossyLink,
     servers: Servers,
     target: Target,
+    /// TCP's congestion control in namespace A (the sender of the tcp-tls flood).
+    tcp_cc: String,
 }
 
 fn setup_lossy(
@@ -741,10 +752,16 @@ fn setup_lossy(
         trust: Trust::KnownHosts(dir.join("known_hosts_lossy")),
         server_cert: server_id.certs[0].to_vec(),
     };
+    let tcp_cc = link
+        .run_in_a(|| std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control"))
+        .ok()
+        .and_then(|r| r.ok())
+        .map_or_else(|| "unknown".into(), |s| s.trim().to_owned());
     Ok(Lossy {
         link,
         servers,
         target,
+        tcp_cc,
     })
 }
 
