@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testbed::lossy::{Dir, LinkSpec, LossyLink};
@@ -321,4 +321,304 @@ fn a_namespace_left_by_a_dead_process_is_removed_by_the_next_create() {
     let l = link(LinkSpec::default());
     assert!(!netns_exists(&stale), "stale namespace {stale} survived");
     drop(l);
+}
+
+/// ringcastd in namespace A (QUIC on A's address, the client's certificate authorized), a
+/// fake QEMU writing a guest stream into it, and `ringcast` commands run in namespace B.
+struct Served {
+    // Dropped first: ringcastd is killed before the link (and its namespaces) go.
+    ringcastd: Kill,
+    dir: tempfile::TempDir,
+    server: String,
+    link: LossyLink,
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Polls `f` every 20 ms until it holds; fails the test after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `c` to exit; fails the test after `timeout`.
+fn wait_exit(
+    c: &mut std::process::Child,
+    what: &str,
+    timeout: Duration,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+impl Served {
+    fn start(spec: LinkSpec, ringcastd_args: &[&str]) -> Served {
+        let link = link(spec);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // The client's identity, and an authorization file naming it.
+        let out = Command::new(testbed::harness::workspace_binary("ringcast"))
+            .arg("--identity-dir")
+            .arg(d.join("id"))
+            .args(["identity", "new", "--name", "lossy"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fp = text
+            .split_whitespace()
+            .find(|w| w.starts_with("SHA256:"))
+            .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
+            .to_owned();
+        std::fs::write(d.join("authorized_clients"), format!("{fp} */* read,spy\n")).unwrap();
+        let server = format!("{}:7878", link.addr_a());
+        let log = std::fs::File::create(d.join("ringcastd.log")).unwrap();
+        let child = link
+            .command_in_a(testbed::harness::workspace_binary("ringcastd"))
+            .arg("--socket")
+            .arg(d.join("run/ringcastd.sock"))
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .args(["--listen", &server, "--authorized-clients"])
+            .arg(d.join("authorized_clients"))
+            .args(ringcastd_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut s = Served {
+            ringcastd: Kill(child),
+            dir,
+            server,
+            link,
+        };
+        let ready = s.dir.path().join("run/ringcastd.ctl");
+        wait_for("ringcastd to start", Duration::from_secs(30), || {
+            if let Some(st) = s.ringcastd.0.try_wait().unwrap() {
+                panic!("ringcastd exited ({st}): {}", s.log());
+            }
+            std::os::unix::net::UnixStream::connect(&ready).is_ok()
+        });
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ringcastd.log")).unwrap_or_default()
+    }
+
+    /// Like [`wait_for`], with ringcastd's log, the clients' stderr and the link's counters
+    /// in the failure message.
+    fn wait(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            if Instant::now() >= deadline {
+                let mut errs = String::new();
+                for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+                    if e.path().extension().is_some_and(|x| x == "err") {
+                        errs += &format!(
+                            "--- {}:\n{}\n",
+                            e.path().display(),
+                            std::fs::read_to_string(e.path()).unwrap_or_default()
+                        );
+                    }
+                }
+                let sock = self.dir.path().join("run/ringcastd.sock");
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} ({} exists: {})\n{errs}--- link: {:?}\n--- ringcastd:\n{}",
+                    sock.display(),
+                    sock.exists(),
+                    self.link.stats(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A fake QEMU (the real plugin) writing `bytes` of guest stream `seed` to vml/serial0;
+    /// it exits when everything is written.
+    fn fake_qemu(&self, seed: u64, bytes: u64) -> Kill {
+        let child = Command::new(env!("CARGO_BIN_EXE_fake-qemu"))
+            .env("RINGCAST_BACKEND_SO", testbed::harness::backend_so_path())
+            .args(["--vm", "vml", "--opts"])
+            .arg(format!(
+                "socket={}",
+                self.dir.path().join("run/ringcastd.sock").display()
+            ))
+            .arg(format!("serial0={seed}:{bytes}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.wait("the device to register", Duration::from_secs(30), || {
+            self.log().contains("device attached device=vml/serial0")
+        });
+        Kill(child)
+    }
+
+    /// `ringcast capture vml/serial0 ARGS -o FILE` in namespace B, stderr to `FILE.err`.
+    fn capture(&self, file: &Path, args: &[&str]) -> Kill {
+        let d = self.dir.path();
+        let err = std::fs::File::create(file.with_extension("err")).unwrap();
+        let child = self
+            .link
+            .command_in_b(testbed::harness::workspace_binary("ringcast"))
+            .args(["--server", &self.server, "--known-hosts"])
+            .arg(d.join("known_hosts"))
+            .arg("--identity-dir")
+            .arg(d.join("id"))
+            .args(["capture", "vml/serial0"])
+            .args(args)
+            .arg("-o")
+            .arg(file)
+            .env("HOME", d.join("home"))
+            .env_remove("RINGCAST_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Kill(child)
+    }
+}
+
+fn interrupt(c: &std::process::Child) {
+    // SAFETY: kill(2) with a pid this test spawned and has not reaped.
+    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGINT) };
+}
+
+/// Waits until the capture file holds `total` bytes and checks they are the stream's.
+fn assert_capture_is_the_stream(s: &Served, file: &Path, seed: u64, total: u64) {
+    s.wait("the capture to hold the whole stream", WAIT, || {
+        file_len(file) >= total
+    });
+    let got = std::fs::read(file).unwrap();
+    assert_eq!(
+        got.len() as u64,
+        total,
+        "the capture is longer than the stream"
+    );
+    let want = testbed::stream::GuestStream::bytes(seed, total as usize);
+    if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        panic!("the capture differs from the stream at byte {i}");
+    }
+}
+
+#[test]
+fn a_capture_across_a_link_cut_for_8_s_gets_every_byte_once_and_reports_the_outage() {
+    const SEED: u64 = 11;
+    const TOTAL: u64 = 6 << 20;
+    let s = Served::start(
+        LinkSpec {
+            delay_ms: 10.0,
+            rate_mbit: 8.0,
+            seed: 5,
+            ..LinkSpec::default()
+        },
+        &[],
+    );
+    let file = s.dir.path().join("capture.log");
+    let mut qemu = s.fake_qemu(SEED, TOTAL);
+    let mut cap = s.capture(&file, &["--follow"]);
+    // 8 Mbit/s carries about 1 MiB a second: at 1 MiB the transfer is under way.
+    s.wait("1 MiB captured", WAIT, || file_len(&file) >= 1 << 20);
+    s.link.set_cut(true);
+    std::thread::sleep(Duration::from_secs(8));
+    let during = file_len(&file);
+    s.link.set_cut(false);
+    assert!(during < TOTAL, "the transfer ended before the cut");
+    assert!(s.link.stats().b_to_a.dropped_cut + s.link.stats().a_to_b.dropped_cut > 0);
+    assert!(wait_exit(&mut qemu.0, "fake-qemu", WAIT).success());
+    assert_capture_is_the_stream(&s, &file, SEED, TOTAL);
+    assert!(
+        cap.0.try_wait().unwrap().is_none(),
+        "capture --follow ended: {}",
+        std::fs::read_to_string(file.with_extension("err")).unwrap_or_default()
+    );
+    interrupt(&cap.0);
+    let st = wait_exit(&mut cap.0, "capture after SIGINT", Duration::from_secs(30));
+    let err = std::fs::read_to_string(file.with_extension("err")).unwrap();
+    assert!(st.success(), "capture failed ({st}): {err}");
+    assert!(err.contains("nothing from the server for "), "{err}");
+    assert!(err.contains("the server is heard again after"), "{err}");
+    assert!(err.contains(&format!("captured {TOTAL} bytes")), "{err}");
+    assert!(err.contains("0 gaps, 0 bytes missing"), "{err}");
+    assert_eq!(file_len(&file), TOTAL, "nothing was written twice");
+}
+
+#[test]
+fn a_cut_longer_than_the_idle_timeout_ends_the_capture_and_resume_completes_it_exactly() {
+    const SEED: u64 = 12;
+    const TOTAL: u64 = 4 << 20;
+    let s = Served::start(
+        LinkSpec {
+            delay_ms: 10.0,
+            rate_mbit: 8.0,
+            seed: 6,
+            ..LinkSpec::default()
+        },
+        &["--idle-timeout", "6s"],
+    );
+    let file = s.dir.path().join("capture.log");
+    let mut qemu = s.fake_qemu(SEED, TOTAL);
+    let mut cap = s.capture(&file, &["--follow"]);
+    s.wait("1 MiB captured", WAIT, || file_len(&file) >= 1 << 20);
+    s.link.set_cut(true);
+    // The link is reported down after 3 s of silence and the connection given up after 6 s:
+    // the capture exits with the reason.
+    let st = wait_exit(
+        &mut cap.0,
+        "capture on a dead link",
+        Duration::from_secs(30),
+    );
+    s.link.set_cut(false);
+    let err = std::fs::read_to_string(file.with_extension("err")).unwrap();
+    assert!(!st.success(), "{err}");
+    assert!(err.contains("nothing from the server for "), "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    let kept = file_len(&file);
+    assert!(kept < TOTAL, "the transfer ended before the cut");
+    assert!(wait_exit(&mut qemu.0, "fake-qemu", WAIT).success());
+    // What users do next: the same command with --resume.
+    let mut again = s.capture(&file, &["--resume"]);
+    let st = wait_exit(&mut again.0, "capture --resume", WAIT);
+    let err = std::fs::read_to_string(file.with_extension("err")).unwrap();
+    assert!(st.success(), "{err}");
+    assert!(err.contains(&format!("offsets {kept}..{TOTAL}")), "{err}");
+    assert_capture_is_the_stream(&s, &file, SEED, TOTAL);
 }
