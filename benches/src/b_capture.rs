@@ -57,14 +57,17 @@ enum Variant {
     RingcastFile,
     RawQuinn,
     Base(Baseline),
+    /// socat TCP, the receiver writing a file (the rival of `ringcast-file`).
+    SocatFile,
 }
 
 impl Variant {
-    const ALL: [Variant; 6] = [
+    const ALL: [Variant; 7] = [
         Variant::Ringcast,
         Variant::RawQuinn,
         Variant::Base(Baseline::OpensslTls13),
         Variant::RingcastFile,
+        Variant::SocatFile,
         Variant::Base(Baseline::Ssh),
         Variant::Base(Baseline::SocatTcp),
     ];
@@ -75,6 +78,7 @@ impl Variant {
             Variant::RingcastFile => "ringcast-file",
             Variant::RawQuinn => "raw-quinn",
             Variant::Base(b) => b.name(),
+            Variant::SocatFile => "socat-tcp-file",
         }
     }
 }
@@ -477,6 +481,19 @@ fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, S
                 split: [0.0; 3],
             })
         }
+        Variant::SocatFile => {
+            // The same directory (and file system) as ringcast-file's capture.
+            let dir = opts.work_dir.join(format!("b-socat-{}", next_run()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let f = baselines::run_socat_to_file(&Place::Loopback, bytes, &dir.join("sink"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let f = f.map_err(|e| e.to_string())?;
+            Ok(Run {
+                mbps: f.mb_per_s(),
+                cpu_s_per_gb: f.cpu_s_per_gb(),
+                split: [0.0; 3],
+            })
+        }
     }
 }
 
@@ -546,6 +563,10 @@ fn run(opts: &Options) -> Result<Outcome, String> {
             }
         }
     }
+    o.comparisons.push(Comparison {
+        variant: "ringcast-file".into(),
+        baseline: "socat-tcp-file".into(),
+    });
     let get = |v: &str, m: &str| {
         o.measurements
             .iter()

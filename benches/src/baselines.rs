@@ -3,9 +3,13 @@
 //! Each [`Baseline`] is started as separate processes: a sender that reads `/dev/zero` itself
 //! and a receiver whose output this module counts (the sink discards; a pipe into this process
 //! is the same for every baseline). The figures are the time from the first byte received to
-//! the N-th, and the CPU-seconds of the tool's processes (user + system, from `wait4`, including
-//! the children they reaped, e.g. sshd's per-connection processes). The counting thread's own
-//! CPU is not included.
+//! the N-th, and the CPU-seconds of the tool's processes up to that moment: user + system of
+//! each process and of all its descendants, live or reaped (e.g. sshd's per-connection
+//! processes), read from `/proc` when the N-th byte arrives. What the tools do after that
+//! (a sender that keeps reading `/dev/zero` until it is stopped, an `openssl s_server` that
+//! keeps decrypting after its output was closed) does not count. The counting thread's own
+//! CPU is not included. [`run_socat_to_file`] is the file-sink variant (socat writes the
+//! file itself).
 //!
 //! A [`Place`] says where the two ends run: both on loopback, or in the two network namespaces
 //! of a lossy link (`testbed::lossy::LossyLink`; pass its namespace names and addresses). The
@@ -30,11 +34,40 @@ pub enum Baseline {
     OpensslTls13,
     /// `ssh -c aes128-gcm@openssh.com` against a throwaway `sshd` with a throwaway key.
     Ssh,
+    /// TLS 1.3 with AES-128-GCM over TCP with a stated congestion controller on both sockets
+    /// (`TCP_CONGESTION`): `socat OPENSSL:` to `socat OPENSSL-LISTEN:` (openssl's `s_client`
+    /// cannot set socket options). For the lossy link, where the controller decides.
+    SocatTls13(TcpCc),
+}
+
+/// A TCP congestion controller, set per socket with `TCP_CONGESTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpCc {
+    /// CUBIC (loss-based; Linux's usual default).
+    Cubic,
+    /// BBR (model-based; this host's default, `net.ipv4.tcp_congestion_control`).
+    Bbr,
+}
+
+impl TcpCc {
+    /// The kernel's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpCc::Cubic => "cubic",
+            TcpCc::Bbr => "bbr",
+        }
+    }
 }
 
 impl Baseline {
     /// Every baseline.
-    pub const ALL: [Baseline; 3] = [Baseline::SocatTcp, Baseline::OpensslTls13, Baseline::Ssh];
+    pub const ALL: [Baseline; 5] = [
+        Baseline::SocatTcp,
+        Baseline::OpensslTls13,
+        Baseline::Ssh,
+        Baseline::SocatTls13(TcpCc::Cubic),
+        Baseline::SocatTls13(TcpCc::Bbr),
+    ];
 
     /// A short name for tables and JSON lines.
     pub fn name(self) -> &'static str {
@@ -42,6 +75,8 @@ impl Baseline {
             Baseline::SocatTcp => "socat-tcp",
             Baseline::OpensslTls13 => "openssl-tls13-aes128gcm",
             Baseline::Ssh => "ssh-aes128gcm",
+            Baseline::SocatTls13(TcpCc::Cubic) => "tls13-tcp-cubic",
+            Baseline::SocatTls13(TcpCc::Bbr) => "tls13-tcp-bbr",
         }
     }
 }
@@ -94,7 +129,7 @@ impl Place {
 /// What one run measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Figures {
-    /// Bytes received (equal to the bytes asked for).
+    /// Bytes received: those asked for, or fewer when a time limit ended the run first.
     pub bytes: u64,
     /// From the first byte received to the last.
     pub seconds: f64,
@@ -194,6 +229,41 @@ fn run_quiet(cmd: &mut Command) -> io::Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
+}
+
+/// A throwaway self-signed P-256 certificate and key in `scratch`.
+fn throwaway_cert(scratch: &Scratch) -> io::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (scratch.path("cert.pem"), scratch.path("key.pem"));
+    run_quiet(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec"])
+            .args([
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=ringcast-baseline",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    )?;
+    Ok((cert, key))
+}
+
+/// An OpenSSL configuration that limits TLS to 1.3 with AES-128-GCM (socat has no option for
+/// TLS 1.3 cipher suites; `OPENSSL_CONF` pointing here does it).
+const TLS13_AES128_CONF: &str = "openssl_conf = default_conf\n\
+[default_conf]\nssl_conf = ssl_sect\n\
+[ssl_sect]\nsystem_default = system_default_sect\n\
+[system_default_sect]\nMinProtocol = TLSv1.3\nCiphersuites = TLS_AES_128_GCM_SHA256\n";
+
+/// socat's option that sets `TCP_CONGESTION` (IPPROTO_TCP = 6, TCP_CONGESTION = 13).
+fn cc_option(cc: TcpCc) -> String {
+    format!("setsockopt-string=6:13:{}", cc.name())
 }
 
 /// A running pipeline. [`Pipeline::finish`] waits for the bytes and returns the figures;
@@ -297,24 +367,7 @@ impl Pipeline {
                 p.procs.push(tx);
             }
             Baseline::OpensslTls13 => {
-                let (cert, key) = (p._scratch.path("cert.pem"), p._scratch.path("key.pem"));
-                run_quiet(
-                    Command::new("openssl")
-                        .args(["req", "-x509", "-newkey", "ec"])
-                        .args([
-                            "-pkeyopt",
-                            "ec_paramgen_curve:prime256v1",
-                            "-nodes",
-                            "-days",
-                            "1",
-                            "-subj",
-                            "/CN=ringcast-baseline",
-                        ])
-                        .arg("-keyout")
-                        .arg(&key)
-                        .arg("-out")
-                        .arg(&cert),
-                )?;
+                let (cert, key) = throwaway_cert(&p._scratch)?;
                 let tls = ["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"];
                 let mut rx = place
                     .command(false, "openssl")
@@ -343,6 +396,42 @@ impl Pipeline {
                     .args(["s_client", "-quiet", "-connect", &format!("{b}:{port}")])
                     .args(tls)
                     .stdin(fs::File::open("/dev/zero")?)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                p.procs.push(tx);
+            }
+            Baseline::SocatTls13(cc) => {
+                let (cert, key) = throwaway_cert(&p._scratch)?;
+                let conf = p._scratch.path("openssl.cnf");
+                fs::write(&conf, TLS13_AES128_CONF)?;
+                let mut rx = place
+                    .command(false, "socat")
+                    .env("OPENSSL_CONF", &conf)
+                    .args(["-u", "-b", "131072"])
+                    .arg(format!(
+                        "OPENSSL-LISTEN:{port},bind={b},reuseaddr,cert={},key={},verify=0,\
+                         min-version=TLS1.3,{}",
+                        cert.display(),
+                        key.display(),
+                        cc_option(cc)
+                    ))
+                    .arg("STDOUT")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                wait_listening(place, false, port, &mut [&mut rx])?;
+                p.receiver = Some(rx);
+                let tx = place
+                    .command(true, "socat")
+                    .env("OPENSSL_CONF", &conf)
+                    .args(["-u", "-b", "131072", "OPEN:/dev/zero"])
+                    .arg(format!(
+                        "OPENSSL:{b}:{port},verify=0,min-version=TLS1.3,{}",
+                        cc_option(cc)
+                    ))
+                    .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()?;
@@ -412,7 +501,23 @@ impl Pipeline {
     }
 
     /// Waits until every byte has arrived, stops the processes and returns the figures.
-    pub fn finish(mut self) -> io::Result<Figures> {
+    pub fn finish(self) -> io::Result<Figures> {
+        let want = self.bytes;
+        let f = self.finish_within(None)?;
+        if f.bytes != want {
+            return Err(io::Error::other(format!(
+                "baselines: delivered {} of {want} bytes",
+                f.bytes
+            )));
+        }
+        Ok(f)
+    }
+
+    /// Waits until every byte has arrived or `limit` has passed since the first byte
+    /// (whichever comes first), stops the processes and returns the figures. Fails when the
+    /// stream ends early.
+    pub fn finish_within(mut self, limit: Option<Duration>) -> io::Result<Figures> {
+        use std::os::fd::AsRawFd;
         let mut out = self
             .receiver
             .as_mut()
@@ -420,10 +525,37 @@ impl Pipeline {
             .expect("receiver started with stdout piped");
         let mut buf = vec![0u8; 256 << 10];
         let mut got = 0u64;
-        let mut first = None;
+        let mut first: Option<Instant> = None;
+        let start = Instant::now();
         while got < self.bytes {
+            if let (Some(l), Some(f)) = (limit, first) {
+                if f.elapsed() >= l {
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(60) && first.is_none() {
+                return Err(io::Error::other(format!(
+                    "baselines: {}: no byte within a minute",
+                    self.baseline.name()
+                )));
+            }
+            // Wait with a timeout so that a time limit ends a stalled stream too.
+            let mut pfd = libc::pollfd {
+                fd: out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for a descriptor we own.
+            let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if r == 0 {
+                continue;
+            }
             let want = buf.len().min((self.bytes - got) as usize);
-            let n = out.read(&mut buf[..want])?;
+            let n = match out.read(&mut buf[..want]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 break;
             }
@@ -431,19 +563,17 @@ impl Pipeline {
             got += n as u64;
         }
         let end = Instant::now();
+        // CPU up to the last byte, before anything is stopped.
+        let cpu: f64 = self
+            .procs
+            .iter()
+            .chain(self.receiver.iter())
+            .chain(self.listener.iter())
+            .map(|c| tree_cpu_seconds(c.id()))
+            .sum();
         drop(out);
-        self.procs.extend(self.receiver.take());
-        let mut cpu = 0.0;
-        for c in self.procs.drain(..) {
-            cpu += stop_and_reap(c, Duration::from_secs(2));
-        }
-        if let Some(sshd) = self.listener.take() {
-            // Give the connection processes time to end, so sshd reaps them and their CPU time
-            // is counted in its own.
-            wait_no_children(sshd.id(), Duration::from_secs(5));
-            cpu += stop_and_reap(sshd, Duration::ZERO);
-        }
-        if got != self.bytes {
+        let timed_out = limit.is_some_and(|l| first.is_some_and(|f| end - f >= l));
+        if got != self.bytes && !timed_out {
             return Err(io::Error::other(format!(
                 "baselines: {} delivered {got} of {} bytes",
                 self.baseline.name(),
@@ -501,41 +631,144 @@ fn stop_and_reap(mut child: Child, grace: Duration) -> f64 {
     cpu
 }
 
-/// `None` when the process is gone, `Some(None)` while it runs, `Some(Some(cpu))` once it has
-/// exited (a zombie): utime + stime + cutime + cstime in seconds.
-fn zombie_cpu_seconds(pid: u32) -> Option<Option<f64>> {
+/// utime + stime + cutime + cstime of process `pid` in seconds, and whether it is a zombie;
+/// None when it is gone.
+fn stat_cpu_seconds(pid: u32) -> Option<(f64, bool)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; the fields after it are fixed.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    if f.first() != Some(&"Z") {
-        return Some(None);
-    }
     // Fields 14-17 of stat(5) are f[11..15] here; the unit is USER_HZ, 100 on Linux.
     let ticks: u64 = f
         .get(11..15)?
         .iter()
         .map(|v| v.parse::<u64>().unwrap_or(0))
         .sum();
-    Some(Some(ticks as f64 / 100.0))
+    Some((ticks as f64 / 100.0, f.first() == Some(&"Z")))
 }
 
-/// Waits until process `pid` has no children (or `limit` passes).
-fn wait_no_children(pid: u32, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    while Instant::now() < deadline {
-        match fs::read_to_string(&path) {
-            Ok(s) if s.trim().is_empty() => return,
-            Err(_) => return,
-            _ => std::thread::sleep(Duration::from_millis(10)),
+/// CPU-seconds of process `pid` and every descendant, live or already reaped by its parent.
+fn tree_cpu_seconds(pid: u32) -> f64 {
+    let mut total = 0.0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if let Some((s, _)) = stat_cpu_seconds(p) {
+            total += s;
+        }
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            if let Ok(c) = fs::read_to_string(t.path().join("children")) {
+                todo.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+            }
         }
     }
+    total
+}
+
+/// `None` when the process is gone, `Some(None)` while it runs, `Some(Some(cpu))` once it has
+/// exited (a zombie): utime + stime + cutime + cstime in seconds.
+fn zombie_cpu_seconds(pid: u32) -> Option<Option<f64>> {
+    let (s, zombie) = stat_cpu_seconds(pid)?;
+    Some(zombie.then_some(s))
 }
 
 /// Starts `baseline`, moves `bytes` from A to B at `place` and returns the figures.
 pub fn run(baseline: Baseline, place: &Place, bytes: u64) -> io::Result<Figures> {
     Pipeline::start(baseline, place, bytes)?.finish()
+}
+
+/// Like [`run`], but stops after `limit` from the first byte if the bytes have not all
+/// arrived by then (the figures then hold what did).
+pub fn run_within(
+    baseline: Baseline,
+    place: &Place,
+    bytes: u64,
+    limit: Duration,
+) -> io::Result<Figures> {
+    Pipeline::start(baseline, place, bytes)?.finish_within(Some(limit))
+}
+
+/// The file sink: plain TCP with `socat -b 131072` on both ends, the receiver writing `path`
+/// itself (`OPEN:path,creat,trunc`) and the sender sending exactly `bytes` from `/dev/zero`
+/// (`readbytes=`). The time runs from the first byte in the file to the receiver's exit
+/// followed by an `fsync` of the file (as a capturing client that syncs its file at the
+/// end); the CPU is both socats'. The file's size is checked and the file is left in place.
+pub fn run_socat_to_file(place: &Place, bytes: u64, path: &Path) -> io::Result<Figures> {
+    check_tools()?;
+    let port = port();
+    let b = place.addr_b();
+    let _ = fs::remove_file(path);
+    let mut rx = place
+        .command(false, "socat")
+        .args([
+            "-u",
+            "-b",
+            "131072",
+            &format!("TCP-LISTEN:{port},bind={b},reuseaddr"),
+        ])
+        .arg(format!("OPEN:{},creat,trunc", path.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    if let Err(e) = wait_listening(place, false, port, &mut [&mut rx]) {
+        stop_and_reap(rx, Duration::ZERO);
+        return Err(e);
+    }
+    let tx = match place
+        .command(true, "socat")
+        .args([
+            "-u",
+            "-b",
+            "131072",
+            &format!("OPEN:/dev/zero,readbytes={bytes}"),
+            &format!("TCP:{b}:{port}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+    {
+        Ok(tx) => tx,
+        Err(e) => {
+            stop_and_reap(rx, Duration::ZERO);
+            return Err(e);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first = None;
+    loop {
+        if first.is_none() && fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            first = Some(Instant::now());
+        }
+        if let Some((_, true)) = stat_cpu_seconds(rx.id()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(if first.is_some() {
+            1000
+        } else {
+            200
+        }));
+    }
+    let first = first.unwrap_or_else(Instant::now);
+    let cpu = stop_and_reap(tx, Duration::from_secs(2)) + stop_and_reap(rx, Duration::ZERO);
+    fs::OpenOptions::new().write(true).open(path)?.sync_all()?;
+    let end = Instant::now();
+    let got = fs::metadata(path)?.len();
+    if got != bytes {
+        return Err(io::Error::other(format!(
+            "baselines: socat to a file wrote {got} of {bytes} bytes"
+        )));
+    }
+    Ok(Figures {
+        bytes: got,
+        seconds: (end - first).as_secs_f64().max(1e-9),
+        cpu_seconds: cpu,
+    })
 }
 
 /// Writes one line of figures, e.g. for a quick look by hand.
@@ -586,12 +819,19 @@ mod tests {
             )];
         }
         let mut stdout = io::stdout();
+        let scratch = Scratch::new().unwrap();
         for (name, place) in &places {
             for b in Baseline::ALL {
                 let f = run(b, place, bytes).unwrap_or_else(|e| panic!("{}: {e}", b.name()));
                 assert_eq!(f.bytes, bytes);
+                assert!(f.cpu_seconds >= 0.0 && f.seconds > 0.0);
                 print_figures(&mut stdout, b, name, &f).unwrap();
             }
+            let file = scratch.path("sink");
+            let f = run_socat_to_file(place, bytes, &file).unwrap();
+            assert_eq!(f.bytes, bytes);
+            assert_eq!(std::fs::metadata(&file).unwrap().len(), bytes);
+            print_figures(&mut stdout, Baseline::SocatTcp, name, &f).unwrap();
         }
     }
 }
