@@ -102,6 +102,11 @@ struct Cli {
     /// authorization file
     #[arg(long)]
     client_ca: Option<PathBuf>,
+
+    /// QUIC congestion controller for what ringcastd sends: cubic, newreno or bbr (bbr
+    /// keeps its rate under random loss; see docs/benchmarks.md, B2)
+    #[arg(long, default_value_t = transport_quic::proto::Congestion::default())]
+    congestion: transport_quic::proto::Congestion,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +228,7 @@ fn real_main() -> anyhow::Result<()> {
             idle_timeout: cli
                 .idle_timeout
                 .max(transport_quic::proto::MIN_IDLE_TIMEOUT),
+            congestion: cli.congestion,
             ..Default::default()
         },
     };

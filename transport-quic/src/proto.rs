@@ -86,6 +86,50 @@ pub struct Limits {
     /// A side that has sent nothing for this long sends a keep-alive (a QUIC PING), so a
     /// silence of several intervals means the link is down (see [`keep_alive_for`]).
     pub keep_alive: Duration,
+    /// The congestion controller of this end's sending side.
+    pub congestion: Congestion,
+}
+
+/// A QUIC congestion controller (quinn's `congestion` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// CUBIC (loss-based; quinn's default).
+    #[default]
+    Cubic,
+    /// NewReno (loss-based).
+    NewReno,
+    /// BBR (model-based: random loss is not read as congestion).
+    Bbr,
+}
+
+impl Congestion {
+    /// Every choice.
+    pub const ALL: [Congestion; 3] = [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr];
+
+    /// The name used on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "newreno",
+            Congestion::Bbr => "bbr",
+        }
+    }
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Congestion::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown congestion controller {s:?} (cubic, newreno or bbr)"))
+    }
+}
+
+impl std::fmt::Display for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Shortest idle timeout [`Limits`] accept (a shorter one is raised to it).
@@ -110,6 +154,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(1),
+            congestion: Congestion::default(),
         }
     }
 }
@@ -183,6 +228,15 @@ mod tests {
         assert!(b.allow(t0 + Duration::from_millis(100)));
         assert!(!b.allow(t0 + Duration::from_millis(100)));
         assert!(b.allow(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn congestion_controllers_parse_by_name_and_unknown_names_are_refused() {
+        for c in Congestion::ALL {
+            assert_eq!(c.name().parse::<Congestion>(), Ok(c));
+            assert_eq!(c.to_string().to_uppercase().parse::<Congestion>(), Ok(c));
+        }
+        assert!("vegas".parse::<Congestion>().unwrap_err().contains("vegas"));
     }
 
     #[test]

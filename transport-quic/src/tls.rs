@@ -15,7 +15,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::proto::{Limits, ALPN};
+use crate::proto::{Congestion, Limits, ALPN};
 use crate::Error;
 
 /// The SHA-256 of a DER certificate, shown as `SHA256:` and 64 hex digits.
@@ -184,6 +184,12 @@ fn transport(limits: &Limits) -> Arc<quinn::TransportConfig> {
                 .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
         ))
         .datagram_receive_buffer_size(Some(1 << 20));
+    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    match limits.congestion {
+        Congestion::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
+        Congestion::NewReno => t.congestion_controller_factory(Arc::new(NewRenoConfig::default())),
+        Congestion::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
+    };
     Arc::new(t)
 }
 
