@@ -185,7 +185,25 @@ impl Journal {
     /// Opens (creating or recovering) the journal in `dir`. `meta` supplies the names for
     /// a new directory; a recovered one keeps what it stored.
     pub fn open(dir: PathBuf, cfg: JournalConfig, meta: Meta) -> Result<Journal, Error> {
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create journal directory", &dir, e))?;
+        if let Err(e) = fs::create_dir_all(&dir) {
+            // A full or read-only disk must not cost the console: it is served from RAM.
+            tracing::error!(dir = %dir.display(), error = %e,
+                "cannot create the journal directory; this device's journal is kept in RAM only");
+            return Ok(Journal {
+                cfg,
+                dir,
+                spool: false,
+                ram: VecDeque::new(),
+                ram_bytes: 0,
+                segments: VecDeque::new(),
+                disk_bytes: 0,
+                current: None,
+                end: 0,
+                meta,
+                ram_only_dropped: 0,
+                spool_failures: 1,
+            });
+        }
         let meta = read_meta(&dir).unwrap_or(meta);
         let mut segments = Vec::new();
         let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
@@ -230,7 +248,7 @@ impl Journal {
             .map_or(meta.pruned_to, |s| s.start + s.len)
             .max(meta.pruned_to);
         let disk_bytes = clean.iter().map(|s| s.len).sum();
-        let j = Journal {
+        let mut j = Journal {
             cfg,
             dir,
             spool: true,
@@ -244,7 +262,12 @@ impl Journal {
             ram_only_dropped: 0,
             spool_failures: 0,
         };
-        j.write_meta()?;
+        if let Err(e) = j.write_meta() {
+            tracing::error!(dir = %j.dir.display(), error = %e,
+                "cannot write the journal's metadata; this device's journal is kept in RAM only");
+            j.spool_failures += 1;
+            j.disable_spool();
+        }
         Ok(j)
     }
 
