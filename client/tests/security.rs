@@ -102,8 +102,7 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
     // A client without a certificate, and one with a certificate not in the file.
     let e = connect(&d, None)
         .await
-        .err()
-        .expect("anonymous client served");
+        .expect_err("anonymous client served");
     assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{e}");
     assert!(
         e.to_string()
@@ -114,8 +113,7 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
     let fp = mallory.fingerprint().to_string();
     let e = connect(&d, Some(mallory))
         .await
-        .err()
-        .expect("mallory served");
+        .expect_err("mallory served");
     assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{e}");
     assert!(
         e.to_string()
