@@ -27,7 +27,11 @@ use std::time::{Duration, Instant};
 use client::{ConsoleItem, Mode, Session, StartAt, Trust};
 use sha2::{Digest, Sha256};
 
+use transport_quic::proto::Congestion;
+
 use crate::baselines::{self, Baseline, Place};
+
+mod lossy;
 use crate::report::{median, Comparison, Measurement, Outcome};
 use crate::scenario::{Options, Scenario};
 
@@ -41,8 +45,11 @@ pub const SCENARIO: Scenario = Scenario {
             Variants, interleaved, 3 repetitions (--quick: 1), medians: ringcast (client \
             discards, sha256 checked), ringcast-file (client writes a file, checked after), \
             raw-quinn (in-process quinn pair, one stream, transport-quic's configuration), \
-            socat-tcp, openssl-tls13-aes128gcm, ssh-aes128gcm (benches/baselines). MB/s and \
-            CPU-s/GB (all processes of the pipeline). B2 (lossy link) is not part of it yet.",
+            socat-tcp, openssl-tls13-aes128gcm, ssh-aes128gcm, socat-tcp-file (benches/baselines). \
+            MB/s and CPU-s/GB (all processes of the pipeline). Then B2: the same flood across \
+            testbed's lossy link (1% loss, 10 ms each way; server in A, client in B) for 1 GiB or \
+            60 s (--quick: 256 MiB or 10 s), ringcastd with each QUIC congestion controller vs \
+            TLS 1.3 over TCP with cubic and with bbr. --set b=0 or --set b2=0 skips a part.",
     run,
 };
 
@@ -90,6 +97,8 @@ struct Run {
     cpu_s_per_gb: f64,
     /// Split of the CPU (ringcast only): producer, ringcastd, client.
     split: [f64; 3],
+    /// Bytes moved.
+    bytes: u64,
 }
 
 fn rusage(who: i32) -> f64 {
@@ -184,8 +193,148 @@ impl Drop for Daemon {
     }
 }
 
+/// Where a ringcast run happens.
+#[derive(Clone, Copy)]
+struct Net<'a> {
+    /// On the lossy link (ringcastd's server in namespace A, the client in B), else loopback.
+    lossy: Option<&'a lossy::Ctx>,
+    /// ringcastd's `--congestion`.
+    congestion: Congestion,
+    /// Stop this long after the first byte if not every byte has arrived.
+    limit: Option<Duration>,
+}
+
+impl Net<'_> {
+    /// Loopback with ringcastd's default controller.
+    const LOOPBACK: Net<'static> = Net {
+        lossy: None,
+        congestion: Congestion::DEFAULT,
+        limit: None,
+    };
+}
+
+/// What the client saw.
+struct Received {
+    n: u64,
+    secs: f64,
+    hash: Sha256,
+    hash_s: f64,
+}
+
+/// The client side of a run: connect, attach at offset 0, read until `bytes` have arrived
+/// (or `limit` after the first), into `out` or hashed.
+async fn receive(
+    server: String,
+    identity: Option<client::Identity>,
+    trust: Trust,
+    bytes: u64,
+    limit: Option<Duration>,
+    out: Option<PathBuf>,
+) -> Result<Received, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let session = loop {
+        match Session::connect(&server, identity.clone(), trust.clone()).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(format!("connect: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let mut stream = loop {
+        match session
+            .attach_console(VM, DEVICE, Mode::Read, StartAt::Offset(0))
+            .await
+        {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(format!("attach: {e}")),
+            // The device appears when the producer registers (well under a second);
+            // retry slowly enough to stay under the server's request rate.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut file = match &out {
+        Some(p) => Some(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(p).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let mut hash = Sha256::new();
+    let mut hash_s = 0.0;
+    let mut first: Option<Instant> = None;
+    let mut n = 0u64;
+    let hard = Instant::now() + LIMIT;
+    while n < bytes {
+        let stop = match (first, limit) {
+            (Some(f), Some(l)) => (f + l).min(hard),
+            _ => hard,
+        };
+        let item = match tokio::time::timeout_at(stop.into(), stream.next()).await {
+            Ok(item) => item.map_err(|e| format!("after {n} bytes: {e}"))?,
+            Err(_) if stop < hard => break,
+            Err(_) => return Err(format!("timed out after {n} bytes")),
+        };
+        match item {
+            Some(ConsoleItem::Chunk { bytes: b, .. }) => {
+                first.get_or_insert_with(Instant::now);
+                n += b.len() as u64;
+                match &mut file {
+                    Some(f) => f.write_all(&b).map_err(|e| e.to_string())?,
+                    None => {
+                        let t = Instant::now();
+                        hash.update(&b);
+                        hash_s += t.elapsed().as_secs_f64();
+                    }
+                }
+            }
+            Some(ConsoleItem::Gap {
+                offset,
+                len,
+                reason,
+            }) => return Err(format!("gap of {len} at {offset}: {reason:?}")),
+            None => return Err(format!("stream ended after {n} bytes")),
+        }
+    }
+    if let Some(f) = file.take() {
+        f.into_inner()
+            .map_err(|e| e.to_string())?
+            .sync_all()
+            .map_err(|e| e.to_string())?;
+    }
+    let end = Instant::now();
+    let secs = (end - first.unwrap_or(end)).as_secs_f64();
+    stream.detach().await;
+    session.close().await;
+    Ok(Received {
+        n,
+        secs,
+        hash,
+        hash_s,
+    })
+}
+
+/// sha256 of the first `n` bytes fake-qemu writes for seed `seed`.
+fn stream_prefix_sha256(seed: u64, n: u64) -> String {
+    let mut g = testbed::stream::GuestStream::new(seed);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        g.fill(&mut buf[..k]);
+        h.update(&buf[..k]);
+        left -= k as u64;
+    }
+    format!("{:x}", h.finalize())
+}
+
 /// One ringcast run: ringcastd + fake-qemu + the library client.
-fn run_ringcast(bins: &Bins, opts: &Options, bytes: u64, to_file: bool) -> Result<Run, String> {
+fn run_ringcast(
+    bins: &Bins,
+    opts: &Options,
+    bytes: u64,
+    to_file: bool,
+    net: Net<'_>,
+) -> Result<Run, String> {
     let dir = opts
         .work_dir
         .join(format!("b-{}", std::process::id()))
@@ -194,17 +343,29 @@ fn run_ringcast(bins: &Bins, opts: &Options, bytes: u64, to_file: bool) -> Resul
     for d in ["run", "state", "home", "client"] {
         std::fs::create_dir_all(dir.join(d)).map_err(|e| e.to_string())?;
     }
-    let port = free_port()?;
-    let server = format!("127.0.0.1:{port}");
+    let server = match net.lossy {
+        // A fresh namespace: any port is free there.
+        Some(l) => format!("{}:7878", l.link.addr_a()),
+        None => format!("127.0.0.1:{}", free_port()?),
+    };
     let sock = dir.join("run/ringcastd.sock");
     let log = std::fs::File::create(dir.join("ringcastd.log")).map_err(|e| e.to_string())?;
     let retention = format!("{}", bytes + (256 << 20));
-    let child = Command::new(&bins.ringcastd)
+    let mut cmd = match net.lossy {
+        Some(l) => {
+            let mut c = l.link.command_in_a(&bins.ringcastd);
+            c.arg("--authorized-clients").arg(&l.authz);
+            c
+        }
+        None => Command::new(&bins.ringcastd),
+    };
+    let child = cmd
         .arg("--socket")
         .arg(&sock)
         .arg("--state-dir")
         .arg(dir.join("state"))
         .args(["--listen", &server, "--retention", &retention])
+        .args(["--congestion", net.congestion.name()])
         .env("HOME", dir.join("home"))
         .env("XDG_CONFIG_HOME", dir.join("home/.config"))
         .env("XDG_STATE_HOME", dir.join("home/.local/state"))
@@ -241,89 +402,36 @@ fn run_ringcast(bins: &Bins, opts: &Options, bytes: u64, to_file: bool) -> Resul
         .spawn()
         .map_err(|e| format!("fake-qemu: {e}"))?;
     let out_path = dir.join("capture.out");
-    let trust = Trust::KnownHosts(dir.join("client/known_hosts"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let out = to_file.then(|| out_path.clone());
     let self_before = rusage(libc::RUSAGE_SELF);
     let d_pid = daemon.child.id();
     let d_before = proc_cpu(d_pid);
-    let got = rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let session = loop {
-            match Session::connect(&server, None, trust.clone()).await {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > deadline => return Err(format!("connect: {e}")),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
-        let mut stream = loop {
-            match session
-                .attach_console(VM, DEVICE, Mode::Read, StartAt::Offset(0))
-                .await
-            {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > deadline => return Err(format!("attach: {e}")),
-                // The device appears when the producer registers (well under a second);
-                // retry slowly enough to stay under the server's request rate.
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        let mut file = if to_file {
-            Some(std::io::BufWriter::with_capacity(
-                1 << 20,
-                std::fs::File::create(&out_path).map_err(|e| e.to_string())?,
-            ))
-        } else {
-            None
-        };
-        let mut hash = Sha256::new();
-        let mut hash_s = 0.0;
-        let mut first = None;
-        let mut n = 0u64;
-        let limit = Instant::now() + LIMIT;
-        while n < bytes {
-            let item = tokio::time::timeout_at(limit.into(), stream.next())
-                .await
-                .map_err(|_| format!("timed out after {n} bytes"))?
-                .map_err(|e| format!("after {n} bytes: {e}"))?;
-            match item {
-                Some(ConsoleItem::Chunk { bytes: b, .. }) => {
-                    first.get_or_insert_with(Instant::now);
-                    n += b.len() as u64;
-                    match &mut file {
-                        Some(f) => f.write_all(&b).map_err(|e| e.to_string())?,
-                        None => {
-                            let t = Instant::now();
-                            hash.update(&b);
-                            hash_s += t.elapsed().as_secs_f64();
-                        }
-                    }
-                }
-                Some(ConsoleItem::Gap {
-                    offset,
-                    len,
-                    reason,
-                }) => return Err(format!("gap of {len} at {offset}: {reason:?}")),
-                None => return Err(format!("stream ended after {n} bytes")),
-            }
-        }
-        if let Some(f) = file.take() {
-            f.into_inner()
-                .map_err(|e| e.to_string())?
-                .sync_all()
+    let limit = net.limit;
+    let got = match net.lossy {
+        None => {
+            let trust = Trust::KnownHosts(dir.join("client/known_hosts"));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .map_err(|e| e.to_string())?;
+            rt.block_on(receive(server, None, trust, bytes, limit, out))?
         }
-        let end = Instant::now();
-        let secs = (end - first.unwrap_or(end)).as_secs_f64();
-        stream.detach().await;
-        session.close().await;
-        Ok::<_, String>((n, secs, hash, hash_s))
-    })?;
-    let client_cpu = rusage(libc::RUSAGE_SELF) - self_before - got.3;
+        Some(l) => {
+            let trust = Trust::KnownHosts(dir.join("client/known_hosts"));
+            let id = l.identity.clone();
+            l.link
+                .run_in_b(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    rt.block_on(receive(server, Some(id), trust, bytes, limit, out))
+                })
+                .map_err(|e| e.to_string())??
+        }
+    };
+    let client_cpu = rusage(libc::RUSAGE_SELF) - self_before - got.hash_s;
     let daemon_cpu = proc_cpu(d_pid) - d_before;
-    drop(rt);
     let mut line = String::new();
     BufReader::new(producer.stdout.take().ok_or("no stdout")?)
         .read_line(&mut line)
@@ -334,12 +442,16 @@ fn run_ringcast(bins: &Bins, opts: &Options, bytes: u64, to_file: bool) -> Resul
         return Err(format!("fake-qemu: {st}"));
     }
     drop(daemon);
-    let want = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("sha256="))
-        .ok_or_else(|| format!("fake-qemu printed {line:?}"))?
-        .to_owned();
-    let (n, secs, hash, _) = got;
+    let Received { n, secs, hash, .. } = got;
+    let want = if n == bytes {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("sha256="))
+            .ok_or_else(|| format!("fake-qemu printed {line:?}"))?
+            .to_owned()
+    } else {
+        // Stopped by the time limit: the prefix must be the producer's.
+        stream_prefix_sha256(SEED, n)
+    };
     let have = if to_file {
         let mut h = Sha256::new();
         let mut f = std::fs::File::open(&out_path).map_err(|e| e.to_string())?;
@@ -348,20 +460,21 @@ fn run_ringcast(bins: &Bins, opts: &Options, bytes: u64, to_file: bool) -> Resul
     } else {
         format!("{:x}", hash.finalize())
     };
-    if n != bytes || have != want {
+    if (n != bytes && limit.is_none()) || have != want {
         return Err(format!(
-            "ringcast: got {n} of {bytes} bytes, sha256 {have}, producer wrote {want}"
+            "ringcast: got {n} of {bytes} bytes, sha256 {have}, expected {want}"
         ));
     }
     if !opts.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let gb = bytes as f64 / 1e9;
+    let gb = n as f64 / 1e9;
     let cpu = producer_cpu + daemon_cpu + client_cpu;
     Ok(Run {
-        mbps: bytes as f64 / 1e6 / secs,
+        mbps: n as f64 / 1e6 / secs,
         cpu_s_per_gb: cpu / gb,
         split: [producer_cpu / gb, daemon_cpu / gb, client_cpu / gb],
+        bytes: n,
     })
 }
 
@@ -465,13 +578,14 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
         mbps: bytes as f64 / 1e6 / secs,
         cpu_s_per_gb: cpu / (bytes as f64 / 1e9),
         split: [0.0; 3],
+        bytes: n,
     })
 }
 
 fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, String> {
     match v {
-        Variant::Ringcast => run_ringcast(bins, opts, bytes, false),
-        Variant::RingcastFile => run_ringcast(bins, opts, bytes, true),
+        Variant::Ringcast => run_ringcast(bins, opts, bytes, false, Net::LOOPBACK),
+        Variant::RingcastFile => run_ringcast(bins, opts, bytes, true, Net::LOOPBACK),
         Variant::RawQuinn => run_raw_quinn(opts, bytes),
         Variant::Base(b) => {
             let f = baselines::run(b, &Place::Loopback, bytes).map_err(|e| e.to_string())?;
@@ -479,6 +593,7 @@ fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, S
                 mbps: f.mb_per_s(),
                 cpu_s_per_gb: f.cpu_s_per_gb(),
                 split: [0.0; 3],
+                bytes: f.bytes,
             })
         }
         Variant::SocatFile => {
@@ -492,16 +607,31 @@ fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, S
                 mbps: f.mb_per_s(),
                 cpu_s_per_gb: f.cpu_s_per_gb(),
                 split: [0.0; 3],
+                bytes: f.bytes,
             })
         }
     }
 }
 
 fn run(opts: &Options) -> Result<Outcome, String> {
-    let bytes: u64 = if opts.quick { 64 << 20 } else { 1 << 30 };
+    opts.check_settings(&["b", "b2"])?;
     let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 3 });
     baselines::check_tools().map_err(|e| e.to_string())?;
     let bins = bins()?;
+    let mut o = if opts.setting_usize("b")? != Some(0) {
+        run_loopback(&bins, opts, reps)?
+    } else {
+        Outcome::default()
+    };
+    if opts.setting_usize("b2")? != Some(0) {
+        lossy::run(&bins, opts, reps, &mut o)?;
+    }
+    Ok(o)
+}
+
+/// §B: loopback, every variant.
+fn run_loopback(bins: &Bins, opts: &Options, reps: usize) -> Result<Outcome, String> {
+    let bytes: u64 = if opts.quick { 64 << 20 } else { 1 << 30 };
     let mut runs: Vec<(Variant, Vec<Run>)> = Variant::ALL.iter().map(|&v| (v, vec![])).collect();
     for rep in 0..reps {
         for (v, rs) in runs.iter_mut() {
@@ -511,7 +641,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
                 v.name(),
                 bytes >> 20
             );
-            let r = run_one(*v, &bins, opts, bytes)?;
+            let r = run_one(*v, bins, opts, bytes)?;
             eprintln!("b:   {:.1} MB/s, {:.2} CPU-s/GB", r.mbps, r.cpu_s_per_gb);
             rs.push(r);
         }
@@ -599,7 +729,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
     ));
     o.notes.push(format!(
         "{} MiB per run; producer fake-qemu (real plugin, ring=4M); ringcastd journal on \
-         disk; client CPU excludes its sha256 check; B2 (lossy link) not measured",
+         disk; client CPU excludes its sha256 check; CPU of the tools up to their last byte",
         bytes >> 20
     ));
     Ok(o)

@@ -91,10 +91,9 @@ pub struct Limits {
 }
 
 /// A QUIC congestion controller (quinn's `congestion` module).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Congestion {
     /// CUBIC (loss-based; quinn's default).
-    #[default]
     Cubic,
     /// NewReno (loss-based).
     NewReno,
@@ -103,6 +102,9 @@ pub enum Congestion {
 }
 
 impl Congestion {
+    /// The default (`Default::default()`, usable in constants).
+    pub const DEFAULT: Congestion = Congestion::Cubic;
+
     /// Every choice.
     pub const ALL: [Congestion; 3] = [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr];
 
@@ -113,6 +115,12 @@ impl Congestion {
             Congestion::NewReno => "newreno",
             Congestion::Bbr => "bbr",
         }
+    }
+}
+
+impl Default for Congestion {
+    fn default() -> Self {
+        Congestion::DEFAULT
     }
 }
 
