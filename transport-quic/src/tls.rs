@@ -171,11 +171,25 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Flow-control window of one stream the client receives.
+const CLIENT_STREAM_WINDOW: u32 = 16 << 20;
+
 /// Transport settings shared by both ends: the stream limit, the idle timeout and
-/// keep-alives well inside it (so an idle but live link is never silent for long).
-fn transport(limits: &Limits) -> Arc<quinn::TransportConfig> {
+/// keep-alives well inside it (so an idle but live link is never silent for long); the
+/// congestion controller of `limits` for what this end sends; larger receive windows on
+/// the client.
+fn transport(limits: &Limits, client: bool) -> Arc<quinn::TransportConfig> {
     let idle = limits.idle_timeout.max(crate::proto::MIN_IDLE_TIMEOUT);
     let mut t = quinn::TransportConfig::default();
+    if client {
+        // The client receives the console floods. quinn's default stream window (1.25 MB)
+        // caps one stream at window / (RTT + loss recovery): about 25 MB/s at 20 ms RTT and
+        // 1% loss, where a lost packet holds the window for two round trips. The server
+        // keeps the default: its streams carry only small input frames, and a larger window
+        // there would let a client make it buffer more.
+        t.stream_receive_window(quinn::VarInt::from_u32(CLIENT_STREAM_WINDOW))
+            .receive_window(quinn::VarInt::from_u32(2 * CLIENT_STREAM_WINDOW));
+    }
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .keep_alive_interval(Some(crate::proto::keep_alive_for(idle, limits.keep_alive)))
@@ -260,7 +274,7 @@ pub fn server_config(identity: &Identity, limits: &Limits) -> Result<quinn::Serv
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| Error::Protocol(format!("TLS configuration unusable for QUIC: {e}")))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(transport(limits));
+    cfg.transport_config(transport(limits, false));
     Ok(cfg)
 }
 
@@ -473,7 +487,7 @@ pub fn client_config(
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| Error::Protocol(format!("TLS configuration unusable for QUIC: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport(&Limits::default()));
+    config.transport_config(transport(&Limits::default(), true));
     Ok(ClientSetup { config, refusal })
 }
 
