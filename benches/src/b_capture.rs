@@ -10,7 +10,8 @@
 //!   the client's CPU, since the baselines do not check).
 //! * `ringcast-file`: the client writes a file; the file is hashed afterwards, untimed.
 //! * `raw-quinn`: the ceiling: an in-process quinn server and client (one thread each,
-//!   one stream, the crypto and transport configuration of transport-quic),
+//!   one stream, the crypto and transport configuration of transport-quic, the server
+//!   sending as ringcastd does),
 //!   no ring, no sidecar.
 //! * `socat-tcp`, `openssl-tls13-aes128gcm`, `ssh-aes128gcm`: [`crate::baselines`].
 //!
@@ -505,7 +506,9 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
     let before = rusage(libc::RUSAGE_SELF);
     let ready = Arc::new(std::sync::Barrier::new(2));
     let r2 = ready.clone();
-    let server = std::thread::spawn(move || -> Result<(u64, f64), String> {
+    // The server sends and the client receives, as in ringcast (the client's receive
+    // window is transport-quic's client setting).
+    let server = std::thread::spawn(move || -> Result<(), String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -519,8 +522,43 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
                 .ok_or("no connection")?
                 .await
                 .map_err(|e| e.to_string())?;
-            // transport-quic allows no unidirectional streams: one bidirectional stream.
-            let (_tx, mut rx) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+            // transport-quic allows no unidirectional streams: one bidirectional stream,
+            // opened by the client with one byte.
+            let (mut tx, mut rx) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+            let mut one = [0u8; 1];
+            rx.read_exact(&mut one).await.map_err(|e| e.to_string())?;
+            let block = bytes::Bytes::from(vec![0u8; 64 << 10]);
+            let mut left = bytes;
+            while left > 0 {
+                let k = left.min(block.len() as u64) as usize;
+                tx.write_chunk(block.slice(..k))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                left -= k as u64;
+            }
+            tx.finish().map_err(|e| e.to_string())?;
+            let _ = conn.closed().await;
+            ep.wait_idle().await;
+            Ok(())
+        })
+    });
+    ready.wait();
+    let client = std::thread::spawn(move || -> Result<(u64, f64), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("valid"))
+                .map_err(|e| e.to_string())?;
+            ep.set_default_client_config(setup.config);
+            let conn = ep
+                .connect(addr, "localhost")
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut tx, mut rx) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            tx.write_all(&[1]).await.map_err(|e| e.to_string())?;
             let mut n = 0u64;
             let mut first = None;
             while let Some(c) = rx
@@ -537,38 +575,8 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
             Ok((n, (end - first.unwrap_or(end)).as_secs_f64()))
         })
     });
-    ready.wait();
-    let client = std::thread::spawn(move || -> Result<(), String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async move {
-            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("valid"))
-                .map_err(|e| e.to_string())?;
-            ep.set_default_client_config(setup.config);
-            let conn = ep
-                .connect(addr, "localhost")
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
-            let (mut tx, _rx) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            let block = bytes::Bytes::from(vec![0u8; 64 << 10]);
-            let mut left = bytes;
-            while left > 0 {
-                let k = left.min(block.len() as u64) as usize;
-                tx.write_chunk(block.slice(..k))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                left -= k as u64;
-            }
-            tx.finish().map_err(|e| e.to_string())?;
-            let _ = conn.closed().await;
-            Ok(())
-        })
-    });
-    let (n, secs) = server.join().map_err(|_| "server panicked")??;
-    client.join().map_err(|_| "client panicked")??;
+    let (n, secs) = client.join().map_err(|_| "client panicked")??;
+    server.join().map_err(|_| "server panicked")??;
     let cpu = rusage(libc::RUSAGE_SELF) - before;
     let _ = std::fs::remove_dir_all(&dir);
     if n != bytes {

@@ -24,8 +24,11 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
-/// Largest RAM block, and largest chunk handed to a subscriber at once.
+/// Largest RAM block, and largest chunk handed to a subscriber at once from RAM.
 pub(crate) const BLOCK: usize = 64 * 1024;
+/// Largest chunk handed to a subscriber at once from disk: fewer reads and wakeups for a
+/// reader catching up.
+pub(crate) const DISK_READ: usize = 256 * 1024;
 const META: &str = "device.meta";
 const CURRENT: &str = "current.log";
 
@@ -485,12 +488,13 @@ impl Journal {
         }
     }
 
-    /// Where the bytes at `cursor` are (at most `max` of them).
+    /// Where the bytes at `cursor` are (at most `max` of them, and at most one RAM block or
+    /// [`DISK_READ`] bytes of one segment).
     pub fn read_at(&self, cursor: u64, max: usize) -> ReadAt {
         if cursor >= self.end {
             return ReadAt::Pending;
         }
-        let max = max.clamp(1, BLOCK);
+        let max = max.clamp(1, DISK_READ);
         let ri = self.ram.partition_point(|b| b.start <= cursor);
         if ri > 0 {
             let b = &self.ram[ri - 1];

@@ -733,17 +733,42 @@ async fn send_chunked(
     while !bytes.is_empty() {
         let piece = bytes.split_to(bytes.len().min(chunk.max(1)));
         let n = piece.len() as u64;
-        send_frame(
-            send,
-            &Frame::Data {
-                offset,
-                bytes: piece,
-            },
-        )
-        .await?;
+        // The header is encoded on its own and the bytes are handed to quinn as they are:
+        // no copy into a frame buffer (quinn takes `Bytes` without copying).
+        let header = data_header(offset, piece.len())?;
+        send.write_all_chunks(&mut [header, piece])
+            .await
+            .map_err(transport_quic::Error::Write)?;
         offset += n;
     }
     Ok(())
+}
+
+/// The encoding of `Frame::Data { offset, bytes }` without its `len` data bytes: what
+/// precedes them on the wire.
+fn data_header(offset: u64, len: usize) -> Result<Bytes, transport_quic::Error> {
+    let mut h = Frame::Data {
+        offset,
+        bytes: Bytes::new(),
+    }
+    .to_bytes()
+    .map_err(transport_quic::Error::Encode)?;
+    let (Ok(n), Some(payload_len)) = (u32::try_from(len), h.len().checked_sub(codec::HEADER_LEN))
+    else {
+        return Err(transport_quic::Error::Protocol(
+            "data frame too large".into(),
+        ));
+    };
+    let total = u32::try_from(payload_len)
+        .ok()
+        .and_then(|p| p.checked_add(n))
+        .filter(|&t| t <= codec::MAX_FRAME_PAYLOAD)
+        .ok_or_else(|| transport_quic::Error::Protocol("data frame too large".into()))?;
+    // Frame length after the type byte; the data length is the last field.
+    h[1..codec::HEADER_LEN].copy_from_slice(&total.to_be_bytes());
+    let at = h.len() - 4;
+    h[at..].copy_from_slice(&n.to_be_bytes());
+    Ok(Bytes::from(h))
 }
 
 async fn audio(
@@ -825,5 +850,23 @@ async fn audio(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_header_followed_by_the_bytes_is_the_encoded_data_frame() {
+        for (offset, len) in [(0u64, 1usize), (7, 100), (u64::MAX - 70_000, 65_536)] {
+            let bytes = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
+            let mut wire = data_header(offset, len).unwrap().to_vec();
+            wire.extend_from_slice(&bytes);
+            let frame = Frame::Data { offset, bytes };
+            assert_eq!(wire, frame.to_bytes().unwrap());
+            assert_eq!(Frame::decode(&wire).unwrap(), Some((frame, wire.len())));
+        }
+        assert!(data_header(0, codec::MAX_FRAME_PAYLOAD as usize).is_err());
     }
 }

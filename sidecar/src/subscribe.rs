@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::device::{lock, AudioPeriod, AudioQueue, Device};
 use crate::error::Error;
-use crate::journal::{GapReason, ReadAt, BLOCK};
+use crate::journal::{GapReason, ReadAt, DISK_READ};
 use crate::names::DeviceKey;
 
 /// Where a console subscription starts.
@@ -117,7 +117,7 @@ impl ConsoleSubscription {
         loop {
             let at = {
                 let j = lock(self.device.journal.as_ref()?);
-                j.read_at(self.cursor, BLOCK)
+                j.read_at(self.cursor, DISK_READ)
             };
             let item = match at {
                 ReadAt::Pending => return None,
