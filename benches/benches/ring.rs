@@ -2,7 +2,7 @@
 //!
 //! Two parts, both run by `cargo bench -p benches --bench ring`:
 //!
-//! * a report (see `report.rs`): p50/p99 per write from batches of 32 timed writes, the
+//! * a report (`benches::a_ring::report`, also `ringcast-bench a`): p50/p99 per write from batches of 32 timed writes, the
 //!   socket/shm-ring ratio, interleaved 4 KiB streaming shm-ring vs rtrb, and the count of
 //!   doorbell rings per idle→busy transition; printed and written as JSON lines to
 //!   `target/bench-results/ring.jsonl`;
@@ -13,16 +13,14 @@
 //! are pinned (producer CPU 0, consumer CPU 1) unless `RING_PIN=0`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 
-#[path = "ring/report.rs"]
-mod report;
-#[path = "ring/variants.rs"]
-mod variants;
-
-use variants::{Pair, Reader, Writer, PAYLOADS};
+use benches::a_ring::{
+    self, drain_until, pin, stream, unpin, variants, Pair, Reader, Writer, PAYLOADS,
+};
+use benches::report::{append_jsonl, render_table};
 
 /// One write and one read of the same payload in the same thread: the ring never fills
 /// and nobody sleeps, so no wakeup is ever due.
@@ -41,92 +39,6 @@ fn same_thread<P: Pair>(c: &mut criterion::BenchmarkGroup<'_, criterion::measure
                 std::hint::black_box(got)
             })
         });
-    }
-}
-
-/// Pins the calling thread to `cpu` when asked to and the machine has it.
-pub(crate) fn pin(cpu: usize) {
-    if std::env::var("RING_PIN").as_deref() == Ok("0") {
-        return;
-    }
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) <= cpu {
-        return;
-    }
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    let _ = rustix::thread::sched_setaffinity(None, &set);
-}
-
-/// Gives the calling thread every CPU back.
-pub(crate) fn unpin() {
-    let mut set = rustix::thread::CpuSet::new();
-    for cpu in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
-        set.set(cpu);
-    }
-    let _ = rustix::thread::sched_setaffinity(None, &set);
-}
-
-/// Streams `count` payloads through `tx` while `consumed` is advanced by a draining thread;
-/// returns once every byte has been consumed. Spins (with a yield now and then, the machine
-/// is shared) when the transport is full.
-pub(crate) fn stream<W: Writer>(
-    tx: &mut W,
-    payload: &[u8],
-    count: u64,
-    consumed: &AtomicU64,
-) -> Duration {
-    let start_bytes = consumed.load(Ordering::Acquire);
-    let target = start_bytes + count * payload.len() as u64;
-    let t0 = Instant::now();
-    for _ in 0..count {
-        let mut rest = payload;
-        let mut spins = 0u32;
-        while !rest.is_empty() {
-            let n = tx.write(rest);
-            rest = &rest[n..];
-            if n == 0 {
-                spins += 1;
-                if spins % 1024 == 0 {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-        }
-    }
-    let mut spins = 0u32;
-    while consumed.load(Ordering::Acquire) < target {
-        spins += 1;
-        if spins % 1024 == 0 {
-            std::thread::yield_now();
-        } else {
-            std::hint::spin_loop();
-        }
-    }
-    t0.elapsed()
-}
-
-/// The consumer side of [`stream`]: drains until `stop`, publishing the byte count.
-pub(crate) fn drain_until<R: Reader>(mut rx: R, stop: &AtomicBool, consumed: &AtomicU64) {
-    pin(1);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    let mut idle = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let n = rx.read(&mut buf);
-        if n == 0 {
-            idle += 1;
-            if idle % 1024 == 0 {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-            continue;
-        }
-        idle = 0;
-        total += n as u64;
-        // Release: the producer's Acquire load sees every byte counted as really copied.
-        consumed.store(total, Ordering::Release);
     }
 }
 
@@ -175,7 +87,12 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not: then only a smoke run.
     let full = std::env::args().any(|a| a == "--bench");
     if mode != "criterion" {
-        report::run(full);
+        let outcome = a_ring::report::run(full);
+        print!(
+            "{}",
+            render_table("A. cost of a write on QEMU's thread", &outcome)
+        );
+        save(&outcome);
     }
     if mode != "report" {
         let mut c = Criterion::default()
@@ -185,5 +102,27 @@ fn main() {
             .configure_from_args();
         criterion_groups(&mut c);
         c.final_summary();
+    }
+}
+
+/// Appends the report's figures to `target/bench-results/a.jsonl`, as `ringcast-bench a`
+/// does (the bench binary lives in `target/<profile>/deps/`).
+fn save(outcome: &benches::report::Outcome) {
+    let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|p| p.to_path_buf()))
+    else {
+        return;
+    };
+    let run_id = format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        std::process::id()
+    );
+    match append_jsonl(&target.join("bench-results"), "a", outcome, &run_id) {
+        Ok(path) => println!("results: {}", path.display()),
+        Err(e) => eprintln!("could not write the results: {e}"),
     }
 }

@@ -33,6 +33,7 @@ use transport_quic::proto::Congestion;
 use crate::baselines::{self, Baseline, Place};
 
 mod lossy;
+use crate::procs::{self, bins, free_port, Bins};
 use crate::report::{median, Comparison, Measurement, Outcome};
 use crate::scenario::{Options, Scenario};
 
@@ -109,78 +110,6 @@ fn rusage(who: i32) -> f64 {
     unsafe { libc::getrusage(who, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
-}
-
-/// utime + stime of a live process, in seconds.
-fn proc_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start at state (field 3).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free UDP port: {e}"))
-}
-
-/// The release binaries and plugin this scenario runs, built once if missing.
-#[derive(Debug, Clone)]
-struct Bins {
-    ringcastd: PathBuf,
-    fake_qemu: PathBuf,
-    plugin: PathBuf,
-}
-
-fn bins() -> Result<Bins, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe.parent().ok_or("no exe dir")?.to_path_buf();
-    let b = Bins {
-        ringcastd: dir.join("ringcastd"),
-        fake_qemu: dir.join("fake-qemu"),
-        plugin: dir.join("libringcast_backend.so"),
-    };
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = dir.parent().ok_or("no target dir")?;
-    // Target selections apply to every package named, so the plugin (a library) is built
-    // on its own.
-    for what in [
-        &[
-            "-p",
-            "sidecar",
-            "--bin",
-            "ringcastd",
-            "-p",
-            "testbed",
-            "--bin",
-            "fake-qemu",
-        ][..],
-        &["-p", "backend-so", "--lib"][..],
-    ] {
-        let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "--quiet"])
-            .args(what)
-            .arg("--target-dir")
-            .arg(target);
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
-        if !st.success() {
-            return Err(format!("cargo build {} failed", what.join(" ")));
-        }
-    }
-    Ok(b)
 }
 
 struct Daemon {
@@ -406,7 +335,7 @@ fn run_ringcast(
     let out = to_file.then(|| out_path.clone());
     let self_before = rusage(libc::RUSAGE_SELF);
     let d_pid = daemon.child.id();
-    let d_before = proc_cpu(d_pid);
+    let d_before = procs::cpu_s(d_pid);
     let limit = net.limit;
     let got = match net.lossy {
         None => {
@@ -432,7 +361,7 @@ fn run_ringcast(
         }
     };
     let client_cpu = rusage(libc::RUSAGE_SELF) - self_before - got.hash_s;
-    let daemon_cpu = proc_cpu(d_pid) - d_before;
+    let daemon_cpu = procs::cpu_s(d_pid) - d_before;
     let mut line = String::new();
     BufReader::new(producer.stdout.take().ok_or("no stdout")?)
         .read_line(&mut line)

@@ -5,12 +5,15 @@
 //!   time, each figure a ratio against a baseline measured in the same run; a table per
 //!   scenario and JSON lines under `target/bench-results/<scenario>.jsonl`.
 //!
-//! Scenarios live in [`scenario::registry`]; so far E (real QEMU, [`e_real_qemu`]).
+//! Scenarios live in [`scenario::registry`]: A ([`a_ring`]), B ([`b_capture`]), C
+//! ([`c_audio`]) and E ([`e_real_qemu`]).
 
+pub mod a_ring;
 pub mod b_capture;
 pub mod baselines;
 pub mod c_audio;
 pub mod e_real_qemu;
+pub mod procs;
 pub mod report;
 pub mod scenario;
 pub mod uptime;

@@ -70,6 +70,7 @@ pub struct Scenario {
 /// Every scenario, in the order `all` runs them.
 pub fn registry() -> &'static [Scenario] {
     &[
+        crate::a_ring::SCENARIO,
         crate::b_capture::SCENARIO,
         crate::c_audio::SCENARIO,
         crate::e_real_qemu::SCENARIO,

@@ -8,51 +8,30 @@
 //! * 4 KiB and 64 B streaming, shm-ring vs rtrb, alternating runs, median of the runs.
 //! * Doorbell rings (eventfd writes) per idle→busy transition of a consumer that sleeps.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shm_ring::{byte_ring_pair, Doorbell, RingKind, RingMemory};
 
-use crate::variants::{
+use crate::report::{Comparison, Measurement, Outcome};
+
+use super::variants::{
     ArrayQueueChunks, Pair, Reader, Rtrb, ShmBytes, ShmRecords, SocketPair, Writer, PAYLOADS,
 };
 
 /// Writes per timed batch.
 const BATCH: usize = 32;
 
-/// Lines of the JSON results file.
+/// The report's figures, for the table and the JSON lines.
 struct Results {
-    lines: Vec<String>,
+    outcome: Outcome,
 }
 
 impl Results {
     fn add(&mut self, variant: &str, metric: &str, value: f64, unit: &str) {
-        self.lines.push(format!(
-            "{{\"scenario\":\"A\",\"variant\":\"{variant}\",\"metric\":\"{metric}\",\"value\":{value:.3},\"unit\":\"{unit}\"}}"
-        ));
-    }
-
-    /// Writes `target/bench-results/ring.jsonl` next to the bench binary's target dir.
-    fn save(&self) {
-        let Ok(exe) = std::env::current_exe() else {
-            return;
-        };
-        // target/<profile>/deps/ring-<hash>
-        let Some(target) = exe.ancestors().nth(3) else {
-            return;
-        };
-        let dir = target.join("bench-results");
-        if std::fs::create_dir_all(&dir).is_err() {
-            return;
-        }
-        let path = dir.join("ring.jsonl");
-        if let Ok(mut f) = std::fs::File::create(&path) {
-            for l in &self.lines {
-                let _ = writeln!(f, "{l}");
-            }
-            println!("results: {}", path.display());
-        }
+        self.outcome
+            .measurements
+            .push(Measurement::new(variant, metric, value, unit));
     }
 }
 
@@ -90,7 +69,7 @@ impl<P: Pair> Sampler<P> {
         // Steady state: send twice the capacity through first, so no timed write takes the
         // first-touch page fault of a fresh buffer (shmem faults cost microseconds).
         let page = [0u8; 4096];
-        for _ in 0..2 * crate::variants::RING_BYTES / page.len() {
+        for _ in 0..2 * super::variants::RING_BYTES / page.len() {
             let n = tx.write(&page);
             let mut left = n;
             while left > 0 {
@@ -151,15 +130,15 @@ where
     let stop = AtomicBool::new(false);
     let consumed = AtomicU64::new(0);
     let dt = std::thread::scope(|s| {
-        s.spawn(|| crate::drain_until(rx, &stop, &consumed));
-        crate::pin(0);
+        s.spawn(|| super::drain_until(rx, &stop, &consumed));
+        super::pin(0);
         // Fault the ring's pages in before timing.
-        crate::stream(&mut tx, &payload, (1 << 20) / size as u64, &consumed);
-        let dt = crate::stream(&mut tx, &payload, count, &consumed);
+        super::stream(&mut tx, &payload, (1 << 20) / size as u64, &consumed);
+        let dt = super::stream(&mut tx, &payload, count, &consumed);
         stop.store(true, Ordering::Relaxed);
         dt
     });
-    crate::unpin();
+    super::unpin();
     (count * size as u64) as f64 / dt.as_secs_f64()
 }
 
@@ -197,7 +176,7 @@ fn doorbell_test(bursts: u64, per_burst: u64, pause: Duration) -> DoorbellCounts
     }
     std::thread::scope(|s| {
         let consumer = s.spawn(|| {
-            crate::pin(1);
+            super::pin(1);
             let mut c = DoorbellCounts::default();
             let mut buf = vec![0u8; 64 * 1024];
             let mut asleep = false;
@@ -224,7 +203,7 @@ fn doorbell_test(bursts: u64, per_burst: u64, pause: Duration) -> DoorbellCounts
             }
             c
         });
-        crate::pin(0);
+        super::pin(0);
         let stopper = StopOnDrop(&stop);
         let mut rings = 0;
         for _ in 0..bursts {
@@ -249,21 +228,24 @@ fn doorbell_test(bursts: u64, per_burst: u64, pause: Duration) -> DoorbellCounts
         }
         drop(stopper);
         let mut c = consumer.join().expect("consumer");
-        crate::unpin();
+        super::unpin();
         c.rings = rings;
         c
     })
 }
 
-/// Runs the report. `full` false: a smoke run with small counts (`cargo test --benches`).
-pub fn run(full: bool) {
-    let mut res = Results { lines: Vec::new() };
+/// Runs the report, printing progress as it goes, and returns its figures. `full` false: a
+/// smoke run with small counts.
+pub fn run(full: bool) -> Outcome {
+    let mut res = Results {
+        outcome: Outcome::default(),
+    };
     let samples = if full { 20_000 } else { 200 };
     let overhead = timer_overhead(if full { 100_000 } else { 1000 });
-    println!("== A. write latency: {samples} batches of {BATCH} writes per variant and size");
-    println!("   timer overhead per batch (subtracted): {overhead:.1} ns");
+    eprintln!("== A. write latency: {samples} batches of {BATCH} writes per variant and size");
+    eprintln!("   timer overhead per batch (subtracted): {overhead:.1} ns");
     res.add("timer", "batch_overhead", overhead, "ns");
-    println!(
+    eprintln!(
         "{:<18} {:>6} {:>10} {:>10} {:>12}",
         "variant", "bytes", "p50 ns", "p99 ns", "p50 vs shm"
     );
@@ -294,7 +276,7 @@ pub fn run(full: bool) {
             ("socketpair", sock.percentiles()),
         ];
         for (name, (p50, p99)) in rows {
-            println!(
+            eprintln!(
                 "{name:<18} {size:>6} {p50:>10.1} {p99:>10.1} {:>11.2}x",
                 p50 / shm50
             );
@@ -302,17 +284,16 @@ pub fn run(full: bool) {
             res.add(name, &format!("write_p99_{size}B"), p99, "ns");
         }
         let ratio = rows[4].1 .0 / shm50;
-        println!("   socket / shm-ring at {size} B (p50): {ratio:.0}x (target >= 50x)");
-        res.add("socket/shm-ring", &format!("p50_ratio_{size}B"), ratio, "x");
+        eprintln!("   socket / shm-ring at {size} B (p50): {ratio:.0}x (target >= 50x)");
         if size <= 64 {
-            println!(
+            eprintln!(
                 "   shm-ring {size} B: p50 {shm50:.1} ns (target <= 20), p99 {shm99:.1} ns (target <= 100)"
             );
         }
     }
 
     let rounds = if full { 7 } else { 1 };
-    println!("== A. streaming, producer on CPU 0, consumer on CPU 1, median of {rounds} alternating runs");
+    eprintln!("== A. streaming, producer on CPU 0, consumer on CPU 1, median of {rounds} alternating runs");
     for (size, count) in [(4096usize, 1u64 << 16), (64, 1 << 20)] {
         let count = if full { count } else { count / 64 };
         let mut shm = Vec::new();
@@ -324,7 +305,7 @@ pub fn run(full: bool) {
         shm.sort_by(f64::total_cmp);
         rt.sort_by(f64::total_cmp);
         let (s, r) = (percentile(&shm, 0.5), percentile(&rt, 0.5));
-        println!(
+        eprintln!(
             "   {size:>5} B: shm-ring {:.2} GB/s, rtrb {:.2} GB/s, ratio {:.2} (target >= 1.0 at 4 KiB)",
             s / 1e9,
             r / 1e9,
@@ -332,15 +313,9 @@ pub fn run(full: bool) {
         );
         res.add("shm-ring", &format!("stream_{size}B"), s / 1e9, "GB/s");
         res.add("rtrb", &format!("stream_{size}B"), r / 1e9, "GB/s");
-        res.add(
-            "shm-ring/rtrb",
-            &format!("stream_ratio_{size}B"),
-            s / r,
-            "x",
-        );
     }
 
-    println!("== A. doorbell: eventfd writes per idle->busy transition (target <= 1)");
+    eprintln!("== A. doorbell: eventfd writes per idle->busy transition (target <= 1)");
     let (bursts, cont) = if full { (2000, 1 << 20) } else { (20, 1 << 12) };
     for (label, b, per, pause) in [
         ("bursts", bursts, 64, Duration::from_micros(200)),
@@ -349,7 +324,7 @@ pub fn run(full: bool) {
         let c = doorbell_test(b, per, pause);
         assert_eq!(c.bytes, b * per * 64, "doorbell test lost bytes");
         let per_transition = c.rings as f64 / c.idle_to_busy.max(1) as f64;
-        println!(
+        eprintln!(
             "   {label:<10}: {} writes, {} eventfd writes, {} idle->busy transitions, {} wakeups by the bell, {per_transition:.3} per transition",
             b * per,
             c.rings,
@@ -360,5 +335,13 @@ pub fn run(full: bool) {
         res.add(label, "idle_to_busy", c.idle_to_busy as f64, "count");
         res.add(label, "eventfd_per_transition", per_transition, "x");
     }
-    res.save();
+    // The socket and rtrb each against shm-ring; shm-ring's streaming against rtrb's.
+    let c = &mut res.outcome.comparisons;
+    for (variant, baseline) in [("socketpair", "shm-ring"), ("shm-ring", "rtrb")] {
+        c.push(Comparison {
+            variant: variant.into(),
+            baseline: baseline.into(),
+        });
+    }
+    res.outcome
 }

@@ -1,6 +1,9 @@
 //! The transports compared in §A, behind one writer/reader pair of traits so that every
 //! measurement runs the same loop over each of them (monomorphised, no dynamic dispatch).
 
+// Thin wrappers over ring ends and queues for the timed loops; nothing here is printed.
+#![allow(missing_debug_implementations)]
+
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
