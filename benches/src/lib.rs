@@ -6,12 +6,13 @@
 //!   scenario and JSON lines under `target/bench-results/<scenario>.jsonl`.
 //!
 //! Scenarios live in [`scenario::registry`]: A ([`a_ring`]), B ([`b_capture`]), C
-//! ([`c_audio`]) and E ([`e_real_qemu`]).
+//! ([`c_audio`]), D ([`d_scale`]) and E ([`e_real_qemu`]).
 
 pub mod a_ring;
 pub mod b_capture;
 pub mod baselines;
 pub mod c_audio;
+pub mod d_scale;
 pub mod e_real_qemu;
 pub mod procs;
 pub mod report;

@@ -16,6 +16,8 @@ pub struct Bins {
     pub fake_qemu: PathBuf,
     /// `libringcast_backend.so`.
     pub plugin: PathBuf,
+    /// The client CLI.
+    pub ringcast: PathBuf,
 }
 
 /// Builds (if needed) and locates the binaries, with the profile of this executable.
@@ -26,6 +28,7 @@ pub fn bins() -> Result<Bins, String> {
         ringcastd: dir.join("ringcastd"),
         fake_qemu: dir.join("fake-qemu"),
         plugin: dir.join("libringcast_backend.so"),
+        ringcast: dir.join("ringcast"),
     };
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -42,6 +45,10 @@ pub fn bins() -> Result<Bins, String> {
             "testbed",
             "--bin",
             "fake-qemu",
+            "-p",
+            "client",
+            "--bin",
+            "ringcast",
         ][..],
         &["-p", "backend-so", "--lib"][..],
     ] {

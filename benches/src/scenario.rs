@@ -73,6 +73,7 @@ pub fn registry() -> &'static [Scenario] {
         crate::a_ring::SCENARIO,
         crate::b_capture::SCENARIO,
         crate::c_audio::SCENARIO,
+        crate::d_scale::SCENARIO,
         crate::e_real_qemu::SCENARIO,
     ]
 }
