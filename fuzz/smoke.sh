@@ -28,9 +28,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-targets=(ring_consumer_vs_hostile_producer ring_producer_vs_hostile_consumer handover_decode plugin_abi_ops)
+targets=(ring_consumer_vs_hostile_producer ring_producer_vs_hostile_consumer handover_decode wire_decode plugin_abi_ops)
 declare -A max_len=([ring_consumer_vs_hostile_producer]=512 [ring_producer_vs_hostile_consumer]=512
-                    [handover_decode]=1200 [plugin_abi_ops]=1024)
+                    [handover_decode]=1200 [wire_decode]=4096 [plugin_abi_ops]=1024)
 
 echo "==> fuzz replay tests (stable, no fuzzer)" >&2
 cargo test --quiet --release

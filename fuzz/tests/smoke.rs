@@ -77,6 +77,16 @@ fn ring_producer_vs_hostile_consumer() {
 }
 
 #[test]
+fn wire_decode() {
+    smoke(
+        "wire_decode",
+        transport_quic::codec::fuzz_decode,
+        20000,
+        4096,
+    );
+}
+
+#[test]
 fn handover_decode() {
     smoke(
         "handover_decode",

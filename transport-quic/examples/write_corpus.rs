@@ -1,5 +1,5 @@
 //! Writes the fuzz seed corpus: one valid encoding of every frame type and a few hostile
-//! headers. `cargo run -p transport-quic --example write_corpus -- fuzz/corpus/decode`
+//! headers. From the workspace root: `cargo run -p transport-quic --example write_corpus -- fuzz/seeds/wire_decode`
 
 use bytes::Bytes;
 use transport_quic::codec::*;
@@ -7,7 +7,7 @@ use transport_quic::codec::*;
 fn main() {
     let dir = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "fuzz/corpus/decode".into());
+        .unwrap_or_else(|| "fuzz/seeds/wire_decode".into());
     std::fs::create_dir_all(&dir).unwrap();
     let entry = DeviceEntry {
         vm: "vm1".into(),

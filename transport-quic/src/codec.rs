@@ -1003,7 +1003,7 @@ pub fn decode_datagram(d: &[u8]) -> Result<(u64, AudioData), DecodeError> {
     }
 }
 
-/// The body of the codec fuzz target (`fuzz/fuzz_targets/decode.rs`), also run by a plain
+/// The body of the codec fuzz target (`fuzz/fuzz_targets/wire_decode.rs`), also run by a plain
 /// test over the seed corpus: decoding arbitrary bytes never panics, and whatever decodes
 /// encodes back to a frame that decodes to the same value.
 pub fn fuzz_decode(data: &[u8]) {

@@ -277,7 +277,7 @@ fn a_device_count_larger_than_the_payload_is_refused_before_allocating() {
 
 #[test]
 fn the_fuzz_body_survives_its_seed_corpus_and_random_inputs() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/decode");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/wire_decode");
     let mut seeds = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();

@@ -1,6 +1,0 @@
-//! Decoding arbitrary bytes never panics; what decodes re-encodes to an equal frame.
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    transport_quic::codec::fuzz_decode(data);
-});
