@@ -2,8 +2,8 @@
 //!
 //! Two parts, both run by `cargo bench -p benches --bench ring`:
 //!
-//! * a report (`benches::a_ring::report`, also `ringcast-bench a`): p50/p99 per write from batches of 32 timed writes, the
-//!   socket/shm-ring ratio, interleaved 4 KiB streaming shm-ring vs rtrb, and the count of
+//! * a report (`benches::a_ring::report`, also `ringcast-bench a`): p50/p99 per write from
+//!   batches of 32 timed writes, the socket/shm-ring ratio, interleaved 4 KiB streaming shm-ring vs rtrb, and the count of
 //!   doorbell rings per idle→busy transition; printed and written as JSON lines to
 //!   `target/bench-results/a.jsonl`;
 //! * criterion groups: `same-thread` (write then read back, one thread) for every payload and
