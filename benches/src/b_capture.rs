@@ -51,7 +51,8 @@ pub const SCENARIO: Scenario = Scenario {
             MB/s and CPU-s/GB (all processes of the pipeline). Then B2: the same flood across \
             testbed's lossy link (1% loss, 10 ms each way; server in A, client in B) for 1 GiB or \
             60 s (--quick: 256 MiB or 10 s), ringcastd with each QUIC congestion controller vs \
-            TLS 1.3 over TCP with cubic and with bbr. --set b=0 or --set b2=0 skips a part.",
+            TLS 1.3 over TCP with cubic and with bbr. --set b=0 or --set b2=0 skips a part; \
+            --set net_threads=N runs ringcastd with --net-threads N.",
     run,
 };
 
@@ -289,6 +290,9 @@ fn run_ringcast(
         }
         None => Command::new(&bins.ringcastd),
     };
+    if let Some(n) = opts.setting_usize("net_threads")? {
+        cmd.args(["--net-threads", &n.to_string()]);
+    }
     let child = cmd
         .arg("--socket")
         .arg(&sock)
@@ -551,7 +555,7 @@ fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, S
 }
 
 fn run(opts: &Options) -> Result<Outcome, String> {
-    opts.check_settings(&["b", "b2"])?;
+    opts.check_settings(&["b", "b2", "net_threads"])?;
     let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 3 });
     baselines::check_tools().map_err(|e| e.to_string())?;
     let bins = bins()?;

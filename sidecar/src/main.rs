@@ -107,6 +107,11 @@ struct Cli {
     /// keeps its rate under random loss; see docs/benchmarks.md, B2)
     #[arg(long, default_value_t = transport_quic::proto::Congestion::default())]
     congestion: transport_quic::proto::Congestion,
+
+    /// Threads of the network runtime (QUIC connections, streams to clients); the io_uring
+    /// ingest and the control socket have their own
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    net_threads: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,7 +242,7 @@ fn real_main() -> anyhow::Result<()> {
         None
     } else {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(usize::from(cli.net_threads))
             .thread_name("ringcastd-net")
             .enable_all()
             .build()
