@@ -33,7 +33,7 @@ use crate::scenario::{Options, Scenario};
 /// The scenario entry.
 pub const SCENARIO: Scenario = Scenario {
     key: "d",
-    title: "scale: idle cost and memory per device, a stalled client among 100 followers",
+    title: "D. Scale: idle cost and memory per device, a stalled client among 100 followers",
     about: "Idle: 1, 64 and 512 consoles (quick: 1 and 64) registered to one ringcastd, 4 KiB \
             written to each, then ringcastd's CPU %, wakeups/s and RSS per device over an idle \
             window (5 s; quick 2 s), baseline 1 device. Stall: one console at 256 KB/s \

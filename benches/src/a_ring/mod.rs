@@ -20,7 +20,7 @@ pub use variants::{Pair, Reader, Writer, PAYLOADS};
 /// The scenario entry.
 pub const SCENARIO: Scenario = Scenario {
     key: "a",
-    title: "cost of a write on QEMU's thread (shm-ring vs rtrb, ArrayQueue, socket write)",
+    title: "A. Cost of a write on QEMU's thread (shm-ring vs rtrb, ArrayQueue, socket write)",
     about: "Per-write p50/p99 at 1 B, 64 B, 1920 B and 4 KiB (batches of 32 timed writes, \
             variants sampled round-robin, ring drained untimed between batches), 4 KiB and \
             64 B streaming between two pinned threads (shm-ring vs rtrb, alternating runs), \
