@@ -6,7 +6,9 @@
 //! fake-qemu --vm NAME --opts socket=/run/ringcast/ringcastd.sock DEVICE=SEED:BYTES ...
 //! ```
 //!
-//! Prints `DEVICE sha256=<hex> bytes=<n>` per device on stdout when done.
+//! Prints `DEVICE sha256=<hex> bytes=<n>` per device on stdout when done (`DEVICE zeros
+//! bytes=<n>` for `DEVICE=zero:BYTES`, which writes zeros and hashes nothing, the input the
+//! benchmark baselines read from /dev/zero).
 
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ fake-qemu: a stand-in QEMU process for tests. Loads libringcast_backend.so
 chardev per DEVICE as `-chardev plugin,id=DEVICE,opts=OPTS` would, waits until each is
 attached to ringcastd, writes BYTES of the guest stream SEED (testbed/guest/README.md)
 into each, interleaved 4 KiB at a time, prints `DEVICE sha256=HEX bytes=N` per device
-and exits.
+and exits. SEED `zero` writes zeros instead and prints `DEVICE zeros bytes=N`.
 
 usage: fake-qemu --vm NAME [--opts OPTS] [--attach-timeout-s N] DEVICE=SEED:BYTES ...
 
@@ -59,7 +61,11 @@ fn main() {
             spec => {
                 let (dev, rest) = spec.split_once('=').unwrap_or_else(|| usage());
                 let (seed, bytes) = rest.split_once(':').unwrap_or_else(|| usage());
-                let seed: u64 = seed.parse().unwrap_or_else(|_| usage());
+                // `zero`: zeros, nothing hashed.
+                let seed: Option<u64> = match seed {
+                    "zero" => None,
+                    s => Some(s.parse().unwrap_or_else(|_| usage())),
+                };
                 let bytes: usize = bytes.parse().unwrap_or_else(|_| usage());
                 devices.push((dev.to_owned(), seed, bytes));
             }
@@ -97,7 +103,7 @@ fn main() {
     // Interleave the devices in 4 KiB steps, like guests writing to several consoles.
     let mut streams: Vec<_> = devices
         .iter()
-        .map(|(_, seed, bytes)| (GuestStream::new(*seed), *bytes, Sha256::new()))
+        .map(|(_, seed, bytes)| (seed.map(GuestStream::new), *bytes, Sha256::new()))
         .collect();
     let mut buf = vec![0u8; 4096];
     loop {
@@ -108,19 +114,26 @@ fn main() {
             }
             active = true;
             let n = (*left).min(buf.len());
-            stream.fill(&mut buf[..n]);
+            if let Some(stream) = stream {
+                stream.fill(&mut buf[..n]);
+            }
             if let Err(e) = chardevs[i].write_all(&lp, &buf[..n], Duration::from_secs(60)) {
                 eprintln!("fake-qemu: {}: {e}", devices[i].0);
                 std::process::exit(1);
             }
-            hash.update(&buf[..n]);
+            if stream.is_some() {
+                hash.update(&buf[..n]);
+            }
             *left -= n;
         }
         if !active {
             break;
         }
     }
-    for ((dev, _, bytes), (_, _, hash)) in devices.iter().zip(streams) {
-        println!("{dev} sha256={:x} bytes={bytes}", hash.finalize());
+    for ((dev, seed, bytes), (_, _, hash)) in devices.iter().zip(streams) {
+        match seed {
+            Some(_) => println!("{dev} sha256={:x} bytes={bytes}", hash.finalize()),
+            None => println!("{dev} zeros bytes={bytes}"),
+        }
     }
 }
