@@ -64,7 +64,8 @@ pub const SCENARIO: Scenario = Scenario {
             each way (testbed LossyLink, servers in namespace A, clients in B; needs root, \
             skipped otherwise). Full: both period sizes, 2 repetitions of 2.5 s per cell; \
             --quick: 10 ms only, 1 repetition of 1.5 s. Knobs: --set period_ms=10|2 (one \
-            size only), --set secs=N (seconds per run). p50/p99 over all periods of all \
+            size only), --set secs=N (seconds per run), --set congestion=cubic|newreno|bbr \
+            (ringcastd's QUIC controller; TCP uses the host's default). p50/p99 over all periods of all \
             repetitions; underruns = periods later than stamp + one-way delay + 40 ms, plus \
             periods lost.",
     run,
@@ -330,6 +331,7 @@ fn start_servers(
 ) -> Result<Servers, String> {
     let handle = daemon.handle();
     let rth = rt.handle().clone();
+    let net_limits = net.limits.clone();
     let start_ringcast = move || {
         let _g = rth.enter();
         NetServer::start(handle, net).map_err(|e| e.to_string())
@@ -353,7 +355,7 @@ fn start_servers(
     };
     let one_stream = {
         let _g = rt.enter();
-        one_stream::Server::start(daemon.handle(), server_id, udp)?
+        one_stream::Server::start(daemon.handle(), server_id, udp, net_limits)?
     };
     let tcp = tcp_tls::Server::start(daemon.handle(), server_id, tcp)?;
     Ok(Servers {
@@ -428,7 +430,18 @@ fn aggregate(runs: &[RunResult], c: Condition) -> Cell {
 }
 
 fn run(opts: &Options) -> Result<Outcome, String> {
-    opts.check_settings(&["period_ms", "secs"])?;
+    opts.check_settings(&["period_ms", "secs", "congestion"])?;
+    let congestion: transport_quic::proto::Congestion =
+        match opts.settings.iter().rev().find(|(k, _)| k == "congestion") {
+            Some((_, v)) => v
+                .parse()
+                .map_err(|e| format!("--set congestion={v}: {e}"))?,
+            None => Default::default(),
+        };
+    let limits = transport_quic::proto::Limits {
+        congestion,
+        ..Default::default()
+    };
     let periods: Vec<u32> = match opts.setting_usize("period_ms")? {
         Some(10) => vec![10],
         Some(2) => vec![2],
@@ -483,7 +496,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
             identity_dir: cfg.state_dir.clone(),
             authorized_clients: dir.join("no_authorized_clients"),
             client_ca: None,
-            limits: Default::default(),
+            limits: limits.clone(),
         },
         &server_id,
         || {
@@ -504,7 +517,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
     };
 
     let mut notes = Vec::new();
-    let lossy = match setup_lossy(&rt, &daemon, &cfg, &server_id, &dir) {
+    let lossy = match setup_lossy(&rt, &daemon, &cfg, &server_id, &dir, &limits) {
         Ok(l) => Some(l),
         Err(e) => {
             notes.push(format!("lossy conditions skipped: {e}"));
@@ -709,6 +722,7 @@ fn setup_lossy(
     cfg: &Config,
     server_id: &transport_quic::tls::Identity,
     dir: &Path,
+    limits: &transport_quic::proto::Limits,
 ) -> Result<Lossy, String> {
     let link = LossyLink::create(LinkSpec {
         loss_pct: 1.0,
@@ -738,7 +752,7 @@ fn setup_lossy(
             identity_dir: cfg.state_dir.clone(),
             authorized_clients: authz,
             client_ca: None,
-            limits: Default::default(),
+            limits: limits.clone(),
         },
         server_id,
         move || Ok((UdpSocket::bind(listen)?, TcpListener::bind(listen)?)),

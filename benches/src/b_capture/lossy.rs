@@ -74,7 +74,7 @@ pub(super) fn run(bins: &Bins, opts: &Options, reps: usize, o: &mut Outcome) -> 
     let (bytes, limit) = if opts.quick {
         (256u64 << 20, Duration::from_secs(10))
     } else {
-        (1u64 << 30, Duration::from_secs(60))
+        (512u64 << 20, Duration::from_secs(30))
     };
     let dir = opts.work_dir.join(format!("b2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

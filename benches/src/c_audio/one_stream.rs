@@ -38,13 +38,14 @@ pub(super) struct Server {
 
 impl Server {
     /// Serves on `socket` (already bound, possibly in another namespace) with the server
-    /// identity. Must be called within a tokio runtime.
+    /// identity and ringcastd's transport limits (congestion controller included). Must be
+    /// called within a tokio runtime.
     pub(super) fn start(
         handle: Handle,
         identity: &tls::Identity,
         socket: UdpSocket,
+        limits: Limits,
     ) -> Result<Server, String> {
-        let limits = Limits::default();
         let cfg = tls::server_config(identity, &limits).map_err(|e| e.to_string())?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
