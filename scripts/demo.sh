@@ -24,6 +24,7 @@ done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+scripts/install-build-deps.sh
 say "building the patched QEMU and the test guest (cached after the first run)"
 qemu=$(qemu-patches/build.sh | tail -n1)
 guest=$(testbed/guest/build.sh | tail -n1)

@@ -23,22 +23,9 @@ done
 started=$(date +%s)
 step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
 
-command -v cargo >/dev/null || { echo "cargo is needed (a Rust toolchain with rustfmt and clippy)" >&2; exit 1; }
-if ! command -v cc >/dev/null; then
-    step "installing a C compiler"
-    apt-get -q -y update >&2 && apt-get -q -y install gcc libc6-dev >&2
-fi
-
-# libasound2-dev: cpal (`ringcast play` to the sound card) links ALSA; tmux drives the
-# interactive `ringcast console` test.
-missing=()
-for pkg in libasound2-dev pkg-config tmux; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing ${missing[*]}"
-    apt-get -q -y update >&2 && apt-get -q -y install "${missing[@]}" >&2
-fi
+# A C compiler, ALSA's headers (`ringcast play`), and tmux, which drives the interactive
+# `ringcast console` test.
+scripts/install-build-deps.sh tmux
 
 step "baseline tools for the benchmark harness (socat, openssl, ssh, iperf3)"
 benches/baselines/install.sh >&2

@@ -438,6 +438,57 @@ fn produce_paced(c: &mut FakeConsole, shared: &Shared, secs: Duration) -> Result
     Ok(max_write)
 }
 
+/// What a stall cell runs: a fresh ringcastd, its console with the prelude written, the
+/// stopped client if asked for, and the followers' runtime.
+struct Cell {
+    d: Ringcastd,
+    c: FakeConsole,
+    _stalled: Option<Stalled>,
+    shared: Arc<Shared>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Cell {
+    fn start(
+        bins: &Bins,
+        dir: &Path,
+        args: &[&str],
+        ring: u64,
+        stalled: bool,
+        threads: usize,
+    ) -> Result<Cell, String> {
+        let d = Ringcastd::start(bins, dir, args)?;
+        let mut c = FakeConsole::new(VM, DEV, 1, ring)?;
+        c.connect(&d.socket)?;
+        let mut prelude = vec![0u8; PRELUDE as usize];
+        fill(&mut prelude, 0);
+        c.write_all(&prelude, Duration::from_secs(10))?;
+        let _stalled = if stalled {
+            Some(Stalled::start(bins, &d, dir)?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            sent: Mutex::new(Vec::new()),
+            attached: AtomicUsize::new(0),
+            done: AtomicBool::new(false),
+            total: AtomicU64::new(0),
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Cell {
+            d,
+            c,
+            _stalled,
+            shared,
+            rt,
+        })
+    }
+}
+
 fn paced(
     bins: &Bins,
     dir: &Path,
@@ -445,28 +496,13 @@ fn paced(
     stalled: bool,
     secs: Duration,
 ) -> Result<Paced, String> {
-    let d = Ringcastd::start(bins, dir, &[])?;
-    let mut c = FakeConsole::new(VM, DEV, 1, 256 * 1024)?;
-    c.connect(&d.socket)?;
-    let mut prelude = vec![0u8; PRELUDE as usize];
-    fill(&mut prelude, 0);
-    c.write_all(&prelude, Duration::from_secs(10))?;
-    let _stalled = if stalled {
-        Some(Stalled::start(bins, &d, dir)?)
-    } else {
-        None
-    };
-    let shared = Arc::new(Shared {
-        sent: Mutex::new(Vec::new()),
-        attached: AtomicUsize::new(0),
-        done: AtomicBool::new(false),
-        total: AtomicU64::new(0),
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let Cell {
+        d,
+        mut c,
+        _stalled,
+        shared,
+        rt,
+    } = Cell::start(bins, dir, &[], 256 * 1024, stalled, 2)?;
     // The known_hosts pin is written on first use: one connection first, then the others
     // read the pinned file.
     let kh = dir.join("known_hosts");
@@ -532,28 +568,13 @@ fn paced(
 /// written. The retention holds it all, so the follower, slower than the producer, still
 /// gets every byte.
 fn flood(bins: &Bins, dir: &Path, stalled: bool, bytes: u64) -> Result<f64, String> {
-    let d = Ringcastd::start(bins, dir, &["--retention", "4G"])?;
-    let mut c = FakeConsole::new(VM, DEV, 1, 1 << 20)?;
-    c.connect(&d.socket)?;
-    let mut prelude = vec![0u8; PRELUDE as usize];
-    fill(&mut prelude, 0);
-    c.write_all(&prelude, Duration::from_secs(10))?;
-    let _stalled = if stalled {
-        Some(Stalled::start(bins, &d, dir)?)
-    } else {
-        None
-    };
-    let shared = Arc::new(Shared {
-        sent: Mutex::new(Vec::new()),
-        attached: AtomicUsize::new(0),
-        done: AtomicBool::new(false),
-        total: AtomicU64::new(0),
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let Cell {
+        d,
+        mut c,
+        _stalled,
+        shared,
+        rt,
+    } = Cell::start(bins, dir, &["--retention", "4G"], 1 << 20, stalled, 1)?;
     let task = rt.spawn(follow(
         d.server.clone(),
         dir.join("known_hosts"),
