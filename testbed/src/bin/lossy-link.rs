@@ -35,7 +35,15 @@ OPTIONS:
   --seed N        seed of the loss and jitter generators (default 1)
   --name NAME     namespaces NAMEa and NAMEb (default: lossy for up/down/ctl, rcl<pid>x0 otherwise)
 
-Namespace A has 198.18.0.1/30 on tun0, namespace B 198.18.0.2/30. Needs root and iproute2.";
+Namespace A has 198.18.0.1/30 on tun0, namespace B 198.18.0.2/30. Needs root and iproute2.
+
+examples:
+  # iperf3 across 1% loss and 20 ms RTT: server in B, client in A
+  lossy-link --loss 1 --delay 10 --in-b 'iperf3 -s -1' -- iperf3 -c 198.18.0.2 -t 5
+  # a link that stays up; cut it for a while from another terminal
+  lossy-link up --loss 1 --delay 10 &
+  lossy-link ctl cut on; sleep 8; lossy-link ctl cut off
+  lossy-link down";
 
 fn usage_exit(msg: &str) -> ExitCode {
     eprintln!("lossy-link: {msg}\n{USAGE}");
