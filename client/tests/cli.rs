@@ -373,3 +373,37 @@ fn console_in_tmux_echoes_typing_and_ctrl_bracket_leaves_with_the_terminal_resto
     stop.store(true, Relaxed);
     echo.join().unwrap();
 }
+
+/// `ringcast --help` and every subcommand's teach by example and state their defaults.
+#[test]
+fn help_explains_the_defaults_and_gives_examples_for_every_command() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .args(args)
+            .arg("--help")
+            .env_remove("RINGCAST_SERVER")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ringcast {args:?} --help failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = help(&[]);
+    for want in ["Examples:", "127.0.0.1:7878", "known_hosts", "Exit status"] {
+        assert!(top.contains(want), "ringcast --help lacks {want:?}:\n{top}");
+    }
+    for cmd in [
+        "list", "stats", "console", "capture", "play", "qmp", "identity",
+    ] {
+        let h = help(&[cmd]);
+        assert!(
+            h.contains("Example"),
+            "ringcast {cmd} --help has no example:\n{h}"
+        );
+        assert!(
+            h.contains(&format!("ringcast {cmd}")),
+            "ringcast {cmd} --help shows no command line:\n{h}"
+        );
+    }
+    let capture = help(&["capture"]);
+    assert!(capture.contains("[default: 127.0.0.1:7878]"), "{capture}");
+}
