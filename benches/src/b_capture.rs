@@ -26,7 +26,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ use transport_quic::proto::Congestion;
 use crate::baselines::{self, Baseline, Place};
 
 mod lossy;
-use crate::procs::{self, bins, free_port, Bins};
+use crate::procs::{self, bins, free_port, Bins, Ringcastd};
 use crate::report::{median, Comparison, Measurement, Outcome};
 use crate::scenario::{Options, Scenario};
 
@@ -118,17 +118,6 @@ fn rusage(who: i32) -> f64 {
     unsafe { libc::getrusage(who, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
-}
-
-struct Daemon {
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Where a ringcast run happens.
@@ -328,16 +317,12 @@ fn run_ringcast(
         .join(format!("run-{}", next_run()));
     let _ = std::fs::remove_dir_all(&dir);
     let payload = payload(opts)?;
-    for d in ["run", "state", "home", "client"] {
-        std::fs::create_dir_all(dir.join(d)).map_err(|e| e.to_string())?;
-    }
+    std::fs::create_dir_all(dir.join("client")).map_err(|e| e.to_string())?;
     let server = match net.lossy {
         // A fresh namespace: any port is free there.
         Some(l) => format!("{}:7878", l.link.addr_a()),
         None => format!("127.0.0.1:{}", free_port()?),
     };
-    let sock = dir.join("run/ringcastd.sock");
-    let log = std::fs::File::create(dir.join("ringcastd.log")).map_err(|e| e.to_string())?;
     let retention = format!("{}", bytes + (256 << 20));
     let mut cmd = match net.lossy {
         Some(l) => {
@@ -350,34 +335,10 @@ fn run_ringcast(
     if let Some(n) = opts.setting_usize("net_threads")? {
         cmd.args(["--net-threads", &n.to_string()]);
     }
-    let child = cmd
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--listen", &server, "--retention", &retention])
-        .args(["--congestion", net.congestion.name()])
-        .env("HOME", dir.join("home"))
-        .env("XDG_CONFIG_HOME", dir.join("home/.config"))
-        .env("XDG_STATE_HOME", dir.join("home/.local/state"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("ringcastd: {e}"))?;
-    let mut daemon = Daemon { child };
-    let ctl = dir.join("run/ringcastd.ctl");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(sock.exists() && std::os::unix::net::UnixStream::connect(&ctl).is_ok()) {
-        if let Ok(Some(st)) = daemon.child.try_wait() {
-            return Err(format!("ringcastd exited: {st}"));
-        }
-        if Instant::now() > deadline {
-            return Err("ringcastd did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cmd.args(["--retention", &retention])
+        .args(["--congestion", net.congestion.name()]);
+    let daemon = Ringcastd::spawn(cmd, &dir, server.clone())?;
+    let sock = daemon.socket.clone();
     let mut plugin_opts = format!("socket={}:ring=4M", sock.display());
     if let Some(extra) = &opts.plugin_opts {
         plugin_opts.push(':');
@@ -398,7 +359,7 @@ fn run_ringcast(
     let out_path = dir.join("capture.out");
     let out = to_file.then(|| out_path.clone());
     let self_before = rusage(libc::RUSAGE_SELF);
-    let d_pid = daemon.child.id();
+    let d_pid = daemon.pid();
     let d_before = procs::cpu_s(d_pid);
     let limit = net.limit;
     let got = match net.lossy {

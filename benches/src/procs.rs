@@ -82,7 +82,7 @@ pub struct Ringcastd {
     child: Child,
     /// Registration socket.
     pub socket: PathBuf,
-    /// `host:port` of its QUIC server on loopback.
+    /// `host:port` of its QUIC server.
     pub server: String,
     /// Its state directory.
     pub state: PathBuf,
@@ -92,19 +92,27 @@ impl Ringcastd {
     /// Starts ringcastd in `dir` (run/, state/, home/ below it, log in ringcastd.log) with
     /// `args` added, listening on a free loopback port, and waits until it answers.
     pub fn start(bins: &Bins, dir: &Path, args: &[&str]) -> Result<Ringcastd, String> {
+        let server = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(&bins.ringcastd);
+        cmd.args(args);
+        Ringcastd::spawn(cmd, dir, server)
+    }
+
+    /// Runs `cmd` (ringcastd, with its own arguments, maybe inside a network namespace) as
+    /// [`Ringcastd::start`] does: state under `dir`, QUIC on `server`, and waits until it
+    /// answers on its control socket.
+    pub fn spawn(mut cmd: Command, dir: &Path, server: String) -> Result<Ringcastd, String> {
         for d in ["run", "state", "home"] {
             std::fs::create_dir_all(dir.join(d)).map_err(|e| e.to_string())?;
         }
-        let server = format!("127.0.0.1:{}", free_port()?);
         let socket = dir.join("run/ringcastd.sock");
         let log = std::fs::File::create(dir.join("ringcastd.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&bins.ringcastd)
+        let child = cmd
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--listen", &server])
-            .args(args)
             .env("HOME", dir.join("home"))
             .env("XDG_CONFIG_HOME", dir.join("home/.config"))
             .env("XDG_STATE_HOME", dir.join("home/.local/state"))
