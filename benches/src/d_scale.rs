@@ -34,12 +34,13 @@ use crate::scenario::{Options, Scenario};
 pub const SCENARIO: Scenario = Scenario {
     key: "d",
     title: "D. Scale: idle cost and memory per device, a stalled client among 100 followers",
-    about: "Idle: 1, 64 and 512 consoles (quick: 1 and 64) registered to one ringcastd, 4 KiB \
-            written to each, then ringcastd's CPU %, wakeups/s and RSS per device over an idle \
+    about: "Idle: 1, 64 and 512 consoles (quick: 1 and 64) registered to one ringcastd \
+            (--journal-window 64K), 128 KiB written to each, then ringcastd's CPU %, wakeups/s and RSS per device over an idle \
             window (5 s; quick 2 s), baseline 1 device. Stall: one console at 256 KB/s \
             followed by 1 and 100 clients (quick 1 and 20), with and without a stopped \
             `ringcast capture --follow` (SIGSTOP), chunk latency p50/p99 and the producer's \
-            longest write; and the producer flat out with and without the stopped client. \
+            longest write; and the producer writing 512 MiB flat out (quick 128 MiB) with and \
+            without the stopped client. \
             Knobs: --set devices=N (one idle size), followers=K (one follower count), \
             secs=S (each paced cell). Full: about 1 min; quick: about 30 s.",
     run,
