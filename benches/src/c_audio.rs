@@ -732,16 +732,8 @@ fn setup_lossy(
         seed: 3,
     })
     .map_err(|e| format!("LossyLink: {e}"))?;
-    let id_dir = dir.join("client");
-    std::fs::create_dir_all(&id_dir).map_err(|e| e.to_string())?;
-    let identity = Identity::create(&id_dir, "bench", "bench", &["bench".to_owned()])
-        .map_err(|e| format!("client identity: {e}"))?;
     let authz = dir.join("authorized_clients");
-    std::fs::write(
-        &authz,
-        format!("{} */* read,write,spy\n", identity.fingerprint()),
-    )
-    .map_err(|e| e.to_string())?;
+    let identity = crate::procs::authorized_client(&dir.join("client"), &authz, "read,write,spy")?;
     let a = link.addr_a();
     let listen = SocketAddr::from((a, 0));
     let servers = start_servers(

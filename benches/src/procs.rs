@@ -68,6 +68,22 @@ pub fn bins() -> Result<Bins, String> {
     Ok(b)
 }
 
+/// A client identity created in `id_dir` and an authorization file `authz` granting it
+/// `rights` (e.g. `read`, `read,write,spy`) on every device: what a remote client needs
+/// (clients beyond loopback must present an authorized certificate).
+pub fn authorized_client(
+    id_dir: &Path,
+    authz: &Path,
+    rights: &str,
+) -> Result<client::Identity, String> {
+    std::fs::create_dir_all(id_dir).map_err(|e| e.to_string())?;
+    let identity = client::Identity::create(id_dir, "bench", "bench", &["bench".to_owned()])
+        .map_err(|e| format!("client identity: {e}"))?;
+    std::fs::write(authz, format!("{} */* {rights}\n", identity.fingerprint()))
+        .map_err(|e| e.to_string())?;
+    Ok(identity)
+}
+
 /// A free loopback UDP port (for a QUIC server).
 pub fn free_port() -> Result<u16, String> {
     std::net::UdpSocket::bind("127.0.0.1:0")

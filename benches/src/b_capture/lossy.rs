@@ -55,13 +55,8 @@ fn setup(dir: &Path) -> Result<Ctx, String> {
         seed: 5,
     })
     .map_err(|e| format!("LossyLink: {e}"))?;
-    let id_dir = dir.join("b2-client");
-    std::fs::create_dir_all(&id_dir).map_err(|e| e.to_string())?;
-    let identity = Identity::create(&id_dir, "bench", "bench", &["bench".to_owned()])
-        .map_err(|e| format!("client identity: {e}"))?;
     let authz = dir.join("b2-authorized_clients");
-    std::fs::write(&authz, format!("{} */* read\n", identity.fingerprint()))
-        .map_err(|e| e.to_string())?;
+    let identity = crate::procs::authorized_client(&dir.join("b2-client"), &authz, "read")?;
     Ok(Ctx {
         link,
         identity,
