@@ -38,7 +38,7 @@ use transport_quic::proto::Congestion;
 use crate::baselines::{self, Baseline, Place};
 
 mod lossy;
-use crate::procs::{self, bins, free_port, Bins, Ringcastd};
+use crate::procs::{self, bins, Bins, Ringcastd};
 use crate::report::{median, Comparison, Measurement, Outcome};
 use crate::scenario::{Options, Scenario};
 
@@ -318,27 +318,41 @@ fn run_ringcast(
     let _ = std::fs::remove_dir_all(&dir);
     let payload = payload(opts)?;
     std::fs::create_dir_all(dir.join("client")).map_err(|e| e.to_string())?;
-    let server = match net.lossy {
-        // A fresh namespace: any port is free there.
-        Some(l) => format!("{}:7878", l.link.addr_a()),
-        None => format!("127.0.0.1:{}", free_port()?),
-    };
     let retention = format!("{}", bytes + (256 << 20));
-    let mut cmd = match net.lossy {
-        Some(l) => {
-            let mut c = l.link.command_in_a(&bins.ringcastd);
-            c.arg("--authorized-clients").arg(&l.authz);
-            c
-        }
-        None => Command::new(&bins.ringcastd),
-    };
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--retention".into(),
+        retention.into(),
+        "--congestion".into(),
+        net.congestion.name().into(),
+    ];
     if let Some(n) = opts.setting_usize("net_threads")? {
-        cmd.args(["--net-threads", &n.to_string()]);
+        args.extend(["--net-threads".into(), n.to_string().into()]);
     }
-    cmd.args(["--retention", &retention])
-        .args(["--congestion", net.congestion.name()]);
-    let daemon = Ringcastd::spawn(cmd, &dir, server.clone())?;
-    let sock = daemon.socket.clone();
+    let mut daemon = match net.lossy {
+        // A fresh namespace: any port is free there.
+        Some(l) => {
+            args.extend(["--authorized-clients".into(), l.authz.clone().into()]);
+            Ringcastd::with_launcher(
+                &dir,
+                &dir.join("state"),
+                l.link.launcher_in_a(&bins.ringcastd),
+            )
+            .listen(&format!("{}:7878", l.link.addr_a()))
+        }
+        None => {
+            let bin = bins.ringcastd.clone();
+            Ringcastd::with_launcher(
+                &dir,
+                &dir.join("state"),
+                Box::new(move || Command::new(&bin)),
+            )
+        }
+    }
+    .args(&args)
+    .rust_log("warn");
+    daemon.try_spawn()?;
+    let server = daemon.server();
+    let sock = daemon.socket();
     let mut plugin_opts = format!("socket={}:ring=4M", sock.display());
     if let Some(extra) = &opts.plugin_opts {
         plugin_opts.push(':');
@@ -464,8 +478,9 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
     let scfg = server_config(&id, &Limits::default()).map_err(|e| e.to_string())?;
     let dir = opts.work_dir.join(format!("b-quinn-{}", next_run()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let port = free_port()?;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("valid");
+    // Bound here, on a port the kernel picks, and handed to the server thread.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = socket.local_addr().map_err(|e| e.to_string())?;
     let setup = client_config(
         None,
         &Trust::KnownHosts(dir.join("known_hosts")),
@@ -483,7 +498,13 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async move {
-            let ep = quinn::Endpoint::server(scfg, addr).map_err(|e| e.to_string())?;
+            let ep = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(scfg),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(|e| e.to_string())?;
             r2.wait();
             let conn = ep
                 .accept()

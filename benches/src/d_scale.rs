@@ -200,7 +200,7 @@ fn idle(
     window: Duration,
     o: &mut Outcome,
 ) -> Result<(), String> {
-    let d = Ringcastd::start(bins, dir, &["--journal-window", "64K"])?;
+    let d = procs::start_ringcastd(bins, dir, &["--journal-window", "64K"])?;
     let pid = d.pid();
     // A fresh daemon settles (its runtime threads start) before the base is read.
     std::thread::sleep(Duration::from_millis(300));
@@ -211,7 +211,7 @@ fn idle(
     fill(&mut data, 0);
     for i in 0..n {
         let mut c = FakeConsole::new("vmd", &format!("serial{i}"), 1, 64 * 1024)?;
-        c.connect(&d.socket)
+        c.connect(&d.socket())
             .map_err(|e| format!("registering device {i} of {n}: {e}"))?;
         devices.push(c);
     }
@@ -299,7 +299,7 @@ impl Stalled {
                 &format!("{VM}/{DEV}"),
                 "--follow",
                 "-s",
-                &d.server,
+                &d.server(),
             ])
             .arg("-o")
             .arg(&out)
@@ -458,9 +458,9 @@ impl Cell {
         stalled: bool,
         threads: usize,
     ) -> Result<Cell, String> {
-        let d = Ringcastd::start(bins, dir, args)?;
+        let d = procs::start_ringcastd(bins, dir, args)?;
         let mut c = FakeConsole::new(VM, DEV, 1, ring)?;
-        c.connect(&d.socket)?;
+        c.connect(&d.socket())?;
         let mut prelude = vec![0u8; PRELUDE as usize];
         fill(&mut prelude, 0);
         c.write_all(&prelude, Duration::from_secs(10))?;
@@ -509,7 +509,7 @@ fn paced(
     let kh = dir.join("known_hosts");
     let tasks: Vec<_> = (0..k)
         .map(|i| {
-            let (server, kh, shared) = (d.server.clone(), kh.clone(), shared.clone());
+            let (server, kh, shared) = (d.server(), kh.clone(), shared.clone());
             rt.spawn(async move {
                 if i > 0 {
                     while shared.attached.load(Ordering::SeqCst) == 0 {
@@ -576,11 +576,7 @@ fn flood(bins: &Bins, dir: &Path, stalled: bool, bytes: u64) -> Result<f64, Stri
         shared,
         rt,
     } = Cell::start(bins, dir, &["--retention", "4G"], 1 << 20, stalled, 1)?;
-    let task = rt.spawn(follow(
-        d.server.clone(),
-        dir.join("known_hosts"),
-        shared.clone(),
-    ));
+    let task = rt.spawn(follow(d.server(), dir.join("known_hosts"), shared.clone()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while shared.attached.load(Ordering::SeqCst) == 0 {
         if Instant::now() > deadline || task.is_finished() {

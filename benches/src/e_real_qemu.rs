@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use sidecar::{Config, Daemon, DeviceKey, Item, Start};
-use testbed::harness::backend_so_path;
+use testbed::kit::bins::plugin;
 use testbed::qemu::{guest_dir, qemu_binary, GuestRun, SoundCard};
 use testbed::stream::GuestStream;
 use testbed::tone::analyze_s16le;
@@ -228,7 +228,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
     }
     let qemu = qemu_binary()?;
     let guest = guest_dir()?;
-    let plugin = backend_so_path();
+    let plugin = plugin();
     if !plugin.exists() {
         return Err(format!("no plugin at {}", plugin.display()));
     }

@@ -1,10 +1,9 @@
 //! The processes a scenario runs and what the kernel says about them: the release binaries
-//! (built on demand), a `ringcastd` with its own state directory, and per-process CPU time,
-//! memory and wakeups from `/proc`.
+//! (of the build that runs the harness), a `ringcastd` with its own state directory, and
+//! per-process CPU time, memory and wakeups from `/proc`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// The binaries and plugin of the scenarios that run ringcast as users do, next to this
 /// executable (same profile).
@@ -20,52 +19,16 @@ pub struct Bins {
     pub ringcast: PathBuf,
 }
 
-/// Builds (if needed) and locates the binaries, with the profile of this executable.
+/// Locates the binaries beside this executable (same profile). Nothing is built here: a
+/// missing binary is an error naming the command that builds it.
 pub fn bins() -> Result<Bins, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe.parent().ok_or("no exe dir")?.to_path_buf();
-    let b = Bins {
-        ringcastd: dir.join("ringcastd"),
-        fake_qemu: dir.join("fake-qemu"),
-        plugin: dir.join("libringcast_backend.so"),
-        ringcast: dir.join("ringcast"),
-    };
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = dir.parent().ok_or("no target dir")?;
-    // Target selections apply to every package named, so the plugin (a library) is built
-    // on its own.
-    for what in [
-        &[
-            "-p",
-            "sidecar",
-            "--bin",
-            "ringcastd",
-            "-p",
-            "testbed",
-            "--bin",
-            "fake-qemu",
-            "-p",
-            "client",
-            "--bin",
-            "ringcast",
-        ][..],
-        &["-p", "backend-so", "--lib"][..],
-    ] {
-        let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "--quiet"])
-            .args(what)
-            .arg("--target-dir")
-            .arg(target);
-        if release {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
-        if !st.success() {
-            return Err(format!("cargo build {} failed", what.join(" ")));
-        }
-    }
-    Ok(b)
+    use testbed::kit::bins::{try_binary, try_plugin};
+    Ok(Bins {
+        ringcastd: try_binary("ringcastd")?,
+        fake_qemu: try_binary("fake-qemu")?,
+        plugin: try_plugin()?,
+        ringcast: try_binary("ringcast")?,
+    })
 }
 
 /// A client identity created in `id_dir` and an authorization file `authz` granting it
@@ -84,94 +47,21 @@ pub fn authorized_client(
     Ok(identity)
 }
 
-/// A free loopback UDP port (for a QUIC server).
-pub fn free_port() -> Result<u16, String> {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free UDP port: {e}"))
-}
+pub use testbed::kit::Ringcastd;
 
-/// A running `ringcastd` with everything under one directory; killed when dropped.
-#[derive(Debug)]
-pub struct Ringcastd {
-    child: Child,
-    /// Registration socket.
-    pub socket: PathBuf,
-    /// `host:port` of its QUIC server.
-    pub server: String,
-    /// Its state directory.
-    pub state: PathBuf,
-}
-
-impl Ringcastd {
-    /// Starts ringcastd in `dir` (run/, state/, home/ below it, log in ringcastd.log) with
-    /// `args` added, listening on a free loopback port, and waits until it answers.
-    pub fn start(bins: &Bins, dir: &Path, args: &[&str]) -> Result<Ringcastd, String> {
-        let server = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(&bins.ringcastd);
-        cmd.args(args);
-        Ringcastd::spawn(cmd, dir, server)
-    }
-
-    /// Runs `cmd` (ringcastd, with its own arguments, maybe inside a network namespace) as
-    /// [`Ringcastd::start`] does: state under `dir`, QUIC on `server`, and waits until it
-    /// answers on its control socket.
-    pub fn spawn(mut cmd: Command, dir: &Path, server: String) -> Result<Ringcastd, String> {
-        for d in ["run", "state", "home"] {
-            std::fs::create_dir_all(dir.join(d)).map_err(|e| e.to_string())?;
-        }
-        let socket = dir.join("run/ringcastd.sock");
-        let log = std::fs::File::create(dir.join("ringcastd.log")).map_err(|e| e.to_string())?;
-        let child = cmd
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--listen", &server])
-            .env("HOME", dir.join("home"))
-            .env("XDG_CONFIG_HOME", dir.join("home/.config"))
-            .env("XDG_STATE_HOME", dir.join("home/.local/state"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("ringcastd: {e}"))?;
-        let mut d = Ringcastd {
-            child,
-            socket,
-            server,
-            state: dir.join("state"),
-        };
-        let ctl = dir.join("run/ringcastd.ctl");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(d.socket.exists() && std::os::unix::net::UnixStream::connect(&ctl).is_ok()) {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                return Err(format!(
-                    "ringcastd exited: {st} (log: {})",
-                    dir.join("ringcastd.log").display()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err("ringcastd did not start within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(d)
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Ringcastd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `bins.ringcastd` in `dir` (run/, state/, log in ringcastd.log) with `args`
+/// added, on a loopback port it picks, and waits until it is ready.
+pub fn start_ringcastd(bins: &Bins, dir: &Path, args: &[&str]) -> Result<Ringcastd, String> {
+    let bin = bins.ringcastd.clone();
+    let mut d = Ringcastd::with_launcher(
+        dir,
+        &dir.join("state"),
+        Box::new(move || Command::new(&bin)),
+    )
+    .args(args)
+    .rust_log("warn");
+    d.try_spawn()?;
+    Ok(d)
 }
 
 /// utime + stime of a live process, in seconds.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use client::{ConsoleItem, Mode, StartAt};
 use common::{read_spool, sha, stream, FakeConsole};
-use support::{wait_until, Ringcastd, Target};
+use support::{wait_until, Ringcastd, RingcastdExt, Target};
+use testbed::kit::Tmpfs;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -256,35 +257,6 @@ async fn a_client_of_a_killed_ringcastd_learns_of_it_from_the_restarted_one_by_a
 }
 
 /// A small tmpfs mounted for the test's life (root only).
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
-        assert!(
-            rustix::process::getuid().is_root(),
-            "this test mounts a tmpfs to fill the spool's disk and needs root; run it as root \
-             (CI does)"
-        );
-        std::fs::create_dir_all(dir).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount -t tmpfs failed");
-        Tmpfs(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// Items of a console stream until `end`: (offset, bytes) chunks and (offset, len, reason)
 /// gaps.
 type Items = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64, client::GapReason)>);
@@ -398,20 +370,14 @@ async fn a_new_device_on_a_full_spool_disk_is_served_from_ram_and_every_dropped_
     const SEED: u64 = 79;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let _fs = Tmpfs::mount(&state, "1m");
+    let disk = Tmpfs::mount(&state, "1m");
     let d = Ringcastd::start(
         dir.path(),
         &state,
         &["--journal-window", "1M", "--segment-size", "1M"],
     );
     // Fill the disk before the device exists.
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(state.join("filler")).unwrap();
-        let block = vec![0u8; 64 << 10];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-    }
+    disk.fill("filler");
     let mut qemu = FakeConsole::new(&d.socket(), "vmn", "serial0", 1, 1 << 16);
     qemu.connect(); // registration succeeds: the console is not refused for the disk
     let s = d.session().await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt};
 use common::FakeConsole;
-use support::Ringcastd;
+use support::{Ringcastd, RingcastdExt};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -30,7 +30,7 @@ fn with_alice(dir: &std::path::Path) -> (Ringcastd, Identity) {
 }
 
 async fn connect(d: &Ringcastd, id: Option<Identity>) -> Result<Session, client::Error> {
-    tokio::time::timeout(WAIT, Session::connect(&d.server, id, d.target().trust()))
+    tokio::time::timeout(WAIT, Session::connect(&d.server(), id, d.target().trust()))
         .await
         .expect("connect timed out")
 }
@@ -76,7 +76,7 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
             if i % 2 == 0 {
                 g[0] |= 0xc0; // a long header, with a random version
             }
-            sock.send_to(&g, &d.server).unwrap();
+            sock.send_to(&g, d.server()).unwrap();
             sent += len;
         }
         while let Ok(n) = sock.recv(&mut buf) {
@@ -91,10 +91,7 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
         }
     }
     assert!(reply_bytes <= sent, "{reply_bytes} bytes answered {sent}");
-    assert!(
-        d.child.as_mut().unwrap().try_wait().unwrap().is_none(),
-        "ringcastd died"
-    );
+    assert!(d.running(), "ringcastd died");
 
     // A client without a certificate, and one with a certificate not in the file.
     let e = connect(&d, None)
@@ -146,8 +143,8 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
 fn there_is_no_plaintext_mode() {
     let dir = tempfile::tempdir().unwrap();
     for (bin, help) in [
-        (support::ringcastd_bin(), "--help"),
-        (support::ringcast_bin(), "--help"),
+        (support::binary("ringcastd"), "--help"),
+        (support::binary("ringcast"), "--help"),
     ] {
         let out = std::process::Command::new(&bin).arg(help).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
@@ -161,7 +158,7 @@ fn there_is_no_plaintext_mode() {
         }
     }
     for flag in ["--insecure", "--no-tls", "--plaintext"] {
-        let out = std::process::Command::new(support::ringcastd_bin())
+        let out = std::process::Command::new(support::binary("ringcastd"))
             .args(["--state-dir"])
             .arg(dir.path())
             .arg(flag)
@@ -172,7 +169,7 @@ fn there_is_no_plaintext_mode() {
     }
     // Nothing listens on TCP at the QUIC port either.
     let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
-    assert!(std::net::TcpStream::connect(&d.server).is_err());
+    assert!(std::net::TcpStream::connect(d.server()).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

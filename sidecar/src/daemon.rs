@@ -219,7 +219,7 @@ impl Daemon {
         tracing::info!(
             socket = %handle.reg.cfg.socket.display(),
             state = %handle.reg.cfg.state_dir.display(),
-            "ringcastd ready"
+            "journals and registration socket up"
         );
         Ok(Daemon {
             handle,

@@ -32,6 +32,12 @@ use sidecar::{Config, Daemon};
 /// Logs go to stderr at level info; RUST_LOG=debug changes the level, NO_COLOR=1 removes
 /// colour codes (for journald). Operator documentation: docs/ringcastd.md.
 ///
+/// Once QEMU can register and clients can connect, ringcastd prints one line to stdout,
+/// for scripts and supervisors (`quic=-` with --no-network; with `--listen 127.0.0.1:0`
+/// the port is the one the kernel picked):
+///
+///   ready quic=127.0.0.1:7878 socket=/run/ringcast/ringcastd.sock
+///
 /// Examples:
 ///
 ///   ringcastd
@@ -237,8 +243,9 @@ fn real_main() -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let daemon = Daemon::start(cfg).context("cannot start ringcastd")?;
-    let _runtime = if cli.no_network {
+    // The network comes first: an identity that cannot be written (a full disk) or an
+    // address that cannot be bound stops ringcastd before QEMU can register with it.
+    let network = if cli.no_network {
         None
     } else {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -247,12 +254,12 @@ fn real_main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("cannot start the network runtime")?;
-        let started = {
+        let bound = {
             let _guard = rt.enter();
-            sidecar::net::NetServer::start(daemon.handle(), net_cfg)
+            sidecar::net::BoundServer::bind(net_cfg)
         };
-        match started {
-            Ok(server) => Some((rt, server)),
+        match bound {
+            Ok(bound) => Some((rt, bound)),
             // Only an explicit --listen must succeed: a second ringcastd (another user, a
             // test) still keeps journals when the default port is taken.
             Err(e @ sidecar::net::NetError::Bind { .. }) if cli.listen.is_none() => {
@@ -262,6 +269,31 @@ fn real_main() -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
+    let socket = cfg.socket.clone();
+    let daemon = Daemon::start(cfg).context("cannot start ringcastd")?;
+    let _runtime = network.map(|(rt, bound)| {
+        let server = {
+            let _guard = rt.enter();
+            bound.serve(daemon.handle())
+        };
+        (rt, server)
+    });
+    announce_ready(
+        _runtime.as_ref().map(|(_, server)| server.local_addr()),
+        &socket,
+    );
     daemon.wait();
     Ok(())
+}
+
+/// The readiness line on stdout (see the help text): printed after the registration socket,
+/// the control socket and the QUIC server are all up, so whoever waits for it can connect.
+fn announce_ready(quic: Option<std::net::SocketAddr>, socket: &std::path::Path) {
+    use std::io::Write;
+    let quic = quic.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    tracing::info!(%quic, socket = %socket.display(), "ready");
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (a supervisor that does not read it) is not an error.
+    let _ = writeln!(out, "ready quic={quic} socket={}", socket.display());
+    let _ = out.flush();
 }

@@ -104,10 +104,22 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-impl NetServer {
-    /// Creates or loads the identity, checks the authorization setup, binds and starts
-    /// accepting. Must be called within a tokio runtime.
-    pub fn start(handle: Handle, cfg: NetConfig) -> Result<NetServer, NetError> {
+/// A QUIC endpoint bound with its identity and authorization loaded, not yet serving:
+/// everything that can fail at startup has been done.
+#[derive(Debug)]
+pub struct BoundServer {
+    endpoint: quinn::Endpoint,
+    fingerprint: Fingerprint,
+    access: Access,
+    client_ca: Option<ClientCa>,
+    limits: Limits,
+}
+
+impl BoundServer {
+    /// Creates or loads the identity, checks the authorization setup and binds. Must be
+    /// called within a tokio runtime. Connections that arrive before [`BoundServer::serve`]
+    /// wait in the endpoint.
+    pub fn bind(cfg: NetConfig) -> Result<BoundServer, NetError> {
         let access = if cfg.authorized_clients.exists() {
             Access::Rules(AuthorizedClients::load(&cfg.authorized_clients)?)
         } else {
@@ -151,14 +163,26 @@ impl NetServer {
                 authorized_clients = %cfg.authorized_clients.display(), "serving"
             ),
         }
-        let shared = Arc::new(Shared {
-            handle,
+        Ok(BoundServer {
+            endpoint,
+            fingerprint,
             access,
             client_ca,
             limits: cfg.limits,
+        })
+    }
+
+    /// Starts accepting connections for the devices of `handle`. Must be called within a
+    /// tokio runtime.
+    pub fn serve(self, handle: Handle) -> NetServer {
+        let shared = Arc::new(Shared {
+            handle,
+            access: self.access,
+            client_ca: self.client_ca,
+            limits: self.limits,
             writers: Mutex::new(HashMap::new()),
         });
-        let ep = endpoint.clone();
+        let ep = self.endpoint.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let shared = shared.clone();
@@ -170,11 +194,19 @@ impl NetServer {
                 });
             }
         });
-        Ok(NetServer {
-            endpoint,
-            fingerprint,
+        NetServer {
+            endpoint: self.endpoint,
+            fingerprint: self.fingerprint,
             task,
-        })
+        }
+    }
+}
+
+impl NetServer {
+    /// [`BoundServer::bind`] then [`BoundServer::serve`]. Must be called within a tokio
+    /// runtime.
+    pub fn start(handle: Handle, cfg: NetConfig) -> Result<NetServer, NetError> {
+        Ok(BoundServer::bind(cfg)?.serve(handle))
     }
 
     /// The bound address (with the actual port when 0 was asked for).

@@ -3,26 +3,24 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use testbed::kit::{Ringcastd, Tmpfs};
 
-fn daemon(dir: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_ringcastd"))
-        .arg("--socket")
-        .arg(dir.join("run/ringcastd.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--no-network")
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    wait_until("the daemon's sockets", Duration::from_secs(30), || {
-        std::os::unix::net::UnixStream::connect(dir.join("run/ringcastd.ctl")).is_ok()
-            && dir.join("run/ringcastd.sock").exists()
-    });
-    child
+/// ringcastd (this package's binary, no network server) with everything under `dir`,
+/// started and ready.
+fn daemon(dir: &Path) -> Ringcastd {
+    let mut d = Ringcastd::with_launcher(
+        dir,
+        &dir.join("state"),
+        Box::new(|| Command::new(env!("CARGO_BIN_EXE_ringcastd"))),
+    )
+    .args(&["--no-network"])
+    .rust_log("warn");
+    d.spawn();
+    d
 }
 
 #[test]
@@ -38,32 +36,39 @@ fn ringcastd_restarted_at_once_after_kill_9_starts_and_takes_its_devices_back() 
         c.write_all(&data);
         sent += data.len() as u64;
         c.wait_drained();
-        d.kill().unwrap();
-        d.wait().unwrap();
+        d.kill9();
         // No pause: the killed process's io_uring may still hold the listener.
-        let mut restarted = Command::new(env!("CARGO_BIN_EXE_ringcastd"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .arg("--no-network")
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap();
-        wait_until("the restarted daemon", Duration::from_secs(30), || {
-            if let Some(st) = restarted.try_wait().unwrap() {
-                panic!("round {round}: the restarted ringcastd exited: {st}");
-            }
-            std::os::unix::net::UnixStream::connect(dir.path().join("run/ringcastd.ctl")).is_ok()
-        });
-        d = restarted;
+        d.try_spawn()
+            .unwrap_or_else(|e| panic!("round {round}: the restarted ringcastd: {e}"));
         wait_until("re-registration", Duration::from_secs(30), || {
             c.attached() || c.try_connect().is_ok()
         });
     }
-    d.kill().unwrap();
-    d.wait().unwrap();
+    d.kill9();
     let (spool, holes) = read_spool(&dir.path().join("state/vmi/serial0"));
     assert!(holes.is_empty());
     assert_eq!(sha(&spool), sha(&stream(3, 0, sent)));
+}
+
+#[test]
+fn ringcastd_that_cannot_create_its_identity_stops_before_it_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let disk = Tmpfs::mount(&state, "256k");
+    disk.fill("filler");
+    let mut d = Ringcastd::with_launcher(
+        dir.path(),
+        &state,
+        Box::new(|| Command::new(env!("CARGO_BIN_EXE_ringcastd"))),
+    );
+    let e = d.try_spawn().unwrap_err();
+    assert!(
+        e.contains("exited") && e.contains("before it was ready"),
+        "{e}"
+    );
+    assert!(e.contains("No space left on device"), "{e}");
+    assert!(e.contains("server.key") || e.contains("server.crt"), "{e}");
+    // It stopped before QEMU could register with it.
+    let log = d.log();
+    assert!(!log.contains("registration socket up"), "{log}");
 }

@@ -8,27 +8,25 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use testbed::kit::Ringcastd;
 
 const CHILD_ENV: &str = "SIDECAR_TEST_PRODUCER";
 const TOTAL: u64 = 16 << 20;
 const CHUNK: u64 = 16 << 10;
 
-fn daemon(dir: &Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_ringcastd"))
-        .arg("--socket")
-        .arg(dir.join("run/ringcastd.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["--journal-window", "256K", "--segment-size", "1M"])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let sock = dir.join("run/ringcastd.sock");
-    wait_until("the daemon's socket", Duration::from_secs(30), || {
-        std::os::unix::net::UnixStream::connect(dir.join("run/ringcastd.ctl")).is_ok()
-            && sock.exists()
-    });
-    child
+/// ringcastd (this package's binary, no network server) with everything under `dir`,
+/// started and ready.
+fn daemon(dir: &Path) -> Ringcastd {
+    let mut d = Ringcastd::with_launcher(
+        dir,
+        &dir.join("state"),
+        Box::new(|| Command::new(env!("CARGO_BIN_EXE_ringcastd"))),
+    )
+    .args(&["--no-network"])
+    .args(&["--journal-window", "256K", "--segment-size", "1M"])
+    .rust_log("warn");
+    d.spawn();
+    d
 }
 
 /// The fake QEMU process: streams TOTAL bytes with the backend's policy (backpressure while
@@ -142,8 +140,7 @@ fn kill_9_mid_stream_then_restart_loses_no_console_byte() {
     wait_until("2 MiB in each spool", Duration::from_secs(60), || {
         (0..2).all(|i| spool_len(&dev_dir(i)) >= 2 << 20)
     });
-    a.kill().unwrap(); // SIGKILL
-    a.wait().unwrap();
+    a.kill9(); // SIGKILL
     let at_kill: Vec<u64> = (0..2).map(|i| spool_len(&dev_dir(i))).collect();
     assert!(
         at_kill.iter().all(|&n| n < TOTAL),
@@ -172,8 +169,7 @@ fn kill_9_mid_stream_then_restart_loses_no_console_byte() {
         table.contains("vmk0/serial0") && table.contains("vmk1/serial0"),
         "{table}"
     );
-    b.kill().unwrap();
-    b.wait().unwrap();
+    b.kill9();
     for i in 0..2 {
         let (spool, holes) = read_spool(&dev_dir(i));
         assert!(holes.is_empty(), "device {i}: {holes:?}");
@@ -212,8 +208,7 @@ fn a_second_daemon_on_the_same_socket_is_refused() {
         .arg(dir.path().join("state2"))
         .output()
         .unwrap();
-    a.kill().unwrap();
-    a.wait().unwrap();
+    a.kill9();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("already listens"), "{text}");
@@ -259,8 +254,7 @@ fn registrations_from_another_user_are_refused_with_a_reason() {
         .gid(65534)
         .output()
         .unwrap();
-    a.kill().unwrap();
-    a.wait().unwrap();
+    a.kill9();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(

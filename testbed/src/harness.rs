@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringcast_backend::abi::*;
@@ -582,55 +582,4 @@ impl MainLoop {
             )
         })
     }
-}
-
-/// The path of `libringcast_backend.so`: `$RINGCAST_BACKEND_SO`, or the workspace build of
-/// the same profile as the running test (built on demand with cargo).
-pub fn backend_so_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("RINGCAST_BACKEND_SO") {
-        return PathBuf::from(p);
-    }
-    workspace_build(&["backend-so"]).join("libringcast_backend.so")
-}
-
-/// The path of a workspace binary (`ringcastd`, `ringcast`) of the running test's profile,
-/// built on demand with cargo (tests cannot name other packages' binaries otherwise).
-pub fn workspace_binary(name: &str) -> PathBuf {
-    workspace_build(&["sidecar", "client"]).join(name)
-}
-
-/// Builds `packages` once per process with the running test's profile; returns the
-/// profile's output directory.
-fn workspace_build(packages: &[&str]) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let key = packages.join(",");
-    let dir = profile_dir();
-    if !built.contains(&key) {
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let target_dir = dir.parent().expect("target dir").to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "--target-dir"])
-            .arg(&target_dir);
-        for p in packages {
-            cmd.args(["-p", p]);
-        }
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "building {key} failed");
-        built.push(key);
-    }
-    dir
-}
-
-/// target/<profile> of the running executable.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n != "deps") && p.join("deps").is_dir())
-        .expect("a cargo target directory")
-        .to_path_buf()
 }

@@ -5,12 +5,14 @@
 //! * [`consumer`]: a minimal stand-in for ringcastd that accepts devices and reads rings.
 //! * [`devices`]: console and audio devices registered with ringcastd directly, rings
 //!   and all, without the plugin.
+//! * [`kit`]: the test kit: binaries of the running build, a ringcastd process, waiting.
 //! * [`stream`]: the guest's deterministic byte stream, to check what arrived.
 //! * `guest/` (shell, not Rust): the tiny test guest booted under real QEMU.
 
 pub mod consumer;
 pub mod devices;
 pub mod harness;
+pub mod kit;
 pub mod lossy;
 pub mod qemu;
 pub mod stream;

@@ -310,6 +310,14 @@ impl LossyLink {
         netns_command(&self.ns_a, program)
     }
 
+    /// Makes commands that run `program` inside namespace A (for the test kit's daemon,
+    /// which makes its command again on every restart).
+    pub fn launcher_in_a(&self, program: impl AsRef<OsStr>) -> crate::kit::daemon::Launcher {
+        let ns = self.ns_a.clone();
+        let program = program.as_ref().to_owned();
+        Box::new(move || netns_command(&ns, &program))
+    }
+
     /// A command that runs `program` inside namespace B.
     pub fn command_in_b(&self, program: impl AsRef<OsStr>) -> Command {
         netns_command(&self.ns_b, program)

@@ -7,13 +7,14 @@ use std::thread;
 use std::time::Duration;
 
 use testbed::consumer::TestConsumer;
-use testbed::harness::{backend_so_path, MainLoop, Plugin, S16_STEREO_44100};
+use testbed::harness::{MainLoop, Plugin, S16_STEREO_44100};
+use testbed::kit::bins;
 use testbed::stream::GuestStream;
 
 const T: Duration = Duration::from_secs(30);
 
 fn plugin() -> Plugin {
-    Plugin::load(&backend_so_path()).expect("load libringcast_backend.so")
+    Plugin::load(&bins::plugin()).expect("load libringcast_backend.so")
 }
 
 fn sock_opts(path: &Path, extra: &str) -> String {

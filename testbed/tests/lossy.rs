@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testbed::kit::Ringcastd;
 use testbed::lossy::{Dir, LinkSpec, LossyLink};
 
 fn link(spec: LinkSpec) -> LossyLink {
@@ -327,7 +328,7 @@ fn a_namespace_left_by_a_dead_process_is_removed_by_the_next_create() {
 /// fake QEMU writing a guest stream into it, and `ringcast` commands run in namespace B.
 struct Served {
     // Dropped first: ringcastd is killed before the link (and its namespaces) go.
-    ringcastd: Kill,
+    ringcastd: Ringcastd,
     dir: tempfile::TempDir,
     server: String,
     link: LossyLink,
@@ -344,18 +345,6 @@ impl Drop for Kill {
 }
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Polls `f` every 20 ms until it holds; fails the test after `timeout`.
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Waits for `c` to exit; fails the test after `timeout`.
 fn wait_exit(
@@ -386,7 +375,7 @@ impl Served {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         // The client's identity, and an authorization file naming it.
-        let out = Command::new(testbed::harness::workspace_binary("ringcast"))
+        let out = Command::new(testbed::kit::bins::binary("ringcast"))
             .arg("--identity-dir")
             .arg(d.join("id"))
             .args(["identity", "new", "--name", "lossy"])
@@ -405,39 +394,28 @@ impl Served {
             .to_owned();
         std::fs::write(d.join("authorized_clients"), format!("{fp} */* read,spy\n")).unwrap();
         let server = format!("{}:7878", link.addr_a());
-        let log = std::fs::File::create(d.join("ringcastd.log")).unwrap();
-        let child = link
-            .command_in_a(testbed::harness::workspace_binary("ringcastd"))
-            .arg("--socket")
-            .arg(d.join("run/ringcastd.sock"))
-            .arg("--state-dir")
-            .arg(d.join("state"))
-            .args(["--listen", &server, "--authorized-clients"])
-            .arg(d.join("authorized_clients"))
-            .args(ringcastd_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut s = Served {
-            ringcastd: Kill(child),
+        let mut ringcastd = Ringcastd::with_launcher(
+            d,
+            &d.join("state"),
+            link.launcher_in_a(testbed::kit::bins::binary("ringcastd")),
+        )
+        .listen(&server)
+        .args(&[
+            std::ffi::OsString::from("--authorized-clients"),
+            d.join("authorized_clients").into(),
+        ])
+        .args(ringcastd_args);
+        ringcastd.spawn();
+        Served {
+            ringcastd,
             dir,
             server,
             link,
-        };
-        let ready = s.dir.path().join("run/ringcastd.ctl");
-        wait_for("ringcastd to start", Duration::from_secs(30), || {
-            if let Some(st) = s.ringcastd.0.try_wait().unwrap() {
-                panic!("ringcastd exited ({st}): {}", s.log());
-            }
-            std::os::unix::net::UnixStream::connect(&ready).is_ok()
-        });
-        s
+        }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("ringcastd.log")).unwrap_or_default()
+        self.ringcastd.log()
     }
 
     /// Like [`wait_for`], with ringcastd's log, the clients' stderr and the link's counters
@@ -473,7 +451,7 @@ impl Served {
     /// it exits when everything is written.
     fn fake_qemu(&self, seed: u64, bytes: u64) -> Kill {
         let child = Command::new(env!("CARGO_BIN_EXE_fake-qemu"))
-            .env("RINGCAST_BACKEND_SO", testbed::harness::backend_so_path())
+            .env("RINGCAST_BACKEND_SO", testbed::kit::bins::plugin())
             .args(["--vm", "vml", "--opts"])
             .arg(format!(
                 "socket={}",
@@ -497,7 +475,7 @@ impl Served {
         let err = std::fs::File::create(file.with_extension("err")).unwrap();
         let child = self
             .link
-            .command_in_b(testbed::harness::workspace_binary("ringcast"))
+            .command_in_b(testbed::kit::bins::binary("ringcast"))
             .args(["--server", &self.server, "--known-hosts"])
             .arg(d.join("known_hosts"))
             .arg("--identity-dir")

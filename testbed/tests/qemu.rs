@@ -11,7 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use testbed::consumer::{Registration, TestConsumer};
-use testbed::harness::backend_so_path;
+use testbed::kit::bins::plugin;
+use testbed::kit::Ringcastd;
 use testbed::qemu::{self, GuestRun, SoundCard};
 use testbed::stream::GuestStream;
 use testbed::tone::analyze_s16le;
@@ -30,7 +31,7 @@ fn run(dir: &std::path::Path, params: &str, opts: &str, sound: Option<SoundCard>
     GuestRun {
         vm_name: "e2e".into(),
         params: params.into(),
-        plugin: backend_so_path(),
+        plugin: plugin(),
         plugin_opts: opts.into(),
         log_file: dir.join("ttyS1.log"),
         serial: true,
@@ -432,79 +433,17 @@ fn patched_qemu_lists_the_plugin_backends_in_its_help() {
     assert!(text.lines().any(|l| l.trim() == "plugin"), "{text}");
 }
 
-/// ringcastd as users run it: a process with its QUIC listener on a free loopback port.
-struct Ringcastd {
-    child: Child,
-    socket: std::path::PathBuf,
-    server: String,
-    client_dir: std::path::PathBuf,
+/// ringcastd from the test kit, with its state under `dir`.
+fn start_ringcastd(dir: &std::path::Path) -> Ringcastd {
+    Ringcastd::start(dir, &dir.join("state"), &[])
 }
 
-impl Ringcastd {
-    fn start(dir: &std::path::Path) -> Ringcastd {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = format!("127.0.0.1:{port}");
-        let socket = dir.join("run/ringcastd.sock");
-        let child = std::process::Command::new(testbed::harness::workspace_binary("ringcastd"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .args(["--listen", &server])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "ringcastd did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ringcastd {
-            child,
-            socket,
-            server,
-            client_dir: dir.join("client"),
-        }
-    }
-
-    /// `ringcast` with a private known_hosts and identity, pointed at this server.
-    fn ringcast(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(testbed::harness::workspace_binary("ringcast"));
-        c.arg("--server")
-            .arg(&self.server)
-            .arg("--known-hosts")
-            .arg(self.client_dir.join("known_hosts"))
-            .arg("--identity-dir")
-            .arg(self.client_dir.join("identity"))
-            .env("XDG_STATE_HOME", self.client_dir.join("state"));
-        c
-    }
-
-    fn wait_for_device(&self, name: &str) {
-        let deadline = Instant::now() + BOOT;
-        loop {
-            let out = self.ringcast().arg("list").output().unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains(name) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} never appeared in ringcast list"
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Ringcastd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until `name` is in `ringcast list`.
+fn wait_for_device(d: &Ringcastd, name: &str) {
+    testbed::kit::wait_until(&format!("{name} in `ringcast list`"), BOOT, || {
+        let out = d.ringcast().arg("list").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(name)
+    });
 }
 
 #[test]
@@ -513,16 +452,16 @@ fn guest_console_and_tone_reach_ringcast_capture_and_play_over_quic() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = Ringcastd::start(dir.path());
+    let d = start_ringcastd(dir.path());
     let (serial_len, hvc_len) = (200_000, 3_000_000);
     let params = format!(
         "rc.scenario=all rc.seed=61 rc.hvc_seed=62 rc.serial_bytes={serial_len} \
          rc.hvc_bytes={hvc_len} rc.tone_hz=660 rc.tone_ms=900 rc.rate=48000"
     );
-    let opts = format!("socket={}", d.socket.display());
+    let opts = format!("socket={}", d.socket().display());
     let g = run(dir.path(), &params, &opts, Some(SoundCard::Ac97));
     let qemu = g.spawn().unwrap();
-    d.wait_for_device("e2e/snd0");
+    wait_for_device(&d, "e2e/snd0");
     let wav = dir.path().join("tone.wav");
     let mut play = d
         .ringcast()
@@ -578,8 +517,8 @@ fn ringcast_qmp_gets_a_real_query_status_reply_from_a_plugin_monitor() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = Ringcastd::start(dir.path());
-    let opts = format!("socket={}", d.socket.display());
+    let d = start_ringcastd(dir.path());
+    let opts = format!("socket={}", d.socket().display());
     let mut g = run(dir.path(), "rc.scenario=idle rc.idle_s=60", &opts, None);
     g.virtconsole = false;
     let qemu = qemu::qemu_binary().unwrap();
@@ -603,7 +542,7 @@ fn ringcast_qmp_gets_a_real_query_status_reply_from_a_plugin_monitor() {
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
-    d.wait_for_device("e2e/mon0");
+    wait_for_device(&d, "e2e/mon0");
     let out = d
         .ringcast()
         .args(["qmp", "e2e/mon0", r#"{"execute":"query-status"}"#])

@@ -7,7 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sidecar::{Config, Daemon, DeviceKey, Handle, Item, Start};
-use testbed::harness::{backend_so_path, MainLoop, Plugin, S16_STEREO_44100};
+use testbed::harness::{MainLoop, Plugin, S16_STEREO_44100};
+use testbed::kit::bins::plugin;
 use testbed::stream::GuestStream;
 
 const T: Duration = Duration::from_secs(30);
@@ -51,7 +52,7 @@ fn read_journal(h: &Handle, key: &DeviceKey, from: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn plugin_bytes_reach_subscribers_and_the_spool_exactly() {
-    let p = Plugin::load(&backend_so_path()).unwrap();
+    let p = Plugin::load(&plugin()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let daemon = Daemon::start(cfg.clone()).unwrap();
@@ -87,7 +88,7 @@ fn plugin_bytes_reach_subscribers_and_the_spool_exactly() {
 
 #[test]
 fn daemon_restart_mid_stream_loses_no_byte_the_ring_could_hold() {
-    let p = Plugin::load(&backend_so_path()).unwrap();
+    let p = Plugin::load(&plugin()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let lp = MainLoop::new();
@@ -124,7 +125,7 @@ fn daemon_restart_mid_stream_loses_no_byte_the_ring_could_hold() {
 
 #[test]
 fn input_written_through_the_daemon_reaches_the_guest() {
-    let p = Plugin::load(&backend_so_path()).unwrap();
+    let p = Plugin::load(&plugin()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let daemon = Daemon::start(cfg.clone()).unwrap();
@@ -142,7 +143,7 @@ fn input_written_through_the_daemon_reaches_the_guest() {
 
 #[test]
 fn audio_from_the_plugin_reaches_an_audio_subscriber_in_order() {
-    let p = Plugin::load(&backend_so_path()).unwrap();
+    let p = Plugin::load(&plugin()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let daemon = Daemon::start(cfg.clone()).unwrap();
@@ -191,7 +192,7 @@ fn several_qemu_processes_stream_into_one_daemon_exactly() {
     let cfg = config(dir.path());
     let daemon = Daemon::start(cfg.clone()).unwrap();
     let h = daemon.handle();
-    let so = backend_so_path();
+    let so = plugin();
     let procs: Vec<_> = (0..3)
         .map(|i| {
             std::process::Command::new(env!("CARGO_BIN_EXE_fake-qemu"))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use client::{ConsoleItem, Mode, StartAt};
 
 use crate::common::{sha, stream, FakeConsole};
-use crate::support::{rss_kib, wait_until, Ringcastd, Target};
+use crate::support::{rss_kib, wait_until, Ringcastd, RingcastdExt, Target};
 
 const CHILD_ENV: &str = "RINGCAST_LOAD_PRODUCER";
 /// Output ring per console.

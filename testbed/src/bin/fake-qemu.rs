@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use testbed::harness::{backend_so_path, MainLoop, Plugin};
+use testbed::harness::{MainLoop, Plugin};
 use testbed::stream::GuestStream;
 
 const HELP: &str = "\
@@ -75,10 +75,12 @@ fn main() {
     if devices.is_empty() {
         usage();
     }
-    let plugin = Plugin::load(&backend_so_path()).unwrap_or_else(|e| {
-        eprintln!("fake-qemu: {e}");
-        std::process::exit(1)
-    });
+    let plugin = testbed::kit::bins::try_plugin()
+        .and_then(|p| Plugin::load(&p))
+        .unwrap_or_else(|e| {
+            eprintln!("fake-qemu: {e}");
+            std::process::exit(1)
+        });
     let lp = MainLoop::new();
     let chardevs: Vec<_> = devices
         .iter()

@@ -1,0 +1,19 @@
+//! The test kit: what the tests and the benchmark harness share to run ringcast as users
+//! do.
+//!
+//! * [`bins`]: the workspace's binaries and the plugin library, from the build that runs
+//!   the tests (never built from inside a test).
+//! * [`daemon`]: a `ringcastd` process on a port of its own choosing, which the kit learns
+//!   from its readiness line; restarts keep the address.
+//! * [`tmpfs`]: a small disk that fills up.
+//! * [`wait`]: waiting with a deadline, saying what was waited for and why each attempt
+//!   failed.
+
+pub mod bins;
+pub mod daemon;
+pub mod tmpfs;
+pub mod wait;
+
+pub use daemon::Ringcastd;
+pub use tmpfs::Tmpfs;
+pub use wait::{wait_for, wait_until};
