@@ -663,8 +663,17 @@ async fn a_capture_killed_mid_stream_is_cleaned_up_others_carry_on_and_a_resumed
     s.close().await;
     let check = d.session().await;
     let deadline = std::time::Instant::now() + WAIT;
-    while subscribers(&check, "vmc").await != 0 {
-        assert!(std::time::Instant::now() < deadline, "subscriptions leaked");
+    loop {
+        let n = subscribers(&check, "vmc").await;
+        if n == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for vmc's subscriptions to be freed: {n} left \
+             (leaked); the end of ringcastd's log:\n{}",
+            d.log_tail(30)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(d.stat("vmc/serial0", "SUBS").as_deref(), Some("0"));
