@@ -210,13 +210,13 @@ fn idle(
     let mut data = vec![0u8; 128 * 1024];
     fill(&mut data, 0);
     for i in 0..n {
-        let mut c = FakeConsole::new("vmd", &format!("serial{i}"), 1, 64 * 1024)?;
-        c.connect(&d.socket())
+        let mut c = FakeConsole::try_new(&d.socket(), "vmd", &format!("serial{i}"), 1, 64 * 1024)?;
+        c.try_connect()
             .map_err(|e| format!("registering device {i} of {n}: {e}"))?;
         devices.push(c);
     }
     for (i, c) in devices.iter_mut().enumerate() {
-        c.write_all(&data, Duration::from_secs(10))
+        c.try_write_all(&data, Duration::from_secs(10))
             .map_err(|e| format!("device {i}: {e}"))?;
     }
     // Everything drained (the rings are empty) before the window starts.
@@ -426,7 +426,7 @@ fn produce_paced(c: &mut FakeConsole, shared: &Shared, secs: Duration) -> Result
         fill(&mut buf, offset);
         let t = Instant::now();
         shared.sent.lock().map_err(|_| "poisoned")?.push(t);
-        c.write_all(&buf, Duration::from_secs(10))?;
+        c.try_write_all(&buf, Duration::from_secs(10))?;
         max_write = max_write.max(t.elapsed().as_secs_f64() * 1e3);
         offset += CHUNK as u64;
         tick += TICK;
@@ -459,11 +459,11 @@ impl Cell {
         threads: usize,
     ) -> Result<Cell, String> {
         let d = procs::start_ringcastd(bins, dir, args)?;
-        let mut c = FakeConsole::new(VM, DEV, 1, ring)?;
-        c.connect(&d.socket())?;
+        let mut c = FakeConsole::try_new(&d.socket(), VM, DEV, 1, ring)?;
+        c.try_connect()?;
         let mut prelude = vec![0u8; PRELUDE as usize];
         fill(&mut prelude, 0);
-        c.write_all(&prelude, Duration::from_secs(10))?;
+        c.try_write_all(&prelude, Duration::from_secs(10))?;
         let _stalled = if stalled {
             Some(Stalled::start(bins, &d, dir)?)
         } else {
@@ -589,7 +589,7 @@ fn flood(bins: &Bins, dir: &Path, stalled: bool, bytes: u64) -> Result<f64, Stri
     let t0 = Instant::now();
     while offset < PRELUDE + bytes {
         fill(&mut buf, offset);
-        c.write_all(&buf, Duration::from_secs(10))?;
+        c.try_write_all(&buf, Duration::from_secs(10))?;
         offset += buf.len() as u64;
     }
     let secs = t0.elapsed().as_secs_f64();

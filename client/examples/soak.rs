@@ -7,8 +7,6 @@
 //! cargo run --release -p client --example soak -- --minutes 10
 //! ```
 
-#[path = "../../sidecar/tests/common/mod.rs"]
-mod common;
 #[path = "../tests/loadgen/mod.rs"]
 mod loadgen;
 #[path = "../tests/support/mod.rs"]

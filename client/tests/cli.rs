@@ -2,18 +2,15 @@
 //! devices (shared-memory rings, as sidecar/tests do): capture with resume, play to WAV,
 //! QMP, and the interactive console driven through tmux.
 
-#[path = "../../sidecar/tests/common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
 use sidecar::net::{NetConfig, NetServer};
 use sidecar::Daemon;
+use testbed::kit::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
 
 const WAIT: Duration = Duration::from_secs(30);
 

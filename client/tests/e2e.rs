@@ -1,17 +1,14 @@
 //! Fake QEMU (shared-memory rings, as sidecar/tests do) → ringcastd → QUIC on loopback →
 //! client library.
 
-#[path = "../../sidecar/tests/common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt, Trust};
-use common::{config, sha, stream, FakeAudio, FakeConsole};
 use sidecar::net::{NetConfig, NetServer};
 use sidecar::Daemon;
+use testbed::kit::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
 use transport_quic::codec::Frame;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -189,7 +186,7 @@ async fn one_writer_per_console_while_spies_watch_and_cannot_write() {
     writer.write(b"hello guest\r").await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
-    common::wait_until("input to reach the ring", WAIT, || {
+    wait_until("input to reach the ring", WAIT, || {
         let r = qemu.rx.read(&mut buf).unwrap();
         got.extend_from_slice(&buf[..r.bytes]);
         got.len() >= 12

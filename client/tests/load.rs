@@ -4,8 +4,6 @@
 //! receives every byte, and the stalled client later reads everything from the spool.
 //! `cargo run --release -p client --example soak -- --minutes 10` runs it longer.
 
-#[path = "../../sidecar/tests/common/mod.rs"]
-mod common;
 mod loadgen;
 mod support;
 

@@ -3,17 +3,15 @@
 //! again, and the spool's disk full. Each checks what was lost: nothing, or exactly what
 //! the loss policy says and the counters report.
 
-#[path = "../../sidecar/tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use client::{ConsoleItem, Mode, StartAt};
-use common::{read_spool, sha, stream, FakeConsole};
 use support::{wait_until, Ringcastd, RingcastdExt, Target};
 use testbed::kit::Tmpfs;
+use testbed::kit::{read_spool, sha, stream, FakeConsole};
 
 const WAIT: Duration = Duration::from_secs(60);
 

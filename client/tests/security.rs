@@ -2,16 +2,14 @@
 //! without a certificate or with one not authorized, no plaintext mode, the per-client
 //! stream limit and the request rate limit.
 
-#[path = "../../sidecar/tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt};
-use common::FakeConsole;
 use support::{Ringcastd, RingcastdExt};
+use testbed::kit::FakeConsole;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -1,13 +1,10 @@
 //! ringcastd faults on the daemon side: an immediate restart after SIGKILL.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
-use testbed::kit::{Ringcastd, Tmpfs};
+use testbed::kit::*;
 
 /// ringcastd (this package's binary, no network server) with everything under `dir`,
 /// started and ready.

@@ -1,11 +1,9 @@
 //! Fake QEMU producers against an in-process ringcastd, through the real socket.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use sidecar::{Attachment, Daemon, DeviceKey, GapReason, Item, Start};
+use testbed::kit::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 

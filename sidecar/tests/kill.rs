@@ -1,14 +1,11 @@
 //! ringcastd as a real process, killed with SIGKILL in the middle of streams from fake
 //! QEMU processes, then restarted: no console byte may be lost or duplicated.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use testbed::kit::Ringcastd;
+use testbed::kit::*;
 
 const CHILD_ENV: &str = "SIDECAR_TEST_PRODUCER";
 const TOTAL: u64 = 16 << 20;

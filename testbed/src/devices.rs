@@ -4,7 +4,7 @@
 //! same process as the measurement.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,14 @@ fn hung_up(sock: &OwnedFd) -> bool {
     matches!(poll(&mut pfd, Some(&zero)), Ok(n) if n > 0)
 }
 
+/// How long [`FakeConsole::write_all`] and [`FakeConsole::wait_drained`] wait without
+/// progress before they fail.
+pub const NO_PROGRESS: Duration = Duration::from_secs(30);
+
 /// A console device: output ring of a chosen capacity, a 4 KiB input ring, four doorbells.
+///
+/// The panicking methods (`new`, `connect`, `write_all`, ...) are for tests; benches use the
+/// `try_` forms, which return the error.
 pub struct FakeConsole {
     /// What is sent at registration.
     pub desc: DeviceDescription,
@@ -83,13 +90,22 @@ pub struct FakeConsole {
     pub in_space: Doorbell,
     /// The registration, once connected.
     pub sock: Option<OwnedFd>,
+    /// ringcastd's registration socket.
+    pub socket_path: PathBuf,
     /// Bytes dropped by [`FakeConsole::write_overwriting`].
     pub dropped: u64,
 }
 
 impl FakeConsole {
-    /// Creates the rings; [`FakeConsole::connect`] registers them.
-    pub fn new(vm: &str, device: &str, session: u64, capacity: u64) -> Result<Self, String> {
+    /// Creates the rings for ringcastd at `socket`; [`FakeConsole::try_connect`] registers
+    /// them.
+    pub fn try_new(
+        socket: &Path,
+        vm: &str,
+        device: &str,
+        session: u64,
+        capacity: u64,
+    ) -> Result<Self, String> {
         let out_mem = Arc::new(RingMemory::create("out", RingKind::Bytes, capacity, 0).map_err(s)?);
         let in_mem = Arc::new(RingMemory::create("in", RingKind::Bytes, 4096, 0).map_err(s)?);
         Ok(FakeConsole {
@@ -111,12 +127,19 @@ impl FakeConsole {
             in_data: Doorbell::new().map_err(s)?,
             in_space: Doorbell::new().map_err(s)?,
             sock: None,
+            socket_path: socket.to_owned(),
             dropped: 0,
         })
     }
 
-    /// Registers the device with ringcastd listening at `socket`.
-    pub fn connect(&mut self, socket: &Path) -> Result<(), String> {
+    /// [`FakeConsole::try_new`], panicking on failure.
+    pub fn new(socket: &Path, vm: &str, device: &str, session: u64, capacity: u64) -> Self {
+        Self::try_new(socket, vm, device, session, capacity)
+            .unwrap_or_else(|e| panic!("fake console {vm}/{device}: {e}"))
+    }
+
+    /// Registers the device with ringcastd.
+    pub fn try_connect(&mut self) -> Result<(), String> {
         let msg = self.desc.encode().map_err(|e| e.to_string())?;
         let fds = [
             self.out_mem.fd(),
@@ -126,8 +149,20 @@ impl FakeConsole {
             self.in_data.as_fd(),
             self.in_space.as_fd(),
         ];
-        self.sock = Some(register(socket, &msg, &fds)?);
+        self.sock = Some(register(&self.socket_path, &msg, &fds)?);
         Ok(())
+    }
+
+    /// [`FakeConsole::try_connect`], panicking on failure.
+    pub fn connect(&mut self) {
+        if let Err(e) = self.try_connect() {
+            panic!(
+                "registering {}/{} with {}: {e}",
+                self.desc.vm_name,
+                self.desc.device_id,
+                self.socket_path.display()
+            );
+        }
     }
 
     /// Connected and ringcastd has not hung up.
@@ -145,7 +180,7 @@ impl FakeConsole {
     /// Writes everything with backpressure (the policy while ringcastd is attached),
     /// waiting on the space doorbell when the ring is full. Fails after `timeout` without
     /// progress.
-    pub fn write_all(&mut self, mut data: &[u8], timeout: Duration) -> Result<(), String> {
+    pub fn try_write_all(&mut self, mut data: &[u8], timeout: Duration) -> Result<(), String> {
         let mut progress = Instant::now();
         while !data.is_empty() {
             let w = self.tx.write(data).map_err(|e| e.to_string())?;
@@ -176,8 +211,15 @@ impl FakeConsole {
         Ok(())
     }
 
+    /// [`FakeConsole::try_write_all`] with [`NO_PROGRESS`], panicking on failure.
+    pub fn write_all(&mut self, data: &[u8]) {
+        if let Err(e) = self.try_write_all(data, NO_PROGRESS) {
+            panic!("{}/{}: {e}", self.desc.vm_name, self.desc.device_id);
+        }
+    }
+
     /// Writes with the flight-recorder policy (nobody attached): keeps the newest bytes.
-    pub fn write_overwriting(&mut self, data: &[u8]) -> Result<(), String> {
+    pub fn try_write_overwriting(&mut self, data: &[u8]) -> Result<(), String> {
         let w = self.tx.write_overwriting(data).map_err(|e| e.to_string())?;
         self.dropped += w.dropped;
         if w.wake_consumer {
@@ -185,9 +227,32 @@ impl FakeConsole {
         }
         Ok(())
     }
+
+    /// [`FakeConsole::try_write_overwriting`], panicking on failure.
+    pub fn write_overwriting(&mut self, data: &[u8]) {
+        self.try_write_overwriting(data)
+            .unwrap_or_else(|e| panic!("{}/{}: {e}", self.desc.vm_name, self.desc.device_id));
+    }
+
+    /// Free bytes in the output ring.
+    pub fn free(&mut self) -> usize {
+        self.tx.free().expect("a healthy ring")
+    }
+
+    /// Waits until ringcastd took every byte out of the output ring (panics after
+    /// [`NO_PROGRESS`]).
+    pub fn wait_drained(&mut self) {
+        let cap = self.out_mem.geometry().capacity as usize;
+        let what = format!(
+            "ringcastd to drain the ring of {}/{}",
+            self.desc.vm_name, self.desc.device_id
+        );
+        crate::kit::wait_until(&what, NO_PROGRESS, || self.tx.free().unwrap() == cap);
+    }
 }
 
-/// An audio output device: a records ring of 64 KiB with 4 KiB periods at most.
+/// An audio output device: a records ring of 64 KiB with 4 KiB periods at most, 48 kHz
+/// stereo s16.
 pub struct FakeAudio {
     /// What is sent at registration.
     pub desc: DeviceDescription,
@@ -202,8 +267,8 @@ pub struct FakeAudio {
 }
 
 impl FakeAudio {
-    /// Creates the ring (48 kHz stereo s16) and registers it with ringcastd at `socket`.
-    pub fn new(socket: &Path, vm: &str, device: &str) -> Result<Self, String> {
+    /// Creates the ring and registers it with ringcastd at `socket`.
+    pub fn try_new(socket: &Path, vm: &str, device: &str) -> Result<Self, String> {
         let mem =
             Arc::new(RingMemory::create("audio", RingKind::Records, 1 << 16, 4096).map_err(s)?);
         let desc = DeviceDescription {
@@ -232,8 +297,19 @@ impl FakeAudio {
         })
     }
 
+    /// [`FakeAudio::try_new`], panicking on failure.
+    pub fn new(socket: &Path, vm: &str, device: &str) -> Self {
+        Self::try_new(socket, vm, device)
+            .unwrap_or_else(|e| panic!("fake audio device {vm}/{device}: {e}"))
+    }
+
     /// Pushes one period stamped `timestamp_ns`; false when the ring was full (dropped).
-    pub fn push(&mut self, timestamp_ns: u64, frames: u32, pcm: &[u8]) -> Result<bool, String> {
+    pub fn try_push_pcm(
+        &mut self,
+        timestamp_ns: u64,
+        frames: u32,
+        pcm: &[u8],
+    ) -> Result<bool, String> {
         let p = self
             .tx
             .push(timestamp_ns, frames, 0, pcm)
@@ -242,6 +318,15 @@ impl FakeAudio {
             self.data.ring();
         }
         Ok(p.stored)
+    }
+
+    /// Pushes period `seq`: `frames` stereo s16 frames whose bytes are
+    /// [`crate::kit::stream`]`(seq, 0, frames * 4)`, stamped `seq * 1000` ns; false when
+    /// the ring was full (dropped).
+    pub fn push(&mut self, seq: u64, frames: u32) -> bool {
+        let pcm = crate::kit::stream(seq, 0, u64::from(frames) * 4);
+        self.try_push_pcm(seq * 1000, frames, &pcm)
+            .unwrap_or_else(|e| panic!("{}/{}: {e}", self.desc.vm_name, self.desc.device_id))
     }
 }
 

@@ -74,6 +74,10 @@ fn a_udp_echo_crosses_the_link_and_each_round_trip_takes_at_least_twice_the_dela
 /// arrived.
 fn send_datagrams(l: &LossyLink, count: u32) -> u32 {
     let (a, b, b_addr) = udp_pair(l);
+    // Room for every datagram (each costs about 1 KiB of buffer), so a receiver the machine
+    // stalls for a moment loses none at its socket: the count then checks the link alone.
+    // SO_RCVBUFFORCE needs root (CI runs as root); without it the default size stays.
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&b, 16 << 20);
     b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let rx = std::thread::spawn(move || {
         let mut got = 0u32;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use client::{ConsoleItem, Mode, StartAt};
 
-use crate::common::{sha, stream, FakeConsole};
 use crate::support::{rss_kib, wait_until, Ringcastd, RingcastdExt, Target};
+use testbed::kit::{sha, stream, FakeConsole};
 
 const CHILD_ENV: &str = "RINGCAST_LOAD_PRODUCER";
 /// Output ring per console.

@@ -5,15 +5,23 @@
 //!   the tests (never built from inside a test).
 //! * [`daemon`]: a `ringcastd` process on a port of its own choosing, which the kit learns
 //!   from its readiness line; restarts keep the address.
+//! * [`data`]: deterministic streams addressable by offset, and their hashes.
+//! * [`journal`]: a device's spool read back; the configuration of an in-process ringcastd.
+//! * the fake devices of [`crate::devices`], re-exported.
 //! * [`tmpfs`]: a small disk that fills up.
 //! * [`wait`]: waiting with a deadline, saying what was waited for and why each attempt
 //!   failed.
 
 pub mod bins;
 pub mod daemon;
+pub mod data;
+pub mod journal;
 pub mod tmpfs;
 pub mod wait;
 
+pub use crate::devices::{FakeAudio, FakeConsole};
 pub use daemon::Ringcastd;
+pub use data::{fill, sha, stream};
+pub use journal::{config, read_spool};
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_for, wait_until};
