@@ -131,6 +131,9 @@ enum Command {
     /// after their play-out time are counted late, empty buffers as underruns, both printed
     /// at the end with the periods the server skipped.
     ///
+    /// The sound card needs a build with the `sound-card` cargo feature (the default; it
+    /// links ALSA). A build without it plays only to --wav or --raw.
+    ///
     /// Examples:
     ///   ringcast play vm1/sound0
     ///   ringcast play vm1/sound0 --wav tone.wav --seconds 5
@@ -246,6 +249,16 @@ fn real_main() -> anyhow::Result<()> {
         .unwrap_or_else(transport_quic::tls::config_dir);
     if let Command::Identity(cmd) = &cli.command {
         return identity(cmd, &id_dir);
+    }
+    // Say it before connecting: nothing the server says changes it.
+    #[cfg(not(feature = "sound-card"))]
+    if let Command::Play {
+        wav: None,
+        raw: false,
+        ..
+    } = &cli.command
+    {
+        bail!("{NO_SOUND_CARD}");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -901,7 +914,33 @@ impl LineReader {
     }
 }
 
+/// What `ringcast play` says when this build cannot play to a sound card.
+#[cfg(not(feature = "sound-card"))]
+const NO_SOUND_CARD: &str = "this ringcast was built without sound-card support (cargo \
+    feature `sound-card`), so `ringcast play` needs --wav FILE or --raw (e.g. `--raw | aplay -f \
+    S16_LE -r 44100 -c 2`); to play to the sound card, rebuild with the default features \
+    (Debian: apt-get install libasound2-dev pkg-config; cargo build -p client)";
+
+/// Without the `sound-card` feature: no playback to a device, said plainly.
+#[cfg(not(feature = "sound-card"))]
+mod output {
+    use std::time::Duration;
+
+    /// No output callback, no underruns.
+    pub fn underruns() -> u64 {
+        0
+    }
+
+    pub fn device_sink(
+        _f: client::AudioFormat,
+        _jitter: Duration,
+    ) -> anyhow::Result<super::PcmSink> {
+        anyhow::bail!("{}", super::NO_SOUND_CARD)
+    }
+}
+
 /// Playback through the default output device (cpal), with a jitter buffer.
+#[cfg(feature = "sound-card")]
 mod output {
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

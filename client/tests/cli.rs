@@ -407,3 +407,26 @@ fn help_explains_the_defaults_and_gives_examples_for_every_command() {
     let capture = help(&["capture"]);
     assert!(capture.contains("[default: 127.0.0.1:7878]"), "{capture}");
 }
+
+/// A build without the `sound-card` feature (no ALSA) says so before connecting anywhere,
+/// and still plays to a WAV file (the rest of this file's tests).
+#[cfg(not(feature = "sound-card"))]
+#[test]
+fn play_without_the_sound_card_feature_says_what_to_do_instead() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--server", "127.0.0.1:9", "play", "vm/snd0"])
+        .env_remove("RINGCAST_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "without sound-card support",
+        "--wav",
+        "--raw",
+        "libasound2-dev",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!err.contains("cannot connect"), "{err}");
+}
