@@ -61,17 +61,69 @@ struct Cli {
 enum Command {
     /// List the devices you may use: kind, state, audio format, bytes, subscribers.
     ///
+    /// Columns: DEVICE (VM/DEVICE), KIND (console or audio), STATE (attached: its QEMU is
+    /// connected; gone: it left, the journal stays; poisoned: its ring broke the rules),
+    /// FORMAT (audio: rate, channels, sample format), BYTES/PERIODS (console: the journal's
+    /// end offset; audio: periods received), SUBS (clients attached now). Columns are as
+    /// wide as their longest entry.
+    ///
+    /// --json prints a JSON array instead, one object per device. Fields (stable; later
+    /// versions may add fields, never rename them):
+    ///   vm, device       the names (strings)
+    ///   kind             "console" or "audio"
+    ///   state            "attached", "gone" or "poisoned"
+    ///   audio            null, or {rate, channels, sample_format, big_endian} with
+    ///                    sample_format one of "u8" "s8" "u16" "s16" "u32" "s32" "f32"
+    ///   bytes            bytes received from QEMU
+    ///   periods          audio periods received
+    ///   journal_start    the oldest console offset still available
+    ///   journal_end      the console's end offset
+    ///   subscribers      clients attached now
+    ///
     /// Examples:
     ///   ringcast list
     ///   ringcast --server vmhost:7878 list
+    ///   ringcast list --json | jq -r '.[] | select(.state == "attached") | .vm + "/" + .device'
     #[command(verbatim_doc_comment)]
-    List,
+    List {
+        /// Print JSON (an array of objects; fields above) instead of the table
+        #[arg(long)]
+        json: bool,
+    },
 
-    /// Every counter of every device (drops by cause, ring fill, input bytes).
+    /// Every counter of every device: the table `ringcastd stats` prints on the server.
     ///
-    /// Example: ringcast stats
+    /// Columns, with the --json field in brackets:
+    ///   DEVICE, KIND, STATE  as in `ringcast list` [vm, device, kind, state]
+    ///   BYTES          bytes received from QEMU; audio: and periods [bytes, periods]
+    ///   JOURNAL        console offsets still available [journal_start, journal_end]
+    ///   LOST:FLIGHT    console bytes the plugin's flight recorder dropped while no
+    ///                  ringcastd was attached [dropped_flight_recorder]
+    ///   LOST:AUDIO     audio periods the plugin dropped [dropped_audio_overflow]
+    ///   SUB-GAPS       console bytes clients asked for beyond the retention
+    ///                  [subscriber_gap_bytes]; audio: periods dropped from slow clients'
+    ///                  queues [subscriber_dropped_periods]
+    ///   SPOOL-ERR      failed writes to the server's disk spool [spool_errors]
+    ///   LOST:NO-SPOOL  console bytes that left the server's RAM while its disk spool
+    ///                  failed: lost for good [dropped_no_spool]
+    ///   RING FILL      bytes in the shared ring now / its size [ring_fill, ring_capacity]
+    ///   INPUT          console input bytes handed to the guest [input_bytes]
+    ///   REGS           times QEMU registered the device [registrations]
+    ///   SUBS           clients attached now [subscribers]
+    ///   POISONED       why the ring was detached, or no [poisoned: null or a string]
+    /// A "-" in the table marks a counter that does not apply to the device's kind; the
+    /// JSON always has every field (0 there), and the audio format as in `list --json`
+    /// [audio]. Field names are stable; later versions may add fields.
+    ///
+    /// Examples:
+    ///   ringcast stats
+    ///   ringcast stats --json | jq '.[] | select(.dropped_no_spool > 0) | .vm'
     #[command(verbatim_doc_comment)]
-    Stats,
+    Stats {
+        /// Print JSON (an array of objects; fields above) instead of the table
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Interactive console in a raw terminal. Leave with Ctrl-] (the terminal is restored).
     ///
@@ -328,8 +380,8 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot connect to {}", cli.server))?;
     let code = match cli.command {
-        Command::List => list(&session).await?,
-        Command::Stats => stats(&session).await?,
+        Command::List { json } => list(&session, json).await?,
+        Command::Stats { json } => stats(&session, json).await?,
         Command::Console {
             device,
             spy,
@@ -361,63 +413,88 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-async fn list(s: &Session) -> anyhow::Result<i32> {
-    println!(
-        "{:<32} {:<8} {:<9} {:<16} {:>14} {:>6}",
-        "DEVICE", "KIND", "STATE", "FORMAT", "BYTES/PERIODS", "SUBS"
-    );
-    for d in s.list().await? {
-        let format = d
-            .audio
-            .map(|f| format!("{}Hz {}ch fmt{}", f.rate, f.channels, f.sample_format))
-            .unwrap_or_else(|| "-".into());
-        let amount = match d.kind {
-            client::DeviceKind::Console => d.journal_end,
-            client::DeviceKind::Audio => d.periods,
-        };
-        println!(
-            "{:<32} {:<8} {:<9} {:<16} {:>14} {:>6}",
-            format!("{}/{}", d.vm, d.device),
-            d.kind.name(),
-            d.state.name(),
-            format,
-            amount,
-            d.subscribers
-        );
+async fn list(s: &Session, json: bool) -> anyhow::Result<i32> {
+    let devices = s.list().await?;
+    if json {
+        let v: Vec<serde_json::Value> = devices
+            .iter()
+            .map(|d| serde_json::Value::Object(device_json(d)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", transport_quic::table::list_table(&devices));
     }
     Ok(0)
 }
 
-async fn stats(s: &Session) -> anyhow::Result<i32> {
-    for e in s.stats().await? {
-        let d = &e.device;
-        println!(
-            "{}/{} ({}, {})",
-            d.vm,
-            d.device,
-            d.kind.name(),
-            d.state.name()
-        );
-        println!(
-            "  bytes {}  periods {}  journal {}..{}  subscribers {}",
-            d.bytes, d.periods, d.journal_start, d.journal_end, d.subscribers
-        );
-        println!(
-            "  dropped: flight-recorder {} B, audio overflow {}, subscriber gaps {} B, subscriber periods {}",
-            e.dropped_flight_recorder,
-            e.dropped_audio_overflow,
-            e.subscriber_gap_bytes,
-            e.subscriber_dropped_periods
-        );
-        println!(
-            "  ring {}/{}  input {} B  registrations {}  spool errors {}",
-            e.ring_fill, e.ring_capacity, e.input_bytes, e.registrations, e.spool_errors
-        );
-        if let Some(p) = &e.poisoned {
-            println!("  POISONED: {p}");
-        }
+async fn stats(s: &Session, json: bool) -> anyhow::Result<i32> {
+    let entries = s.stats().await?;
+    if json {
+        let v: Vec<serde_json::Value> = entries.iter().map(stats_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", transport_quic::table::stats_table(&entries));
     }
     Ok(0)
+}
+
+/// A device as `list --json` prints it (the field names are documented in `list --help`).
+fn device_json(d: &client::DeviceEntry) -> serde_json::Map<String, serde_json::Value> {
+    let audio = d.audio.map(|f| {
+        let sample = match f.sample_format {
+            0 => "u8".to_string(),
+            1 => "s8".to_string(),
+            2 => "u16".to_string(),
+            3 => "s16".to_string(),
+            4 => "u32".to_string(),
+            5 => "s32".to_string(),
+            6 => "f32".to_string(),
+            n => format!("unknown-{n}"),
+        };
+        serde_json::json!({
+            "rate": f.rate,
+            "channels": f.channels,
+            "sample_format": sample,
+            "big_endian": f.big_endian,
+        })
+    });
+    let serde_json::Value::Object(map) = serde_json::json!({
+        "vm": d.vm,
+        "device": d.device,
+        "kind": d.kind.name(),
+        "state": d.state.name(),
+        "audio": audio,
+        "bytes": d.bytes,
+        "periods": d.periods,
+        "journal_start": d.journal_start,
+        "journal_end": d.journal_end,
+        "subscribers": d.subscribers,
+    }) else {
+        unreachable!("json! of an object literal is an object")
+    };
+    map
+}
+
+/// A device's counters as `stats --json` prints them (documented in `stats --help`).
+fn stats_json(e: &client::StatsEntry) -> serde_json::Value {
+    let mut m = device_json(&e.device);
+    let counters = [
+        ("dropped_flight_recorder", e.dropped_flight_recorder),
+        ("dropped_audio_overflow", e.dropped_audio_overflow),
+        ("subscriber_gap_bytes", e.subscriber_gap_bytes),
+        ("subscriber_dropped_periods", e.subscriber_dropped_periods),
+        ("spool_errors", e.spool_errors),
+        ("dropped_no_spool", e.dropped_no_spool),
+        ("ring_fill", e.ring_fill),
+        ("ring_capacity", e.ring_capacity),
+        ("input_bytes", e.input_bytes),
+        ("registrations", e.registrations),
+    ];
+    for (k, v) in counters {
+        m.insert(k.into(), v.into());
+    }
+    m.insert("poisoned".into(), e.poisoned.clone().into());
+    serde_json::Value::Object(m)
 }
 
 fn offset_file(server: &str, device: &str) -> PathBuf {

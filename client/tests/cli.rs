@@ -4,6 +4,7 @@
 
 #[path = "../../sidecar/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -429,4 +430,179 @@ fn play_without_the_sound_card_feature_says_what_to_do_instead() {
         assert!(err.contains(want), "{want:?} missing from: {err}");
     }
     assert!(!err.contains("cannot connect"), "{err}");
+}
+
+/// The header line's column names: cells are separated by two or more spaces.
+fn columns(header: &str) -> Vec<String> {
+    header
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn list_and_stats_fit_long_names_and_print_json_with_the_documented_fields() {
+    let env = Env::start();
+    let long = "ci-runner-with-a-rather-long-name-0123456789";
+    let mut c1 = FakeConsole::new(&env.socket(), long, "serial0", 1, 1 << 16);
+    c1.connect();
+    c1.write_all(b"hello");
+    c1.wait_drained();
+    let mut c2 = FakeConsole::new(&env.socket(), "vm", "hvc0", 2, 1 << 16);
+    c2.connect();
+    let mut audio = FakeAudio::new(&env.socket(), "vm", "snd0");
+    audio.push(0, 120);
+    let run = |args: &[&str]| {
+        String::from_utf8(ok(env.ringcast().args(args).output().unwrap()).stdout).unwrap()
+    };
+    let wait_for_periods = || {
+        let v: serde_json::Value = serde_json::from_str(&run(&["list", "--json"])).unwrap();
+        v.as_array().unwrap().len() == 3
+            && v.as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["device"] == "snd0" && d["periods"] == 1)
+    };
+    wait_until("three devices, one audio period", WAIT, wait_for_periods);
+
+    // The tables: each column as wide as its widest cell, so the long name stands alone.
+    for cmd in ["list", "stats"] {
+        let table = run(&[cmd]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(long))
+            .unwrap_or_else(|| panic!("no row for {long}:\n{table}"));
+        let name = format!("{long}/serial0");
+        assert!(row.starts_with(&format!("{name}  console")), "{table}");
+        let kind_col = lines[0].find("KIND").unwrap();
+        assert_eq!(kind_col, name.len() + 2, "{table}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l[kind_col..].starts_with(|c: char| c != ' ')),
+            "{table}"
+        );
+    }
+
+    // list --json: the fields `ringcast list --help` documents, with the right values.
+    let list_help = run(&["list", "--help"]);
+    let v: serde_json::Value = serde_json::from_str(&run(&["list", "--json"])).unwrap();
+    let devices = v.as_array().unwrap();
+    let console = devices.iter().find(|d| d["vm"] == long).unwrap();
+    assert_eq!(console["device"], "serial0");
+    assert_eq!(console["kind"], "console");
+    assert_eq!(console["state"], "attached");
+    assert_eq!(console["journal_end"], 5);
+    assert_eq!(console["audio"], serde_json::Value::Null);
+    let snd = devices.iter().find(|d| d["device"] == "snd0").unwrap();
+    assert_eq!(snd["kind"], "audio");
+    assert_eq!(snd["audio"]["rate"], 48_000);
+    assert_eq!(snd["audio"]["channels"], 2);
+    assert_eq!(snd["audio"]["sample_format"], "s16");
+    for d in devices {
+        for key in d.as_object().unwrap().keys() {
+            assert!(
+                list_help.contains(key),
+                "list --help does not document {key:?}"
+            );
+        }
+    }
+
+    // stats --json: every counter, documented in `ringcast stats --help`.
+    let stats_help = run(&["stats", "--help"]);
+    let v: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"])).unwrap();
+    let console = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["vm"] == long)
+        .unwrap();
+    for key in [
+        "dropped_flight_recorder",
+        "dropped_audio_overflow",
+        "subscriber_gap_bytes",
+        "subscriber_dropped_periods",
+        "spool_errors",
+        "dropped_no_spool",
+        "ring_fill",
+        "ring_capacity",
+        "input_bytes",
+        "registrations",
+    ] {
+        assert!(console[key].is_u64(), "{key} in {console}");
+    }
+    assert_eq!(console["bytes"], 5);
+    assert_eq!(console["registrations"], 1);
+    assert_eq!(console["ring_capacity"], 1 << 16);
+    assert_eq!(console["poisoned"], serde_json::Value::Null);
+    for d in v.as_array().unwrap() {
+        for key in d.as_object().unwrap().keys() {
+            assert!(
+                stats_help.contains(key),
+                "stats --help does not document {key:?}"
+            );
+        }
+    }
+    // And the table's columns are the ones `stats --help` explains.
+    let table = run(&["stats"]);
+    for col in columns(table.lines().next().unwrap()) {
+        assert!(
+            stats_help.contains(&col),
+            "stats --help does not explain {col}"
+        );
+    }
+}
+
+/// `ringcastd stats` (the operator, on the server) and `ringcast stats` (a client over the
+/// network) show the same counters under the same column names, and the same values.
+#[test]
+fn ringcastd_stats_and_ringcast_stats_have_the_same_columns_and_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
+    let mut qemu = FakeConsole::new(&d.socket(), "vm1", "serial0", 1, 1 << 16);
+    qemu.connect();
+    qemu.write_all(&stream(3, 0, 10_000));
+    qemu.wait_drained();
+    let mut audio = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    audio.push(0, 120);
+    let server = d.stats_table();
+    wait_until("both devices in ringcastd stats", WAIT, || {
+        d.stats_table().lines().count() == 3
+    });
+    let server = if server.lines().count() == 3 {
+        server
+    } else {
+        d.stats_table()
+    };
+    let out = ok(d.ringcast().arg("stats").output().unwrap());
+    let client = String::from_utf8(out.stdout).unwrap();
+    let (sh, ch) = (
+        server.lines().next().unwrap(),
+        client.lines().next().unwrap(),
+    );
+    assert_eq!(
+        columns(sh),
+        columns(ch),
+        "server:\n{server}\nclient:\n{client}"
+    );
+    assert!(
+        columns(ch).contains(&"LOST:NO-SPOOL".to_string()),
+        "{client}"
+    );
+    // Nothing changes between the two calls here but the audio ring's fill: the console
+    // rows are identical, cell for cell.
+    let row = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("vm1/serial0"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        row(&server),
+        row(&client),
+        "server:\n{server}\nclient:\n{client}"
+    );
 }
