@@ -20,7 +20,8 @@ use client::{ConsoleItem, Identity, Mode, Session, StartAt, Trust};
 /// Devices are named VM/DEVICE, as `ringcast list` shows them.
 ///
 /// Exit status: 0 done, 1 error (also a QMP error reply), 2 bad usage, 3 `capture` found
-/// gaps. RUST_LOG=info shows more on stderr. Documentation: docs/ in the source tree.
+/// gaps, 4 the device did not appear within --wait-timeout. RUST_LOG=info shows more on
+/// stderr. Documentation: docs/ in the source tree.
 ///
 /// Examples:
 ///
@@ -131,14 +132,20 @@ enum Command {
     /// read-only without the lock. --resume continues from the last offset this user saw
     /// (saved in ~/.local/state/ringcast/offsets/), so nothing is missed in between.
     ///
+    /// --wait starts before the VM does: it waits until the device appears (checking
+    /// every 250 ms), then attaches.
+    ///
     /// Examples:
     ///   ringcast console vm1/serial0
     ///   ringcast console vm1/serial0 --spy --tail 0
     ///   ringcast console vm1/hvc0 --resume
+    ///   ringcast console vm1/serial0 --wait --wait-timeout 2m
     #[command(verbatim_doc_comment)]
     Console {
         /// VM/DEVICE
         device: String,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Watch read-only (never takes the write lock)
         #[arg(long)]
         spy: bool,
@@ -157,15 +164,23 @@ enum Command {
     /// end of what the server had when capture started. Shows progress and rate on stderr
     /// when it is a terminal.
     ///
-    /// Exit status 3 when there were gaps (0 when the capture is complete).
+    /// For a CI guest, start the capture before the VM: --wait waits until the device
+    /// appears (checking every 250 ms), and with --follow nothing the guest writes from
+    /// its first byte on is missed.
+    ///
+    /// Exit status 3 when there were gaps (0 when the capture is complete), 4 when the
+    /// device did not appear within --wait-timeout.
     ///
     /// Examples:
     ///   ringcast capture vm1/serial0 -o serial0.log
     ///   ringcast capture vm1/serial0 -o serial0.log --resume --follow
+    ///   ringcast capture ci-guest/serial0 -o boot.log --follow --wait --wait-timeout 5m
     #[command(verbatim_doc_comment)]
     Capture {
         /// VM/DEVICE
         device: String,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Output file
         #[arg(short, long)]
         output: PathBuf,
@@ -242,6 +257,50 @@ enum Command {
     ///   ringcast identity show
     #[command(subcommand, verbatim_doc_comment)]
     Identity(IdentityCommand),
+}
+
+/// Waiting for a device that does not exist yet (`console`, `capture`).
+#[derive(Debug, Clone, clap::Args)]
+struct WaitArgs {
+    /// If the device does not exist yet, wait until it appears (e.g. its VM boots)
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after DURATION (e.g. 500ms, 90s, 5m, 1h; a bare number is seconds)
+    /// and exit with status 4; implies --wait [default: wait until interrupted]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    wait_timeout: Option<Duration>,
+}
+
+impl WaitArgs {
+    fn enabled(&self) -> bool {
+        self.wait || self.wait_timeout.is_some()
+    }
+}
+
+/// Exit status when a waited-for device did not appear in time.
+const EXIT_WAIT_TIMEOUT: i32 = 4;
+
+/// How often --wait asks the server for its device list.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// `500ms`, `90s`, `1.5m`, `2h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 90s, 5m, 1h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,16 +443,18 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
         Command::Stats { json } => stats(&session, json).await?,
         Command::Console {
             device,
+            wait,
             spy,
             resume,
             tail,
-        } => console(&session, &cli.server, &device, spy, resume, tail).await?,
+        } => console(&session, &cli.server, &device, &wait, spy, resume, tail).await?,
         Command::Capture {
             device,
+            wait,
             output,
             follow,
             resume,
-        } => capture(&session, &device, &output, follow, resume).await?,
+        } => capture(&session, &device, &wait, &output, follow, resume).await?,
         Command::Play {
             device,
             wav,
@@ -497,6 +558,64 @@ fn stats_json(e: &client::StatsEntry) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
+/// Polls the server's device list until `vm/dev` is in it. Says once on stderr that it
+/// waits; `None` when `timeout` passed first.
+async fn wait_for_device(
+    s: &Session,
+    device: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<Option<client::DeviceEntry>> {
+    let (vm, dev) = split_device(device)?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut told = false;
+    loop {
+        if let Some(d) = s
+            .list()
+            .await?
+            .into_iter()
+            .find(|d| d.vm == vm && d.device == dev)
+        {
+            if told {
+                eprintln!("ringcast: {device} appeared");
+            }
+            return Ok(Some(d));
+        }
+        if !told {
+            eprintln!("ringcast: waiting for {device} to appear...");
+            told = true;
+        }
+        let pause = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                left.min(WAIT_POLL)
+            }
+            None => WAIT_POLL,
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Tells the user that waiting for `device` gave up; the exit status for it.
+fn wait_gave_up(device: &str, timeout: Option<Duration>) -> i32 {
+    eprintln!(
+        "ringcast: {device} did not appear within {}; giving up (`ringcast list` shows the \
+         devices you may use: a device you are not authorized for looks missing too)",
+        timeout.map(show_duration).unwrap_or_default()
+    );
+    EXIT_WAIT_TIMEOUT
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}
+
 fn offset_file(server: &str, device: &str) -> PathBuf {
     let name: String = format!("{server}_{device}")
         .chars()
@@ -533,11 +652,19 @@ async fn console(
     s: &Session,
     server: &str,
     device: &str,
+    wait: &WaitArgs,
     spy: bool,
     resume: bool,
     tail: u64,
 ) -> anyhow::Result<i32> {
     let (vm, dev) = split_device(device)?;
+    if wait.enabled()
+        && wait_for_device(s, device, wait.wait_timeout)
+            .await?
+            .is_none()
+    {
+        return Ok(wait_gave_up(device, wait.wait_timeout));
+    }
     let saved = offset_file(server, device);
     let start = if resume {
         match std::fs::read_to_string(&saved)
@@ -628,11 +755,13 @@ async fn console(
 async fn capture(
     s: &Session,
     device: &str,
+    wait: &WaitArgs,
     output: &Path,
     follow: bool,
     resume: bool,
 ) -> anyhow::Result<i32> {
     let (vm, dev) = split_device(device)?;
+    // The file first: a path that cannot be written fails now, not after a --wait.
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -640,13 +769,21 @@ async fn capture(
         .open(output)
         .with_context(|| format!("cannot open {}", output.display()))?;
     let from = if resume { file.metadata()?.len() } else { 0 };
-    let end = s
-        .list()
-        .await?
-        .into_iter()
-        .find(|d| d.vm == vm && d.device == dev)
-        .map(|d| d.journal_end)
-        .with_context(|| format!("no device {device} (see `ringcast list`)"))?;
+    let entry = if wait.enabled() {
+        match wait_for_device(s, device, wait.wait_timeout).await? {
+            Some(d) => d,
+            None => return Ok(wait_gave_up(device, wait.wait_timeout)),
+        }
+    } else {
+        s.list()
+            .await?
+            .into_iter()
+            .find(|d| d.vm == vm && d.device == dev)
+            .with_context(|| {
+                format!("no device {device} (see `ringcast list`; --wait waits for it to appear)")
+            })?
+    };
+    let end = entry.journal_end;
     let mut con = s
         .attach_console(&vm, &dev, Mode::Read, StartAt::Offset(from))
         .await?;
@@ -1139,5 +1276,35 @@ mod output {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units_and_refuse_the_rest_without_panicking() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("90s"), Duration::from_secs(90));
+        assert_eq!(ok("90"), Duration::from_secs(90));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        assert_eq!(ok("2h"), Duration::from_secs(7200));
+        assert_eq!(ok(" 3 s "), Duration::from_secs(3));
+        for bad in [
+            "",
+            "soon",
+            "-1s",
+            "5 parsecs",
+            "1e400",
+            "9999999999999999999999h",
+            ".",
+            "1..2s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(show_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1.500s");
     }
 }

@@ -6,10 +6,11 @@
 mod common;
 mod support;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
@@ -430,6 +431,196 @@ fn play_without_the_sound_card_feature_says_what_to_do_instead() {
         assert!(err.contains(want), "{want:?} missing from: {err}");
     }
     assert!(!err.contains("cannot connect"), "{err}");
+}
+
+/// A running `ringcast` whose stderr (and stdout) are collected as they come.
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |mut r: Box<dyn Read + Send>| {
+            let buf = Arc::new(Mutex::new(String::new()));
+            let b = buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = r.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+            });
+            buf
+        };
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        Running {
+            child,
+            stderr,
+            stdout,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGINT (Ctrl-C), then the exit status.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        self.wait()
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // Let the readers take the last bytes.
+                std::thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ringcast did not exit; stderr: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WAITING: &str = "waiting for vm/late0 to appear...";
+
+#[test]
+fn capture_follow_wait_started_before_the_device_exists_gets_every_byte() {
+    let env = Env::start();
+    let file = env.path("boot.log");
+    let mut cmd = env.ringcast();
+    cmd.args(["capture", "vm/late0", "--follow", "--wait", "-o"])
+        .arg(&file);
+    let mut capture = Running::spawn(cmd);
+    wait_until("ringcast to say it waits", WAIT, || {
+        capture.stderr().contains(WAITING)
+    });
+    // It keeps waiting (polling), rather than failing with "no device".
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(capture.running(), "{}", capture.stderr());
+    // The VM boots now: its console registers and writes at once.
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "late0", 1, 1 << 16);
+    qemu.connect();
+    let data = stream(17, 0, 700_000);
+    qemu.write_all(&data);
+    qemu.wait_drained();
+    wait_until("the capture file to hold every byte", WAIT, || {
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) >= data.len() as u64
+    });
+    let status = capture.interrupt();
+    let err = capture.stderr();
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(err.matches(WAITING).count(), 1, "{err}");
+    assert!(
+        err.contains("captured 700000 bytes") && err.contains("0 gaps"),
+        "{err}"
+    );
+    assert_eq!(sha(&std::fs::read(&file).unwrap()), sha(&data));
+}
+
+#[test]
+fn console_wait_attaches_when_the_device_appears() {
+    let env = Env::start();
+    let mut cmd = env.ringcast();
+    cmd.args(["console", "vm/late0", "--spy", "--wait-timeout", "60s"]);
+    let mut console = Running::spawn(cmd);
+    wait_until("ringcast to say it waits", WAIT, || {
+        console.stderr().contains(WAITING)
+    });
+    assert!(console.running(), "{}", console.stderr());
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "late0", 1, 1 << 16);
+    qemu.connect();
+    qemu.write_all(b"Linux version 6.1 booting\r\n");
+    wait_until("the guest's first line on the console", WAIT, || {
+        console.stdout().contains("Linux version 6.1 booting")
+    });
+    assert!(console.stderr().contains("vm/late0 (spy, read-only)"));
+    assert_eq!(console.stderr().matches(WAITING).count(), 1);
+}
+
+#[test]
+fn waiting_for_a_device_that_never_appears_gives_up_with_status_4() {
+    let env = Env::start();
+    for args in [
+        vec![
+            "capture",
+            "vm/never",
+            "--follow",
+            "--wait-timeout",
+            "1s",
+            "-o",
+        ],
+        vec!["console", "vm/never", "--wait", "--wait-timeout", "1500ms"],
+    ] {
+        let t = Instant::now();
+        let mut cmd = env.ringcast();
+        cmd.args(&args);
+        if args[0] == "capture" {
+            cmd.arg(env.path("never.log"));
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(t.elapsed() >= Duration::from_secs(1), "{args:?}");
+        assert!(t.elapsed() < Duration::from_secs(20), "{args:?}");
+        assert_eq!(
+            err.matches("waiting for vm/never to appear...").count(),
+            1,
+            "{err}"
+        );
+        assert!(err.contains("vm/never did not appear within 1"), "{err}");
+    }
+    // Without --wait a missing device is an error at once, which names the option.
+    let out = env
+        .ringcast()
+        .args(["capture", "vm/never", "-o"])
+        .arg(env.path("never.log"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
+    // A duration that is not one is bad usage (status 2), not a panic.
+    let out = env
+        .ringcast()
+        .args(["capture", "vm/x", "--wait-timeout", "soon", "-o", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
 }
 
 /// The header line's column names: cells are separated by two or more spaces.
