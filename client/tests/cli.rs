@@ -1,6 +1,8 @@
 //! The `ringcast` binary against ringcastd's QUIC server on loopback, with fake QEMU
 //! devices (shared-memory rings, as sidecar/tests do): capture with resume, play to WAV,
-//! QMP, and the interactive console driven through tmux.
+//! QMP, the interactive console driven through tmux, capture and console started with
+//! --wait before their device exists, the list and stats tables and their JSON, and
+//! `ringcastd stats` beside `ringcast stats`.
 
 #[path = "../../sidecar/tests/common/mod.rs"]
 mod common;
