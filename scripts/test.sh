@@ -48,6 +48,17 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "the client builds without its default features (no ALSA headers needed)"
+cargo check --quiet -p client --no-default-features
+# ringcastd and the plugin must never link ALSA (the client's sound-card feature does).
+for pkg in sidecar backend-so; do
+    if cargo tree --quiet -p "$pkg" -e normal,build --prefix none | grep -q '^alsa'; then
+        echo "scripts/test.sh: $pkg depends on ALSA:" >&2
+        cargo tree -p "$pkg" -e normal,build -i alsa-sys >&2 || true
+        exit 1
+    fi
+done
+
 step "cargo test (workspace)"
 # The plugin library is loaded by path (as QEMU does): build it first.
 cargo build --quiet -p backend-so

@@ -12,7 +12,7 @@ use std::ffi::{c_int, c_void};
 use shm_ring::handover::{AudioFormat, DeviceDescription, DeviceKind};
 
 use crate::abi;
-use crate::audio::{AudioStats, Voice};
+use crate::audio::{AudioStats, InputVoice, Voice};
 use crate::console::{Console, Frontend, RingPoisoned};
 use crate::host::{Host, Level, Timer, Watch};
 use crate::link::{self, LinkEvent, LinkState, RETRY_MAX_MS, RETRY_MIN_MS};
@@ -44,6 +44,8 @@ enum Device {
     Audio {
         voice: Option<Voice>,
         enabled: bool,
+        /// The capture voice QEMU opened, if any: it gets silence.
+        input: Option<InputVoice>,
         stats: AudioStats,
     },
 }
@@ -124,6 +126,7 @@ impl Instance {
             Device::Audio {
                 voice: None,
                 enabled: false,
+                input: None,
                 stats: AudioStats::default(),
             },
         );
@@ -478,11 +481,82 @@ impl Instance {
         buf.len()
     }
 
+    pub(crate) fn audio_in_open(&self, format: AudioFormat) -> Result<(), String> {
+        let mut inner = self.inner.try_borrow_mut().map_err(|_| "busy")?;
+        let Device::Audio { input, .. } = &mut inner.device else {
+            return Err("not an audio device".into());
+        };
+        *input = Some(InputVoice::new(format)?);
+        Ok(())
+    }
+
+    pub(crate) fn audio_in_close(&self) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            if let Device::Audio { input, .. } = &mut inner.device {
+                *input = None;
+            }
+        }
+    }
+
+    pub(crate) fn audio_in_enable(&self, on: bool) {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        let inner = &mut *inner;
+        if let Device::Audio {
+            input: Some(v),
+            stats,
+            ..
+        } = &mut inner.device
+        {
+            v.enabled = on;
+            // Said once per device, when the guest first records: why its input is silent.
+            if on && stats.silent_input_frames == 0 && !v.announced {
+                v.announced = true;
+                self.host.log(
+                    Level::Info,
+                    &format!(
+                        "{}: the guest opened audio input; ringcast has no audio input and \
+                         delivers silence (counted)",
+                        inner.label
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Fills `buf` with silence (whole frames); the bytes filled. 0 without an input voice
+    /// (QEMU then pads with silence itself).
+    pub(crate) fn audio_in_read(&self, buf: &mut [u8]) -> usize {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return 0;
+        };
+        match &mut inner.device {
+            Device::Audio {
+                input: Some(v),
+                stats,
+                ..
+            } => v.read(buf, stats),
+            _ => 0,
+        }
+    }
+
     /// A last word in QEMU's log about what was lost, when the device goes away.
     pub(crate) fn log_summary(&self) {
         let Ok(inner) = self.inner.try_borrow() else {
             return;
         };
+        if let Device::Audio { stats, .. } = &inner.device {
+            if stats.silent_input_frames > 0 {
+                self.host.log(
+                    Level::Info,
+                    &format!(
+                        "{}: {} frames of silence delivered to the guest's audio input",
+                        inner.label, stats.silent_input_frames
+                    ),
+                );
+            }
+        }
         let msg = match &inner.device {
             Device::Console(Some(c)) if c.stats.flight_dropped > 0 => format!(
                 "{}: {} console bytes written, {} dropped by the flight recorder",

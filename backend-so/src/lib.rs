@@ -12,6 +12,9 @@
 //! periods are dropped and counted: the guest never waits for a daemon that is not there.
 //! The library retries the connection from QEMU's main loop and re-registers by itself.
 //!
+//! Audio input voices (a sound card's line-in and microphone) get silence, counted: there is
+//! no capture path yet, and offering the voices keeps QEMU from failing to create them.
+//!
 //! Every entry point catches panics (`guard`) and reports failure through its return value;
 //! nothing unwinds into QEMU.
 //!
@@ -292,13 +295,7 @@ unsafe extern "C" fn audio_out_open(audio: *mut QbpAudio, format: *const QbpAudi
         let (Some(inst), Some(f)) = (unsafe { audiodev(audio) }, unsafe { format.as_ref() }) else {
             return -libc_eio();
         };
-        let format = AudioFormat {
-            frequency: f.frequency,
-            channels: f.channels,
-            sample_format: f.sample_format,
-            big_endian: f.big_endian != 0,
-        };
-        match inst.audio_out_open(format) {
+        match inst.audio_out_open(audio_format(f)) {
             Ok(()) => 0,
             Err(e) => {
                 if let Some(h) = host::get() {
@@ -347,6 +344,68 @@ unsafe extern "C" fn audio_out_write(
     })
 }
 
+fn audio_format(f: &QbpAudioFormat) -> AudioFormat {
+    AudioFormat {
+        frequency: f.frequency,
+        channels: f.channels,
+        sample_format: f.sample_format,
+        big_endian: f.big_endian != 0,
+    }
+}
+
+unsafe extern "C" fn audio_in_open(audio: *mut QbpAudio, format: *const QbpAudioFormat) -> c_int {
+    guard(-libc_eio(), || {
+        // SAFETY: a live instance and a valid format (ABI contract).
+        let (Some(inst), Some(f)) = (unsafe { audiodev(audio) }, unsafe { format.as_ref() }) else {
+            return -libc_eio();
+        };
+        match inst.audio_in_open(audio_format(f)) {
+            Ok(()) => 0,
+            Err(e) => {
+                if let Some(h) = host::get() {
+                    h.log(Level::Error, &format!("audio input: {e}"));
+                }
+                -rustix::io::Errno::INVAL.raw_os_error()
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn audio_in_close(audio: *mut QbpAudio) {
+    guard((), || {
+        // SAFETY: a live instance (ABI contract).
+        if let Some(i) = unsafe { audiodev(audio) } {
+            i.audio_in_close();
+        }
+    })
+}
+
+unsafe extern "C" fn audio_in_enable(audio: *mut QbpAudio, enable: bool) {
+    guard((), || {
+        // SAFETY: a live instance (ABI contract).
+        if let Some(i) = unsafe { audiodev(audio) } {
+            i.audio_in_enable(enable);
+        }
+    })
+}
+
+unsafe extern "C" fn audio_in_read(audio: *mut QbpAudio, buf: *mut c_void, len: usize) -> usize {
+    // On an internal error deliver nothing: QEMU pads the period with silence itself.
+    guard(0, || {
+        // SAFETY: a live instance (ABI contract).
+        let Some(inst) = (unsafe { audiodev(audio) }) else {
+            return 0;
+        };
+        if buf.is_null() || len == 0 {
+            return 0;
+        }
+        // SAFETY: QEMU passes `len` writable bytes at `buf`, not otherwise referenced
+        // during the call.
+        let data = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+        inst.audio_in_read(data)
+    })
+}
+
 // ---- the exported tables ----------------------------------------------------------------
 
 struct Tables(QbpPluginInfo);
@@ -372,10 +431,10 @@ static AUDIO_OPS: QbpAudioOps = QbpAudioOps {
     out_close: Some(audio_out_close),
     out_enable: Some(audio_out_enable),
     out_write: Some(audio_out_write),
-    in_open: None,
-    in_close: None,
-    in_enable: None,
-    in_read: None,
+    in_open: Some(audio_in_open),
+    in_close: Some(audio_in_close),
+    in_enable: Some(audio_in_enable),
+    in_read: Some(audio_in_read),
 };
 
 static PLUGIN: Tables = Tables(QbpPluginInfo {

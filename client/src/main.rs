@@ -20,7 +20,8 @@ use client::{ConsoleItem, Identity, Mode, Session, StartAt, Trust};
 /// Devices are named VM/DEVICE, as `ringcast list` shows them.
 ///
 /// Exit status: 0 done, 1 error (also a QMP error reply), 2 bad usage, 3 `capture` found
-/// gaps. RUST_LOG=info shows more on stderr. Documentation: docs/ in the source tree.
+/// gaps, 4 the device did not appear within --wait-timeout. RUST_LOG=info shows more on
+/// stderr. Documentation: docs/ in the source tree.
 ///
 /// Examples:
 ///
@@ -61,17 +62,69 @@ struct Cli {
 enum Command {
     /// List the devices you may use: kind, state, audio format, bytes, subscribers.
     ///
+    /// Columns: DEVICE (VM/DEVICE), KIND (console or audio), STATE (attached: its QEMU is
+    /// connected; gone: it left, the journal stays; poisoned: its ring broke the rules),
+    /// FORMAT (audio: rate, channels, sample format), BYTES/PERIODS (console: the journal's
+    /// end offset; audio: periods received), SUBS (clients attached now). Columns are as
+    /// wide as their longest entry.
+    ///
+    /// --json prints a JSON array instead, one object per device. Fields (stable; later
+    /// versions may add fields, never rename them):
+    ///   vm, device       the names (strings)
+    ///   kind             "console" or "audio"
+    ///   state            "attached", "gone" or "poisoned"
+    ///   audio            null, or {rate, channels, sample_format, big_endian} with
+    ///                    sample_format one of "u8" "s8" "u16" "s16" "u32" "s32" "f32"
+    ///   bytes            bytes received from QEMU
+    ///   periods          audio periods received
+    ///   journal_start    the oldest console offset still available
+    ///   journal_end      the console's end offset
+    ///   subscribers      clients attached now
+    ///
     /// Examples:
     ///   ringcast list
     ///   ringcast --server vmhost:7878 list
+    ///   ringcast list --json | jq -r '.[] | select(.state == "attached") | .vm + "/" + .device'
     #[command(verbatim_doc_comment)]
-    List,
+    List {
+        /// Print JSON (an array of objects; fields above) instead of the table
+        #[arg(long)]
+        json: bool,
+    },
 
-    /// Every counter of every device (drops by cause, ring fill, input bytes).
+    /// Every counter of every device: the table `ringcastd stats` prints on the server.
     ///
-    /// Example: ringcast stats
+    /// Columns, with the --json field in brackets:
+    ///   DEVICE, KIND, STATE  as in `ringcast list` [vm, device, kind, state]
+    ///   BYTES          bytes received from QEMU; audio: and periods [bytes, periods]
+    ///   JOURNAL        console offsets still available [journal_start, journal_end]
+    ///   LOST:FLIGHT    console bytes the plugin's flight recorder dropped while no
+    ///                  ringcastd was attached [dropped_flight_recorder]
+    ///   LOST:AUDIO     audio periods the plugin dropped [dropped_audio_overflow]
+    ///   SUB-GAPS       console bytes clients asked for beyond the retention
+    ///                  [subscriber_gap_bytes]; audio: periods dropped from slow clients'
+    ///                  queues [subscriber_dropped_periods]
+    ///   SPOOL-ERR      failed writes to the server's disk spool [spool_errors]
+    ///   LOST:NO-SPOOL  console bytes that left the server's RAM while its disk spool
+    ///                  failed: lost for good [dropped_no_spool]
+    ///   RING FILL      bytes in the shared ring now / its size [ring_fill, ring_capacity]
+    ///   INPUT          console input bytes handed to the guest [input_bytes]
+    ///   REGS           times QEMU registered the device [registrations]
+    ///   SUBS           clients attached now [subscribers]
+    ///   POISONED       why the ring was detached, or no [poisoned: null or a string]
+    /// A "-" in the table marks a counter that does not apply to the device's kind; the
+    /// JSON always has every field (0 there), and the audio format as in `list --json`
+    /// [audio]. Field names are stable; later versions may add fields.
+    ///
+    /// Examples:
+    ///   ringcast stats
+    ///   ringcast stats --json | jq '.[] | select(.dropped_no_spool > 0) | .vm'
     #[command(verbatim_doc_comment)]
-    Stats,
+    Stats {
+        /// Print JSON (an array of objects; fields above) instead of the table
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Interactive console in a raw terminal. Leave with Ctrl-] (the terminal is restored).
     ///
@@ -79,14 +132,20 @@ enum Command {
     /// read-only without the lock. --resume continues from the last offset this user saw
     /// (saved in ~/.local/state/ringcast/offsets/), so nothing is missed in between.
     ///
+    /// --wait starts before the VM does: it waits until the device appears (checking
+    /// every 250 ms), then attaches.
+    ///
     /// Examples:
     ///   ringcast console vm1/serial0
     ///   ringcast console vm1/serial0 --spy --tail 0
     ///   ringcast console vm1/hvc0 --resume
+    ///   ringcast console vm1/serial0 --wait --wait-timeout 2m
     #[command(verbatim_doc_comment)]
     Console {
         /// VM/DEVICE
         device: String,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Watch read-only (never takes the write lock)
         #[arg(long)]
         spy: bool,
@@ -105,15 +164,23 @@ enum Command {
     /// end of what the server had when capture started. Shows progress and rate on stderr
     /// when it is a terminal.
     ///
-    /// Exit status 3 when there were gaps (0 when the capture is complete).
+    /// For a CI guest, start the capture before the VM: --wait waits until the device
+    /// appears (checking every 250 ms), and with --follow nothing the guest writes from
+    /// its first byte on is missed.
+    ///
+    /// Exit status 3 when there were gaps (0 when the capture is complete), 4 when the
+    /// device did not appear within --wait-timeout.
     ///
     /// Examples:
     ///   ringcast capture vm1/serial0 -o serial0.log
     ///   ringcast capture vm1/serial0 -o serial0.log --resume --follow
+    ///   ringcast capture ci-guest/serial0 -o boot.log --follow --wait --wait-timeout 5m
     #[command(verbatim_doc_comment)]
     Capture {
         /// VM/DEVICE
         device: String,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Output file
         #[arg(short, long)]
         output: PathBuf,
@@ -130,6 +197,9 @@ enum Command {
     /// A jitter buffer of --jitter-ms absorbs network delay variation; periods that arrive
     /// after their play-out time are counted late, empty buffers as underruns, both printed
     /// at the end with the periods the server skipped.
+    ///
+    /// The sound card needs a build with the `sound-card` cargo feature (the default; it
+    /// links ALSA). A build without it plays only to --wav or --raw.
     ///
     /// Examples:
     ///   ringcast play vm1/sound0
@@ -189,6 +259,50 @@ enum Command {
     Identity(IdentityCommand),
 }
 
+/// Waiting for a device that does not exist yet (`console`, `capture`).
+#[derive(Debug, Clone, clap::Args)]
+struct WaitArgs {
+    /// If the device does not exist yet, wait until it appears (e.g. its VM boots)
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after DURATION (e.g. 500ms, 90s, 5m, 1h; a bare number is seconds)
+    /// and exit with status 4; implies --wait [default: wait until interrupted]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    wait_timeout: Option<Duration>,
+}
+
+impl WaitArgs {
+    fn enabled(&self) -> bool {
+        self.wait || self.wait_timeout.is_some()
+    }
+}
+
+/// Exit status when a waited-for device did not appear in time.
+const EXIT_WAIT_TIMEOUT: i32 = 4;
+
+/// How often --wait asks the server for its device list.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// `500ms`, `90s`, `1.5m`, `2h`, or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 90s, 5m, 1h)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
 #[derive(Debug, Subcommand)]
 enum IdentityCommand {
     /// Create client.crt and client.key (refuses to replace them without --force).
@@ -246,6 +360,16 @@ fn real_main() -> anyhow::Result<()> {
         .unwrap_or_else(transport_quic::tls::config_dir);
     if let Command::Identity(cmd) = &cli.command {
         return identity(cmd, &id_dir);
+    }
+    // Say it before connecting: nothing the server says changes it.
+    #[cfg(not(feature = "sound-card"))]
+    if let Command::Play {
+        wav: None,
+        raw: false,
+        ..
+    } = &cli.command
+    {
+        bail!("{NO_SOUND_CARD}");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -315,20 +439,22 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("cannot connect to {}", cli.server))?;
     let code = match cli.command {
-        Command::List => list(&session).await?,
-        Command::Stats => stats(&session).await?,
+        Command::List { json } => list(&session, json).await?,
+        Command::Stats { json } => stats(&session, json).await?,
         Command::Console {
             device,
+            wait,
             spy,
             resume,
             tail,
-        } => console(&session, &cli.server, &device, spy, resume, tail).await?,
+        } => console(&session, &cli.server, &device, &wait, spy, resume, tail).await?,
         Command::Capture {
             device,
+            wait,
             output,
             follow,
             resume,
-        } => capture(&session, &device, &output, follow, resume).await?,
+        } => capture(&session, &device, &wait, &output, follow, resume).await?,
         Command::Play {
             device,
             wav,
@@ -348,63 +474,146 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-async fn list(s: &Session) -> anyhow::Result<i32> {
-    println!(
-        "{:<32} {:<8} {:<9} {:<16} {:>14} {:>6}",
-        "DEVICE", "KIND", "STATE", "FORMAT", "BYTES/PERIODS", "SUBS"
-    );
-    for d in s.list().await? {
-        let format = d
-            .audio
-            .map(|f| format!("{}Hz {}ch fmt{}", f.rate, f.channels, f.sample_format))
-            .unwrap_or_else(|| "-".into());
-        let amount = match d.kind {
-            client::DeviceKind::Console => d.journal_end,
-            client::DeviceKind::Audio => d.periods,
-        };
-        println!(
-            "{:<32} {:<8} {:<9} {:<16} {:>14} {:>6}",
-            format!("{}/{}", d.vm, d.device),
-            d.kind.name(),
-            d.state.name(),
-            format,
-            amount,
-            d.subscribers
-        );
+async fn list(s: &Session, json: bool) -> anyhow::Result<i32> {
+    let devices = s.list().await?;
+    if json {
+        let v: Vec<serde_json::Value> = devices
+            .iter()
+            .map(|d| serde_json::Value::Object(device_json(d)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", transport_quic::table::list_table(&devices));
     }
     Ok(0)
 }
 
-async fn stats(s: &Session) -> anyhow::Result<i32> {
-    for e in s.stats().await? {
-        let d = &e.device;
-        println!(
-            "{}/{} ({}, {})",
-            d.vm,
-            d.device,
-            d.kind.name(),
-            d.state.name()
-        );
-        println!(
-            "  bytes {}  periods {}  journal {}..{}  subscribers {}",
-            d.bytes, d.periods, d.journal_start, d.journal_end, d.subscribers
-        );
-        println!(
-            "  dropped: flight-recorder {} B, audio overflow {}, subscriber gaps {} B, subscriber periods {}",
-            e.dropped_flight_recorder,
-            e.dropped_audio_overflow,
-            e.subscriber_gap_bytes,
-            e.subscriber_dropped_periods
-        );
-        println!(
-            "  ring {}/{}  input {} B  registrations {}  spool errors {}",
-            e.ring_fill, e.ring_capacity, e.input_bytes, e.registrations, e.spool_errors
-        );
-        if let Some(p) = &e.poisoned {
-            println!("  POISONED: {p}");
-        }
+async fn stats(s: &Session, json: bool) -> anyhow::Result<i32> {
+    let entries = s.stats().await?;
+    if json {
+        let v: Vec<serde_json::Value> = entries.iter().map(stats_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", transport_quic::table::stats_table(&entries));
     }
     Ok(0)
+}
+
+/// A device as `list --json` prints it (the field names are documented in `list --help`).
+fn device_json(d: &client::DeviceEntry) -> serde_json::Map<String, serde_json::Value> {
+    let audio = d.audio.map(|f| {
+        let sample = match f.sample_format {
+            0 => "u8".to_string(),
+            1 => "s8".to_string(),
+            2 => "u16".to_string(),
+            3 => "s16".to_string(),
+            4 => "u32".to_string(),
+            5 => "s32".to_string(),
+            6 => "f32".to_string(),
+            n => format!("unknown-{n}"),
+        };
+        serde_json::json!({
+            "rate": f.rate,
+            "channels": f.channels,
+            "sample_format": sample,
+            "big_endian": f.big_endian,
+        })
+    });
+    let serde_json::Value::Object(map) = serde_json::json!({
+        "vm": d.vm,
+        "device": d.device,
+        "kind": d.kind.name(),
+        "state": d.state.name(),
+        "audio": audio,
+        "bytes": d.bytes,
+        "periods": d.periods,
+        "journal_start": d.journal_start,
+        "journal_end": d.journal_end,
+        "subscribers": d.subscribers,
+    }) else {
+        unreachable!("json! of an object literal is an object")
+    };
+    map
+}
+
+/// A device's counters as `stats --json` prints them (documented in `stats --help`).
+fn stats_json(e: &client::StatsEntry) -> serde_json::Value {
+    let mut m = device_json(&e.device);
+    let counters = [
+        ("dropped_flight_recorder", e.dropped_flight_recorder),
+        ("dropped_audio_overflow", e.dropped_audio_overflow),
+        ("subscriber_gap_bytes", e.subscriber_gap_bytes),
+        ("subscriber_dropped_periods", e.subscriber_dropped_periods),
+        ("spool_errors", e.spool_errors),
+        ("dropped_no_spool", e.dropped_no_spool),
+        ("ring_fill", e.ring_fill),
+        ("ring_capacity", e.ring_capacity),
+        ("input_bytes", e.input_bytes),
+        ("registrations", e.registrations),
+    ];
+    for (k, v) in counters {
+        m.insert(k.into(), v.into());
+    }
+    m.insert("poisoned".into(), e.poisoned.clone().into());
+    serde_json::Value::Object(m)
+}
+
+/// Polls the server's device list until `vm/dev` is in it. Says once on stderr that it
+/// waits; `None` when `timeout` passed first.
+async fn wait_for_device(
+    s: &Session,
+    device: &str,
+    timeout: Option<Duration>,
+) -> anyhow::Result<Option<client::DeviceEntry>> {
+    let (vm, dev) = split_device(device)?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut told = false;
+    loop {
+        if let Some(d) = s
+            .list()
+            .await?
+            .into_iter()
+            .find(|d| d.vm == vm && d.device == dev)
+        {
+            if told {
+                eprintln!("ringcast: {device} appeared");
+            }
+            return Ok(Some(d));
+        }
+        if !told {
+            eprintln!("ringcast: waiting for {device} to appear...");
+            told = true;
+        }
+        let pause = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                left.min(WAIT_POLL)
+            }
+            None => WAIT_POLL,
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Tells the user that waiting for `device` gave up; the exit status for it.
+fn wait_gave_up(device: &str, timeout: Option<Duration>) -> i32 {
+    eprintln!(
+        "ringcast: {device} did not appear within {}; giving up (`ringcast list` shows the \
+         devices you may use: a device you are not authorized for looks missing too)",
+        timeout.map(show_duration).unwrap_or_default()
+    );
+    EXIT_WAIT_TIMEOUT
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
 }
 
 fn offset_file(server: &str, device: &str) -> PathBuf {
@@ -443,11 +652,19 @@ async fn console(
     s: &Session,
     server: &str,
     device: &str,
+    wait: &WaitArgs,
     spy: bool,
     resume: bool,
     tail: u64,
 ) -> anyhow::Result<i32> {
     let (vm, dev) = split_device(device)?;
+    if wait.enabled()
+        && wait_for_device(s, device, wait.wait_timeout)
+            .await?
+            .is_none()
+    {
+        return Ok(wait_gave_up(device, wait.wait_timeout));
+    }
     let saved = offset_file(server, device);
     let start = if resume {
         match std::fs::read_to_string(&saved)
@@ -538,11 +755,13 @@ async fn console(
 async fn capture(
     s: &Session,
     device: &str,
+    wait: &WaitArgs,
     output: &Path,
     follow: bool,
     resume: bool,
 ) -> anyhow::Result<i32> {
     let (vm, dev) = split_device(device)?;
+    // The file first: a path that cannot be written fails now, not after a --wait.
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -550,13 +769,21 @@ async fn capture(
         .open(output)
         .with_context(|| format!("cannot open {}", output.display()))?;
     let from = if resume { file.metadata()?.len() } else { 0 };
-    let end = s
-        .list()
-        .await?
-        .into_iter()
-        .find(|d| d.vm == vm && d.device == dev)
-        .map(|d| d.journal_end)
-        .with_context(|| format!("no device {device} (see `ringcast list`)"))?;
+    let entry = if wait.enabled() {
+        match wait_for_device(s, device, wait.wait_timeout).await? {
+            Some(d) => d,
+            None => return Ok(wait_gave_up(device, wait.wait_timeout)),
+        }
+    } else {
+        s.list()
+            .await?
+            .into_iter()
+            .find(|d| d.vm == vm && d.device == dev)
+            .with_context(|| {
+                format!("no device {device} (see `ringcast list`; --wait waits for it to appear)")
+            })?
+    };
+    let end = entry.journal_end;
     let mut con = s
         .attach_console(&vm, &dev, Mode::Read, StartAt::Offset(from))
         .await?;
@@ -901,7 +1128,33 @@ impl LineReader {
     }
 }
 
+/// What `ringcast play` says when this build cannot play to a sound card.
+#[cfg(not(feature = "sound-card"))]
+const NO_SOUND_CARD: &str = "this ringcast was built without sound-card support (cargo \
+    feature `sound-card`), so `ringcast play` needs --wav FILE or --raw (e.g. `--raw | aplay -f \
+    S16_LE -r 44100 -c 2`); to play to the sound card, rebuild with the default features \
+    (Debian: apt-get install libasound2-dev pkg-config; cargo build -p client)";
+
+/// Without the `sound-card` feature: no playback to a device, said plainly.
+#[cfg(not(feature = "sound-card"))]
+mod output {
+    use std::time::Duration;
+
+    /// No output callback, no underruns.
+    pub fn underruns() -> u64 {
+        0
+    }
+
+    pub fn device_sink(
+        _f: client::AudioFormat,
+        _jitter: Duration,
+    ) -> anyhow::Result<super::PcmSink> {
+        anyhow::bail!("{}", super::NO_SOUND_CARD)
+    }
+}
+
 /// Playback through the default output device (cpal), with a jitter buffer.
+#[cfg(feature = "sound-card")]
 mod output {
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -1023,5 +1276,35 @@ mod output {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units_and_refuse_the_rest_without_panicking() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("90s"), Duration::from_secs(90));
+        assert_eq!(ok("90"), Duration::from_secs(90));
+        assert_eq!(ok("1.5m"), Duration::from_secs(90));
+        assert_eq!(ok("2h"), Duration::from_secs(7200));
+        assert_eq!(ok(" 3 s "), Duration::from_secs(3));
+        for bad in [
+            "",
+            "soon",
+            "-1s",
+            "5 parsecs",
+            "1e400",
+            "9999999999999999999999h",
+            ".",
+            "1..2s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(show_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1.500s");
     }
 }

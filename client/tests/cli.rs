@@ -1,11 +1,16 @@
 //! The `ringcast` binary against ringcastd's QUIC server on loopback, with fake QEMU
 //! devices (shared-memory rings, as sidecar/tests do): capture with resume, play to WAV,
-//! QMP, and the interactive console driven through tmux.
+//! QMP, the interactive console driven through tmux, capture and console started with
+//! --wait before their device exists, the list and stats tables and their JSON, and
+//! `ringcastd stats` beside `ringcast stats`.
 
+mod support;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sidecar::net::{NetConfig, NetServer};
@@ -403,4 +408,392 @@ fn help_explains_the_defaults_and_gives_examples_for_every_command() {
     }
     let capture = help(&["capture"]);
     assert!(capture.contains("[default: 127.0.0.1:7878]"), "{capture}");
+}
+
+/// A build without the `sound-card` feature (no ALSA) says so before connecting anywhere,
+/// and still plays to a WAV file (the rest of this file's tests).
+#[cfg(not(feature = "sound-card"))]
+#[test]
+fn play_without_the_sound_card_feature_says_what_to_do_instead() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--server", "127.0.0.1:9", "play", "vm/snd0"])
+        .env_remove("RINGCAST_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "without sound-card support",
+        "--wav",
+        "--raw",
+        "libasound2-dev",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!err.contains("cannot connect"), "{err}");
+}
+
+/// A running `ringcast` whose stderr (and stdout) are collected as they come.
+struct Running {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |mut r: Box<dyn Read + Send>| {
+            let buf = Arc::new(Mutex::new(String::new()));
+            let b = buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = r.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&chunk[..n]));
+                }
+            });
+            buf
+        };
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        Running {
+            child,
+            stderr,
+            stdout,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGINT (Ctrl-C), then the exit status.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        self.wait()
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                // Let the readers take the last bytes.
+                std::thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ringcast did not exit; stderr: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const WAITING: &str = "waiting for vm/late0 to appear...";
+
+#[test]
+fn capture_follow_wait_started_before_the_device_exists_gets_every_byte() {
+    let env = Env::start();
+    let file = env.path("boot.log");
+    let mut cmd = env.ringcast();
+    cmd.args(["capture", "vm/late0", "--follow", "--wait", "-o"])
+        .arg(&file);
+    let mut capture = Running::spawn(cmd);
+    wait_until("ringcast to say it waits", WAIT, || {
+        capture.stderr().contains(WAITING)
+    });
+    // It keeps waiting (polling), rather than failing with "no device".
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(capture.running(), "{}", capture.stderr());
+    // The VM boots now: its console registers and writes at once.
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "late0", 1, 1 << 16);
+    qemu.connect();
+    let data = stream(17, 0, 700_000);
+    qemu.write_all(&data);
+    qemu.wait_drained();
+    wait_until("the capture file to hold every byte", WAIT, || {
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) >= data.len() as u64
+    });
+    let status = capture.interrupt();
+    let err = capture.stderr();
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(err.matches(WAITING).count(), 1, "{err}");
+    assert!(
+        err.contains("captured 700000 bytes") && err.contains("0 gaps"),
+        "{err}"
+    );
+    assert_eq!(sha(&std::fs::read(&file).unwrap()), sha(&data));
+}
+
+#[test]
+fn console_wait_attaches_when_the_device_appears() {
+    let env = Env::start();
+    let mut cmd = env.ringcast();
+    cmd.args(["console", "vm/late0", "--spy", "--wait-timeout", "60s"]);
+    let mut console = Running::spawn(cmd);
+    wait_until("ringcast to say it waits", WAIT, || {
+        console.stderr().contains(WAITING)
+    });
+    assert!(console.running(), "{}", console.stderr());
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "late0", 1, 1 << 16);
+    qemu.connect();
+    qemu.write_all(b"Linux version 6.1 booting\r\n");
+    wait_until("the guest's first line on the console", WAIT, || {
+        console.stdout().contains("Linux version 6.1 booting")
+    });
+    assert!(console.stderr().contains("vm/late0 (spy, read-only)"));
+    assert_eq!(console.stderr().matches(WAITING).count(), 1);
+}
+
+#[test]
+fn waiting_for_a_device_that_never_appears_gives_up_with_status_4() {
+    let env = Env::start();
+    for args in [
+        vec![
+            "capture",
+            "vm/never",
+            "--follow",
+            "--wait-timeout",
+            "1s",
+            "-o",
+        ],
+        vec!["console", "vm/never", "--wait", "--wait-timeout", "1500ms"],
+    ] {
+        let t = Instant::now();
+        let mut cmd = env.ringcast();
+        cmd.args(&args);
+        if args[0] == "capture" {
+            cmd.arg(env.path("never.log"));
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(t.elapsed() >= Duration::from_secs(1), "{args:?}");
+        assert!(t.elapsed() < Duration::from_secs(20), "{args:?}");
+        assert_eq!(
+            err.matches("waiting for vm/never to appear...").count(),
+            1,
+            "{err}"
+        );
+        assert!(err.contains("vm/never did not appear within 1"), "{err}");
+    }
+    // Without --wait a missing device is an error at once, which names the option.
+    let out = env
+        .ringcast()
+        .args(["capture", "vm/never", "-o"])
+        .arg(env.path("never.log"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
+    // A duration that is not one is bad usage (status 2), not a panic.
+    let out = env
+        .ringcast()
+        .args(["capture", "vm/x", "--wait-timeout", "soon", "-o", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+}
+
+/// The header line's column names: cells are separated by two or more spaces.
+fn columns(header: &str) -> Vec<String> {
+    header
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn list_and_stats_fit_long_names_and_print_json_with_the_documented_fields() {
+    let env = Env::start();
+    let long = "ci-runner-with-a-rather-long-name-0123456789";
+    let mut c1 = FakeConsole::new(&env.socket(), long, "serial0", 1, 1 << 16);
+    c1.connect();
+    c1.write_all(b"hello");
+    c1.wait_drained();
+    let mut c2 = FakeConsole::new(&env.socket(), "vm", "hvc0", 2, 1 << 16);
+    c2.connect();
+    let mut audio = FakeAudio::new(&env.socket(), "vm", "snd0");
+    audio.push(0, 120);
+    let run = |args: &[&str]| {
+        String::from_utf8(ok(env.ringcast().args(args).output().unwrap()).stdout).unwrap()
+    };
+    let wait_for_periods = || {
+        let v: serde_json::Value = serde_json::from_str(&run(&["list", "--json"])).unwrap();
+        v.as_array().unwrap().len() == 3
+            && v.as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["device"] == "snd0" && d["periods"] == 1)
+    };
+    wait_until("three devices, one audio period", WAIT, wait_for_periods);
+
+    // The tables: each column as wide as its widest cell, so the long name stands alone.
+    for cmd in ["list", "stats"] {
+        let table = run(&[cmd]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(long))
+            .unwrap_or_else(|| panic!("no row for {long}:\n{table}"));
+        let name = format!("{long}/serial0");
+        assert!(row.starts_with(&format!("{name}  console")), "{table}");
+        let kind_col = lines[0].find("KIND").unwrap();
+        assert_eq!(kind_col, name.len() + 2, "{table}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l[kind_col..].starts_with(|c: char| c != ' ')),
+            "{table}"
+        );
+    }
+
+    // list --json: the fields `ringcast list --help` documents, with the right values.
+    let list_help = run(&["list", "--help"]);
+    let v: serde_json::Value = serde_json::from_str(&run(&["list", "--json"])).unwrap();
+    let devices = v.as_array().unwrap();
+    let console = devices.iter().find(|d| d["vm"] == long).unwrap();
+    assert_eq!(console["device"], "serial0");
+    assert_eq!(console["kind"], "console");
+    assert_eq!(console["state"], "attached");
+    assert_eq!(console["journal_end"], 5);
+    assert_eq!(console["audio"], serde_json::Value::Null);
+    let snd = devices.iter().find(|d| d["device"] == "snd0").unwrap();
+    assert_eq!(snd["kind"], "audio");
+    assert_eq!(snd["audio"]["rate"], 48_000);
+    assert_eq!(snd["audio"]["channels"], 2);
+    assert_eq!(snd["audio"]["sample_format"], "s16");
+    for d in devices {
+        for key in d.as_object().unwrap().keys() {
+            assert!(
+                list_help.contains(key),
+                "list --help does not document {key:?}"
+            );
+        }
+    }
+
+    // stats --json: every counter, documented in `ringcast stats --help`.
+    let stats_help = run(&["stats", "--help"]);
+    let v: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"])).unwrap();
+    let console = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["vm"] == long)
+        .unwrap();
+    for key in [
+        "dropped_flight_recorder",
+        "dropped_audio_overflow",
+        "subscriber_gap_bytes",
+        "subscriber_dropped_periods",
+        "spool_errors",
+        "dropped_no_spool",
+        "ring_fill",
+        "ring_capacity",
+        "input_bytes",
+        "registrations",
+    ] {
+        assert!(console[key].is_u64(), "{key} in {console}");
+    }
+    assert_eq!(console["bytes"], 5);
+    assert_eq!(console["registrations"], 1);
+    assert_eq!(console["ring_capacity"], 1 << 16);
+    assert_eq!(console["poisoned"], serde_json::Value::Null);
+    for d in v.as_array().unwrap() {
+        for key in d.as_object().unwrap().keys() {
+            assert!(
+                stats_help.contains(key),
+                "stats --help does not document {key:?}"
+            );
+        }
+    }
+    // And the table's columns are the ones `stats --help` explains.
+    let table = run(&["stats"]);
+    for col in columns(table.lines().next().unwrap()) {
+        assert!(
+            stats_help.contains(&col),
+            "stats --help does not explain {col}"
+        );
+    }
+}
+
+/// `ringcastd stats` (the operator, on the server) and `ringcast stats` (a client over the
+/// network) show the same counters under the same column names, and the same values.
+#[test]
+fn ringcastd_stats_and_ringcast_stats_have_the_same_columns_and_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = support::Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
+    let mut qemu = FakeConsole::new(&d.socket(), "vm1", "serial0", 1, 1 << 16);
+    qemu.connect();
+    qemu.write_all(&stream(3, 0, 10_000));
+    qemu.wait_drained();
+    let mut audio = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    audio.push(0, 120);
+    let server = d.stats_table();
+    wait_until("both devices in ringcastd stats", WAIT, || {
+        d.stats_table().lines().count() == 3
+    });
+    let server = if server.lines().count() == 3 {
+        server
+    } else {
+        d.stats_table()
+    };
+    let out = ok(d.ringcast().arg("stats").output().unwrap());
+    let client = String::from_utf8(out.stdout).unwrap();
+    let (sh, ch) = (
+        server.lines().next().unwrap(),
+        client.lines().next().unwrap(),
+    );
+    assert_eq!(
+        columns(sh),
+        columns(ch),
+        "server:\n{server}\nclient:\n{client}"
+    );
+    assert!(
+        columns(ch).contains(&"LOST:NO-SPOOL".to_string()),
+        "{client}"
+    );
+    // Nothing changes between the two calls here but the audio ring's fill: the console
+    // rows are identical, cell for cell.
+    let row = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("vm1/serial0"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert_eq!(
+        row(&server),
+        row(&client),
+        "server:\n{server}\nclient:\n{client}"
+    );
 }

@@ -359,6 +359,8 @@ async fn a_full_spool_disk_is_reported_the_console_flows_from_ram_and_every_drop
     let e = stats.iter().find(|e| e.device.vm == "vmf").unwrap();
     assert_eq!(e.subscriber_gap_bytes, lost + live_lost);
     assert_eq!(e.spool_errors, spool_errors);
+    // The network client gets the same LOST:NO-SPOOL as `ringcastd stats`.
+    assert_eq!(e.dropped_no_spool, lost);
     assert_eq!(e.device.journal_end, TOTAL);
 }
 
@@ -437,6 +439,8 @@ async fn a_new_device_on_a_full_spool_disk_is_served_from_ram_and_every_dropped_
     let e = stats.iter().find(|e| e.device.vm == "vmn").unwrap();
     assert_eq!(e.subscriber_gap_bytes, lost + live_lost);
     assert_eq!(e.spool_errors, spool_errors);
+    // The network client gets the same LOST:NO-SPOOL as `ringcastd stats`.
+    assert_eq!(e.dropped_no_spool, lost);
     assert_eq!(e.device.journal_end, TOTAL);
     eprintln!("new device on a full disk: {lost} bytes lost (RAM window 1 MiB of {TOTAL}), live follower gaps {live_lost}, spool errors {spool_errors}");
 }

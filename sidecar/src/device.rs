@@ -272,97 +272,12 @@ impl Device {
     }
 }
 
-/// Renders stats as a table for people.
+/// Renders stats as a table for people: the table `ringcast stats` prints too (one
+/// renderer, `transport_quic::table::stats_table`, so the columns cannot drift apart).
 pub fn render_table(stats: &[DeviceStats]) -> String {
-    let mut rows = vec![[
-        "DEVICE".to_string(),
-        "KIND".into(),
-        "STATE".into(),
-        "BYTES".into(),
-        "JOURNAL".into(),
-        "LOST:FLIGHT".into(),
-        "LOST:AUDIO".into(),
-        "SUB-GAPS".into(),
-        "SPOOL-ERR".into(),
-        "LOST:NO-SPOOL".into(),
-        "RING FILL".into(),
-        "SUBS".into(),
-        "POISONED".into(),
-    ]];
-    for s in stats {
-        let (bytes, lost_audio, sub_gaps) = match s.kind {
-            Kind::Console => (
-                s.bytes.to_string(),
-                "-".to_string(),
-                format!("{} B", s.subscriber_gap_bytes),
-            ),
-            Kind::Audio => (
-                format!("{} ({} periods)", s.bytes, s.periods),
-                s.dropped_audio_overflow.to_string(),
-                format!("{} periods", s.subscriber_dropped_periods),
-            ),
-        };
-        let fill = if s.ring_capacity == 0 {
-            "-".to_string()
-        } else {
-            format!(
-                "{}/{} ({}%)",
-                s.ring_fill,
-                s.ring_capacity,
-                s.ring_fill * 100 / s.ring_capacity
-            )
-        };
-        let state = match s.state {
-            Attachment::Attached => "attached",
-            Attachment::Gone => "gone",
-            Attachment::Poisoned => "poisoned",
-        };
-        rows.push([
-            s.key.to_string(),
-            s.kind.name().into(),
-            state.into(),
-            bytes,
-            match s.kind {
-                Kind::Console => format!("{}..{}", s.journal_start, s.journal_end),
-                Kind::Audio => "-".into(),
-            },
-            match s.kind {
-                Kind::Console => s.dropped_flight_recorder.to_string(),
-                Kind::Audio => "-".into(),
-            },
-            lost_audio,
-            sub_gaps,
-            match s.kind {
-                Kind::Console => s.spool_errors.to_string(),
-                Kind::Audio => "-".into(),
-            },
-            match s.kind {
-                Kind::Console => s.dropped_no_spool.to_string(),
-                Kind::Audio => "-".into(),
-            },
-            fill,
-            s.subscribers.to_string(),
-            s.poisoned.clone().unwrap_or_else(|| "no".into()),
-        ]);
-    }
-    let mut widths = [0usize; 13];
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(widths.iter())
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    if stats.is_empty() {
-        out.push_str("(no devices registered yet)\n");
-    }
-    out
+    let entries: Vec<_> = stats
+        .iter()
+        .map(|s| crate::net::wire_stats(s, None))
+        .collect();
+    transport_quic::table::stats_table(&entries)
 }

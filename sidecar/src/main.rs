@@ -132,8 +132,9 @@ enum Command {
     /// available; LOST:FLIGHT console bytes the flight recorder dropped while no ringcastd
     /// was attached; LOST:AUDIO periods the backend dropped; SUB-GAPS bytes (audio:
     /// periods) that slow clients missed; SPOOL-ERR failed disk writes; LOST:NO-SPOOL
-    /// console bytes that left RAM while disk writes failed; RING FILL now/capacity; SUBS
-    /// clients attached.
+    /// console bytes that left RAM while disk writes failed; RING FILL now/capacity; INPUT
+    /// console input bytes; REGS registrations; SUBS clients attached. `ringcast stats`
+    /// prints the same table to a client (and `ringcast stats --json` for scripts).
     ///
     /// Examples:
     ///   ringcastd stats

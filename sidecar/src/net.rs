@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use transport_quic::authz::{Access, AuthorizedClients, Peer};
-use transport_quic::codec::{self, DeviceEntry, DeviceKind, DeviceState, Frame, Mode, StartAt};
+use transport_quic::codec::{
+    self, DeviceEntry, DeviceKind, DeviceState, Frame, Mode, StartAt, StatsEntry,
+};
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
 use transport_quic::proto::{self, ConsoleCredit, Limits, RequestBudget};
 use transport_quic::tls::{self, ClientCa, Fingerprint, Identity};
@@ -450,7 +452,7 @@ async fn control_loop(c: Arc<Conn>, mut send: quinn::SendStream, mut reader: Fra
                 devices: visible(&c)
                     .into_iter()
                     .take(codec::MAX_DEVICES)
-                    .map(|(e, _)| e)
+                    .map(|e| e.device)
                     .collect(),
             },
             Frame::GetStats { request } => Frame::Stats {
@@ -458,21 +460,11 @@ async fn control_loop(c: Arc<Conn>, mut send: quinn::SendStream, mut reader: Fra
                 devices: visible(&c)
                     .into_iter()
                     .take(codec::MAX_DEVICES)
-                    .map(|(device, s)| codec::StatsEntry {
-                        device,
-                        dropped_flight_recorder: s.dropped_flight_recorder,
-                        dropped_audio_overflow: s.dropped_audio_overflow,
-                        subscriber_gap_bytes: s.subscriber_gap_bytes,
-                        subscriber_dropped_periods: s.subscriber_dropped_periods,
-                        ring_fill: s.ring_fill,
-                        ring_capacity: s.ring_capacity,
-                        input_bytes: s.input_bytes,
-                        registrations: s.registrations,
-                        spool_errors: s.spool_errors,
-                        poisoned: s.poisoned.map(|mut p| {
-                            codec::truncate_text(&mut p, codec::MAX_TEXT);
-                            p
-                        }),
+                    .map(|mut e| {
+                        if let Some(p) = &mut e.poisoned {
+                            codec::truncate_text(p, codec::MAX_TEXT);
+                        }
+                        e
                     })
                     .collect(),
             },
@@ -491,7 +483,7 @@ async fn control_loop(c: Arc<Conn>, mut send: quinn::SendStream, mut reader: Fra
 }
 
 /// Devices the peer has some right on, with their counters.
-fn visible(c: &Conn) -> Vec<(DeviceEntry, DeviceStats)> {
+fn visible(c: &Conn) -> Vec<codec::StatsEntry> {
     let formats: HashMap<DeviceKey, _> = c
         .shared
         .handle
@@ -508,29 +500,42 @@ fn visible(c: &Conn) -> Vec<(DeviceEntry, DeviceStats)> {
                 && s.key.device.len() <= codec::MAX_NAME
                 && c.shared.access.sees(&c.peer, &s.key.vm, &s.key.device)
         })
-        .map(|s| {
-            let audio = formats.get(&s.key).copied().flatten().map(wire_format);
-            (
-                DeviceEntry {
-                    vm: s.key.vm.clone(),
-                    device: s.key.device.clone(),
-                    kind: wire_kind(s.kind),
-                    state: match s.state {
-                        Attachment::Attached => DeviceState::Attached,
-                        Attachment::Gone => DeviceState::Gone,
-                        Attachment::Poisoned => DeviceState::Poisoned,
-                    },
-                    audio,
-                    bytes: s.bytes,
-                    periods: s.periods,
-                    journal_start: s.journal_start,
-                    journal_end: s.journal_end,
-                    subscribers: u32::try_from(s.subscribers).unwrap_or(u32::MAX),
-                },
-                s,
-            )
-        })
+        .map(|s| wire_stats(&s, formats.get(&s.key).copied().flatten()))
         .collect()
+}
+
+/// A device's counters as clients receive them (and as `ringcastd stats` prints them, so
+/// the two show the same thing).
+pub fn wire_stats(s: &DeviceStats, audio: Option<shm_ring::handover::AudioFormat>) -> StatsEntry {
+    StatsEntry {
+        device: DeviceEntry {
+            vm: s.key.vm.clone(),
+            device: s.key.device.clone(),
+            kind: wire_kind(s.kind),
+            state: match s.state {
+                Attachment::Attached => DeviceState::Attached,
+                Attachment::Gone => DeviceState::Gone,
+                Attachment::Poisoned => DeviceState::Poisoned,
+            },
+            audio: audio.map(wire_format),
+            bytes: s.bytes,
+            periods: s.periods,
+            journal_start: s.journal_start,
+            journal_end: s.journal_end,
+            subscribers: u32::try_from(s.subscribers).unwrap_or(u32::MAX),
+        },
+        dropped_flight_recorder: s.dropped_flight_recorder,
+        dropped_audio_overflow: s.dropped_audio_overflow,
+        subscriber_gap_bytes: s.subscriber_gap_bytes,
+        subscriber_dropped_periods: s.subscriber_dropped_periods,
+        ring_fill: s.ring_fill,
+        ring_capacity: s.ring_capacity,
+        input_bytes: s.input_bytes,
+        registrations: s.registrations,
+        spool_errors: s.spool_errors,
+        dropped_no_spool: s.dropped_no_spool,
+        poisoned: s.poisoned.clone(),
+    }
 }
 
 fn wire_kind(k: Kind) -> DeviceKind {

@@ -392,6 +392,37 @@ impl Audio {
         unsafe { (self.ops.out_enable.unwrap())(self.a, on) }
     }
 
+    /// Whether the table offers input voices with every operation QEMU requires of them
+    /// (`audio/pluginaudio.c`: in_open set means in_close, in_enable and in_read set too).
+    pub fn has_input(&self) -> bool {
+        let o = self.ops;
+        o.in_open.is_some() && o.in_close.is_some() && o.in_enable.is_some() && o.in_read.is_some()
+    }
+
+    /// Opens the input voice (0 or -errno).
+    pub fn in_open(&self, format: &QbpAudioFormat) -> i32 {
+        // SAFETY: `a` is open; format is valid during the call.
+        unsafe { (self.ops.in_open.unwrap())(self.a, format) }
+    }
+
+    /// Enables or disables the input voice.
+    pub fn in_enable(&self, on: bool) {
+        // SAFETY: `a` is open.
+        unsafe { (self.ops.in_enable.unwrap())(self.a, on) }
+    }
+
+    /// Asks for up to `buf.len()` bytes of captured audio, as QEMU's audio timer does.
+    pub fn in_read(&self, buf: &mut [u8]) -> usize {
+        // SAFETY: `a` is open; buf is writable for its length.
+        unsafe { (self.ops.in_read.unwrap())(self.a, buf.as_mut_ptr().cast(), buf.len()) }
+    }
+
+    /// Closes the input voice.
+    pub fn in_close(&self) {
+        // SAFETY: `a` is open.
+        unsafe { (self.ops.in_close.unwrap())(self.a) }
+    }
+
     /// Hands one period over, as QEMU's audio timer does.
     pub fn out_write(&self, data: &[u8]) -> usize {
         // SAFETY: `a` is open; data valid for its length.

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
+use ringcast_backend::abi::{QbpAudioFormat, QBP_FMT_F32, QBP_FMT_U16, QBP_FMT_U8};
 use testbed::consumer::TestConsumer;
 use testbed::harness::{MainLoop, Plugin, S16_STEREO_44100};
 use testbed::kit::bins;
@@ -335,6 +336,90 @@ fn audio_overflow_drops_the_newest_periods_and_counts_them() {
         assert_eq!(meta.seq, i as u64);
         assert_eq!(pcm[0], i as u8);
     }
+}
+
+/// What QEMU does for a sound card with capture voices (AC97's line-in and microphone):
+/// it opens an input voice beside the output and reads a period of it on every audio tick.
+/// The plugin must offer the voice (else QEMU logs "Could not create a backend for voice"),
+/// fill it with silence in the voice's format, count it, and leave the output alone.
+#[test]
+fn input_voices_deliver_counted_silence_while_the_output_streams() {
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), "");
+    let periods = 20;
+    let reader = thread::spawn(move || {
+        let mut a = consumer.accept(T).unwrap().audio();
+        let mut got = Vec::new();
+        while got.len() < periods {
+            got.extend(a.pop_all().unwrap());
+            a.wait(Duration::from_millis(200)).unwrap();
+        }
+        got
+    });
+    let lp = MainLoop::new();
+    let audio = p.open_audio("vm", "snd0", &opts).unwrap();
+    assert!(audio.has_input(), "the plugin offers no input voice");
+    // Before any input voice is open there is nothing to deliver.
+    assert_eq!(audio.in_read(&mut [0u8; 16]), 0);
+    assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
+    assert_eq!(audio.in_open(&S16_STEREO_44100), 0);
+    audio.out_enable(true);
+    audio.in_enable(true);
+    wait_attached(&lp);
+    // 441 frames of 4 bytes per 10 ms tick, plus a partial frame QEMU must not get.
+    let mut silent_frames = 0;
+    audio.play_paced(&lp, periods, Duration::from_millis(10), |i| {
+        let mut buf = vec![0x55u8; 441 * 4 + 3];
+        assert_eq!(audio.in_read(&mut buf), 441 * 4, "whole frames");
+        assert!(buf[..441 * 4].iter().all(|&b| b == 0), "s16 silence is 0");
+        assert_eq!(buf[441 * 4..], [0x55; 3], "nothing beyond the frames");
+        silent_frames += 441;
+        GuestStream::bytes(i as u64 + 1, 441 * 4)
+    });
+    let got = reader.join().unwrap();
+    for (i, (meta, pcm)) in got.iter().enumerate() {
+        assert_eq!(meta.seq, i as u64);
+        assert_eq!(pcm, &GuestStream::bytes(i as u64 + 1, 441 * 4));
+    }
+    assert_eq!(
+        lp.logs()
+            .iter()
+            .filter(|l| l.contains("opened audio input") && l.contains("silence"))
+            .count(),
+        1,
+        "{:?}",
+        lp.logs()
+    );
+    // Other formats: silence is the middle of the range, in the voice's byte order.
+    audio.in_close();
+    let format = |sample_format, big_endian| QbpAudioFormat {
+        frequency: 48_000,
+        channels: 2,
+        sample_format,
+        big_endian,
+        reserved: [0; 7],
+    };
+    for (f, frame) in [
+        (format(QBP_FMT_U8, 0), vec![0x80, 0x80]),
+        (format(QBP_FMT_U16, 0), vec![0x00, 0x80, 0x00, 0x80]),
+        (format(QBP_FMT_U16, 1), vec![0x80, 0x00, 0x80, 0x00]),
+        (format(QBP_FMT_F32, 0), vec![0; 8]),
+    ] {
+        assert_eq!(audio.in_open(&f), 0);
+        let mut buf = vec![0x55u8; frame.len() * 10];
+        assert_eq!(audio.in_read(&mut buf), buf.len());
+        assert_eq!(buf, frame.repeat(10));
+        silent_frames += 10;
+        audio.in_close();
+    }
+    // A format nobody can play is refused, as QEMU expects: with an error, not a crash.
+    assert!(audio.in_open(&format(9, 0)) < 0);
+    drop(audio);
+    let want =
+        format!("vm/snd0: {silent_frames} frames of silence delivered to the guest's audio input");
+    assert!(lp.logged(&want), "expected {want:?} in {:?}", lp.logs());
 }
 
 #[test]

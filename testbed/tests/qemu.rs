@@ -197,6 +197,89 @@ fn guest_console_and_tone_arrive_exactly_through_the_plugin() {
     // QEMU's mixing engine delivers 44.1 kHz stereo s16 whatever the guest plays.
     assert_eq!(c.audio_seq_gaps, 0, "audio periods were dropped");
     assert_tone(&c.audio, 1000.0, 10.0, 1000.0);
+    // AC97's capture voices got the plugin's (silent) input: QEMU could create them.
+    assert!(!stderr.contains(NO_VOICE), "{stderr}");
+}
+
+/// What QEMU logs when an audiodev cannot create a voice the sound card asks for.
+const NO_VOICE: &str = "Could not create a backend for voice";
+
+/// AC97 opens its output and both capture voices (line-in `ac97.pi`, microphone `ac97.mc`)
+/// when the machine is created, before any guest code runs: start QEMU paused, let it
+/// finish creating the machine (its QMP greeting), quit, and read its log.
+#[test]
+fn ac97_on_the_plugin_gets_every_voice_it_asks_for() {
+    if skip() {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let qemu = qemu::qemu_binary().unwrap();
+    let so = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = format!("socket={}", dir.path().join("nobody.sock").display()).replace(',', ",,");
+    let mut child = std::process::Command::new(&qemu)
+        .args([
+            "-M",
+            "q35",
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+        ])
+        .args([
+            "-L",
+            "/usr/share/seabios",
+            "-L",
+            "/usr/share/qemu",
+            "-name",
+            "guest=voices",
+        ])
+        .arg("-audiodev")
+        .arg(format!("plugin,id=snd0,path={},opts={opts}", so.display()))
+        .args(["-device", "AC97,audiodev=snd0", "-qmp", "stdio"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut greeting = String::new();
+    stdout.read_line(&mut greeting).unwrap();
+    assert!(
+        greeting.contains("\"QMP\""),
+        "no QMP greeting: {greeting:?}"
+    );
+    stdin
+        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("QEMU did not quit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    eprintln!("--- QEMU stderr ---\n{stderr}");
+    assert!(status.success(), "QEMU failed: {status}\n{stderr}");
+    assert!(!stderr.contains(NO_VOICE), "{stderr}");
+    assert!(
+        !stderr.contains("could not open an input voice"),
+        "{stderr}"
+    );
 }
 
 #[test]

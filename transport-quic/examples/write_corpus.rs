@@ -55,6 +55,7 @@ fn main() {
                 input_bytes: 6,
                 registrations: 1,
                 spool_errors: 0,
+                dropped_no_spool: 7,
                 poisoned: Some("position moved backwards".into()),
             }],
         },
@@ -104,6 +105,17 @@ fn main() {
         std::fs::write(format!("{dir}/{i:02}-{}", f.name()), b).unwrap();
     }
     std::fs::write(format!("{dir}/all-frames"), all).unwrap();
+    // Stats as a server older than the extra counters sends them: nothing after the
+    // entries.
+    if let Some(stats @ Frame::Stats { devices, .. }) =
+        frames.iter().find(|f| matches!(f, Frame::Stats { .. }))
+    {
+        let b = stats.to_bytes().unwrap();
+        let mut old = b[..b.len() - 1 - 8 * devices.len()].to_vec();
+        let len = (old.len() - HEADER_LEN) as u32;
+        old[1..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        std::fs::write(format!("{dir}/stats-without-extra-counters"), old).unwrap();
+    }
     std::fs::write(
         format!("{dir}/oversized-length"),
         [0x45, 0xff, 0xff, 0xff, 0xff],

@@ -257,9 +257,18 @@ pub struct StatsEntry {
     pub registrations: u64,
     /// Spool write failures.
     pub spool_errors: u64,
+    /// Console bytes that left the server's RAM window while its spool could not be
+    /// written: lost for good. Carried after the last entry (see [`Frame::Stats`]), so a
+    /// server older than this field reports 0.
+    pub dropped_no_spool: u64,
     /// Why the ring was poisoned, if it was.
     pub poisoned: Option<String>,
 }
+
+/// Counters of [`StatsEntry`] that travel after the last entry of a [`Frame::Stats`], in
+/// this order (fields added after the first version; an older decoder ignores them as
+/// trailing bytes, a newer one reads the ones it knows and skips the rest).
+const STATS_EXTRA_COUNTERS: u8 = 1;
 
 /// One audio period.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,6 +322,11 @@ pub enum Frame {
         request: u32,
     },
     /// Server → client: the counters.
+    ///
+    /// Payload: `request`, the entry count, the entries with the first version's counters,
+    /// then the extra counters: their number per entry `k: u8` and `k` × `u64` per entry,
+    /// entry after entry (now `k` = 1: `dropped_no_spool`). A payload that ends after the
+    /// entries (an older server) decodes with the extra counters 0.
     Stats {
         /// The request answered.
         request: u32,
@@ -514,6 +528,10 @@ impl Frame {
                         }
                     }
                 }
+                o.put_u8(STATS_EXTRA_COUNTERS);
+                for s in devices {
+                    o.put_u64(s.dropped_no_spool);
+                }
                 ty::STATS
             }
             Frame::Attach {
@@ -669,12 +687,24 @@ impl Frame {
                         input_bytes: r.u64()?,
                         registrations: r.u64()?,
                         spool_errors: r.u64()?,
+                        dropped_no_spool: 0,
                         poisoned: match r.u8()? {
                             0 => None,
                             1 => Some(r.str(MAX_TEXT, "poisoned")?),
                             _ => return Err(DecodeError::InvalidValue("poisoned")),
                         },
                     });
+                }
+                if !r.0.is_empty() {
+                    let k = r.u8()?;
+                    for d in devices.iter_mut() {
+                        for i in 0..k {
+                            let v = r.u64()?;
+                            if i == 0 {
+                                d.dropped_no_spool = v;
+                            }
+                        }
+                    }
                 }
                 Frame::Stats { request, devices }
             }

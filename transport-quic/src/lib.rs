@@ -9,9 +9,11 @@
 //!   hosts or a CA bundle, quinn/rustls configurations (TLS 1.3 only, ring provider).
 //! - [`authz`]: the server's `authorized_clients` file.
 //! - [`io`]: the thin async shell that moves frames over quinn streams.
+//! - [`table`]: the one rendering of the stats and device tables, shared by `ringcastd
+//!   stats` and `ringcast stats`/`list` so their columns cannot drift apart.
 //!
 //! What it deliberately does not do: serve devices (ringcastd does, with [`proto`] rules)
-//! or present them to people (the `client` crate does).
+//! or run terminals, files and sound cards (the `client` crate does).
 //!
 //! ```
 //! use transport_quic::codec::{Frame, StartAt, Mode};
@@ -30,6 +32,7 @@ pub mod codec;
 pub mod errors;
 pub mod io;
 pub mod proto;
+pub mod table;
 pub mod tls;
 
 pub use errors::ErrorCode;

@@ -77,7 +77,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         (
             any::<u32>(),
             proptest::collection::vec(
-                (entry(), any::<[u64; 9]>(), proptest::option::of(".{0,20}")),
+                (entry(), any::<[u64; 10]>(), proptest::option::of(".{0,20}")),
                 0..4
             )
         )
@@ -96,6 +96,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                         input_bytes: n[6],
                         registrations: n[7],
                         spool_errors: n[8],
+                        dropped_no_spool: n[9],
                         poisoned,
                     })
                     .collect()
@@ -156,6 +157,17 @@ fn frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
+/// `f` as a server older than the extra stats counters reports it: those counters 0.
+fn without_extra_counters(f: &Frame) -> Frame {
+    let mut f = f.clone();
+    if let Frame::Stats { devices, .. } = &mut f {
+        for d in devices {
+            d.dropped_no_spool = 0;
+        }
+    }
+    f
+}
+
 proptest! {
     #[test]
     fn every_frame_decodes_to_itself_after_encoding(f in frame()) {
@@ -173,10 +185,20 @@ proptest! {
             prop_assert_eq!(Frame::decode(&b[..cut]), Ok(None));
         }
         // The payload view: removing bytes from the end of a payload is an error, since
-        // every known field is required.
+        // every known field is required; except a Stats payload cut right after its
+        // entries, which is what a server older than the extra counters sends.
         let payload = &b[HEADER_LEN..];
+        let older = match &f {
+            Frame::Stats { devices, .. } => Some(payload.len() - 1 - 8 * devices.len()),
+            _ => None,
+        };
         for cut in 0..payload.len() {
-            prop_assert!(Frame::decode_payload(b[0], &payload[..cut]).is_err());
+            let r = Frame::decode_payload(b[0], &payload[..cut]);
+            if Some(cut) == older {
+                prop_assert_eq!(r, Ok(without_extra_counters(&f)));
+            } else {
+                prop_assert!(r.is_err());
+            }
         }
     }
 
@@ -261,6 +283,83 @@ fn fields_appended_by_a_later_version_are_ignored() {
     let len = (b.len() - HEADER_LEN) as u32;
     b[1..5].copy_from_slice(&len.to_be_bytes());
     assert_eq!(Frame::decode(&b).unwrap().unwrap().0, f);
+}
+
+fn stats_frame(dropped_no_spool: [u64; 2]) -> Frame {
+    let entry = |device: &str, dropped_no_spool| StatsEntry {
+        device: DeviceEntry {
+            vm: "vm".into(),
+            device: device.into(),
+            kind: DeviceKind::Console,
+            state: DeviceState::Attached,
+            audio: None,
+            bytes: 1,
+            periods: 0,
+            journal_start: 0,
+            journal_end: 1,
+            subscribers: 0,
+        },
+        dropped_flight_recorder: 2,
+        dropped_audio_overflow: 0,
+        subscriber_gap_bytes: 3,
+        subscriber_dropped_periods: 0,
+        ring_fill: 4,
+        ring_capacity: 8,
+        input_bytes: 5,
+        registrations: 1,
+        spool_errors: 6,
+        dropped_no_spool,
+        poisoned: None,
+    };
+    Frame::Stats {
+        request: 9,
+        devices: vec![
+            entry("a", dropped_no_spool[0]),
+            entry("b", dropped_no_spool[1]),
+        ],
+    }
+}
+
+fn with_payload(t: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![t];
+    b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+#[test]
+fn stats_from_an_older_server_decode_with_the_extra_counters_zero() {
+    let f = stats_frame([77, 88]);
+    let b = f.to_bytes().unwrap();
+    // The older encoding: the same entries, nothing after them.
+    let old = &b[HEADER_LEN..b.len() - 1 - 2 * 8];
+    let (g, _) = Frame::decode(&with_payload(b[0], old)).unwrap().unwrap();
+    assert_eq!(g, stats_frame([0, 0]));
+    // What an older client decodes from the new encoding: the entries it knows, the
+    // extra counters ignored as appended fields (the new payload starts with the old).
+    assert!(b[HEADER_LEN..].starts_with(old));
+}
+
+#[test]
+fn stats_extra_counters_a_later_version_adds_are_skipped() {
+    let f = stats_frame([77, 88]);
+    let b = f.to_bytes().unwrap();
+    let mut payload = b[HEADER_LEN..b.len() - 1 - 2 * 8].to_vec();
+    // Three extra counters per entry: this version knows the first.
+    payload.push(3);
+    for v in [77u64, 1, 2, 88, 3, 4] {
+        payload.extend_from_slice(&v.to_be_bytes());
+    }
+    let (g, _) = Frame::decode(&with_payload(b[0], &payload))
+        .unwrap()
+        .unwrap();
+    assert_eq!(g, f);
+    // Promised counters that are missing are an error, not zeros.
+    payload.truncate(payload.len() - 8);
+    assert_eq!(
+        Frame::decode(&with_payload(b[0], &payload)),
+        Err(DecodeError::UnexpectedEnd)
+    );
 }
 
 #[test]
