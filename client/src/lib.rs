@@ -38,6 +38,7 @@ use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
 use transport_quic::proto;
 pub use transport_quic::tls::{Fingerprint, Identity, Trust};
 pub use transport_quic::ErrorCode;
+use transport_quic::QuicErrorCode;
 
 /// Default port of ringcastd's QUIC server.
 pub const DEFAULT_PORT: u16 = 7878;

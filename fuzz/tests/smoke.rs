@@ -80,7 +80,7 @@ fn ring_producer_vs_hostile_consumer() {
 fn wire_decode() {
     smoke(
         "wire_decode",
-        transport_quic::codec::fuzz_decode,
+        protocol::codec::fuzz_decode,
         20000,
         4096,
     );

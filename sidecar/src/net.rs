@@ -34,7 +34,7 @@ use transport_quic::codec::{
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
 use transport_quic::proto::{self, ConsoleCredit, Limits, RequestBudget};
 use transport_quic::tls::{self, ClientCa, Fingerprint, Identity};
-use transport_quic::ErrorCode;
+use transport_quic::{ErrorCode, QuicErrorCode};
 
 use crate::device::{Attachment, DeviceStats, Kind};
 use crate::{DeviceKey, Handle, Item, Start};

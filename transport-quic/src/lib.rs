@@ -1,41 +1,42 @@
-//! ringcast's wire protocol and its QUIC/TLS setup.
+//! ringcast's protocol over QUIC: the glue between the sans-IO [`protocol`] crate and
+//! quinn/rustls.
 //!
-//! - [`codec`]: the protocol as values and bytes, with no I/O and no clock (frames, version
-//!   handshake rules, limits). Fuzzed (`fuzz/`), property-tested.
-//! - [`errors`]: the one table of application error codes ([`ErrorCode`]).
-//! - [`proto`]: negotiation, the per-client request budget and the console in-flight
-//!   credit, as plain functions of their inputs (time is an argument).
 //! - [`tls`]: identities generated on first use, fingerprints, trust-on-first-use known
 //!   hosts or a CA bundle, quinn/rustls configurations (TLS 1.3 only, ring provider).
 //! - [`authz`]: the server's `authorized_clients` file.
 //! - [`io`]: the thin async shell that moves frames over quinn streams.
-//! - [`table`]: the one rendering of the stats and device tables, shared by `ringcastd
-//!   stats` and `ringcast stats`/`list` so their columns cannot drift apart.
+//! - [`QuicErrorCode`]: the error table's codes as QUIC application error codes.
+//! - `codec`, `errors`, `proto`, `table`: the [`protocol`] crate's modules, re-exported so
+//!   that one import path serves the server and the client.
 //!
-//! What it deliberately does not do: serve devices (ringcastd does, with [`proto`] rules)
-//! or run terminals, files and sound cards (the `client` crate does).
-//!
-//! ```
-//! use transport_quic::codec::{Frame, StartAt, Mode};
-//! let attach = Frame::Attach {
-//!     vm: "vm1".into(), device: "serial0".into(), mode: Mode::Spy,
-//!     start: StartAt::TailBytes(4096), datagrams: false,
-//! };
-//! let bytes = attach.to_bytes().unwrap();
-//! let (decoded, used) = Frame::decode(&bytes).unwrap().unwrap();
-//! assert_eq!((decoded, used), (attach, bytes.len()));
-//! ```
+//! What it deliberately does not do: serve devices (ringcastd does, with the protocol
+//! crate's rules) or run terminals, files and sound cards (the `client` crate does).
 #![forbid(unsafe_code)]
 
 pub mod authz;
-pub mod codec;
-pub mod errors;
 pub mod io;
-pub mod proto;
-pub mod table;
 pub mod tls;
 
-pub use errors::ErrorCode;
+pub use protocol::{codec, errors, proto, table, ErrorCode};
+
+/// The error table's codes as QUIC application error codes (connection and stream close
+/// codes).
+pub trait QuicErrorCode: Sized {
+    /// The code as a QUIC varint.
+    fn varint(self) -> quinn::VarInt;
+    /// The code of a QUIC application error code, if it is one of ours.
+    fn from_varint(v: quinn::VarInt) -> Option<Self>;
+}
+
+impl QuicErrorCode for ErrorCode {
+    fn varint(self) -> quinn::VarInt {
+        quinn::VarInt::from_u32(u32::from(self.code()))
+    }
+
+    fn from_varint(v: quinn::VarInt) -> Option<ErrorCode> {
+        ErrorCode::from_wire(v.into_inner())
+    }
+}
 
 use std::path::PathBuf;
 
@@ -107,5 +108,21 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_survives_a_quic_varint() {
+        for &c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_varint(c.varint()), Some(c));
+        }
+        assert_eq!(
+            ErrorCode::from_varint(quinn::VarInt::from_u32(70_000)),
+            None
+        );
     }
 }

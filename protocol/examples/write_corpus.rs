@@ -1,8 +1,8 @@
 //! Writes the fuzz seed corpus: one valid encoding of every frame type and a few hostile
-//! headers. From the workspace root: `cargo run -p transport-quic --example write_corpus -- fuzz/seeds/wire_decode`
+//! headers. From the workspace root: `cargo run -p protocol --example write_corpus -- fuzz/seeds/wire_decode`
 
 use bytes::Bytes;
-use transport_quic::codec::*;
+use protocol::codec::*;
 
 fn main() {
     let dir = std::env::args()
@@ -94,7 +94,7 @@ fn main() {
         Frame::Detach,
         Frame::error(
             0,
-            transport_quic::ErrorCode::WriterBusy,
+            protocol::ErrorCode::WriterBusy,
             "held by SHA256:ab at 10.0.0.2:5000",
         ),
     ];

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use transport_quic::codec::*;
-use transport_quic::ErrorCode;
+use protocol::codec::*;
+use protocol::ErrorCode;
 
 fn name() -> impl Strategy<Value = String> {
     "[a-z0-9./_-]{1,40}"
