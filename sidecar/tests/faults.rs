@@ -1,7 +1,6 @@
 //! ringcastd faults on the daemon side: an immediate restart after SIGKILL.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use testbed::kit::*;
@@ -9,13 +8,9 @@ use testbed::kit::*;
 /// ringcastd (this package's binary, no network server) with everything under `dir`,
 /// started and ready.
 fn daemon(dir: &Path) -> Ringcastd {
-    let mut d = Ringcastd::with_launcher(
-        dir,
-        &dir.join("state"),
-        Box::new(|| Command::new(env!("CARGO_BIN_EXE_ringcastd"))),
-    )
-    .args(&["--no-network"])
-    .rust_log("warn");
+    let mut d = Ringcastd::with_binary(dir, &dir.join("state"), env!("CARGO_BIN_EXE_ringcastd"))
+        .args(&["--no-network"])
+        .rust_log("warn");
     d.spawn();
     d
 }
@@ -53,11 +48,7 @@ fn ringcastd_that_cannot_create_its_identity_stops_before_it_is_ready() {
     let state = dir.path().join("state");
     let disk = Tmpfs::mount(&state, "256k");
     disk.fill("filler");
-    let mut d = Ringcastd::with_launcher(
-        dir.path(),
-        &state,
-        Box::new(|| Command::new(env!("CARGO_BIN_EXE_ringcastd"))),
-    );
+    let mut d = Ringcastd::with_binary(dir.path(), &state, env!("CARGO_BIN_EXE_ringcastd"));
     let e = d.try_spawn().unwrap_err();
     assert!(
         e.contains("exited") && e.contains("before it was ready"),

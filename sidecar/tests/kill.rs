@@ -14,14 +14,15 @@ const CHUNK: u64 = 16 << 10;
 /// ringcastd (this package's binary, no network server) with everything under `dir`,
 /// started and ready.
 fn daemon(dir: &Path) -> Ringcastd {
-    let mut d = Ringcastd::with_launcher(
-        dir,
-        &dir.join("state"),
-        Box::new(|| Command::new(env!("CARGO_BIN_EXE_ringcastd"))),
-    )
-    .args(&["--no-network"])
-    .args(&["--journal-window", "256K", "--segment-size", "1M"])
-    .rust_log("warn");
+    let mut d = Ringcastd::with_binary(dir, &dir.join("state"), env!("CARGO_BIN_EXE_ringcastd"))
+        .args(&[
+            "--no-network",
+            "--journal-window",
+            "256K",
+            "--segment-size",
+            "1M",
+        ])
+        .rust_log("warn");
     d.spawn();
     d
 }

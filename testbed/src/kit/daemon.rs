@@ -52,6 +52,13 @@ impl Ringcastd {
         Ok(Ringcastd::with_launcher(dir, state, Box::new(move || Command::new(&bin))).args(args))
     }
 
+    /// Like [`Ringcastd::new`] with the binary at `bin` (a package's own binary in its
+    /// tests: `env!("CARGO_BIN_EXE_ringcastd")`).
+    pub fn with_binary(dir: &Path, state: &Path, bin: impl Into<PathBuf>) -> Ringcastd {
+        let bin = bin.into();
+        Ringcastd::with_launcher(dir, state, Box::new(move || Command::new(&bin)))
+    }
+
     /// Like [`Ringcastd::new`] with the command made by `launcher`.
     pub fn with_launcher(dir: &Path, state: &Path, launcher: Launcher) -> Ringcastd {
         Ringcastd {
