@@ -1,4 +1,4 @@
-//! BENCHMARKS.md §A: the cost of one write on QEMU's thread.
+//! docs/benchmarks.md §A: the cost of one write on QEMU's thread.
 //!
 //! Two parts, both run by `cargo bench -p benches --bench ring`:
 //!

@@ -1,4 +1,4 @@
-//! Scenario B (BENCHMARKS.md §B): console capture throughput end to end on loopback.
+//! Scenario B (docs/benchmarks.md §B): console capture throughput end to end on loopback.
 //!
 //! Pipeline under test: `fake-qemu` (a process writing the guest stream through the real
 //! plugin, `ring=4M` unless `--plugin-opts` says otherwise) → shared-memory ring →

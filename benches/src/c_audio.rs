@@ -1,4 +1,4 @@
-//! Scenario C (BENCHMARKS.md §C): audio latency while a console floods the same connection.
+//! Scenario C (docs/benchmarks.md §C): audio latency while a console floods the same connection.
 //!
 //! One in-process ringcastd (`sidecar::Daemon`) serves two fake QEMU devices registered
 //! through the real socket ([`devices`]): an audio device whose records ring a timer thread

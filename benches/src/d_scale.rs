@@ -1,4 +1,4 @@
-//! BENCHMARKS.md §D: scale. One `ringcastd` process with 1 to 512 consoles and 1 to 100
+//! docs/benchmarks.md §D: scale. One `ringcastd` process with 1 to 512 consoles and 1 to 100
 //! clients.
 //!
 //! * **Idle and memory.** N consoles (64 KiB output rings, `--journal-window 64K`) register

@@ -1,4 +1,4 @@
-//! Scenario E (BENCHMARKS.md §E): the patched QEMU under TCG boots the test guest, which
+//! Scenario E (docs/benchmarks.md §E): the patched QEMU under TCG boots the test guest, which
 //! writes its deterministic stream to the virtio console (hvc0) and the first 16550 (ttyS0)
 //! at the same time; a second guest run plays a tone. Variants, interleaved within one run:
 //!

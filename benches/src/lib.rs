@@ -1,6 +1,6 @@
 //! Benchmarks of ringcast against the tools people use today.
 //!
-//! * `benches/ring.rs`: criterion micro-benches of the ring (BENCHMARKS.md §A).
+//! * `benches/ring.rs`: criterion micro-benches of the ring (docs/benchmarks.md §A).
 //! * `ringcast-bench` (`src/bin/ringcast-bench.rs`): whole pipelines, one scenario at a
 //!   time, each figure a ratio against a baseline measured in the same run; a table per
 //!   scenario and JSON lines under `target/bench-results/<scenario>.jsonl`.

@@ -1,4 +1,4 @@
-//! The scenarios `ringcast-bench` knows (BENCHMARKS.md A–E). Adding one: a module with a
+//! The scenarios `ringcast-bench` knows (docs/benchmarks.md, A–E). Adding one: a module with a
 //! `run(&Options) -> Result<Outcome, String>` and an entry in [`registry`].
 
 use std::path::PathBuf;

@@ -71,7 +71,8 @@ pub struct Limits {
     /// audio of the same client is live.
     pub console_in_flight: u64,
     /// The same bound while audio is live on the connection: small, so the console flood
-    /// cannot fill the congestion window ahead of audio (BENCHMARKS.md §C lesson 3).
+    /// cannot fill the congestion window ahead of audio. It is per stream because quinn's
+    /// connection-wide send window is exactly what a flood fills.
     pub console_in_flight_with_audio: u64,
     /// Largest console data frame.
     pub console_chunk: usize,

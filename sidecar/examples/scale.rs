@@ -1,4 +1,4 @@
-//! BENCHMARKS.md §D for the ingest: registers N console devices with a ringcastd process,
+//! docs/benchmarks.md §D for the ingest: registers N console devices with a ringcastd process,
 //! pushes some bytes through each, then measures the daemon's idle CPU and wakeups over a
 //! few seconds and its memory per device.
 //!

@@ -15,7 +15,7 @@
 //!   `Limits::console_in_flight_with_audio` bytes sent but not yet read by the client. The
 //!   client reports what it read with `Consumed` frames on the console's own stream, so
 //!   the bound is per stream (not quinn's connection-wide `send_window`, which the flood
-//!   would fill: BENCHMARKS.md §C lesson 3) and covers queued plus in-flight bytes;
+//!   would fill ahead of audio) and covers queued plus in-flight bytes;
 //! - a malformed or hostile client is closed with a code from the error table; other
 //!   connections are separate tasks and carry on.
 

@@ -1,4 +1,4 @@
-//! BENCHMARKS.md §A: the cost of one write on QEMU's thread, shm-ring against rtrb,
+//! docs/benchmarks.md §A: the cost of one write on QEMU's thread, shm-ring against rtrb,
 //! crossbeam's `ArrayQueue` and a unix socket `write(2)`, all measured in the same run.
 //!
 //! [`report`] times batches of writes (p50/p99 per write), streams 4 KiB and 64 B between

@@ -1,4 +1,4 @@
-//! B2 (BENCHMARKS.md §B2): the same console flood across testbed's lossy link (1% loss,
+//! B2 (docs/benchmarks.md §B2): the same console flood across testbed's lossy link (1% loss,
 //! 10 ms each way, so 20 ms RTT), ringcastd's QUIC server in namespace A and the library
 //! client in namespace B, against TLS 1.3 over TCP across the same link, for `limit` or
 //! `bytes`, whichever comes first.

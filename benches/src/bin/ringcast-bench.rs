@@ -1,4 +1,4 @@
-//! `ringcast-bench`: runs the whole-pipeline scenarios of BENCHMARKS.md, prints a table per
+//! `ringcast-bench`: runs the whole-pipeline scenarios of docs/benchmarks.md, prints a table per
 //! scenario and appends JSON lines to `target/bench-results/<scenario>.jsonl`.
 
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! with rustls' ring provider as in transport-quic; the client pins that certificate. Both
 //! ends set `TCP_NODELAY`; the server sets `TCP_NOTSENT_LOWAT` to 16 KiB, so that at most
 //! about 16 KiB of unsent console bytes queue in the kernel ahead of a period
-//! (BENCHMARKS.md §C lesson 5: tune the rival fairly). One thread per subscription feeds a
+//! (a rival is tuned as its own users would tune it, or the comparison flatters ringcast). One thread per subscription feeds a
 //! one-entry queue each (the daemon's subscriptions keep their own bounds: audio drops the
 //! oldest periods and reports them in `skipped_before`), and one writer thread takes audio
 //! first whenever both are ready and writes console data in 16 KiB pieces (one TLS record),
