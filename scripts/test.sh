@@ -62,8 +62,9 @@ done
 step "cargo test (workspace)"
 # The plugin library is loaded by path (as QEMU does): build it first.
 cargo build --quiet -p backend-so
+# The baseline tools were installed above: their test must run, not skip.
 RINGCAST_BACKEND_SO=$PWD/target/debug/libringcast_backend.so RINGCAST_HARNESS_QUIET=1 \
-    cargo test --workspace
+    RINGCAST_BASELINE_TOOLS=required cargo test --workspace
 
 step "fuzz targets: replay seeds, regressions and seeded random inputs (no fuzzer)"
 fuzz/smoke.sh --replay-only

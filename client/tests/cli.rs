@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sidecar::net::{NetConfig, NetServer};
 use sidecar::Daemon;
-use testbed::kit::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
+use testbed::kit::{config, sha, stream, wait_until, FakeAudio, FakeConsole, Ringcastd};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -140,6 +140,59 @@ fn capture_writes_the_exact_bytes_and_resume_appends_the_rest() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("offsets 1000000..1500000"), "{err}");
     assert_eq!(sha(&std::fs::read(&file).unwrap()), sha(&data));
+}
+
+/// `ringcast capture` exits with status 0 when the file holds every byte and 3 when some
+/// are missing (here: the flight recorder dropped the oldest bytes before ringcastd
+/// attached), as `ringcast --help` documents. Against a ringcastd process.
+#[test]
+fn capture_exits_0_when_complete_and_3_when_bytes_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
+    let capture = |device: &str, file: &Path| {
+        let out = d
+            .ringcast()
+            .args(["capture", device, "-o"])
+            .arg(file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+
+    // Every byte reached ringcastd: status 0.
+    let whole = stream(21, 0, 100_000);
+    let mut qemu = FakeConsole::new(&d.socket(), "vm", "whole", 1, 1 << 16);
+    qemu.connect();
+    qemu.write_all(&whole);
+    qemu.wait_drained();
+    let file = dir.path().join("whole.log");
+    let (code, err) = capture("vm/whole", &file);
+    assert_eq!(code, Some(0), "capture of a complete console: {err}");
+    assert!(err.contains("0 gaps, 0 bytes missing"), "{err}");
+    assert_eq!(sha(&std::fs::read(&file).unwrap()), sha(&whole));
+
+    // 10000 bytes written into a 4 KiB ring before ringcastd attached: the oldest 5904 are
+    // gone, and the capture says so with status 3.
+    let data = stream(22, 0, 10_000);
+    let mut qemu = FakeConsole::new(&d.socket(), "vm", "lossy", 1, 4096);
+    qemu.write_overwriting(&data);
+    assert_eq!(qemu.dropped, 10_000 - 4096);
+    qemu.connect();
+    qemu.wait_drained();
+    let file = dir.path().join("lossy.log");
+    let (code, err) = capture("vm/lossy", &file);
+    assert_eq!(code, Some(3), "capture of a console with a gap: {err}");
+    assert!(
+        err.contains(
+            "gap at offset 0: 5904 bytes missing (lost before ringcastd attached); left as a hole"
+        ) && err.contains("1 gaps, 5904 bytes missing"),
+        "{err}"
+    );
+    let got = std::fs::read(&file).unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got[..5904].iter().all(|&b| b == 0), "the hole is not zeros");
+    assert_eq!(sha(&got[5904..]), sha(&data[5904..]));
 }
 
 #[test]

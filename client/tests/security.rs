@@ -1,13 +1,17 @@
 //! Refusals and per-client limits against a ringcastd process: raw UDP garbage, clients
-//! without a certificate or with one not authorized, no plaintext mode, the per-client
-//! stream limit and the request rate limit.
+//! without a certificate or with one not authorized, no plaintext mode (what travels is
+//! encrypted; clients without TLS or ringcast's ALPN get nothing), the per-client stream
+//! limit and the request rate limit.
 
 mod support;
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt};
+use quinn::rustls;
 use support::{Ringcastd, RingcastdExt};
 use testbed::kit::FakeConsole;
 
@@ -137,14 +141,318 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
     eprintln!("garbage: {sent} bytes sent, {replied} replies, {reply_bytes} bytes");
 }
 
-#[test]
-fn there_is_no_plaintext_mode() {
+/// Which way a relayed datagram went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    ToServer,
+    ToClient,
+}
+
+/// Relayed datagrams, in the order the relay received them.
+type Datagrams = Vec<(Dir, Vec<u8>)>;
+
+/// A UDP relay between one client and a server that keeps a copy of every datagram: what
+/// the client sends, and whatever reaches its server-side socket from anywhere.
+struct Relay {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Datagrams>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(server: SocketAddr) -> Relay {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(Mutex::new(None::<SocketAddr>));
+        let pump = |from: UdpSocket, to: UdpSocket, dir: Dir| {
+            let (seen, stop, client) = (seen.clone(), stop.clone(), client.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Relaxed) {
+                    let Ok((n, peer)) = from.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    seen.lock().unwrap().push((dir, buf[..n].to_vec()));
+                    let dest = match dir {
+                        Dir::ToServer => {
+                            *client.lock().unwrap() = Some(peer);
+                            Some(server)
+                        }
+                        Dir::ToClient => *client.lock().unwrap(),
+                    };
+                    if let Some(dest) = dest {
+                        let _ = to.send_to(&buf[..n], dest);
+                    }
+                }
+            })
+        };
+        let threads = vec![
+            pump(
+                front.try_clone().unwrap(),
+                back.try_clone().unwrap(),
+                Dir::ToServer,
+            ),
+            pump(back, front, Dir::ToClient),
+        ];
+        Relay {
+            addr,
+            seen,
+            stop,
+            threads,
+        }
+    }
+
+    /// Stops relaying; every datagram it saw.
+    fn finish(mut self) -> Datagrams {
+        self.stop.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Accepts any server certificate: for probing what the server accepts, not for trust.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A QUIC handshake with `server` offering these ALPN protocols (TLS 1.3, any server
+/// certificate, no client certificate).
+async fn quic_handshake(server: SocketAddr, alpn: &[&str]) -> Result<(), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let r = match tokio::time::timeout(WAIT, endpoint.connect(server, "localhost").unwrap()).await {
+        Ok(Ok(conn)) => {
+            conn.close(0u32.into(), b"probe");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    };
+    endpoint.close(0u32.into(), b"");
+    r
+}
+
+/// Nothing ringcast serves travels or is reachable without QUIC's TLS: console bytes that
+/// went from a fake QEMU through ringcastd to `ringcast capture` are nowhere in plaintext in
+/// the UDP datagrams between them (captured by a relay); ringcast frames sent in the clear
+/// get nothing back but what QUIC mandates for unknown packets; a QUIC client that does not
+/// offer ringcast's ALPN fails its handshake; nothing listens on TCP; and neither program
+/// has an option for a plaintext mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn there_is_no_plaintext_mode() {
     let dir = tempfile::tempdir().unwrap();
-    for (bin, help) in [
-        (support::binary("ringcastd"), "--help"),
-        (support::binary("ringcast"), "--help"),
-    ] {
-        let out = std::process::Command::new(&bin).arg(help).output().unwrap();
+    let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
+    let server: SocketAddr = d.server().parse().unwrap();
+
+    // Known console bytes, every line marked.
+    const MARK: &[u8] = b"PLAINTEXT-CANARY";
+    let payload: Vec<u8> = (0..2000)
+        .flat_map(|i| {
+            format!("PLAINTEXT-CANARY line {i:05} of the guest's console\r\n").into_bytes()
+        })
+        .collect();
+    let mut qemu = FakeConsole::new(&d.socket(), "vm", "serial0", 1, 1 << 17);
+    qemu.connect();
+    qemu.write_all(&payload);
+    qemu.wait_drained();
+
+    // `ringcast capture` through the relay gets every byte.
+    let relay = Relay::start(server);
+    let home = dir.path().join("relayed-client");
+    let file = dir.path().join("capture.log");
+    let out = std::process::Command::new(support::binary("ringcast"))
+        .arg("--server")
+        .arg(relay.addr.to_string())
+        .arg("--known-hosts")
+        .arg(home.join("known_hosts"))
+        .arg("--identity-dir")
+        .arg(home.join("identity"))
+        .args(["capture", "vm/serial0", "-o"])
+        .arg(&file)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env_remove("RINGCAST_SERVER")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "capture through the relay: {err}"
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == payload,
+        "capture differs: {err}"
+    );
+    let datagrams = relay.finish();
+
+    // The relay carried the session: a QUIC v1 Initial first, more bytes back than the
+    // payload, and the marked lines nowhere in them: not in a datagram, not across two.
+    let (first_dir, first) = &datagrams[0];
+    assert_eq!(*first_dir, Dir::ToServer);
+    assert!(
+        first[0] & 0xf0 == 0xc0 && first[1..5] == [0, 0, 0, 1] && first.len() >= 1200,
+        "the first datagram is not a QUIC v1 Initial: {:02x?}",
+        &first[..first.len().min(16)]
+    );
+    let bytes = |dir: Dir| -> Vec<u8> {
+        datagrams
+            .iter()
+            .filter(|(d, _)| *d == dir)
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect()
+    };
+    let (up, down) = (bytes(Dir::ToServer), bytes(Dir::ToClient));
+    assert!(down.len() > payload.len(), "{} bytes came back", down.len());
+    for (i, (dir, g)) in datagrams.iter().enumerate() {
+        if let Some(at) = find(g, MARK) {
+            panic!(
+                "console bytes in plaintext in datagram {i} ({dir:?}, {} bytes) at {at}: {:?}",
+                g.len(),
+                String::from_utf8_lossy(&g[at..g.len().min(at + 64)])
+            );
+        }
+    }
+    for (dir, all) in [(Dir::ToServer, &up), (Dir::ToClient, &down)] {
+        assert_eq!(
+            find(all, MARK),
+            None,
+            "console bytes in plaintext ({dir:?})"
+        );
+    }
+    eprintln!(
+        "relay: {} datagrams, {} bytes to the server, {} to the client; no console byte in \
+         plaintext",
+        datagrams.len(),
+        up.len(),
+        down.len()
+    );
+
+    // A ringcast client without TLS: its Hello in a datagram of its own, and padded to a
+    // QUIC Initial's size. At most what QUIC mandates for unknown packets comes back.
+    let mut hello = Vec::new();
+    transport_quic::codec::Frame::Hello {
+        min_version: 1,
+        max_version: 1,
+        software: "plaintext".into(),
+    }
+    .encode(&mut hello)
+    .unwrap();
+    let mut padded = hello.clone();
+    padded.resize(1200, 0);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    for g in [&hello, &padded] {
+        sock.send_to(g, server).unwrap();
+        while let Ok(n) = sock.recv(&mut buf) {
+            let version = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            let negotiation = buf[0] & 0x80 != 0 && version == 0;
+            let reset = buf[0] & 0xc0 == 0x40;
+            assert!(
+                (negotiation || reset) && n <= g.len(),
+                "a plaintext Hello of {} bytes drew {n} bytes: {:02x?}",
+                g.len(),
+                &buf[..n.min(32)]
+            );
+            assert_eq!(find(&buf[..n], b"ringcast"), None);
+        }
+    }
+
+    // QUIC with TLS but without ringcast's ALPN: the handshake fails. The same client
+    // offering ringcast/1 completes it.
+    for alpn in [&[][..], &["h3"], &["ringcast/0", "http/1.1"]] {
+        let e = quic_handshake(server, alpn).await.expect_err(&format!(
+            "a QUIC client offering ALPN {alpn:?} completed its handshake"
+        ));
+        // TLS alert 120: no_application_protocol.
+        assert!(
+            e.contains("aborted by peer") && e.contains("error 120"),
+            "ALPN {alpn:?}: {e}"
+        );
+    }
+    quic_handshake(server, &["ringcast/1"])
+        .await
+        .expect("the probing client offering ringcast/1");
+
+    // No option for a plaintext mode; nothing on TCP at the QUIC port.
+    for bin in [support::binary("ringcastd"), support::binary("ringcast")] {
+        let out = std::process::Command::new(&bin)
+            .arg("--help")
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
         assert!(out.status.success());
         for word in ["plaintext", "insecure", "no-tls", "--tcp", "unencrypted"] {
@@ -165,9 +473,7 @@ fn there_is_no_plaintext_mode() {
         assert_eq!(out.status.code(), Some(2), "ringcastd {flag}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument"));
     }
-    // Nothing listens on TCP at the QUIC port either.
-    let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
-    assert!(std::net::TcpStream::connect(d.server()).is_err());
+    assert!(std::net::TcpStream::connect(server).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

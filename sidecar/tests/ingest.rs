@@ -407,8 +407,47 @@ fn console_input_reaches_the_input_ring_with_backpressure() {
     daemon.shutdown();
 }
 
+/// A waker that counts its wakes, for polling a future by hand.
+#[derive(Default)]
+struct CountingWaker {
+    wakes: std::sync::Mutex<u32>,
+    woken: std::sync::Condvar,
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        *self.wakes.lock().unwrap() += 1;
+        self.woken.notify_all();
+    }
+}
+
+impl CountingWaker {
+    fn wakes(&self) -> u32 {
+        *self.wakes.lock().unwrap()
+    }
+
+    /// Waits until the count exceeds `seen` or `timeout` passes; returns the count.
+    fn wait_past(&self, seen: u32, timeout: Duration) -> u32 {
+        let (n, _) = self
+            .woken
+            .wait_timeout_while(self.wakes.lock().unwrap(), timeout, |n| *n <= seen)
+            .unwrap();
+        *n
+    }
+}
+
+/// An async subscriber waiting for bytes is woken when they arrive. The future is polled
+/// by hand, only after its waker was called: nothing else polls it (no runtime, no timer
+/// that would poll it again and find the bytes anyway), so a missing wake fails the test.
 #[test]
 fn async_subscribers_wake_on_new_bytes() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    /// How long the wake may take after the bytes are in the ring.
+    const WAKE_WITHIN: Duration = Duration::from_secs(5);
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let daemon = Daemon::start(cfg.clone()).unwrap();
@@ -417,18 +456,38 @@ fn async_subscribers_wake_on_new_bytes() {
     let mut c = FakeConsole::new(&cfg.socket, "vm", "ttyS0", 1, 1 << 14);
     c.connect();
     let mut sub = h.subscribe(&key, Start::Now).unwrap();
-    let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        c.write_all(b"late hello");
-        c
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let item = rt.block_on(async { tokio::time::timeout(WAIT, sub.next()).await });
-    let _c = writer.join().unwrap();
-    match item.unwrap().unwrap() {
+    let waker = std::sync::Arc::new(CountingWaker::default());
+    let task_waker = std::task::Waker::from(waker.clone());
+    let mut cx = Context::from_waker(&task_waker);
+    let mut next = std::pin::pin!(sub.next());
+    // Nothing written yet: the subscriber waits, with its waker registered.
+    assert!(next.as_mut().poll(&mut cx).is_pending());
+    let mut seen = waker.wakes();
+    c.write_all(b"late hello");
+    let written = std::time::Instant::now();
+    // Polled again only when woken; a wake that finds nothing new (a registration's
+    // notification) is followed by another wait. `seen` is read before each poll, so a
+    // wake during the poll is not missed.
+    let item = loop {
+        let left = WAKE_WITHIN.saturating_sub(written.elapsed());
+        let now = waker.wait_past(seen, left);
+        assert!(
+            now > seen,
+            "the subscriber was not woken within {WAKE_WITHIN:?} of the bytes being written \
+             ({seen} wakes before); the ring holds {} unread bytes",
+            (1 << 14) - c.free()
+        );
+        seen = now;
+        if let Poll::Ready(item) = next.as_mut().poll(&mut cx) {
+            break item;
+        }
+    };
+    eprintln!(
+        "woken {} times, {:?} after the write",
+        waker.wakes(),
+        written.elapsed()
+    );
+    match item.unwrap() {
         Item::Chunk(ch) => {
             assert_eq!(ch.offset, 0);
             assert_eq!(&ch.bytes[..], b"late hello");
