@@ -1,0 +1,43 @@
+//! The QUIC endpoint: stateless reset keys that survive a restart, random connection ids.
+
+use super::*;
+
+/// The endpoint setup. The key of QUIC stateless resets is derived from the server's
+/// private key so that it survives a restart: a client whose ringcastd was killed and
+/// started again learns at its next packet that its connection is gone (and resumes),
+/// instead of waiting for the idle timeout. Connection IDs are random and not checked
+/// against a per-process key: quinn's default generator keys them per start, so a new
+/// process would drop the old connections' packets without a reset.
+pub(super) fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    use ring::hmac;
+    let secret = hmac::Key::new(hmac::HMAC_SHA256, identity.key.secret_der());
+    let derived = hmac::sign(&secret, b"ringcast/1 QUIC stateless reset key");
+    let mut cfg = quinn::EndpointConfig::new(Arc::new(hmac::Key::new(
+        hmac::HMAC_SHA256,
+        derived.as_ref(),
+    )));
+    cfg.cid_generator(|| Box::new(RandomCids));
+    cfg
+}
+
+pub(super) struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut b = [0u8; 8];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+            // The system RNG does not fail on Linux; a fallback keeps IDs distinct anyway.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            b = NEXT.fetch_add(1, Relaxed).to_le_bytes();
+        }
+        quinn::ConnectionId::new(&b)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
