@@ -20,9 +20,15 @@ use crate::duration::parse_duration;
 ///
 /// Devices are named VM/DEVICE, as `ringcast list` shows them.
 ///
-/// Exit status: 0 done, 1 error (also a QMP error reply), 2 bad usage, 3 `capture` found
-/// gaps, 4 the device did not appear within --wait-timeout. RUST_LOG=info shows more on
-/// stderr. Documentation: docs/ in the source tree.
+/// RUST_LOG=info shows more on stderr. Documentation: docs/ in the source tree.
+///
+/// Exit status:
+///
+///   0  done
+///   1  error (said on stderr); also a QMP error reply to `ringcast qmp`
+///   2  bad usage
+///   3  `capture` finished with gaps: bytes the server no longer had are holes of zeros
+///   4  --wait/--wait-timeout: the device did not appear in time
 ///
 /// Examples:
 ///

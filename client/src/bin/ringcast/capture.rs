@@ -9,6 +9,7 @@ use anyhow::Context;
 use client::{ConsoleItem, Mode, Session, StartAt};
 
 use crate::args::{split_device, WaitArgs};
+use crate::exit::Exit;
 use crate::link::report_link;
 use crate::wait::{wait_for_device, wait_gave_up};
 
@@ -21,7 +22,7 @@ pub async fn capture(
     output: &Path,
     follow: bool,
     resume: bool,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Exit> {
     let (vm, dev) = split_device(device)?;
     // The file first: a path that cannot be written fails now, not after a --wait.
     let mut file = std::fs::OpenOptions::new()
@@ -120,5 +121,9 @@ pub async fn capture(
         written as f64 / secs.max(1e-9) / 1e6
     );
     con.detach().await;
-    Ok(if gaps > 0 { 3 } else { 0 })
+    Ok(if gaps > 0 {
+        Exit::CaptureHadGaps
+    } else {
+        Exit::Success
+    })
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use client::{ConsoleItem, Mode, Session, StartAt};
 
 use crate::args::{split_device, WaitArgs};
+use crate::exit::Exit;
 use crate::link::report_link;
 use crate::terminal::RawTerminal;
 use crate::wait::{wait_for_device, wait_gave_up};
@@ -39,7 +40,7 @@ pub async fn console(
     spy: bool,
     resume: bool,
     tail: u64,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Exit> {
     let (vm, dev) = split_device(device)?;
     if wait.enabled()
         && wait_for_device(s, device, wait.wait_timeout)
@@ -132,5 +133,5 @@ pub async fn console(
     drop(_raw);
     eprintln!("\r\nringcast: left {device} at offset {}", con.offset());
     con.detach().await;
-    result.map(|()| 0)
+    result.map(|()| Exit::Success)
 }

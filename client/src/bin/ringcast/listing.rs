@@ -3,8 +3,10 @@
 
 use client::Session;
 
+use crate::exit::Exit;
+
 /// `ringcast list`: the devices this client may use.
-pub async fn list(s: &Session, json: bool) -> anyhow::Result<i32> {
+pub async fn list(s: &Session, json: bool) -> anyhow::Result<Exit> {
     let devices = s.list().await?;
     if json {
         let v: Vec<serde_json::Value> = devices
@@ -15,11 +17,11 @@ pub async fn list(s: &Session, json: bool) -> anyhow::Result<i32> {
     } else {
         print!("{}", transport_quic::table::list_table(&devices));
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 /// `ringcast stats`: every counter of every device.
-pub async fn stats(s: &Session, json: bool) -> anyhow::Result<i32> {
+pub async fn stats(s: &Session, json: bool) -> anyhow::Result<Exit> {
     let entries = s.stats().await?;
     if json {
         let v: Vec<serde_json::Value> = entries.iter().map(stats_json).collect();
@@ -27,7 +29,7 @@ pub async fn stats(s: &Session, json: bool) -> anyhow::Result<i32> {
     } else {
         print!("{}", transport_quic::table::stats_table(&entries));
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
 /// A device as `list --json` prints it (the field names are documented in `list --help`).

@@ -5,6 +5,7 @@ mod args;
 mod capture;
 mod console;
 mod duration;
+mod exit;
 mod identity;
 mod link;
 mod listing;
@@ -16,6 +17,7 @@ mod wait;
 mod wav;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,16 +25,20 @@ use clap::Parser;
 use client::{Identity, Session, Trust};
 
 use crate::args::{Cli, Command};
+use crate::exit::Exit;
 
-fn main() {
-    // Errors for people: the message and its causes, no debug dump or backtrace.
-    if let Err(e) = real_main() {
-        eprintln!("ringcast: {e:#}");
-        std::process::exit(1);
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            // Errors for people: the message and its causes, no debug dump or backtrace.
+            eprintln!("ringcast: {e:#}");
+            Exit::Error.into()
+        }
     }
 }
 
-fn real_main() -> anyhow::Result<()> {
+fn real_main() -> anyhow::Result<Exit> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -48,7 +54,7 @@ fn real_main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(transport_quic::tls::config_dir);
     if let Command::Identity(cmd) = &cli.command {
-        return identity::identity(cmd, &id_dir);
+        return identity::identity(cmd, &id_dir).map(|()| Exit::Success);
     }
     // Say it before connecting: nothing the server says changes it.
     #[cfg(not(feature = "sound-card"))]
@@ -64,13 +70,13 @@ fn real_main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let code = rt.block_on(run(cli, id_dir))?;
+    let exit = rt.block_on(run(cli, id_dir))?;
     rt.shutdown_timeout(Duration::from_millis(200));
-    std::process::exit(code);
+    Ok(exit)
 }
 
-/// Connects to the server and runs the subcommand; the process's exit status.
-async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
+/// Connects to the server and runs the subcommand; how it ended.
+async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
     let trust = match &cli.ca {
         Some(ca) => Trust::Ca(ca.clone()),
         None => Trust::KnownHosts(
@@ -88,7 +94,7 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
     let session = Session::connect(&cli.server, identity, trust)
         .await
         .with_context(|| format!("cannot connect to {}", cli.server))?;
-    let code = match cli.command {
+    let exit = match cli.command {
         Command::List { json } => listing::list(&session, json).await?,
         Command::Stats { json } => listing::stats(&session, json).await?,
         Command::Console {
@@ -121,5 +127,5 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<i32> {
         Command::Identity(_) => unreachable!("handled before connecting"),
     };
     session.close().await;
-    Ok(code)
+    Ok(exit)
 }

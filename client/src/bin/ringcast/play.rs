@@ -9,6 +9,7 @@ use anyhow::Context;
 use client::Session;
 
 use crate::args::split_device;
+use crate::exit::Exit;
 use crate::sound_card;
 use crate::wav::write_wav_samples;
 
@@ -35,7 +36,7 @@ pub async fn play(
     jitter_ms: u64,
     seconds: Option<f64>,
     datagrams: bool,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Exit> {
     let (vm, dev) = split_device(device)?;
     let mut audio = s.attach_audio(&vm, &dev, datagrams).await?;
     let format = audio
@@ -140,5 +141,5 @@ pub async fn play(
         counts.underruns,
         counts.skipped
     );
-    Ok(0)
+    Ok(Exit::Success)
 }

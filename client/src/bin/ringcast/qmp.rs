@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use client::{ConsoleItem, Mode, Session, StartAt};
 
 use crate::args::split_device;
+use crate::exit::Exit;
 
 /// `ringcast qmp`: negotiates capabilities, sends `command`, prints the reply.
 pub async fn qmp(
@@ -14,7 +15,7 @@ pub async fn qmp(
     device: &str,
     command: &str,
     timeout: Duration,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<Exit> {
     let (vm, dev) = split_device(device)?;
     let cmd: serde_json::Value =
         serde_json::from_str(command).context("the command is not valid JSON")?;
@@ -47,7 +48,11 @@ pub async fn qmp(
     .with_context(|| format!("no QMP reply from {device} within {} s", timeout.as_secs()))??;
     println!("{result}");
     con.detach().await;
-    Ok(if result.get("error").is_some() { 1 } else { 0 })
+    Ok(if result.get("error").is_some() {
+        Exit::Error
+    } else {
+        Exit::Success
+    })
 }
 
 /// Splits console output into JSON lines, skipping QMP events and greetings.

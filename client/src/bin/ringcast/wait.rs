@@ -6,9 +6,7 @@ use client::Session;
 
 use crate::args::split_device;
 use crate::duration::show_duration;
-
-/// Exit status when a waited-for device did not appear in time.
-const EXIT_WAIT_TIMEOUT: i32 = 4;
+use crate::exit::Exit;
 
 /// How often --wait asks the server for its device list.
 const WAIT_POLL: Duration = Duration::from_millis(250);
@@ -54,11 +52,11 @@ pub async fn wait_for_device(
 }
 
 /// Tells the user that waiting for `device` gave up; the exit status for it.
-pub fn wait_gave_up(device: &str, timeout: Option<Duration>) -> i32 {
+pub fn wait_gave_up(device: &str, timeout: Option<Duration>) -> Exit {
     eprintln!(
         "ringcast: {device} did not appear within {}; giving up (`ringcast list` shows the \
          devices you may use: a device you are not authorized for looks missing too)",
         timeout.map(show_duration).unwrap_or_default()
     );
-    EXIT_WAIT_TIMEOUT
+    Exit::WaitTimedOut
 }
