@@ -2,6 +2,7 @@
 //! as JSON (the fields are a documented, stable interface for scripts).
 
 use client::Session;
+use protocol::audio::SampleFormat;
 
 use crate::exit::Exit;
 
@@ -35,15 +36,9 @@ pub async fn stats(s: &Session, json: bool) -> anyhow::Result<Exit> {
 /// A device as `list --json` prints it (the field names are documented in `list --help`).
 fn device_json(d: &client::DeviceEntry) -> serde_json::Map<String, serde_json::Value> {
     let audio = d.audio.map(|f| {
-        let sample = match f.sample_format {
-            0 => "u8".to_string(),
-            1 => "s8".to_string(),
-            2 => "u16".to_string(),
-            3 => "s16".to_string(),
-            4 => "u32".to_string(),
-            5 => "s32".to_string(),
-            6 => "f32".to_string(),
-            n => format!("unknown-{n}"),
+        let sample = match SampleFormat::from_wire(f.sample_format) {
+            Some(s) => s.name().to_string(),
+            None => format!("unknown-{}", f.sample_format),
         };
         serde_json::json!({
             "rate": f.rate,

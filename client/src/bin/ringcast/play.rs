@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use client::Session;
+use protocol::audio::SampleFormat;
 
 use crate::args::split_device;
 use crate::exit::Exit;
 use crate::sound_card;
-use crate::wav::write_wav_samples;
+use crate::wav::wav_sink;
 
 /// Where played PCM goes: a WAV file, stdout, or the sound card.
 pub type PcmSink = Box<dyn FnMut(&[u8]) -> anyhow::Result<()>>;
@@ -42,26 +43,12 @@ pub async fn play(
     let format = audio
         .format()
         .context("the device has not announced its audio format yet (is its VM running?)")?;
-    let bytes_per_sample = format.sample_bytes().context("unknown sample format")?;
-    let frame_bytes = u64::from(bytes_per_sample) * u64::from(format.channels.max(1));
+    let sample = SampleFormat::try_from(format.sample_format)?;
+    let frame_bytes = sample.bytes_per_sample() as u64 * u64::from(format.channels.max(1));
     let limit_frames = seconds.map(|s| (s * f64::from(format.rate)) as u64);
     let jitter = Duration::from_millis(jitter_ms);
     let mut sink: PcmSink = if let Some(path) = &wav {
-        let spec = hound::WavSpec {
-            channels: format.channels,
-            sample_rate: format.rate,
-            bits_per_sample: (bytes_per_sample * 8) as u16,
-            sample_format: if format.sample_format == 6 {
-                hound::SampleFormat::Float
-            } else {
-                hound::SampleFormat::Int
-            },
-        };
-        let mut w = hound::WavWriter::create(path, spec)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let fmt = format;
-        // The writer completes the WAV header when the sink is dropped.
-        Box::new(move |pcm: &[u8]| write_wav_samples(&mut w, &fmt, pcm))
+        wav_sink(path, &format, sample)?
     } else if raw {
         let mut out = std::io::stdout();
         Box::new(move |pcm: &[u8]| {
@@ -69,7 +56,7 @@ pub async fn play(
             Ok(())
         })
     } else {
-        sound_card::device_sink(format, jitter)?
+        sound_card::device_sink(format, sample, jitter)?
     };
     let mut counts = PlayCounts::default();
     // Stamps are the server host's CLOCK_MONOTONIC: comparable only when it is this host.

@@ -25,6 +25,7 @@ mod unavailable {
 
     pub fn device_sink(
         _f: client::AudioFormat,
+        _sample: protocol::audio::SampleFormat,
         _jitter: Duration,
     ) -> anyhow::Result<crate::play::PcmSink> {
         anyhow::bail!("{}", super::NO_SOUND_CARD)
@@ -41,6 +42,7 @@ mod cpal_output {
 
     use anyhow::Context;
     use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+    use protocol::audio::{decode_pcm, Sample, SampleFormat};
 
     static UNDERRUNS: AtomicU64 = AtomicU64::new(0);
 
@@ -53,6 +55,7 @@ mod cpal_output {
     /// starts once the jitter target is buffered, and restarts buffering after an underrun.
     pub fn device_sink(
         f: client::AudioFormat,
+        sample: SampleFormat,
         jitter: Duration,
     ) -> anyhow::Result<crate::play::PcmSink> {
         let host = cpal::default_host();
@@ -96,7 +99,10 @@ mod cpal_output {
         let max = target.max(1) * 8;
         Ok(Box::new(move |pcm: &[u8]| {
             let _keep = &stream;
-            let samples = to_f32(&f, pcm);
+            // Decoded before taking the lock the output callback waits on.
+            let samples: Vec<f32> = decode_pcm(sample, f.big_endian, pcm)
+                .map(Sample::to_f32)
+                .collect();
             let mut g = queue.lock().unwrap_or_else(|e| e.into_inner());
             g.0.extend(samples);
             // Far behind (the device is slower than the guest): drop the oldest.
@@ -105,57 +111,5 @@ mod cpal_output {
             }
             Ok(())
         }))
-    }
-
-    fn to_f32(f: &client::AudioFormat, pcm: &[u8]) -> Vec<f32> {
-        let be = f.big_endian;
-        match f.sample_format {
-            0 => pcm.iter().map(|&b| (b as f32 - 128.0) / 128.0).collect(),
-            1 => pcm.iter().map(|&b| b as i8 as f32 / 128.0).collect(),
-            2 | 3 => pcm
-                .chunks_exact(2)
-                .map(|c| {
-                    let v = if be {
-                        u16::from_be_bytes([c[0], c[1]])
-                    } else {
-                        u16::from_le_bytes([c[0], c[1]])
-                    };
-                    let v = if f.sample_format == 2 {
-                        (v ^ 0x8000) as i16
-                    } else {
-                        v as i16
-                    };
-                    f32::from(v) / 32768.0
-                })
-                .collect(),
-            4 | 5 => pcm
-                .chunks_exact(4)
-                .map(|c| {
-                    let a = [c[0], c[1], c[2], c[3]];
-                    let v = if be {
-                        u32::from_be_bytes(a)
-                    } else {
-                        u32::from_le_bytes(a)
-                    };
-                    let v = if f.sample_format == 4 {
-                        (v ^ 0x8000_0000) as i32
-                    } else {
-                        v as i32
-                    };
-                    v as f32 / 2_147_483_648.0
-                })
-                .collect(),
-            _ => pcm
-                .chunks_exact(4)
-                .map(|c| {
-                    let a = [c[0], c[1], c[2], c[3]];
-                    if be {
-                        f32::from_be_bytes(a)
-                    } else {
-                        f32::from_le_bytes(a)
-                    }
-                })
-                .collect(),
-        }
     }
 }

@@ -1,56 +1,40 @@
-//! PCM samples into a WAV file.
+//! `ringcast play --wav`: PCM samples into a WAV file of the device's own sample format.
 
-use std::io::{Seek, Write};
+use std::path::Path;
 
 use anyhow::Context;
+use protocol::audio::{decode_pcm, Sample, SampleFormat};
 
-/// Writes `pcm` of format `f` to `w` as the WAV's samples.
-pub fn write_wav_samples<W: Write + Seek>(
-    w: &mut hound::WavWriter<W>,
-    f: &client::AudioFormat,
-    pcm: &[u8],
-) -> anyhow::Result<()> {
-    let be = f.big_endian;
-    match f.sample_format {
-        0 => pcm
-            .iter()
-            .try_for_each(|&b| w.write_sample((b as i16 - 128) as i8)),
-        1 => pcm.iter().try_for_each(|&b| w.write_sample(b as i8)),
-        2 | 3 => pcm.chunks_exact(2).try_for_each(|c| {
-            let v = if be {
-                u16::from_be_bytes([c[0], c[1]])
-            } else {
-                u16::from_le_bytes([c[0], c[1]])
-            };
-            let v = if f.sample_format == 2 {
-                (v ^ 0x8000) as i16
-            } else {
-                v as i16
-            };
-            w.write_sample(v)
-        }),
-        4 | 5 => pcm.chunks_exact(4).try_for_each(|c| {
-            let a = [c[0], c[1], c[2], c[3]];
-            let v = if be {
-                u32::from_be_bytes(a)
-            } else {
-                u32::from_le_bytes(a)
-            };
-            let v = if f.sample_format == 4 {
-                (v ^ 0x8000_0000) as i32
-            } else {
-                v as i32
-            };
-            w.write_sample(v)
-        }),
-        _ => pcm.chunks_exact(4).try_for_each(|c| {
-            let a = [c[0], c[1], c[2], c[3]];
-            w.write_sample(if be {
-                f32::from_be_bytes(a)
-            } else {
-                f32::from_le_bytes(a)
+use crate::play::PcmSink;
+
+/// A sink that writes PCM of `format` (with `sample`, its sample format) to a new WAV file
+/// at `path`. The writer completes the WAV header when the sink is dropped.
+pub fn wav_sink(
+    path: &Path,
+    format: &client::AudioFormat,
+    sample: SampleFormat,
+) -> anyhow::Result<PcmSink> {
+    let spec = hound::WavSpec {
+        channels: format.channels,
+        sample_rate: format.rate,
+        bits_per_sample: (sample.bytes_per_sample() * 8) as u16,
+        sample_format: if sample.is_float() {
+            hound::SampleFormat::Float
+        } else {
+            hound::SampleFormat::Int
+        },
+    };
+    let mut w = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let big_endian = format.big_endian;
+    Ok(Box::new(move |pcm: &[u8]| {
+        decode_pcm(sample, big_endian, pcm)
+            .try_for_each(|s| match s {
+                Sample::I8(v) => w.write_sample(v),
+                Sample::I16(v) => w.write_sample(v),
+                Sample::I32(v) => w.write_sample(v),
+                Sample::F32(v) => w.write_sample(v),
             })
-        }),
-    }
-    .context("cannot write the WAV file")
+            .context("cannot write the WAV file")
+    }))
 }
