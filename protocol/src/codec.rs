@@ -191,7 +191,9 @@ pub struct AudioFormat {
     pub rate: u32,
     /// Interleaved channels.
     pub channels: u16,
-    /// QEMU sample format (0 u8, 1 s8, 2 u16, 3 s16, 4 u32, 5 s32, 6 f32).
+    /// QEMU sample format, as [`SampleFormat`](crate::audio::SampleFormat) numbers them
+    /// (0 u8, 1 s8, 2 u16, 3 s16, 4 u32, 5 s32, 6 f32). Kept as the number: a newer
+    /// QEMU's format still lists, and only the audio itself is refused.
     pub sample_format: u16,
     /// Big-endian samples.
     pub big_endian: bool,
@@ -200,12 +202,8 @@ pub struct AudioFormat {
 impl AudioFormat {
     /// Bytes per sample of one channel, or None for an unknown format.
     pub fn sample_bytes(&self) -> Option<u32> {
-        match self.sample_format {
-            0 | 1 => Some(1),
-            2 | 3 => Some(2),
-            4..=6 => Some(4),
-            _ => None,
-        }
+        let format = crate::audio::SampleFormat::from_wire(self.sample_format)?;
+        Some(format.bytes_per_sample() as u32)
     }
 }
 

@@ -3,6 +3,8 @@
 //! inputs (time is an argument). It depends on no QUIC, TLS or async runtime; the
 //! `transport-quic` crate drives it over quinn streams.
 //!
+//! - [`audio`]: the audio sample formats ([`SampleFormat`], numbered as QEMU numbers
+//!   them) and the one PCM decoder.
 //! - [`codec`]: frames as values and bytes (the frame table, version handshake rules,
 //!   limits of sizes). Fuzzed (`fuzz/`, `wire_decode`), property-tested.
 //! - [`errors`]: the one table of application error codes ([`ErrorCode`]).
@@ -23,9 +25,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod audio;
 pub mod codec;
 pub mod errors;
 pub mod proto;
 pub mod table;
 
+pub use audio::SampleFormat;
 pub use errors::ErrorCode;

@@ -7,6 +7,7 @@
 //! (names and reasons come from other machines) are shown escaped, never sent to the
 //! terminal.
 
+use crate::audio::SampleFormat;
 use crate::codec::{DeviceEntry, DeviceKind, StatsEntry};
 
 /// The columns of [`stats_table`], in order.
@@ -95,14 +96,12 @@ pub fn format_name(d: &DeviceEntry) -> String {
     let Some(f) = d.audio else {
         return "-".into();
     };
-    let sample = match f.sample_format {
-        0 => "u8".to_string(),
-        1 => "s8".to_string(),
-        n @ 2..=6 => {
-            let name = ["u16", "s16", "u32", "s32", "f32"][usize::from(n - 2)];
-            format!("{name}{}", if f.big_endian { "be" } else { "le" })
+    let sample = match SampleFormat::from_wire(f.sample_format) {
+        Some(s) if s.has_byte_order() => {
+            format!("{}{}", s.name(), if f.big_endian { "be" } else { "le" })
         }
-        n => format!("fmt{n}"),
+        Some(s) => s.name().to_string(),
+        None => format!("fmt{}", f.sample_format),
     };
     format!("{}Hz {}ch {sample}", f.rate, f.channels)
 }
@@ -311,6 +310,40 @@ mod tests {
         assert!(!t.contains('\x1b') && !t.contains('\r'), "{t:?}");
         assert_eq!(t.lines().count(), 2, "{t}");
         assert!(t.contains("vm\\u{1b}[2J/dev\\n"), "{t}");
+    }
+
+    #[test]
+    fn audio_formats_are_named_with_their_byte_order_and_unknown_ones_by_number() {
+        let named = |sample_format: u16, big_endian: bool| {
+            let mut d = entry("vm", "snd0", DeviceKind::Audio);
+            d.audio = Some(AudioFormat {
+                rate: 48000,
+                channels: 1,
+                sample_format,
+                big_endian,
+            });
+            format_name(&d)
+        };
+        let le: Vec<String> = (0..=7).map(|n| named(n, false)).collect();
+        assert_eq!(
+            le,
+            [
+                "48000Hz 1ch u8",
+                "48000Hz 1ch s8",
+                "48000Hz 1ch u16le",
+                "48000Hz 1ch s16le",
+                "48000Hz 1ch u32le",
+                "48000Hz 1ch s32le",
+                "48000Hz 1ch f32le",
+                "48000Hz 1ch fmt7",
+            ]
+        );
+        assert_eq!(named(1, true), "48000Hz 1ch s8");
+        assert_eq!(named(6, true), "48000Hz 1ch f32be");
+        assert_eq!(
+            format_name(&entry("vm", "serial0", DeviceKind::Console)),
+            "-"
+        );
     }
 
     #[test]

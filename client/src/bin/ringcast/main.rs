@@ -1,0 +1,131 @@
+//! `ringcast`: the command-line client of ringcastd. One module per subcommand; `args` holds
+//! the command line and its `--help` text.
+
+mod args;
+mod capture;
+mod console;
+mod duration;
+mod exit;
+mod identity;
+mod link;
+mod listing;
+mod play;
+mod qmp;
+mod sound_card;
+mod terminal;
+mod wait;
+mod wav;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use client::{Identity, Session, Trust};
+
+use crate::args::{Cli, Command};
+use crate::exit::Exit;
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            // Errors for people: the message and its causes, no debug dump or backtrace.
+            eprintln!("ringcast: {e:#}");
+            Exit::Error.into()
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<Exit> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+    let id_dir = cli
+        .identity_dir
+        .clone()
+        .unwrap_or_else(transport_quic::tls::config_dir);
+    if let Command::Identity(cmd) = &cli.command {
+        return identity::identity(cmd, &id_dir).map(|()| Exit::Success);
+    }
+    // Say it before connecting: nothing the server says changes it.
+    #[cfg(not(feature = "sound-card"))]
+    if let Command::Play {
+        wav: None,
+        raw: false,
+        ..
+    } = &cli.command
+    {
+        anyhow::bail!("{}", sound_card::NO_SOUND_CARD);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let exit = rt.block_on(run(cli, id_dir))?;
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(exit)
+}
+
+/// Connects to the server and runs the subcommand; how it ended.
+async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
+    let trust = match &cli.ca {
+        Some(ca) => Trust::Ca(ca.clone()),
+        None => Trust::KnownHosts(
+            cli.known_hosts
+                .clone()
+                .unwrap_or_else(client::default_known_hosts),
+        ),
+    };
+    let (crt, key) = (id_dir.join("client.crt"), id_dir.join("client.key"));
+    let identity = if crt.exists() && key.exists() {
+        Some(Identity::load(&crt, &key)?)
+    } else {
+        None
+    };
+    let session = Session::connect(&cli.server, identity, trust)
+        .await
+        .with_context(|| format!("cannot connect to {}", cli.server))?;
+    let exit = match cli.command {
+        Command::List { json } => listing::list(&session, json).await?,
+        Command::Stats { json } => listing::stats(&session, json).await?,
+        Command::Console {
+            device,
+            wait,
+            spy,
+            resume,
+            tail,
+        } => console::console(&session, &cli.server, &device, &wait, spy, resume, tail).await?,
+        Command::Capture {
+            device,
+            wait,
+            output,
+            follow,
+            resume,
+        } => capture::capture(&session, &device, &wait, &output, follow, resume).await?,
+        Command::Play {
+            device,
+            wav,
+            raw,
+            jitter_ms,
+            seconds,
+            datagrams,
+        } => play::play(&session, &device, wav, raw, jitter_ms, seconds, datagrams).await?,
+        Command::Qmp {
+            device,
+            command,
+            timeout,
+        } => qmp::qmp(&session, &device, &command, Duration::from_secs(timeout)).await?,
+        Command::Identity(_) => unreachable!("handled before connecting"),
+    };
+    session.close().await;
+    Ok(exit)
+}
