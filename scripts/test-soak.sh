@@ -63,7 +63,8 @@ failed=0
 for i in $(seq 1 "$runs"); do
     log=target/soak/$profile-$i.log
     start=$(date +%s)
-    if cargo test --workspace "${cargo_profile[@]}" >"$log" 2>&1; then
+    # --no-fail-fast: every test binary runs, so one run shows every failing test.
+    if cargo test --workspace --no-fail-fast "${cargo_profile[@]}" >"$log" 2>&1; then
         passed=$((passed + 1))
         echo "run $i/$runs: passed in $(( $(date +%s) - start )) s" >&2
     else
