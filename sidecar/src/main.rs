@@ -272,7 +272,7 @@ fn real_main() -> anyhow::Result<()> {
     };
     let socket = cfg.socket.clone();
     let daemon = Daemon::start(cfg).context("cannot start ringcastd")?;
-    let _runtime = network.map(|(rt, bound)| {
+    let network = network.map(|(rt, bound)| {
         let server = {
             let _guard = rt.enter();
             bound.serve(daemon.handle())
@@ -280,7 +280,7 @@ fn real_main() -> anyhow::Result<()> {
         (rt, server)
     });
     announce_ready(
-        _runtime.as_ref().map(|(_, server)| server.local_addr()),
+        network.as_ref().map(|(_, server)| server.local_addr()),
         &socket,
     );
     daemon.wait();
