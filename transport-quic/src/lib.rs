@@ -4,6 +4,8 @@
 //! - [`tls`]: identities generated on first use, fingerprints, trust-on-first-use known
 //!   hosts or a CA bundle, quinn/rustls configurations (TLS 1.3 only, ring provider).
 //! - [`authz`]: the server's `authorized_clients` file.
+//! - [`endpoint`]: the server endpoint's stateless reset key (kept across restarts) and
+//!   connection ids.
 //! - [`io`]: the thin async shell that moves frames over quinn streams.
 //! - [`QuicErrorCode`]: the error table's codes as QUIC application error codes.
 //! - `codec`, `errors`, `proto`, `table`: the [`protocol`] crate's modules, re-exported so
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod endpoint;
 pub mod io;
 pub mod tls;
 

@@ -19,14 +19,13 @@
 //! - a malformed or hostile client is closed with a code from the error table; other
 //!   connections are separate tasks and carry on.
 //!
-//! Modules: this one (configuration, binding, the accept loop), `endpoint` (stateless
-//! reset keys and connection ids), `connection` (a client: its handshake, control
-//! stream and requests), `attach` (one console or audio attachment stream), `wire`
-//! (the daemon's types as the wire's).
+//! Modules: this one (configuration, binding, the accept loop; the endpoint's stateless
+//! reset key and connection ids come from transport-quic's `endpoint`), `connection` (a
+//! client: its handshake, control stream and requests), `attach` (one console or audio
+//! attachment stream), `wire` (the daemon's types as the wire's).
 
 mod attach;
 mod connection;
-mod endpoint;
 mod wire;
 
 use std::collections::HashMap;
@@ -51,7 +50,6 @@ use crate::{DeviceKey, Handle, Item, Start};
 
 use attach::*;
 use connection::*;
-use endpoint::*;
 pub use wire::wire_stats;
 use wire::*;
 
@@ -163,7 +161,7 @@ impl BoundServer {
         };
         let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind_err)?;
         let endpoint = quinn::Endpoint::new(
-            endpoint_config(&identity),
+            transport_quic::endpoint::server_endpoint_config(&identity),
             Some(server_cfg),
             socket,
             Arc::new(quinn::TokioRuntime),

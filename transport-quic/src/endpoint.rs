@@ -1,6 +1,11 @@
-//! The QUIC endpoint: stateless reset keys that survive a restart, random connection ids.
+//! The server's QUIC endpoint: stateless reset keys that survive a restart, random
+//! connection ids.
 
-use super::*;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::tls::Identity;
 
 /// The endpoint setup. The key of QUIC stateless resets is derived from the server's
 /// private key so that it survives a restart: a client whose ringcastd was killed and
@@ -8,7 +13,7 @@ use super::*;
 /// instead of waiting for the idle timeout. Connection IDs are random and not checked
 /// against a per-process key: quinn's default generator keys them per start, so a new
 /// process would drop the old connections' packets without a reset.
-pub(super) fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+pub fn server_endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
     use ring::hmac;
     let secret = hmac::Key::new(hmac::HMAC_SHA256, identity.key.secret_der());
     let derived = hmac::sign(&secret, b"ringcast/1 QUIC stateless reset key");
@@ -20,7 +25,7 @@ pub(super) fn endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
     cfg
 }
 
-pub(super) struct RandomCids;
+struct RandomCids;
 
 impl quinn::ConnectionIdGenerator for RandomCids {
     fn generate_cid(&mut self) -> quinn::ConnectionId {
@@ -39,5 +44,20 @@ impl quinn::ConnectionIdGenerator for RandomCids {
 
     fn cid_lifetime(&self) -> Option<Duration> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::ConnectionIdGenerator;
+
+    #[test]
+    fn connection_ids_are_random_and_eight_bytes() {
+        let mut g = RandomCids;
+        let (a, b) = (g.generate_cid(), g.generate_cid());
+        assert_eq!((a.len(), g.cid_len()), (8, 8));
+        assert_ne!(a, b);
+        assert_eq!(g.cid_lifetime(), None);
     }
 }
