@@ -39,12 +39,7 @@ pub fn authorized_client(
     authz: &Path,
     rights: &str,
 ) -> Result<client::Identity, String> {
-    std::fs::create_dir_all(id_dir).map_err(|e| e.to_string())?;
-    let identity = client::Identity::create(id_dir, "bench", "bench", &["bench".to_owned()])
-        .map_err(|e| format!("client identity: {e}"))?;
-    std::fs::write(authz, format!("{} */* {rights}\n", identity.fingerprint()))
-        .map_err(|e| e.to_string())?;
-    Ok(identity)
+    testbed::kit::identity::try_authorized_client(id_dir, "bench", authz, rights)
 }
 
 pub use testbed::kit::Ringcastd;

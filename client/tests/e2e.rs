@@ -74,7 +74,7 @@ impl Env {
 }
 
 fn identity(dir: &Path, name: &str) -> Identity {
-    Identity::create(dir, name, name, &[name.to_owned()]).unwrap()
+    testbed::kit::client_identity(dir, name)
 }
 
 /// Reads console items until `n` bytes from the stream's start offset have arrived.

@@ -19,13 +19,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// ringcastd with an authorization file naming `alice` (read, write, spy on everything).
 fn with_alice(dir: &std::path::Path) -> (Ringcastd, Identity) {
-    let alice = Identity::create(&dir.join("alice"), "alice", "alice", &["alice".into()]).unwrap();
     let authz = dir.join("authorized_clients");
-    std::fs::write(
-        &authz,
-        format!("{} */* read,write,spy\n", alice.fingerprint()),
-    )
-    .unwrap();
+    let alice =
+        testbed::kit::authorized_client(&dir.join("alice"), "alice", &authz, "read,write,spy");
     let authz = authz.to_str().unwrap().to_owned();
     let d = Ringcastd::start(dir, &dir.join("state"), &["--authorized-clients", &authz]);
     (d, alice)
@@ -105,7 +101,7 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
             .contains("client without a certificate is not authorized here"),
         "{e}"
     );
-    let mallory = Identity::create(&dir.path().join("m"), "mallory", "mallory", &[]).unwrap();
+    let mallory = testbed::kit::client_identity(&dir.path().join("m"), "mallory");
     let fp = mallory.fingerprint().to_string();
     let e = connect(&d, Some(mallory))
         .await

@@ -6,6 +6,7 @@
 //! * [`daemon`]: a `ringcastd` process on a port of its own choosing, which the kit learns
 //!   from its readiness line; restarts keep the address.
 //! * [`data`]: deterministic streams addressable by offset, and their hashes.
+//! * [`identity`]: client identities and an authorization file granting them rights.
 //! * [`journal`]: a device's spool read back; the configuration of an in-process ringcastd.
 //! * the fake devices of [`crate::devices`], re-exported.
 //! * [`tmpfs`]: a small disk that fills up.
@@ -15,6 +16,7 @@
 pub mod bins;
 pub mod daemon;
 pub mod data;
+pub mod identity;
 pub mod journal;
 pub mod tmpfs;
 pub mod wait;
@@ -22,6 +24,7 @@ pub mod wait;
 pub use crate::devices::{FakeAudio, FakeConsole};
 pub use daemon::Ringcastd;
 pub use data::{fill, sha, stream};
+pub use identity::{authorized_client, client_identity};
 pub use journal::{config, read_spool};
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_for, wait_until};
