@@ -47,19 +47,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export RINGCAST_SERVER=127.0.0.1:$port
 # A private client configuration, so the demo's throw-away server identity is not pinned in
 # the user's own known_hosts.
 export XDG_CONFIG_HOME=$work/config XDG_STATE_HOME=$work/client-state
 client=("$bin/ringcast" --known-hosts "$work/known_hosts" --identity-dir "$work/identity")
 
-say "starting ringcastd (journals in $work/state, QUIC on $RINGCAST_SERVER)"
+say "starting ringcastd (journals in $work/state)"
+# Port 0: the kernel picks a free UDP port, and ringcastd names it on its readiness line
+# (`ready quic=ADDR socket=PATH`), printed once QEMU can register and clients can connect.
 "$bin/ringcastd" --socket "$work/run/ringcastd.sock" --state-dir "$work/state" \
-    --listen "$RINGCAST_SERVER" >"$work/ringcastd.log" 2>&1 &
+    --listen 127.0.0.1:0 >"$work/ringcastd.ready" 2>"$work/ringcastd.log" &
 pids+=($!)
-for _ in $(seq 100); do [ -S "$work/run/ringcastd.sock" ] && break; sleep 0.05; done
-[ -S "$work/run/ringcastd.sock" ] || { cat "$work/ringcastd.log" >&2; exit 1; }
+for _ in $(seq 600); do
+    grep -q '^ready ' "$work/ringcastd.ready" 2>/dev/null && break
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.05
+done
+ready=$(grep -m1 '^ready ' "$work/ringcastd.ready" || true)
+[ -n "$ready" ] || { echo "ringcastd did not start; its log:" >&2; cat "$work/ringcastd.log" >&2; exit 1; }
+quic=${ready#*quic=}
+export RINGCAST_SERVER=${quic%% *}
+say "ringcastd is ready: QUIC on $RINGCAST_SERVER"
 
 say "booting the guest: serial0 (16550), hvc0 (virtconsole), snd0 (intel-hda) on the plugin"
 opts="socket=$work/run/ringcastd.sock"
