@@ -163,7 +163,7 @@ async fn ringcastd_killed_and_restarted_under_load_loses_nothing_for_attached_cl
     let mut cli = capture(&d);
     let mut cli_runs = 1;
     let dev_dir = |i: u64| dir.path().join(format!("state/vmr{i}/serial0"));
-    wait_until("2 MiB in each spool", WAIT, || {
+    d.wait_until("2 MiB in each spool", WAIT, || {
         (0..2).all(|i| read_spool(&dev_dir(i)).0.len() >= 2 << 20)
     });
     d.kill9();
@@ -193,7 +193,7 @@ async fn ringcastd_killed_and_restarted_under_load_loses_nothing_for_attached_cl
     // The restarted capture follows past the restart (it writes through a 1 MiB buffer);
     // interrupted, it flushes and stops, and `capture --resume` completes the file.
     let f2 = file.clone();
-    wait_until("the capture to follow past the restart", WAIT, || {
+    d.wait_until("the capture to follow past the restart", WAIT, || {
         std::fs::metadata(&f2).map(|m| m.len()).unwrap_or(0) >= TOTAL - (1 << 20)
     });
     assert!(
@@ -500,12 +500,12 @@ async fn a_qemu_killed_mid_stream_keeps_its_journal_shows_gone_and_its_successor
     );
     let dev_dir = dir.path().join("state/vmq/serial0");
     let mut first = fake_qemu_process(&d.socket(), "5;0;1");
-    wait_until("1 MiB in the spool", WAIT, || {
+    d.wait_until("1 MiB in the spool", WAIT, || {
         dev_dir.exists() && read_spool(&dev_dir).0.len() >= 1 << 20
     });
     first.kill().unwrap(); // SIGKILL mid-stream
     first.wait().unwrap();
-    wait_until("the device to show as gone", WAIT, || {
+    d.wait_until("the device to show as gone", WAIT, || {
         d.stat("vmq/serial0", "STATE").as_deref() == Some("gone")
     });
     let list = d.ringcast().arg("list").output().unwrap();
@@ -609,7 +609,7 @@ async fn a_capture_killed_mid_stream_is_cleaned_up_others_carry_on_and_a_resumed
         .spawn()
         .unwrap();
     let s = d.session().await;
-    wait_until("the capture to be mid-stream", WAIT, || {
+    d.wait_until("the capture to be mid-stream", WAIT, || {
         std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) >= 1 << 20
     });
     assert_eq!(subscribers(&s, "vmc").await, 2);

@@ -32,7 +32,7 @@ fn ringcastd_restarted_at_once_after_kill_9_starts_and_takes_its_devices_back() 
         // No pause: the killed process's io_uring may still hold the listener.
         d.try_spawn()
             .unwrap_or_else(|e| panic!("round {round}: the restarted ringcastd: {e}"));
-        wait_until("re-registration", Duration::from_secs(30), || {
+        d.wait_until("re-registration", Duration::from_secs(30), || {
             c.attached() || c.try_connect().is_ok()
         });
     }

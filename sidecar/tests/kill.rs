@@ -135,7 +135,7 @@ fn kill_9_mid_stream_then_restart_loses_no_console_byte() {
         })
         .collect();
     let dev_dir = |i: usize| dir.path().join(format!("state/vmk{i}/serial0"));
-    wait_until("2 MiB in each spool", Duration::from_secs(60), || {
+    a.wait_until("2 MiB in each spool", Duration::from_secs(60), || {
         (0..2).all(|i| spool_len(&dev_dir(i)) >= 2 << 20)
     });
     a.kill9(); // SIGKILL

@@ -245,6 +245,18 @@ impl Ringcastd {
         }
     }
 
+    /// Polls `f` until it holds; after `timeout`, panics naming `what` with the end of
+    /// ringcastd's log (a wait on something ringcastd does).
+    pub fn wait_until(&self, what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+        if let Err(e) = super::wait::try_wait_until(what, timeout, f) {
+            panic!(
+                "{e}; the end of {}:\n{}",
+                self.log_path().display(),
+                self.log_tail(30)
+            );
+        }
+    }
+
     /// `ringcastd stats`, as an operator runs it.
     pub fn stats_table(&self) -> String {
         let out = Command::new(bins::binary("ringcastd"))
