@@ -1,0 +1,310 @@
+//! QEMU's side of the registration socket: connections accepted (peer credentials taken
+//! at accept), devices registered or refused with a reason, QEMU gone.
+
+use super::*;
+
+impl Ingest {
+    pub(super) fn accept_all(&mut self) {
+        loop {
+            let fd = match rustix::net::accept_with(
+                &self.listener,
+                rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::CONNABORTED) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            let (uid, pid) = match rustix::net::sockopt::socket_peercred(&fd) {
+                Ok(c) => (c.uid.as_raw(), c.pid.as_raw_nonzero().get() as u32),
+                Err(_) => (u32::MAX, 0),
+            };
+            let id = self.id();
+            if let Err(e) = self.uring.poll_multishot(
+                fd.as_fd(),
+                mask::IN | mask::RDHUP,
+                Token::Registration(id).encode(),
+            ) {
+                tracing::warn!(error = %e, "cannot watch a new connection");
+                continue;
+            }
+            self.registrations.insert(
+                id,
+                Registration {
+                    fd,
+                    uid,
+                    pid,
+                    attachment: None,
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_registration_event(&mut self, id: u64, revents: i32) {
+        loop {
+            let Some(conn) = self.registrations.get(&id) else {
+                return;
+            };
+            match handover::recv_with_fds(&conn.fd) {
+                Ok(Some((msg, fds))) => self.register(id, &msg, fds),
+                Ok(None) => return self.registration_closed(id),
+                Err(shm_ring::RingError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    if revents > 0 && (revents as u32) & (mask::HUP | mask::ERR) != 0 {
+                        self.registration_closed(id);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a registration connection");
+                    return self.registration_closed(id);
+                }
+            }
+        }
+    }
+
+    pub(super) fn refuse(&mut self, conn_id: u64, why: String) {
+        tracing::warn!(reason = %why, "registration refused");
+        if let Some(conn) = self.registrations.get(&conn_id) {
+            let ack = Ack {
+                accepted: false,
+                message: why,
+            };
+            let _ = handover::send_with_fds(&conn.fd, &ack.encode(), &[]);
+        }
+        // The backend closes and retries later; closing here too frees the fds at once.
+        self.close_registration(conn_id);
+    }
+
+    pub(super) fn close_registration(&mut self, conn_id: u64) {
+        if self.registrations.remove(&conn_id).is_some() {
+            let _ = self.uring.cancel(Token::Registration(conn_id).encode());
+        }
+    }
+
+    pub(super) fn registration_alive(&self, conn_id: u64) -> bool {
+        let Some(conn) = self.registrations.get(&conn_id) else {
+            return false;
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            &conn.fd,
+            rustix::event::PollFlags::RDHUP,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(0) => true,
+            Ok(_) => fds[0].revents().is_empty(),
+            Err(_) => false,
+        }
+    }
+
+    /// A registration message with its fds: the device is attached (and acknowledged) or
+    /// refused with a reason QEMU logs.
+    pub(super) fn register(&mut self, conn_id: u64, msg: &[u8], fds: Vec<OwnedFd>) {
+        let Some(pid) = self.registrations.get(&conn_id).map(|c| c.pid) else {
+            return;
+        };
+        let desc = match self.admit(conn_id, msg, fds.len()) {
+            Ok(d) => d,
+            Err(why) => return self.refuse(conn_id, why),
+        };
+        let key = DeviceKey::from_description(&desc);
+        let kind = match desc.kind {
+            DeviceKind::Console => Kind::Console,
+            DeviceKind::Audio => Kind::Audio,
+        };
+        let dev = match self.reg.device_for(&key, kind) {
+            Ok(d) => d,
+            Err(why) => return self.refuse(conn_id, why),
+        };
+        if let Err(why) = self.take_over(conn_id, &key, &dev, desc.session) {
+            return self.refuse(conn_id, why);
+        }
+        let att = match open_rings(&desc, fds) {
+            Ok(a) => a,
+            Err(why) => return self.refuse(conn_id, format!("cannot use the rings: {why}")),
+        };
+        let OpenedRings {
+            ring,
+            out_data,
+            out_space,
+            in_space,
+            input,
+            capacity,
+        } = att;
+        let (base, marker) = journal_position(&dev, &key, desc.session);
+        let id = self.id();
+        let _ = self
+            .uring
+            .poll_multishot(out_data.as_fd(), mask::IN, Token::OutData(id).encode());
+        if let Some(bell) = &in_space {
+            let _ = self
+                .uring
+                .poll_multishot(bell.as_fd(), mask::IN, Token::InSpace(id).encode());
+        }
+        if let Some(c) = self.registrations.get_mut(&conn_id) {
+            c.attachment = Some(id);
+        }
+        dev.counters.ring_capacity.store(capacity, Relaxed);
+        dev.counters.registrations.fetch_add(1, Relaxed);
+        {
+            let mut s = lock(&dev.state);
+            s.audio_format = desc.audio;
+        }
+        *lock(&dev.input) = input;
+        dev.set_attachment(Attachment::Attached, None);
+        self.reg.changed.notify();
+        tracing::info!(device = %key, pid, session = desc.session, "device attached");
+        self.attached.insert(
+            id,
+            Attached {
+                registration: conn_id,
+                dev,
+                session: desc.session,
+                base,
+                ring,
+                out_data,
+                out_space,
+                in_space,
+                writing: None,
+                buf: None,
+                marker,
+                closing: false,
+                poisoned: false,
+            },
+        );
+        // Acknowledge only now, so that input and subscriptions work as soon as the
+        // backend knows it is attached.
+        let ack = Ack {
+            accepted: true,
+            message: format!("ringcastd attached {key}"),
+        };
+        let sent = self
+            .registrations
+            .get(&conn_id)
+            .map(|c| handover::send_with_fds(&c.fd, &ack.encode(), &[]));
+        if !matches!(sent, Some(Ok(()))) {
+            return self.registration_closed(conn_id);
+        }
+        self.drain(id);
+    }
+
+    /// Checks who registers and what: the peer's uid (ringcastd's own or root), one device
+    /// per connection, a well-formed description with the right number of fds.
+    fn admit(&self, conn_id: u64, msg: &[u8], fds: usize) -> Result<DeviceDescription, String> {
+        let Some(conn) = self.registrations.get(&conn_id) else {
+            return Err("the connection is gone".into());
+        };
+        if conn.uid != self.uid && conn.uid != 0 {
+            return Err(format!(
+                "ringcastd runs as uid {} and accepts devices only from that user or root, not \
+                 from uid {}; run QEMU and ringcastd as the same user",
+                self.uid, conn.uid
+            ));
+        }
+        if conn.attachment.is_some() {
+            return Err("one device per connection".into());
+        }
+        let desc = DeviceDescription::decode(msg).map_err(|e| e.to_string())?;
+        if fds != desc.kind.fd_count() {
+            return Err(format!(
+                "expected {} file descriptors, got {fds}",
+                desc.kind.fd_count()
+            ));
+        }
+        Ok(desc)
+    }
+
+    /// A device registered again: the previous attachment of `dev` is replaced when its
+    /// QEMU is gone or it is the same session (a reconnect); a live QEMU of another session
+    /// keeps the name.
+    fn take_over(
+        &mut self,
+        conn_id: u64,
+        key: &DeviceKey,
+        dev: &Arc<Device>,
+        session: u64,
+    ) -> Result<(), String> {
+        let previous = self
+            .attached
+            .iter()
+            .find(|(_, a)| Arc::ptr_eq(&a.dev, dev))
+            .map(|(id, a)| (*id, a.session, a.registration, a.writing.is_some()));
+        let Some((old_id, old_session, old_conn, writing)) = previous else {
+            return Ok(());
+        };
+        if writing {
+            return Err(format!(
+                "{key} is still being drained from its previous registration; retry"
+            ));
+        }
+        if old_session != session && self.registration_alive(old_conn) {
+            let old_pid = self.registrations.get(&old_conn).map_or(0, |c| c.pid);
+            return Err(format!(
+                "{key} is attached to a running QEMU (pid {old_pid}); give this device or VM \
+                 another name"
+            ));
+        }
+        self.detach(old_id, Attachment::Gone, None);
+        if old_conn != conn_id {
+            self.close_registration(old_conn);
+        }
+        Ok(())
+    }
+
+    pub(super) fn registration_closed(&mut self, conn_id: u64) {
+        let Some(conn) = self.registrations.remove(&conn_id) else {
+            return;
+        };
+        let _ = self.uring.cancel(Token::Registration(conn_id).encode());
+        let Some(id) = conn.attachment else { return };
+        let Some(att) = self.attached.get_mut(&id) else {
+            return;
+        };
+        // The QEMU is gone, but its last bytes may still be in the ring: take them.
+        att.closing = true;
+        *lock(&att.dev.input) = None;
+        att.dev.input_signal.notify();
+        let _ = self.uring.cancel(Token::OutData(id).encode());
+        if att.in_space.is_some() {
+            let _ = self.uring.cancel(Token::InSpace(id).encode());
+        }
+        tracing::info!(device = %att.dev.key, "QEMU disconnected");
+        self.drain(id);
+    }
+}
+
+/// Where a registered session's ring position 0 lies in the device's journal, and the
+/// marker to write first: the same session continues at its base; a new session after
+/// earlier bytes starts after a "restarted" line; a first session starts at the end.
+fn journal_position(dev: &Device, key: &DeviceKey, session: u64) -> (u64, Vec<u8>) {
+    let Some(j) = &dev.journal else {
+        return (0, Vec::new());
+    };
+    let mut j = lock(j);
+    let meta = j.meta().clone();
+    if meta.session == Some(session) {
+        (meta.base, Vec::new())
+    } else if j.end() > 0 || meta.session.is_some() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let marker = format!(
+            "\r\n--- ringcast: {key} restarted at {} ---\r\n",
+            utc_timestamp(now)
+        );
+        (0, marker.into_bytes())
+    } else {
+        let base = j.end();
+        j.set_session(session, base);
+        (base, Vec::new())
+    }
+}
