@@ -7,10 +7,7 @@
 //! cargo run --release -p client --example soak -- --minutes 10
 //! ```
 
-#[path = "../tests/loadgen/mod.rs"]
-mod loadgen;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use testbed::load as loadgen;
 
 use std::time::Duration;
 

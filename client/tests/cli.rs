@@ -4,8 +4,6 @@
 //! --wait before their device exists, the list and stats tables and their JSON, and
 //! `ringcastd stats` beside `ringcast stats`.
 
-mod support;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -806,7 +804,7 @@ fn list_and_stats_fit_long_names_and_print_json_with_the_documented_fields() {
 #[test]
 fn ringcastd_stats_and_ringcast_stats_have_the_same_columns_and_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let d = support::Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
+    let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
     let mut qemu = FakeConsole::new(&d.socket(), "vm1", "serial0", 1, 1 << 16);
     qemu.connect();
     qemu.write_all(&stream(3, 0, 10_000));

@@ -4,8 +4,7 @@
 //! receives every byte, and the stalled client later reads everything from the spool.
 //! `cargo run --release -p client --example soak -- --minutes 10` runs it longer.
 
-mod loadgen;
-mod support;
+use testbed::load as loadgen;
 
 use std::time::Duration;
 

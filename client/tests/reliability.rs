@@ -3,15 +3,14 @@
 //! again, and the spool's disk full. Each checks what was lost: nothing, or exactly what
 //! the loss policy says and the counters report.
 
-mod support;
-
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use client::{ConsoleItem, Mode, StartAt};
-use support::{wait_until, Ringcastd, RingcastdExt, Target};
+use testbed::kit::clients::{rss_kib, RingcastdExt, Target};
 use testbed::kit::Tmpfs;
 use testbed::kit::{read_spool, sha, stream, FakeConsole};
+use testbed::kit::{wait_until, Ringcastd};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -566,7 +565,7 @@ async fn a_capture_killed_mid_stream_is_cleaned_up_others_carry_on_and_a_resumed
     );
     let mut qemu = FakeConsole::new(&d.socket(), "vmc", "serial0", 1, 1 << 16);
     qemu.connect();
-    let rss_idle = support::rss_kib(d.pid());
+    let rss_idle = rss_kib(d.pid());
     let producer = std::thread::spawn(move || {
         for off in (0..TOTAL).step_by(64 << 10) {
             qemu.write_all(&stream(SEED, off, (64 << 10).min(TOTAL - off)));
@@ -617,7 +616,7 @@ async fn a_capture_killed_mid_stream_is_cleaned_up_others_carry_on_and_a_resumed
     cli.wait().unwrap();
     let killed = std::time::Instant::now();
     let seen_at_kill = seen.load(std::sync::atomic::Ordering::Relaxed);
-    let mut rss_dead = support::rss_kib(d.pid());
+    let mut rss_dead = rss_kib(d.pid());
     // The server notices the dead client by the idle timeout and drops its subscription;
     // meanwhile the other client keeps receiving.
     while subscribers(&s, "vmc").await > 1 {
@@ -626,7 +625,7 @@ async fn a_capture_killed_mid_stream_is_cleaned_up_others_carry_on_and_a_resumed
             "the dead client's subscription outlived a 3 s idle timeout: {}",
             d.log()
         );
-        rss_dead = rss_dead.max(support::rss_kib(d.pid()));
+        rss_dead = rss_dead.max(rss_kib(d.pid()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let freed_after = killed.elapsed();
@@ -641,7 +640,7 @@ async fn a_capture_killed_mid_stream_is_cleaned_up_others_carry_on_and_a_resumed
     assert_eq!(subscribers(&s, "vmc").await, 1);
     other_stream.detach().await;
     other_session.close().await;
-    let rss_after = support::rss_kib(d.pid());
+    let rss_after = rss_kib(d.pid());
     eprintln!(
         "killed capture: freed after {freed_after:?}; the other client went {seen_at_kill} -> \
          {seen_at_free} bytes meanwhile; ringcastd RSS idle {rss_idle} KiB, max while the dead \

@@ -3,8 +3,6 @@
 //! encrypted; clients without TLS or ringcast's ALPN get nothing), the per-client stream
 //! limit and the request rate limit.
 
-mod support;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -12,8 +10,10 @@ use std::time::Duration;
 
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt};
 use quinn::rustls;
-use support::{Ringcastd, RingcastdExt};
+use testbed::kit::bins::binary;
+use testbed::kit::clients::RingcastdExt;
 use testbed::kit::FakeConsole;
+use testbed::kit::Ringcastd;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -326,7 +326,7 @@ async fn there_is_no_plaintext_mode() {
     let relay = Relay::start(server);
     let home = dir.path().join("relayed-client");
     let file = dir.path().join("capture.log");
-    let out = std::process::Command::new(support::binary("ringcast"))
+    let out = std::process::Command::new(binary("ringcast"))
         .arg("--server")
         .arg(relay.addr.to_string())
         .arg("--known-hosts")
@@ -444,7 +444,7 @@ async fn there_is_no_plaintext_mode() {
         .expect("the probing client offering ringcast/1");
 
     // No option for a plaintext mode; nothing on TCP at the QUIC port.
-    for bin in [support::binary("ringcastd"), support::binary("ringcast")] {
+    for bin in [binary("ringcastd"), binary("ringcast")] {
         let out = std::process::Command::new(&bin)
             .arg("--help")
             .output()
@@ -460,7 +460,7 @@ async fn there_is_no_plaintext_mode() {
         }
     }
     for flag in ["--insecure", "--no-tls", "--plaintext"] {
-        let out = std::process::Command::new(support::binary("ringcastd"))
+        let out = std::process::Command::new(binary("ringcastd"))
             .args(["--state-dir"])
             .arg(dir.path())
             .arg(flag)

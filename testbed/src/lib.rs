@@ -6,6 +6,7 @@
 //! * [`devices`]: console and audio devices registered with ringcastd directly, rings
 //!   and all, without the plugin.
 //! * [`kit`]: the test kit: binaries of the running build, a ringcastd process, waiting.
+//! * [`load`]: the load scenario (many consoles, many followers, a stalled client).
 //! * [`stream`]: the guest's deterministic byte stream, to check what arrived.
 //! * `guest/` (shell, not Rust): the tiny test guest booted under real QEMU.
 
@@ -13,6 +14,7 @@ pub mod consumer;
 pub mod devices;
 pub mod harness;
 pub mod kit;
+pub mod load;
 pub mod lossy;
 pub mod qemu;
 pub mod stream;

@@ -3,6 +3,7 @@
 //!
 //! * [`bins`]: the workspace's binaries and the plugin library, from the build that runs
 //!   the tests (never built from inside a test).
+//! * [`clients`]: library sessions to a kit ringcastd that explain a failure to connect.
 //! * [`daemon`]: a `ringcastd` process on a port of its own choosing, which the kit learns
 //!   from its readiness line; restarts keep the address.
 //! * [`data`]: deterministic streams addressable by offset, and their hashes.
@@ -14,6 +15,7 @@
 //!   failed.
 
 pub mod bins;
+pub mod clients;
 pub mod daemon;
 pub mod data;
 pub mod identity;

@@ -1,14 +1,12 @@
-//! ringcastd as users run it (the test kit's process, with its QUIC server on a port it
-//! picked and reported), and library sessions to it that say why they could not connect.
-#![allow(dead_code)]
+//! Library clients of a test kit [`Ringcastd`]: sessions that retry while the server
+//! starts and say, when they give up, why every attempt failed and what the server logged.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::wait::Attempts;
+use super::Ringcastd;
 use client::{Session, Trust};
-// Not every test file that includes this module uses all of it.
-#[allow(unused_imports)]
-pub use testbed::kit::{bins::binary, wait::Attempts, wait_until, Ringcastd};
 
 /// How long a library client keeps trying to reach a server that may be (re)starting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

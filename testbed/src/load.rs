@@ -1,16 +1,15 @@
-//! The load scenario shared by the CI test (`tests/load.rs`) and the soak
-//! (`examples/soak.rs`): fake QEMU processes with many consoles each, writing continuously
+//! The load scenario shared by the client's CI test (`client/tests/load.rs`) and its soak
+//! (`client/examples/soak.rs`): fake QEMU processes with many consoles each, writing continuously
 //! into one ringcastd process, while many clients follow one console over QUIC and one
 //! client attached to it never reads. ringcastd's RSS is sampled throughout.
-#![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::{ConsoleItem, Mode, StartAt};
 
-use crate::support::{rss_kib, wait_until, Ringcastd, RingcastdExt, Target};
-use testbed::kit::{sha, stream, FakeConsole};
+use crate::kit::clients::{rss_kib, RingcastdExt, Target};
+use crate::kit::{sha, stream, wait_until, FakeConsole, Ringcastd};
 
 const CHILD_ENV: &str = "RINGCAST_LOAD_PRODUCER";
 /// Output ring per console.
