@@ -2,7 +2,9 @@
 # The whole ringcast test suite: what CI runs (.ci/run calls this).
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh --no-qemu  skip building QEMU and the real-QEMU tests (fast inner loop)
+#   scripts/test.sh --no-qemu  skip building QEMU and the real-QEMU tests
+#   scripts/test.sh --fast     --no-qemu, and skip the wall-clock tests too (the lossy
+#                              link's cuts and delays, the load scenario): the inner loop
 #
 # It installs what it needs (Debian packages, PyPI meson for QEMU's build) and caches the
 # expensive builds under ${RINGCAST_CACHE:-~/.cache/ringcast}: the patched QEMU (keyed by
@@ -15,7 +17,8 @@ with_qemu=1
 for arg in "$@"; do
     case "$arg" in
         --no-qemu) with_qemu=0 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --fast) with_qemu=0; export RINGCAST_SKIP_SLOW=1 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "scripts/test.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done

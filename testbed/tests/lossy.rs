@@ -38,6 +38,9 @@ fn udp_pair(l: &LossyLink) -> (UdpSocket, UdpSocket, SocketAddr) {
 
 #[test]
 fn a_udp_echo_crosses_the_link_and_each_round_trip_takes_at_least_twice_the_delay() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec {
         delay_ms: 15.0,
         ..LinkSpec::default()
@@ -107,6 +110,9 @@ fn send_datagrams(l: &LossyLink, count: u32) -> u32 {
 
 #[test]
 fn loss_over_5000_datagrams_is_near_the_set_rate_and_the_same_for_the_same_seed() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let spec = LinkSpec {
         loss_pct: 5.0,
         seed: 42,
@@ -156,6 +162,9 @@ fn loss_over_5000_datagrams_is_near_the_set_rate_and_the_same_for_the_same_seed(
 
 #[test]
 fn loss_can_be_set_per_direction_at_run_time() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec::default());
     l.set_loss(Dir::AToB, 100.0);
     assert_eq!(send_datagrams(&l, 100), 0);
@@ -171,6 +180,9 @@ fn loss_can_be_set_per_direction_at_run_time() {
 
 #[test]
 fn cutting_the_link_drops_everything_and_restoring_it_resumes_delivery() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec {
         delay_ms: 5.0,
         ..LinkSpec::default()
@@ -203,6 +215,9 @@ fn cutting_the_link_drops_everything_and_restoring_it_resumes_delivery() {
 
 #[test]
 fn a_tcp_connection_survives_a_cut_of_several_seconds() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec {
         delay_ms: 5.0,
         ..LinkSpec::default()
@@ -239,6 +254,9 @@ fn tcp_pair(l: &LossyLink) -> (TcpStream, TcpStream) {
 
 #[test]
 fn a_tcp_transfer_over_a_one_percent_loss_link_delivers_every_byte_in_order() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec {
         loss_pct: 1.0,
         delay_ms: 5.0,
@@ -268,6 +286,9 @@ fn a_tcp_transfer_over_a_one_percent_loss_link_delivers_every_byte_in_order() {
 
 #[test]
 fn a_rate_limit_holds_a_transfer_to_the_set_rate() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     // 8 Mbit/s is 1 MB/s: 1 MB cannot arrive in much less than a second.
     let l = link(LinkSpec {
         rate_mbit: 8.0,
@@ -290,6 +311,9 @@ fn a_rate_limit_holds_a_transfer_to_the_set_rate() {
 
 #[test]
 fn commands_run_inside_each_namespace_see_their_own_address() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec::default());
     let a = l.exec_in_a("ip -4 -o addr show dev tun0").unwrap();
     let b = l.exec_in_b("ip -4 -o addr show dev tun0").unwrap();
@@ -299,6 +323,9 @@ fn commands_run_inside_each_namespace_see_their_own_address() {
 
 #[test]
 fn the_control_language_cuts_restores_sets_loss_and_reports_counters() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec::default());
     let c = l.control();
     assert_eq!(c.command("cut on"), "ok cut");
@@ -313,6 +340,9 @@ fn the_control_language_cuts_restores_sets_loss_and_reports_counters() {
 
 #[test]
 fn dropping_the_link_deletes_both_namespaces() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     let l = link(LinkSpec::default());
     let (a, b) = (l.ns_a().to_owned(), l.ns_b().to_owned());
     assert!(netns_exists(&a) && netns_exists(&b));
@@ -322,6 +352,9 @@ fn dropping_the_link_deletes_both_namespaces() {
 
 #[test]
 fn a_namespace_left_by_a_dead_process_is_removed_by_the_next_create() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     // A pid that is certainly gone: a child that has exited and been reaped.
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
@@ -532,6 +565,9 @@ fn assert_capture_is_the_stream(s: &Served, file: &Path, seed: u64, total: u64) 
 
 #[test]
 fn a_capture_across_a_link_cut_for_8_s_gets_every_byte_once_and_reports_the_outage() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     const SEED: u64 = 11;
     const TOTAL: u64 = 6 << 20;
     let s = Served::start(
@@ -574,6 +610,9 @@ fn a_capture_across_a_link_cut_for_8_s_gets_every_byte_once_and_reports_the_outa
 
 #[test]
 fn a_cut_longer_than_the_idle_timeout_ends_the_capture_and_resume_completes_it_exactly() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
     const SEED: u64 = 12;
     const TOTAL: u64 = 4 << 20;
     let s = Served::start(

@@ -30,3 +30,14 @@ pub use identity::{authorized_client, client_identity};
 pub use journal::{config, read_spool};
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_for, wait_until};
+
+/// Whether the wall-clock tests (the lossy link's cuts and delays, the load scenario) are
+/// skipped: `RINGCAST_SKIP_SLOW` is set, which `scripts/test.sh --fast` does for a quick
+/// inner loop (CI never does). Says so on stderr when it skips.
+pub fn skip_slow(what: &str) -> bool {
+    let skip = std::env::var_os("RINGCAST_SKIP_SLOW").is_some();
+    if skip {
+        eprintln!("{what}: skipped, RINGCAST_SKIP_SLOW is set (scripts/test.sh --fast)");
+    }
+    skip
+}
