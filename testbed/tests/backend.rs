@@ -1,5 +1,5 @@
 //! The backend plugin driven through its C ABI by the fake-QEMU harness, against the test
-//! consumer: the loss policy of DESIGN.md §5, case by case.
+//! consumer: the loss policy of docs/loss-policy.md, case by case.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
