@@ -42,7 +42,7 @@ fi
 
 echo "==> building the workspace and its tests ($profile)" >&2
 cargo build --quiet --workspace "${cargo_profile[@]}"
-cargo test --quiet --workspace "${cargo_profile[@]}" --no-run 2>/dev/null
+cargo test --quiet --workspace "${cargo_profile[@]}" --no-run
 export RINGCAST_BACKEND_SO=$PWD/target/$profile/libringcast_backend.so
 export RINGCAST_HARNESS_QUIET=1
 

@@ -108,10 +108,11 @@ impl Ingest {
     /// A registration message with its fds: the device is attached (and acknowledged) or
     /// refused with a reason QEMU logs.
     pub(super) fn register(&mut self, conn_id: u64, msg: &[u8], fds: Vec<OwnedFd>) {
-        let Some(pid) = self.registrations.get(&conn_id).map(|c| c.pid) else {
+        let Some(conn) = self.registrations.get(&conn_id) else {
             return;
         };
-        let desc = match self.admit(conn_id, msg, fds.len()) {
+        let pid = conn.pid;
+        let desc = match self.admit(conn, msg, fds.len()) {
             Ok(d) => d,
             Err(why) => return self.refuse(conn_id, why),
         };
@@ -198,10 +199,12 @@ impl Ingest {
 
     /// Checks who registers and what: the peer's uid (ringcastd's own or root), one device
     /// per connection, a well-formed description with the right number of fds.
-    fn admit(&self, conn_id: u64, msg: &[u8], fds: usize) -> Result<DeviceDescription, String> {
-        let Some(conn) = self.registrations.get(&conn_id) else {
-            return Err("the connection is gone".into());
-        };
+    fn admit(
+        &self,
+        conn: &Registration,
+        msg: &[u8],
+        fds: usize,
+    ) -> Result<DeviceDescription, String> {
         if conn.uid != self.uid && conn.uid != 0 {
             return Err(format!(
                 "ringcastd runs as uid {} and accepts devices only from that user or root, not \

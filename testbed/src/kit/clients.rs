@@ -59,15 +59,13 @@ impl Target {
                 Err(e) => attempts.record(e),
             }
             if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
                 panic!(
                     "cannot connect to ringcastd at {} within {CONNECT_TIMEOUT:?}; {}\n--- the end \
                      of {}:\n{}",
                     self.server,
                     attempts.summary(),
                     self.log.display(),
-                    lines[lines.len().saturating_sub(30)..].join("\n")
+                    super::daemon::log_tail(&self.log, 30)
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

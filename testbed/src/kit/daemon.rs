@@ -49,7 +49,7 @@ impl Ringcastd {
     /// else under `dir`, `args` added to its command line, QUIC on a free loopback port.
     pub fn new(dir: &Path, state: &Path, args: &[&str]) -> Result<Ringcastd, String> {
         let bin = bins::try_binary("ringcastd")?;
-        Ok(Ringcastd::with_launcher(dir, state, Box::new(move || Command::new(&bin))).args(args))
+        Ok(Ringcastd::with_binary(dir, state, bin).args(args))
     }
 
     /// Like [`Ringcastd::new`] with the binary at `bin` (a package's own binary in its
@@ -220,9 +220,7 @@ impl Ringcastd {
 
     /// The last `n` lines of its log.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        log_tail(&self.log_path(), n)
     }
 
     /// Its process id.
@@ -310,6 +308,13 @@ impl Drop for Ringcastd {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The last `n` lines of the log file at `path` (empty when it cannot be read).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The QUIC address of a readiness line (`ready quic=ADDR socket=PATH`).

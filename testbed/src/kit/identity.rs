@@ -5,10 +5,9 @@ use std::path::Path;
 
 use transport_quic::tls::Identity;
 
-/// A client identity `name` created in `id_dir` (`<name>.crt`, `<name>.key`).
+/// A client identity `name` created in `id_dir` (`<name>.crt`, `<name>.key`; the directory
+/// is made 0700 when missing, as for a real client).
 pub fn try_client_identity(id_dir: &Path, name: &str) -> Result<Identity, String> {
-    std::fs::create_dir_all(id_dir)
-        .map_err(|e| format!("cannot create {}: {e}", id_dir.display()))?;
     Identity::create(id_dir, name, name, &[name.to_owned()])
         .map_err(|e| format!("client identity {name}: {e}"))
 }
