@@ -95,9 +95,14 @@ pub(crate) fn from_write(addr: &str, e: transport_quic::Error) -> Error {
     }
 }
 
-pub(crate) fn refused(code: u16, message: String) -> Error {
-    Error::Refused {
-        code: ErrorCode::from_code(code),
-        message,
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        match r {
+            Refusal::Refused { code, message } => Error::Refused {
+                code: ErrorCode::from_code(code),
+                message,
+            },
+            Refusal::Violation(m) => Error::Protocol(m),
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt, Trust};
 use sidecar::net::{NetConfig, NetServer};
 use sidecar::Daemon;
+use testbed::kit::raw::{closed_with, RawClient};
 use testbed::kit::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
 use transport_quic::codec::Frame;
 
@@ -70,6 +71,16 @@ impl Env {
     async fn stop(mut self) {
         self.server.take().unwrap().shutdown().await;
         self.daemon.take().unwrap().shutdown();
+    }
+}
+
+fn attach_frame(vm: &str, device: &str, mode: Mode) -> Frame {
+    Frame::Attach {
+        vm: vm.into(),
+        device: device.into(),
+        mode,
+        start: StartAt::Now,
+        datagrams: false,
     }
 }
 
@@ -173,15 +184,28 @@ async fn one_writer_per_console_while_spies_watch_and_cannot_write() {
         spy.write(b"x").await.unwrap_err().code(),
         Some(ErrorCode::ReadOnly)
     );
-    let input = Frame::Input {
-        bytes: bytes::Bytes::from_static(b"rm -rf /\r"),
-    };
-    spy.send_raw(&input.to_bytes().unwrap()).await.unwrap();
-    let refused = tokio::time::timeout(WAIT, spy.next())
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(refused.code(), Some(ErrorCode::ReadOnly), "{refused}");
+    let raw = RawClient::connect(&env.addr, env.trust()).await;
+    let mut raw_spy = raw.open(&attach_frame("vm", "ttyS0", Mode::Spy)).await;
+    assert!(matches!(
+        raw_spy.next().await,
+        Ok(Some(Frame::Attached { .. }))
+    ));
+    raw_spy
+        .send(&Frame::Input {
+            bytes: bytes::Bytes::from_static(b"rm -rf /\r"),
+        })
+        .await;
+    match tokio::time::timeout(WAIT, raw_spy.next()).await.unwrap() {
+        Ok(Some(Frame::Error { code, message, .. })) => {
+            assert_eq!(
+                ErrorCode::from_code(code),
+                Some(ErrorCode::ReadOnly),
+                "{message}"
+            );
+            assert!(message.contains("input refused"), "{message}");
+        }
+        other => panic!("input on a spy attachment was not refused: {other:?}"),
+    }
 
     writer.write(b"hello guest\r").await.unwrap();
     let mut got = Vec::new();
@@ -315,21 +339,15 @@ async fn malformed_frames_close_that_client_while_the_server_keeps_serving_other
         ErrorCode::MalformedFrame,
     ];
     for (bytes, code) in hostile.iter().zip(expect) {
-        let bad = env.session().await;
-        let mut bc = bad
-            .attach_console("vm", "ttyS0", Mode::Read, StartAt::Now)
-            .await
-            .unwrap();
-        bc.send_raw(bytes).await.unwrap();
+        let bad = RawClient::connect(&env.addr, env.trust()).await;
+        let mut bc = bad.open(&attach_frame("vm", "ttyS0", Mode::Read)).await;
+        assert!(matches!(bc.next().await, Ok(Some(Frame::Attached { .. }))));
+        bc.send_bytes(bytes).await;
         let e = tokio::time::timeout(WAIT, bc.next())
             .await
             .unwrap()
-            .unwrap_err();
-        assert_eq!(e.code(), Some(code), "{e}");
-        assert!(
-            bad.list().await.is_err(),
-            "the hostile connection stays open"
-        );
+            .expect_err("the hostile stream goes on");
+        assert_eq!(closed_with(&e), Some(code), "{e}");
         qemu.write_all(b"still here\r\n");
         assert_eq!(read_bytes(&mut gc, 12).await, b"still here\r\n");
         assert!(!good.list().await.unwrap().is_empty());

@@ -10,6 +10,8 @@
 //! - [`errors`]: the one table of application error codes ([`ErrorCode`]).
 //! - [`proto`]: negotiation, the per-client request budget and the console in-flight
 //!   credit.
+//! - [`rules`]: the connection and stream rules as state machines (events and time in,
+//!   actions out), driven by the server and the client.
 //! - [`table`]: the one rendering of the stats and device tables, shared by `ringcastd
 //!   stats` and `ringcast stats`/`list` so their columns cannot drift apart.
 //!
@@ -29,6 +31,7 @@ pub mod audio;
 pub mod codec;
 pub mod errors;
 pub mod proto;
+pub mod rules;
 pub mod table;
 
 pub use audio::SampleFormat;

@@ -15,16 +15,7 @@ use crate::error::Error;
 use crate::journal::{GapReason, ReadAt, DISK_READ};
 use crate::names::DeviceKey;
 
-/// Where a console subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// At this absolute journal offset (for a reader resuming where it left off).
-    Offset(u64),
-    /// This many bytes before the current end (or at the oldest retained byte).
-    TailBytes(u64),
-    /// At the current end: only new bytes.
-    Now,
-}
+pub use protocol::codec::StartAt;
 
 /// Bytes of a console journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +69,7 @@ impl ConsoleSubscription {
     pub(crate) fn new(
         device: Arc<Device>,
         closed: Arc<std::sync::atomic::AtomicBool>,
-        start: Start,
+        start: StartAt,
     ) -> Self {
         let cursor = {
             let j = lock(
@@ -88,9 +79,9 @@ impl ConsoleSubscription {
                     .expect("console devices have a journal"),
             );
             match start {
-                Start::Offset(o) => o,
-                Start::TailBytes(n) => j.end().saturating_sub(n).max(j.available_from()),
-                Start::Now => j.end(),
+                StartAt::Offset(o) => o,
+                StartAt::TailBytes(n) => j.end().saturating_sub(n).max(j.available_from()),
+                StartAt::Now => j.end(),
             }
         };
         device.counters.subscribers.fetch_add(1, Relaxed);

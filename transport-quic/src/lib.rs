@@ -20,7 +20,7 @@ pub mod endpoint;
 pub mod io;
 pub mod tls;
 
-pub use protocol::{codec, errors, proto, table, ErrorCode};
+pub use protocol::{codec, errors, proto, rules, table, ErrorCode};
 
 /// The error table's codes as QUIC application error codes (connection and stream close
 /// codes).

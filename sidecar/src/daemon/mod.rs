@@ -21,12 +21,12 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use shm_ring::handover::AudioFormat;
 use shm_ring::Doorbell;
 
-use crate::device::{lock, Attachment, Device, DeviceStats, Kind};
+use crate::device::{lock, Device, DeviceKind, DeviceState, DeviceStats};
 use crate::error::Error;
 use crate::journal::{read_meta, Journal, JournalConfig, Meta};
 use crate::names::{path_component, DeviceKey};
 use crate::signal::Signal;
-use crate::subscribe::{AudioSubscription, ConsoleSubscription, Start};
+use crate::subscribe::{AudioSubscription, ConsoleSubscription, StartAt};
 
 /// Everything ringcastd can be told. [`Config::default`] is the zero-config setup.
 #[derive(Debug, Clone)]
@@ -83,9 +83,9 @@ pub struct DeviceInfo {
     /// The device.
     pub key: DeviceKey,
     /// Console or audio.
-    pub kind: Kind,
+    pub kind: DeviceKind,
     /// Whether its QEMU is connected.
-    pub state: Attachment,
+    pub state: DeviceState,
     /// Audio format (audio devices that registered since ringcastd started).
     pub audio: Option<AudioFormat>,
 }
@@ -129,7 +129,7 @@ impl Registry {
                 match Journal::open(dir.clone(), self.cfg.journal.clone(), meta) {
                     Ok(j) => {
                         tracing::info!(device = %key, end = j.end(), "journal recovered");
-                        devices.insert(key.clone(), Device::new(key, Kind::Console, Some(j)));
+                        devices.insert(key.clone(), Device::new(key, DeviceKind::Console, Some(j)));
                     }
                     Err(e) => {
                         tracing::error!(dir = %dir.display(), error = %e, "cannot recover a journal")
@@ -140,7 +140,7 @@ impl Registry {
     }
 
     /// The device named `key`, created if new. Fails when it exists with another kind.
-    pub fn device_for(&self, key: &DeviceKey, kind: Kind) -> Result<Arc<Device>, String> {
+    pub fn device_for(&self, key: &DeviceKey, kind: DeviceKind) -> Result<Arc<Device>, String> {
         let mut devices = lock(&self.devices);
         if let Some(d) = devices.get(key) {
             if d.kind != kind {
@@ -153,8 +153,8 @@ impl Registry {
             return Ok(d.clone());
         }
         let journal = match kind {
-            Kind::Audio => None,
-            Kind::Console => {
+            DeviceKind::Audio => None,
+            DeviceKind::Console => {
                 let meta = Meta {
                     vm: key.vm.clone(),
                     device: key.device.clone(),
@@ -268,7 +268,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&reg.cfg.socket);
         let _ = std::fs::remove_file(&reg.cfg.control_socket);
         for d in lock(&reg.devices).values() {
-            d.set_attachment(Attachment::Gone, None);
+            d.set_attachment(DeviceState::Gone, None);
             for q in lock(&d.state).audio_queues.iter() {
                 q.signal.notify();
             }
@@ -331,9 +331,9 @@ impl Handle {
     }
 
     /// Reads a console's journal from `start` on, at the subscriber's own pace.
-    pub fn subscribe(&self, key: &DeviceKey, start: Start) -> Result<ConsoleSubscription, Error> {
+    pub fn subscribe(&self, key: &DeviceKey, start: StartAt) -> Result<ConsoleSubscription, Error> {
         let d = self.reg.get(key)?;
-        if d.kind != Kind::Console {
+        if d.kind != DeviceKind::Console {
             return Err(Error::WrongKind(key.to_string(), "console"));
         }
         Ok(ConsoleSubscription::new(d, self.reg.closed.clone(), start))
@@ -346,7 +346,7 @@ impl Handle {
         queue_periods: usize,
     ) -> Result<AudioSubscription, Error> {
         let d = self.reg.get(key)?;
-        if d.kind != Kind::Audio {
+        if d.kind != DeviceKind::Audio {
             return Err(Error::WrongKind(key.to_string(), "audio"));
         }
         let cap = if queue_periods == 0 {
@@ -359,7 +359,7 @@ impl Handle {
 
     fn console(&self, key: &DeviceKey) -> Result<Arc<Device>, Error> {
         let d = self.reg.get(key)?;
-        if d.kind != Kind::Console {
+        if d.kind != DeviceKind::Console {
             return Err(Error::WrongKind(key.to_string(), "console"));
         }
         Ok(d)

@@ -118,8 +118,8 @@ impl Ingest {
         };
         let key = DeviceKey::from_description(&desc);
         let kind = match desc.kind {
-            DeviceKind::Console => Kind::Console,
-            DeviceKind::Audio => Kind::Audio,
+            handover::DeviceKind::Console => DeviceKind::Console,
+            handover::DeviceKind::Audio => DeviceKind::Audio,
         };
         let dev = match self.reg.device_for(&key, kind) {
             Ok(d) => d,
@@ -160,7 +160,7 @@ impl Ingest {
             s.audio_format = desc.audio;
         }
         *lock(&dev.input) = input;
-        dev.set_attachment(Attachment::Attached, None);
+        dev.set_attachment(DeviceState::Attached, None);
         self.reg.changed.notify();
         tracing::info!(device = %key, pid, session = desc.session, "device attached");
         self.attached.insert(
@@ -255,7 +255,7 @@ impl Ingest {
                  another name"
             ));
         }
-        self.detach(old_id, Attachment::Gone, None);
+        self.detach(old_id, DeviceState::Gone, None);
         if old_conn != conn_id {
             self.close_registration(old_conn);
         }

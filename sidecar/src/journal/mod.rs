@@ -45,15 +45,7 @@ pub struct JournalConfig {
     pub retention: u64,
 }
 
-/// Why a subscriber cannot have some bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GapReason {
-    /// The bytes were never received: the QEMU side dropped them (flight recorder) while
-    /// no ringcastd was attached.
-    Lost,
-    /// The bytes were received but are older than what the journal retains.
-    Retention,
-}
+pub use protocol::codec::GapReason;
 
 /// What the persistent description of a device says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

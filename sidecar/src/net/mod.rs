@@ -31,7 +31,6 @@ mod wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,12 +40,17 @@ use transport_quic::codec::{
     self, DeviceEntry, DeviceKind, DeviceState, Frame, Mode, StartAt, StatsEntry,
 };
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
-use transport_quic::proto::{self, ConsoleCredit, Limits, RequestBudget};
+use transport_quic::proto::{Limits, RequestBudget};
+use transport_quic::rules::server::{
+    self, AttachRequest, AttachmentStream, ConsoleAction, ConsoleRules, ControlRequest, Handshake,
+    Welcome,
+};
+use transport_quic::rules::{End, WriteLocks};
 use transport_quic::tls::{self, ClientCa, Fingerprint, Identity};
 use transport_quic::{ErrorCode, QuicErrorCode};
 
-use crate::device::{Attachment, DeviceStats, Kind};
-use crate::{DeviceKey, Handle, Item, Start};
+use crate::device::DeviceStats;
+use crate::{DeviceKey, Handle, Item};
 
 use attach::*;
 use connection::*;
@@ -101,7 +105,7 @@ struct Shared {
     client_ca: Option<ClientCa>,
     limits: Limits,
     /// Console → who holds its write lock.
-    writers: Mutex<HashMap<DeviceKey, String>>,
+    writers: Mutex<WriteLocks<DeviceKey>>,
 }
 
 /// A running QUIC server.
@@ -196,7 +200,7 @@ impl BoundServer {
             access: self.access,
             client_ca: self.client_ca,
             limits: self.limits,
-            writers: Mutex::new(HashMap::new()),
+            writers: Mutex::new(WriteLocks::default()),
         });
         let ep = self.endpoint.clone();
         let task = tokio::spawn(async move {

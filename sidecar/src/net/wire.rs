@@ -11,9 +11,9 @@ pub fn wire_stats(s: &DeviceStats, audio: Option<shm_ring::handover::AudioFormat
             device: s.key.device.clone(),
             kind: wire_kind(s.kind),
             state: match s.state {
-                Attachment::Attached => DeviceState::Attached,
-                Attachment::Gone => DeviceState::Gone,
-                Attachment::Poisoned => DeviceState::Poisoned,
+                DeviceState::Attached => DeviceState::Attached,
+                DeviceState::Gone => DeviceState::Gone,
+                DeviceState::Poisoned => DeviceState::Poisoned,
             },
             audio: audio.map(wire_format),
             bytes: s.bytes,
@@ -36,10 +36,10 @@ pub fn wire_stats(s: &DeviceStats, audio: Option<shm_ring::handover::AudioFormat
     }
 }
 
-pub(super) fn wire_kind(k: Kind) -> DeviceKind {
+pub(super) fn wire_kind(k: DeviceKind) -> DeviceKind {
     match k {
-        Kind::Console => DeviceKind::Console,
-        Kind::Audio => DeviceKind::Audio,
+        DeviceKind::Console => DeviceKind::Console,
+        DeviceKind::Audio => DeviceKind::Audio,
     }
 }
 
