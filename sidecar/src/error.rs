@@ -38,6 +38,19 @@ pub enum Error {
     /// The daemon was shut down.
     #[error("ringcastd was shut down")]
     Closed,
+    /// A journal segment that should hold a subscriber's bytes cannot be read (deleted or
+    /// truncated behind ringcastd's back); the subscription ends.
+    #[error("device {device}: the journal segment {} holding offset {offset} cannot be read ({reason}); it was deleted or truncated outside ringcastd and the bytes it held are lost", path.display())]
+    JournalUnreadable {
+        /// The device.
+        device: String,
+        /// The first offset that could not be read.
+        offset: u64,
+        /// The segment file.
+        path: PathBuf,
+        /// Why it could not be read.
+        reason: String,
+    },
     /// The stats query got no answer.
     #[error("cannot query ringcastd at {}: {source} (is it running?)", path.display())]
     Control {

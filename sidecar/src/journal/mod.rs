@@ -488,6 +488,13 @@ impl Journal {
         }
     }
 
+    /// Whether the segment starting at `seg_start` is still listed and holds `cursor`.
+    pub fn lists_segment(&self, seg_start: u64, cursor: u64) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.start == seg_start && cursor < s.start + s.len)
+    }
+
     /// Where the bytes at `cursor` are (at most `max` of them, and at most one RAM block or
     /// [`DISK_READ`] bytes of one segment).
     pub fn read_at(&self, cursor: u64, max: usize) -> ReadAt {
