@@ -20,6 +20,17 @@ pub enum Error {
     /// The io_uring could not be set up or used.
     #[error("io_uring: {0} (is io_uring disabled by kernel.io_uring_disabled?)")]
     Uring(#[source] io::Error),
+    /// A directory ringcastd keeps private (state, sockets) is not: another user owns it
+    /// or others can write it.
+    #[error("the {what} {} {reason}", path.display())]
+    UnsafeDirectory {
+        /// Which directory ("state directory", "socket directory").
+        what: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// Another ringcastd already listens on the socket.
     #[error("another ringcastd already listens on {}; stop it or pass --socket", .0.display())]
     AlreadyRunning(PathBuf),

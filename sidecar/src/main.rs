@@ -17,7 +17,8 @@ use sidecar::{Config, Daemon};
 /// `ringcastd stats` on ringcastd.ctl beside that socket.
 ///
 /// Each console device gets <state-dir>/<vm>/<device>/ with numbered segments and a
-/// current.log symlink:
+/// current.log symlink (directories 0700, files 0600; a state or socket directory that
+/// another user owns or others can write is refused):
 ///
 ///   tail -F /var/lib/ringcast/vm1/serial0/current.log
 ///
