@@ -55,6 +55,9 @@ pub struct DeviceStats {
     pub dropped_no_spool: u64,
     /// Console input bytes written into the input ring.
     pub input_bytes: u64,
+    /// Console subscriptions ended because a journal segment could not be read (deleted or
+    /// truncated outside ringcastd).
+    pub journal_read_errors: u64,
     /// Registrations accepted (a reconnect of the same session counts too).
     pub registrations: u64,
 }
@@ -72,6 +75,7 @@ pub(crate) struct Counters {
     pub subscribers: AtomicUsize,
     pub spool_errors: AtomicU64,
     pub input_bytes: AtomicU64,
+    pub journal_read_errors: AtomicU64,
     pub registrations: AtomicU64,
 }
 
@@ -239,6 +243,7 @@ impl Device {
             spool_errors: c.spool_errors.load(Relaxed) + journal_spool_errors,
             dropped_no_spool,
             input_bytes: c.input_bytes.load(Relaxed),
+            journal_read_errors: c.journal_read_errors.load(Relaxed),
             registrations: c.registrations.load(Relaxed),
         }
     }

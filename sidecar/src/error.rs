@@ -20,6 +20,17 @@ pub enum Error {
     /// The io_uring could not be set up or used.
     #[error("io_uring: {0} (is io_uring disabled by kernel.io_uring_disabled?)")]
     Uring(#[source] io::Error),
+    /// A directory ringcastd keeps private (state, sockets) is not: another user owns it
+    /// or others can write it.
+    #[error("the {what} {} {reason}", path.display())]
+    UnsafeDirectory {
+        /// Which directory ("state directory", "socket directory").
+        what: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// Another ringcastd already listens on the socket.
     #[error("another ringcastd already listens on {}; stop it or pass --socket", .0.display())]
     AlreadyRunning(PathBuf),
@@ -38,6 +49,19 @@ pub enum Error {
     /// The daemon was shut down.
     #[error("ringcastd was shut down")]
     Closed,
+    /// A journal segment that should hold a subscriber's bytes cannot be read (deleted or
+    /// truncated behind ringcastd's back); the subscription ends.
+    #[error("device {device}: the journal segment {} holding offset {offset} cannot be read ({reason}); it was deleted or truncated outside ringcastd and the bytes it held are lost", path.display())]
+    JournalUnreadable {
+        /// The device.
+        device: String,
+        /// The first offset that could not be read.
+        offset: u64,
+        /// The segment file.
+        path: PathBuf,
+        /// Why it could not be read.
+        reason: String,
+    },
     /// The stats query got no answer.
     #[error("cannot query ringcastd at {}: {source} (is it running?)", path.display())]
     Control {

@@ -69,6 +69,7 @@ mod ingest;
 mod journal;
 mod names;
 pub mod net;
+mod private;
 mod signal;
 mod subscribe;
 mod uring;

@@ -17,7 +17,8 @@ use sidecar::{Config, Daemon};
 /// `ringcastd stats` on ringcastd.ctl beside that socket.
 ///
 /// Each console device gets <state-dir>/<vm>/<device>/ with numbered segments and a
-/// current.log symlink:
+/// current.log symlink (directories 0700, files 0600; a state or socket directory that
+/// another user owns or others can write is refused):
 ///
 ///   tail -F /var/lib/ringcast/vm1/serial0/current.log
 ///
@@ -84,8 +85,8 @@ struct Cli {
     #[arg(long, default_value_t = 64)]
     audio_queue: usize,
 
-    /// UDP address of the QUIC server for ringcast clients [default: 127.0.0.1:7878; if
-    /// that default is taken, ringcastd runs without the server and says so]
+    /// UDP address of the QUIC server for ringcast clients [default: 127.0.0.1:7878]; if it
+    /// cannot be bound (the port is taken), ringcastd does not start
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
 
@@ -229,6 +230,17 @@ fn real_main() -> anyhow::Result<()> {
     cfg.journal.retention = cli.retention;
     cfg.audio_queue = cli.audio_queue.max(1);
     sidecar::raise_fd_limit();
+    // A file named on the command line must be there: without it ringcastd would fall
+    // back to the default rules, not the ones the operator asked for.
+    if let Some(path) = &cli.authorized_clients {
+        if let Err(e) = std::fs::symlink_metadata(path) {
+            anyhow::bail!(
+                "cannot use the authorization file {} named by --authorized-clients: {e}; \
+                 create it or leave the option out",
+                path.display()
+            );
+        }
+    }
     let net_cfg = sidecar::net::NetConfig {
         listen: cli.listen.unwrap_or(DEFAULT_LISTEN),
         identity_dir: cfg.state_dir.clone(),
@@ -259,16 +271,15 @@ fn real_main() -> anyhow::Result<()> {
             let _guard = rt.enter();
             sidecar::net::BoundServer::bind(net_cfg)
         };
-        match bound {
-            Ok(bound) => Some((rt, bound)),
-            // Only an explicit --listen must succeed: a second ringcastd (another user, a
-            // test) still keeps journals when the default port is taken.
-            Err(e @ sidecar::net::NetError::Bind { .. }) if cli.listen.is_none() => {
-                tracing::warn!("{e}; running without the network server (pass --listen)");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
+        // A port that is taken stops ringcastd: whoever holds it would otherwise be the
+        // server new clients reach and pin.
+        let bound = bound.map_err(|e| match e {
+            sidecar::net::NetError::Bind { addr, source } => anyhow::anyhow!(
+                "cannot listen on {addr}: {source}; if another program holds the port, stop                  it or pass --listen ADDR:PORT (port 0 picks a free one), or --no-network to                  run without the QUIC server"
+            ),
+            e => e.into(),
+        })?;
+        Some((rt, bound))
     };
     let socket = cfg.socket.clone();
     let daemon = Daemon::start(cfg).context("cannot start ringcastd")?;

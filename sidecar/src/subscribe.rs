@@ -104,14 +104,19 @@ impl ConsoleSubscription {
     }
 
     /// The next item if there is one now. Never blocks on the ingest; may read the disk.
-    pub fn try_next(&mut self) -> Option<Item> {
+    ///
+    /// Fails with [`Error::JournalUnreadable`] when a segment the journal still lists cannot
+    /// be read (deleted or truncated behind ringcastd's back): the bytes it held are gone
+    /// and asking again would never succeed, so the subscription ends with the reason.
+    pub fn try_next(&mut self) -> Result<Option<Item>, Error> {
+        let device = self.device.clone();
+        let Some(journal) = device.journal.as_ref() else {
+            return Ok(None);
+        };
         loop {
-            let at = {
-                let j = lock(self.device.journal.as_ref()?);
-                j.read_at(self.cursor, DISK_READ)
-            };
+            let at = lock(journal).read_at(self.cursor, DISK_READ);
             let item = match at {
-                ReadAt::Pending => return None,
+                ReadAt::Pending => return Ok(None),
                 ReadAt::Bytes(bytes) => Item::Chunk(Chunk {
                     offset: self.cursor,
                     bytes,
@@ -135,55 +140,81 @@ impl ConsoleSubscription {
                     file_offset,
                     len,
                 } => match self.read_disk(&path, seg_start, file_offset, len) {
-                    Some(bytes) => Item::Chunk(Chunk {
+                    Ok(bytes) => Item::Chunk(Chunk {
                         offset: self.cursor,
                         bytes,
                     }),
-                    // The segment was deleted meanwhile (retention): ask again.
-                    None => continue,
+                    Err(reason) => {
+                        // Retention removes a segment from the listing under the journal's
+                        // lock before deleting its file: a segment still listed now was
+                        // deleted or cut by someone else, and will never be readable.
+                        if lock(journal).lists_segment(seg_start, self.cursor) {
+                            return Err(self.unreadable(&path, reason));
+                        }
+                        continue;
+                    }
                 },
             };
             self.cursor = item.end();
-            return Some(item);
+            return Ok(Some(item));
         }
     }
 
+    fn unreadable(&self, path: &std::path::Path, reason: String) -> Error {
+        self.device
+            .counters
+            .journal_read_errors
+            .fetch_add(1, Relaxed);
+        tracing::error!(device = %self.device.key, path = %path.display(), offset = self.cursor,
+            %reason, "a journal segment cannot be read; ending the subscription");
+        Error::JournalUnreadable {
+            device: self.device.key.to_string(),
+            offset: self.cursor,
+            path: path.to_owned(),
+            reason,
+        }
+    }
+
+    /// Reads `len` bytes at `off` of the segment starting at journal offset `seg`. Short
+    /// reads return what was there; nothing at all is an error saying why.
     fn read_disk(
         &mut self,
         path: &std::path::Path,
         seg: u64,
         off: u64,
         len: usize,
-    ) -> Option<Bytes> {
+    ) -> Result<Bytes, String> {
         if self.file.as_ref().map(|(s, _)| *s) != Some(seg) {
             self.file = None;
-            match File::open(path) {
-                Ok(f) => self.file = Some((seg, f)),
-                Err(e) => {
-                    tracing::debug!(path = %path.display(), error = %e, "segment gone");
-                    std::thread::yield_now();
-                    return None;
-                }
-            }
+            let f = File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+            self.file = Some((seg, f));
         }
-        let (_, f) = self.file.as_ref()?;
+        let Some((_, f)) = self.file.as_ref() else {
+            return Err("not open".into());
+        };
         let mut buf = vec![0u8; len];
         let mut got = 0;
+        let mut failure = None;
         while got < len {
             match f.read_at(&mut buf[got..], off + got as u64) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
         if got == 0 {
             self.file = None;
-            std::thread::yield_now();
-            return None;
+            return Err(match failure {
+                Some(e) => format!("cannot read at {off}: {e}"),
+                None => format!("it ends before {off} (truncated)"),
+            });
         }
         buf.truncate(got);
-        Some(Bytes::from(buf))
+        Ok(Bytes::from(buf))
     }
 
     /// Waits up to `timeout` for the next item (for tests and blocking callers).
@@ -191,7 +222,7 @@ impl ConsoleSubscription {
         let deadline = Instant::now() + timeout;
         loop {
             let seen = self.device.signal.generation();
-            if let Some(item) = self.try_next() {
+            if let Some(item) = self.try_next()? {
                 return Ok(Some(item));
             }
             if self.closed.load(Relaxed) {
@@ -203,11 +234,12 @@ impl ConsoleSubscription {
         }
     }
 
-    /// The next item, waiting for it. Fails only when the daemon shuts down.
+    /// The next item, waiting for it. Fails when the daemon shuts down or the journal
+    /// cannot be read ([`Error::JournalUnreadable`]).
     pub async fn next(&mut self) -> Result<Item, Error> {
         loop {
             let seen = self.device.signal.generation();
-            if let Some(item) = self.try_next() {
+            if let Some(item) = self.try_next()? {
                 return Ok(item);
             }
             if self.closed.load(Relaxed) {

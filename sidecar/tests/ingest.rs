@@ -545,3 +545,105 @@ fn bytes_already_spooled_but_not_released_are_not_stored_twice() {
     );
     daemon.shutdown();
 }
+
+/// Runs `next_blocking` on another thread so that a subscription stuck inside `try_next`
+/// fails the test instead of hanging it.
+fn next_or_stuck(
+    mut sub: sidecar::ConsoleSubscription,
+) -> (
+    sidecar::ConsoleSubscription,
+    Result<Option<Item>, sidecar::Error>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = sub.next_blocking(WAIT);
+        let _ = tx.send((sub, r));
+    });
+    rx.recv_timeout(WAIT + WAIT)
+        .expect("the subscription is stuck reading the journal")
+}
+
+#[test]
+fn a_segment_deleted_behind_ringcastds_back_ends_the_subscription_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal.window = 64 << 10;
+    cfg.journal.segment_size = 256 << 10;
+    let daemon = Daemon::start(cfg.clone()).unwrap();
+    let h = daemon.handle();
+    let key = DeviceKey::new("vm", "ttyS0");
+    let mut c = FakeConsole::new(&cfg.socket, "vm", "ttyS0", 3, 1 << 16);
+    c.connect();
+    const N: u64 = 1 << 20;
+    c.write_all(&stream(8, 0, N));
+    c.wait_drained();
+    let first = cfg
+        .state_dir
+        .join("vm")
+        .join("ttyS0")
+        .join(format!("{:020}.log", 0));
+    std::fs::remove_file(&first).unwrap();
+    let sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let (_sub, r) = next_or_stuck(sub);
+    let e = r.expect_err("a deleted segment must end the subscription");
+    assert!(
+        matches!(&e, sidecar::Error::JournalUnreadable { offset: 0, .. }),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("deleted or truncated outside ringcastd"),
+        "{msg}"
+    );
+    assert!(msg.contains(&first.display().to_string()), "{msg}");
+    assert_eq!(h.device_stats(&key).unwrap().journal_read_errors, 1);
+    // Bytes still in RAM are served as before.
+    let mut tail = h.subscribe(&key, Start::TailBytes(10)).unwrap();
+    let (chunks, gaps) = collect(&mut tail, N);
+    assert!(gaps.is_empty());
+    assert_eq!(chunks[0].1, stream(8, N - 10, 10));
+    daemon.shutdown();
+}
+
+#[test]
+fn a_segment_truncated_behind_ringcastds_back_ends_the_subscription_at_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.journal.window = 64 << 10;
+    cfg.journal.segment_size = 256 << 10;
+    let daemon = Daemon::start(cfg.clone()).unwrap();
+    let h = daemon.handle();
+    let key = DeviceKey::new("vm", "ttyS0");
+    let mut c = FakeConsole::new(&cfg.socket, "vm", "ttyS0", 3, 1 << 16);
+    c.connect();
+    const N: u64 = 1 << 20;
+    c.write_all(&stream(9, 0, N));
+    c.wait_drained();
+    let first = cfg
+        .state_dir
+        .join("vm")
+        .join("ttyS0")
+        .join(format!("{:020}.log", 0));
+    const CUT: u64 = 1000;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(CUT)
+        .unwrap();
+    let sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let (sub, r) = next_or_stuck(sub);
+    match r {
+        Ok(Some(Item::Chunk(ch))) => assert_eq!(ch.bytes, stream(9, 0, CUT)),
+        other => panic!("expected the bytes before the cut, got {other:?}"),
+    }
+    let (_sub, r) = next_or_stuck(sub);
+    let e = r.expect_err("a truncated segment must end the subscription");
+    assert!(
+        matches!(&e, sidecar::Error::JournalUnreadable { offset: CUT, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("truncated"), "{e}");
+    assert_eq!(h.device_stats(&key).unwrap().journal_read_errors, 1);
+    daemon.shutdown();
+}

@@ -9,7 +9,6 @@ use sockets::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -194,8 +193,7 @@ pub struct Daemon {
 impl Daemon {
     /// Creates the state dir and sockets, recovers the journals and starts ingesting.
     pub fn start(cfg: Config) -> Result<Daemon, Error> {
-        std::fs::create_dir_all(&cfg.state_dir)
-            .map_err(|e| Error::io("create state directory", &cfg.state_dir, e))?;
+        crate::private::ensure_dir(&cfg.state_dir, "state directory", "--state-dir")?;
         let listener = bind_registration(&cfg.socket)?;
         let control = bind_control(&cfg.control_socket)?;
         let registry = Arc::new(Registry {

@@ -5,13 +5,8 @@
 use super::*;
 
 pub(super) fn prepare_socket_path(path: &Path) -> Result<(), Error> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io("create socket directory", dir, e))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| Error::io("chmod 0700", dir, e))?;
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private::ensure_dir(dir, "socket directory", "--socket")?;
     }
     if path.exists() {
         let alive = || match SocketAddrUnix::new(path) {
@@ -50,8 +45,7 @@ pub(super) fn bind_registration(path: &Path) -> Result<OwnedFd, Error> {
     )
     .map_err(|e| io("socket", e))?;
     rustix::net::bind(&fd, &addr).map_err(|e| io("bind", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("chmod 0600", path, e))?;
+    crate::private::chmod_socket(path, 0o600)?;
     rustix::net::listen(&fd, 128).map_err(|e| io("listen", e))?;
     Ok(fd)
 }
@@ -59,8 +53,7 @@ pub(super) fn bind_registration(path: &Path) -> Result<OwnedFd, Error> {
 pub(super) fn bind_control(path: &Path) -> Result<UnixListener, Error> {
     prepare_socket_path(path)?;
     let l = UnixListener::bind(path).map_err(|e| Error::io("bind", path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("chmod 0600", path, e))?;
+    crate::private::chmod_socket(path, 0o600)?;
     Ok(l)
 }
 

@@ -9,6 +9,8 @@
 //! * `current.log`: a symlink to the segment being written, for `tail -F`.
 //! * `device.meta`: names, the current ring session and where it starts in the journal.
 //!
+//! Directories are created `0700` and files `0600` (see `private`).
+//!
 //! The journal never writes to disk itself: the ingest thread asks for the place to write
 //! ([`Journal::spool_target`]), writes through its io_uring, and then [`Journal::commit`]s.
 //! Subscribers read with [`Journal::read_at`], which answers from RAM or says which file
@@ -16,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -180,7 +183,7 @@ impl Journal {
     /// Opens (creating or recovering) the journal in `dir`. `meta` supplies the names for
     /// a new directory; a recovered one keeps what it stored.
     pub fn open(dir: PathBuf, cfg: JournalConfig, meta: Meta) -> Result<Journal, Error> {
-        if let Err(e) = fs::create_dir_all(&dir) {
+        if let Err(e) = crate::private::create_dir(&dir) {
             // A full or read-only disk must not cost the console: it is served from RAM.
             tracing::error!(dir = %dir.display(), error = %e,
                 "cannot create the journal directory; this device's journal is kept in RAM only");
@@ -304,7 +307,12 @@ impl Journal {
 
     fn write_meta(&self) -> Result<(), Error> {
         let tmp = self.dir.join(".device.meta.tmp");
-        fs::write(&tmp, self.meta.encode()).map_err(|e| Error::io("write", &tmp, e))?;
+        crate::private::file_options()
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(self.meta.encode().as_bytes()))
+            .map_err(|e| Error::io("write", &tmp, e))?;
         let dst = self.dir.join(META);
         fs::rename(&tmp, &dst).map_err(|e| Error::io("rename into", &dst, e))
     }
@@ -366,8 +374,7 @@ impl Journal {
     fn new_segment(&mut self, now: SystemTime) -> Result<(), Error> {
         let name = format!("{:020}.log", self.end);
         let path = self.dir.join(&name);
-        let f = OpenOptions::new()
-            .write(true)
+        let f = crate::private::file_options()
             .create(true)
             .truncate(true)
             .open(&path)
@@ -478,6 +485,13 @@ impl Journal {
                 self.meta.pruned_to = self.meta.pruned_to.max(old_end);
             }
         }
+    }
+
+    /// Whether the segment starting at `seg_start` is still listed and holds `cursor`.
+    pub fn lists_segment(&self, seg_start: u64, cursor: u64) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.start == seg_start && cursor < s.start + s.len)
     }
 
     /// Where the bytes at `cursor` are (at most `max` of them, and at most one RAM block or

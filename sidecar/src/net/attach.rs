@@ -161,8 +161,12 @@ pub(super) async fn console(
                 }
             },
             item = sub.next(), if allowance > 0 => {
-                let Ok(item) = item else {
-                    return c.end(&mut send, refuse(ErrorCode::ShuttingDown, "ringcastd is stopping".into())).await;
+                let item = match item {
+                    Ok(item) => item,
+                    Err(crate::Error::Closed) => {
+                        return c.end(&mut send, refuse(ErrorCode::ShuttingDown, "ringcastd is stopping".into())).await;
+                    }
+                    Err(e) => return c.end(&mut send, refuse(ErrorCode::Internal, e.to_string())).await,
                 };
                 let end = item.end();
                 let sent = match item {

@@ -140,10 +140,11 @@ impl BoundServer {
     /// called within a tokio runtime. Connections that arrive before [`BoundServer::serve`]
     /// wait in the endpoint.
     pub fn bind(cfg: NetConfig) -> Result<BoundServer, NetError> {
-        let access = if cfg.authorized_clients.exists() {
-            Access::Rules(AuthorizedClients::load(&cfg.authorized_clients)?)
-        } else {
-            Access::LocalOpen
+        // Only a file that is certainly absent means "no file": one that cannot be looked
+        // at or read (permissions, a dangling symlink, a directory) stops the server.
+        let access = match std::fs::symlink_metadata(&cfg.authorized_clients) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Access::LocalOpen,
+            _ => Access::Rules(AuthorizedClients::load(&cfg.authorized_clients)?),
         };
         access.check_listen(cfg.listen, &cfg.authorized_clients)?;
         let host = hostname();

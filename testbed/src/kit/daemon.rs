@@ -86,6 +86,13 @@ impl Ringcastd {
         self
     }
 
+    /// No `--listen` on the command line: ringcastd's own default address (127.0.0.1:7878),
+    /// for tests of that default.
+    pub fn default_listen(mut self) -> Ringcastd {
+        self.listen.clear();
+        self
+    }
+
     /// The log level (`RUST_LOG`, default `info`).
     pub fn rust_log(mut self, level: &str) -> Ringcastd {
         self.rust_log = level.to_owned();
@@ -122,11 +129,13 @@ impl Ringcastd {
         // A restart keeps the address clients know.
         let listen = self.server.clone().unwrap_or_else(|| self.listen.clone());
         let mut cmd = (self.launcher)();
+        if !listen.is_empty() {
+            cmd.args(["--listen", &listen]);
+        }
         cmd.arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")
             .arg(&self.state)
-            .args(["--listen", &listen])
             .args(&self.args)
             .env("RUST_LOG", &self.rust_log)
             .env("NO_COLOR", "1")
