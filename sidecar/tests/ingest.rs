@@ -583,7 +583,7 @@ fn a_segment_deleted_behind_ringcastds_back_ends_the_subscription_with_the_reaso
         .join("ttyS0")
         .join(format!("{:020}.log", 0));
     std::fs::remove_file(&first).unwrap();
-    let sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     let (_sub, r) = next_or_stuck(sub);
     let e = r.expect_err("a deleted segment must end the subscription");
     assert!(
@@ -598,7 +598,7 @@ fn a_segment_deleted_behind_ringcastds_back_ends_the_subscription_with_the_reaso
     assert!(msg.contains(&first.display().to_string()), "{msg}");
     assert_eq!(h.device_stats(&key).unwrap().journal_read_errors, 1);
     // Bytes still in RAM are served as before.
-    let mut tail = h.subscribe(&key, Start::TailBytes(10)).unwrap();
+    let mut tail = h.subscribe(&key, StartAt::TailBytes(10)).unwrap();
     let (chunks, gaps) = collect(&mut tail, N);
     assert!(gaps.is_empty());
     assert_eq!(chunks[0].1, stream(8, N - 10, 10));
@@ -631,7 +631,7 @@ fn a_segment_truncated_behind_ringcastds_back_ends_the_subscription_at_the_cut()
         .unwrap()
         .set_len(CUT)
         .unwrap();
-    let sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     let (sub, r) = next_or_stuck(sub);
     match r {
         Ok(Some(Item::Chunk(ch))) => assert_eq!(ch.bytes, stream(9, 0, CUT)),
