@@ -509,3 +509,157 @@ fn a_data_header_followed_by_the_bytes_is_the_encoded_data_frame() {
     assert!(data_frame_header(0, MAX_DATA).is_ok());
     assert!(data_frame_header(0, MAX_DATA + 1).is_err());
 }
+
+mod rights {
+    use super::*;
+    use protocol::rules::{authorize_attach, DeviceFacts, Rights};
+
+    const CONSOLE: DeviceFacts = DeviceFacts {
+        kind: DeviceKind::Console,
+        monitor: false,
+    };
+    const MONITOR: DeviceFacts = DeviceFacts {
+        kind: DeviceKind::Console,
+        monitor: true,
+    };
+    const AUDIO: DeviceFacts = DeviceFacts {
+        kind: DeviceKind::Audio,
+        monitor: false,
+    };
+    const FROM_ZERO: StartAt = StartAt::Offset(0);
+
+    fn only(list: &str) -> Rights {
+        Rights::parse(list).unwrap()
+    }
+
+    fn refused(r: Result<StartAt, End>, code: ErrorCode, words: &str) {
+        match r {
+            Err(End::Refuse { code: c, message }) => {
+                assert_eq!(c, code, "{message}");
+                assert!(message.contains(words), "{message:?} should say {words:?}");
+            }
+            other => panic!("expected a {code:?} refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_name_without_rights_looks_exactly_like_a_missing_one() {
+        let none = Rights::default();
+        let missing = authorize_attach("vm/x", None, Rights::ALL, Mode::Read, FROM_ZERO);
+        let hidden = authorize_attach("vm/x", Some(CONSOLE), none, Mode::Read, FROM_ZERO);
+        assert_eq!(missing, hidden);
+        refused(
+            missing,
+            ErrorCode::NoSuchDevice,
+            "no device vm/x that this client may use",
+        );
+    }
+
+    #[test]
+    fn each_console_mode_needs_its_own_right() {
+        assert_eq!(
+            authorize_attach("c", Some(CONSOLE), only("read"), Mode::Read, FROM_ZERO),
+            Ok(FROM_ZERO)
+        );
+        refused(
+            authorize_attach("c", Some(CONSOLE), only("spy"), Mode::Read, FROM_ZERO),
+            ErrorCode::NotAuthorized,
+            "needs the read right",
+        );
+        refused(
+            authorize_attach(
+                "c",
+                Some(CONSOLE),
+                only("read,spy,audio,monitor"),
+                Mode::Write,
+                FROM_ZERO,
+            ),
+            ErrorCode::NotAuthorized,
+            "needs the write right",
+        );
+        refused(
+            authorize_attach("c", Some(CONSOLE), only("audio"), Mode::Spy, FROM_ZERO),
+            ErrorCode::NotAuthorized,
+            "rights on c: audio",
+        );
+        assert_eq!(
+            authorize_attach("c", Some(CONSOLE), only("read"), Mode::Spy, FROM_ZERO),
+            Ok(FROM_ZERO)
+        );
+    }
+
+    #[test]
+    fn a_spy_and_a_writer_without_read_see_only_what_comes_from_now() {
+        for start in [
+            StartAt::Offset(0),
+            StartAt::TailBytes(1 << 20),
+            StartAt::Now,
+        ] {
+            assert_eq!(
+                authorize_attach("c", Some(CONSOLE), only("spy"), Mode::Spy, start),
+                Ok(StartAt::Now)
+            );
+            assert_eq!(
+                authorize_attach("c", Some(CONSOLE), only("write"), Mode::Write, start),
+                Ok(StartAt::Now)
+            );
+            assert_eq!(
+                authorize_attach("c", Some(CONSOLE), only("read,write"), Mode::Write, start),
+                Ok(start)
+            );
+        }
+    }
+
+    #[test]
+    fn a_monitor_needs_the_monitor_right_which_write_never_implies() {
+        for mode in [Mode::Read, Mode::Spy, Mode::Write] {
+            refused(
+                authorize_attach(
+                    "vm/qmp0",
+                    Some(MONITOR),
+                    only("read,spy,write,audio"),
+                    mode,
+                    FROM_ZERO,
+                ),
+                ErrorCode::NotAuthorized,
+                "vm/qmp0 is a QEMU monitor: using it needs the monitor right",
+            );
+            assert_eq!(
+                authorize_attach("vm/qmp0", Some(MONITOR), only("monitor"), mode, FROM_ZERO),
+                Ok(FROM_ZERO)
+            );
+        }
+    }
+
+    #[test]
+    fn audio_needs_the_audio_right_and_console_rights_do_not_suffice() {
+        refused(
+            authorize_attach(
+                "vm/snd",
+                Some(AUDIO),
+                only("read,spy,write,monitor"),
+                Mode::Read,
+                FROM_ZERO,
+            ),
+            ErrorCode::NotAuthorized,
+            "needs the audio right",
+        );
+        assert_eq!(
+            authorize_attach("vm/snd", Some(AUDIO), only("audio"), Mode::Read, FROM_ZERO),
+            Ok(StartAt::Now)
+        );
+    }
+
+    #[test]
+    fn rights_parse_and_print_in_the_file_spelling() {
+        assert_eq!(Rights::parse("all"), Ok(Rights::ALL));
+        assert_eq!(Rights::ALL.to_string(), "read,spy,write,monitor,audio");
+        assert_eq!(Rights::default().to_string(), "none");
+        assert_eq!(
+            only("spy,audio").union(only("read")),
+            only("read,spy,audio")
+        );
+        assert!(Rights::parse("read,fly").unwrap_err().contains("\"fly\""));
+        assert!(!Rights::default().any());
+    }
+}

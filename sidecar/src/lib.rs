@@ -65,6 +65,7 @@
 mod daemon;
 mod device;
 mod error;
+pub mod grants;
 mod ingest;
 mod journal;
 mod names;

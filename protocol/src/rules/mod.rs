@@ -8,12 +8,16 @@
 //!   console's in-flight credit.
 //! - [`client`]: the Welcome the client expects, the Attached answer, the console items in
 //!   offset order with the `Consumed` reports they trigger, audio periods.
+//! - [`Rights`] and [`authorize_attach`]: who may attach to what, in which mode, from where
+//!   (authorization before existence: a name the client has no right on looks missing).
 //! - [`WriteLocks`]: one writer per console.
 
 pub mod client;
+mod rights;
 pub mod server;
 mod writers;
 
+pub use rights::{authorize_attach, DeviceFacts, Rights};
 pub use writers::WriteLocks;
 
 use crate::codec::Frame;

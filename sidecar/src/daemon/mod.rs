@@ -7,7 +7,7 @@ pub use sockets::query_stats;
 use sockets::*;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -87,6 +87,8 @@ pub struct DeviceInfo {
     pub state: DeviceState,
     /// Audio format (audio devices that registered since ringcastd started).
     pub audio: Option<AudioFormat>,
+    /// A console that is a QEMU monitor (it greeted as one).
+    pub monitor: bool,
 }
 
 /// Devices by name, shared by the ingest thread and handles.
@@ -96,6 +98,8 @@ pub(crate) struct Registry {
     pub devices: Mutex<BTreeMap<DeviceKey, Arc<Device>>>,
     pub changed: Signal,
     pub closed: Arc<AtomicBool>,
+    /// Rights the admin granted on this host.
+    pub grants: crate::grants::LocalGrants,
 }
 
 impl Registry {
@@ -196,7 +200,9 @@ impl Daemon {
         crate::private::ensure_dir(&cfg.state_dir, "state directory", "--state-dir")?;
         let listener = bind_registration(&cfg.socket)?;
         let control = bind_control(&cfg.control_socket)?;
+        let grants = crate::grants::LocalGrants::open(&cfg.state_dir)?;
         let registry = Arc::new(Registry {
+            grants,
             cfg,
             devices: Mutex::new(BTreeMap::new()),
             changed: Signal::default(),
@@ -291,17 +297,26 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Rights the host's admin granted through the control socket.
+    pub fn local_grants(&self) -> &crate::grants::LocalGrants {
+        &self.reg.grants
+    }
+
     /// All known devices (registered now, or with a journal from before).
     pub fn devices(&self) -> Vec<DeviceInfo> {
         lock(&self.reg.devices)
             .values()
             .map(|d| {
-                let s = lock(&d.state);
+                let (state, audio) = {
+                    let s = lock(&d.state);
+                    (s.attachment, s.audio_format)
+                };
                 DeviceInfo {
                     key: d.key.clone(),
                     kind: d.kind,
-                    state: s.attachment,
-                    audio: s.audio_format,
+                    state,
+                    audio,
+                    monitor: d.journal.as_ref().is_some_and(|j| lock(j).is_monitor()),
                 }
             })
             .collect()

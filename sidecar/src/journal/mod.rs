@@ -27,6 +27,9 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
+mod head;
+use head::Head;
+
 /// Largest RAM block, and largest chunk handed to a subscriber at once from RAM.
 pub(crate) const BLOCK: usize = 64 * 1024;
 /// Largest chunk handed to a subscriber at once from disk: fewer reads and wakeups for a
@@ -177,6 +180,8 @@ pub(crate) struct Journal {
     /// Spool failures found here (creating, reopening or truncating a segment); failed
     /// writes are counted by the ingest thread.
     spool_failures: u64,
+    /// The first bytes: is this console a QEMU monitor.
+    head: Head,
 }
 
 impl Journal {
@@ -200,6 +205,7 @@ impl Journal {
                 meta,
                 ram_only_dropped: 0,
                 spool_failures: 1,
+                head: Head::default(),
             });
         }
         let meta = read_meta(&dir).unwrap_or(meta);
@@ -246,6 +252,10 @@ impl Journal {
             .map_or(meta.pruned_to, |s| s.start + s.len)
             .max(meta.pruned_to);
         let disk_bytes = clean.iter().map(|s| s.len).sum();
+        let head = match clean.front() {
+            Some(s) if s.start == 0 => Head::recover(&s.path),
+            _ => Head::default(),
+        };
         let mut j = Journal {
             cfg,
             dir,
@@ -259,6 +269,7 @@ impl Journal {
             meta,
             ram_only_dropped: 0,
             spool_failures: 0,
+            head,
         };
         if let Err(e) = j.write_meta() {
             tracing::error!(dir = %j.dir.display(), error = %e,
@@ -267,6 +278,11 @@ impl Journal {
             j.disable_spool();
         }
         Ok(j)
+    }
+
+    /// Whether the console is a QEMU monitor (by its first bytes).
+    pub fn is_monitor(&self) -> bool {
+        self.head.is_monitor()
     }
 
     /// The directory of this journal.
@@ -444,6 +460,7 @@ impl Journal {
             }
         }
         let start = self.end;
+        self.head.observe(start, bytes);
         self.end += bytes.len() as u64;
         let mut off = 0;
         while off < bytes.len() {

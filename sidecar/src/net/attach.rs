@@ -59,28 +59,22 @@ pub(super) async fn attachment(
         Err(end) => return c.end(&mut send, end).await,
     };
     let key = DeviceKey::new(vm.clone(), device.clone());
-    let Some(info) = c.shared.handle.devices().into_iter().find(|d| d.key == key) else {
-        let end = End::Refuse {
-            code: ErrorCode::NoSuchDevice,
-            message: format!("no device {key}"),
-        };
-        return c.end(&mut send, end).await;
+    let info = c.shared.handle.devices().into_iter().find(|d| d.key == key);
+    let facts = info.as_ref().map(|d| DeviceFacts {
+        kind: d.kind,
+        monitor: d.monitor,
+    });
+    let rights = c.shared.rights(&c.peer, &vm, &device);
+    let start = match authorize_attach(&key.to_string(), facts, rights, mode, start) {
+        Ok(start) => start,
+        Err(end) => {
+            tracing::warn!(peer = %c.peer, device = %key, mode = mode.name(), %rights, "attach refused");
+            return c.end(&mut send, end).await;
+        }
     };
-    // Audio is listened to: the read or spy right suffices.
-    let allowed = match info.kind {
-        DeviceKind::Console => c.shared.access.allows(&c.peer, &vm, &device, mode),
-        DeviceKind::Audio => [Mode::Read, Mode::Spy]
-            .into_iter()
-            .any(|m| c.shared.access.allows(&c.peer, &vm, &device, m)),
+    let Some(info) = info else {
+        return c.end(&mut send, End::Finish).await;
     };
-    if !allowed {
-        tracing::warn!(peer = %c.peer, device = %key, mode = mode.name(), "attach refused");
-        let end = End::Refuse {
-            code: ErrorCode::NotAuthorized,
-            message: format!("{} may not {} {key}", c.peer, mode.name()),
-        };
-        return c.end(&mut send, end).await;
-    }
     match info.kind {
         DeviceKind::Console => console(c, send, reader, key, mode, start).await,
         DeviceKind::Audio => audio(c, send, reader, key, datagrams).await,
@@ -104,7 +98,10 @@ pub(super) async fn console(
             .unwrap_or_else(|e| e.into_inner())
             .acquire(key.clone(), c.peer.to_string())
             .err()
-            .map(|holder| format!("{key} is already attached for writing by {holder}"));
+            .map(|holder| {
+                tracing::info!(peer = %c.peer, device = %key, %holder, "write lock busy");
+                format!("{key} is already attached for writing by another client")
+            });
         if let Some(msg) = busy {
             return c.end(&mut send, refuse(ErrorCode::WriterBusy, msg)).await;
         }

@@ -100,16 +100,19 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
         fingerprint,
         verified_cn,
     };
-    if !shared.access.admits(&peer) {
-        tracing::warn!(%peer, "refused: not in the authorization file");
+    if !shared.admits(&peer) {
+        tracing::warn!(%peer, "refused: no authorization rule names this client");
         close(
             &conn,
             ErrorCode::NotAuthorized,
             &format!(
-                "client {} is not authorized here",
+                "client {} is not authorized here; the host's admin can run: ringcastd authorize {}",
                 peer.fingerprint
                     .map(|f| f.to_string())
-                    .unwrap_or_else(|| "without a certificate".into())
+                    .unwrap_or_else(|| "without a certificate".into()),
+                peer.fingerprint
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| "FINGERPRINT (`ringcast identity show` prints it)".into())
             ),
         );
         return;
@@ -225,7 +228,8 @@ pub(super) async fn control_loop(
     }
 }
 
-/// Devices the peer has some right on, with their counters.
+/// Devices the peer has some right on, with their counters (input counters only for
+/// those it may write: they tell when someone types).
 pub(super) fn visible(c: &ClientConnection) -> Vec<codec::StatsEntry> {
     let formats: HashMap<DeviceKey, _> = c
         .shared
@@ -238,11 +242,14 @@ pub(super) fn visible(c: &ClientConnection) -> Vec<codec::StatsEntry> {
         .handle
         .stats()
         .into_iter()
-        .filter(|s| {
-            s.key.vm.len() <= codec::MAX_NAME
-                && s.key.device.len() <= codec::MAX_NAME
-                && c.shared.access.sees(&c.peer, &s.key.vm, &s.key.device)
+        .filter(|s| s.key.vm.len() <= codec::MAX_NAME && s.key.device.len() <= codec::MAX_NAME)
+        .filter_map(|s| {
+            let rights = c.shared.rights(&c.peer, &s.key.vm, &s.key.device);
+            let mut e = wire_stats(&s, formats.get(&s.key).copied().flatten());
+            if !rights.write {
+                e.input_bytes = 0;
+            }
+            rights.any().then_some(e)
         })
-        .map(|s| wire_stats(&s, formats.get(&s.key).copied().flatten()))
         .collect()
 }

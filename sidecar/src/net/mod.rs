@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transport_quic::authz::{Access, AuthorizedClients, Peer};
+use transport_quic::authz::{AuthorizedClients, Peer, Rights};
 use transport_quic::codec::{
     self, DeviceEntry, DeviceKind, DeviceState, Frame, Mode, StartAt, StatsEntry,
 };
@@ -45,7 +45,7 @@ use transport_quic::rules::server::{
     self, AttachRequest, AttachmentStream, ConsoleAction, ConsoleRules, ControlRequest, Handshake,
     Welcome,
 };
-use transport_quic::rules::{End, WriteLocks};
+use transport_quic::rules::{authorize_attach, DeviceFacts, End, WriteLocks};
 use transport_quic::tls::{self, ClientCa, Fingerprint, Identity};
 use transport_quic::{ErrorCode, QuicErrorCode};
 
@@ -101,11 +101,26 @@ pub enum NetError {
 
 struct Shared {
     handle: Handle,
-    access: Access,
+    /// The authorization file's rules (the local grants are the handle's).
+    access: AuthorizedClients,
     client_ca: Option<ClientCa>,
     limits: Limits,
     /// Console → who holds its write lock.
     writers: Mutex<WriteLocks<DeviceKey>>,
+}
+
+impl Shared {
+    /// Everything `peer` may do with `vm/device`: the file's rules and the local grants.
+    fn rights(&self, peer: &Peer, vm: &str, device: &str) -> Rights {
+        self.access
+            .rights(peer, vm, device)
+            .union(self.handle.local_grants().rights(peer, vm, device))
+    }
+
+    /// Whether some rule names `peer`.
+    fn admits(&self, peer: &Peer) -> bool {
+        self.access.admits(peer) || self.handle.local_grants().admits(peer)
+    }
 }
 
 /// A running QUIC server.
@@ -130,7 +145,7 @@ impl std::fmt::Debug for Shared {
 pub struct BoundServer {
     endpoint: quinn::Endpoint,
     fingerprint: Fingerprint,
-    access: Access,
+    access: AuthorizedClients,
     client_ca: Option<ClientCa>,
     limits: Limits,
 }
@@ -143,10 +158,9 @@ impl BoundServer {
         // Only a file that is certainly absent means "no file": one that cannot be looked
         // at or read (permissions, a dangling symlink, a directory) stops the server.
         let access = match std::fs::symlink_metadata(&cfg.authorized_clients) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Access::LocalOpen,
-            _ => Access::Rules(AuthorizedClients::load(&cfg.authorized_clients)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AuthorizedClients::default(),
+            _ => AuthorizedClients::load(&cfg.authorized_clients)?,
         };
-        access.check_listen(cfg.listen, &cfg.authorized_clients)?;
         let host = hostname();
         let (identity, created) = Identity::load_or_create(
             &cfg.identity_dir,
@@ -173,17 +187,11 @@ impl BoundServer {
         )
         .map_err(bind_err)?;
         let local = endpoint.local_addr().unwrap_or(cfg.listen);
-        match &access {
-            Access::LocalOpen => tracing::info!(
-                listen = %local, %fingerprint,
-                "serving loopback clients without an authorization file ({} does not exist)",
-                cfg.authorized_clients.display()
-            ),
-            Access::Rules(_) => tracing::info!(
-                listen = %local, %fingerprint,
-                authorized_clients = %cfg.authorized_clients.display(), "serving"
-            ),
-        }
+        tracing::info!(
+            listen = %local, %fingerprint, rules = access.len(),
+            authorized_clients = %cfg.authorized_clients.display(),
+            "serving the clients the authorization file and the local grants name"
+        );
         Ok(BoundServer {
             endpoint,
             fingerprint,

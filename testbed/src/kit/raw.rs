@@ -2,7 +2,7 @@
 //! library never sends (input on a read-only attachment, malformed frames).
 
 use bytes::Bytes;
-use client::Trust;
+use client::{Identity, Trust};
 use transport_quic::codec::Frame;
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
 use transport_quic::rules;
@@ -25,10 +25,11 @@ pub struct RawStream {
 }
 
 impl RawClient {
-    /// Connects to `addr` (`host:port`) without a client identity and says Hello.
-    pub async fn connect(addr: &str, trust: Trust) -> RawClient {
+    /// Connects to `addr` (`host:port`) as `identity` and says Hello.
+    pub async fn connect(addr: &str, trust: Trust, identity: Option<Identity>) -> RawClient {
         let target: std::net::SocketAddr = addr.parse().expect("an IP address and port");
-        let setup = transport_quic::tls::client_config(None, &trust, addr).expect("TLS setup");
+        let setup =
+            transport_quic::tls::client_config(identity.as_ref(), &trust, addr).expect("TLS setup");
         let mut endpoint =
             quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("a UDP socket");
         endpoint.set_default_client_config(setup.config);

@@ -1,6 +1,7 @@
 //! `ringcast`: the command-line client of ringcastd. One module per subcommand; `args` holds
 //! the command line and its `--help` text.
 
+mod access;
 mod args;
 mod capture;
 mod console;
@@ -20,9 +21,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use client::{Identity, Session, Trust};
+use client::Trust;
 
 use crate::args::{Cli, Command};
 use crate::exit::Exit;
@@ -85,15 +85,7 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
                 .unwrap_or_else(client::default_known_hosts),
         ),
     };
-    let (crt, key) = (id_dir.join("client.crt"), id_dir.join("client.key"));
-    let identity = if crt.exists() && key.exists() {
-        Some(Identity::load(&crt, &key)?)
-    } else {
-        None
-    };
-    let session = Session::connect(&cli.server, identity, trust)
-        .await
-        .with_context(|| format!("cannot connect to {}", cli.server))?;
+    let session = access::connect(&cli.server, &id_dir, trust, &cli.control_socket).await?;
     let exit = match cli.command {
         Command::List { json } => listing::list(&session, json).await?,
         Command::Stats { json } => listing::stats(&session, json).await?,
