@@ -72,6 +72,17 @@ impl Session {
                 {
                     return Err(Error::HostKeyChanged(msg));
                 }
+                if let Some(fingerprint) = setup
+                    .unknown
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                {
+                    return Err(Error::UnknownHost {
+                        host: host_port,
+                        fingerprint,
+                    });
+                }
                 return Err(from_connection(&host_port, e));
             }
         };

@@ -36,21 +36,25 @@ impl LocalGrants {
         })
     }
 
-    /// Adds a rule, on disk first (so a grant that was answered survives a restart).
+    /// Adds a rule, on disk and in memory. A rule that cannot be written (a full disk)
+    /// still applies until ringcastd stops: the error is returned to be said.
     pub fn grant(&self, rule: Rule) -> Result<(), Error> {
+        let saved = self.save(&rule);
+        self.rules
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(rule);
+        saved
+    }
+
+    fn save(&self, rule: &Rule) -> Result<(), Error> {
         let mut f = crate::private::file_options()
             .append(true)
             .create(true)
             .open(&self.path)
             .map_err(|e| Error::io("open", &self.path, e))?;
         writeln!(f, "{}", rule.to_line()).map_err(|e| Error::io("write", &self.path, e))?;
-        f.sync_data()
-            .map_err(|e| Error::io("sync", &self.path, e))?;
-        self.rules
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .add(rule);
-        Ok(())
+        f.sync_data().map_err(|e| Error::io("sync", &self.path, e))
     }
 
     /// What the local rules grant `peer` on `vm/device`.

@@ -9,7 +9,8 @@ use std::process::Command;
 pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `1m`) on `dir`, creating it.
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `1m`) on `dir`, creating it; its
+    /// root is `0700` (ringcastd refuses a state directory others can write).
     pub fn mount(dir: &Path, size: &str) -> Tmpfs {
         assert!(
             rustix::process::getuid().is_root(),
@@ -17,7 +18,13 @@ impl Tmpfs {
         );
         std::fs::create_dir_all(dir).unwrap();
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .expect("running mount");

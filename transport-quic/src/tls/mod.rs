@@ -94,6 +94,9 @@ pub enum Trust {
     /// Pin the server's certificate fingerprint in this known-hosts file on first use;
     /// refuse a changed one.
     KnownHosts(PathBuf),
+    /// Like `KnownHosts`, but a server not yet in the file is refused (reported in
+    /// [`ClientSetup::unknown`]) rather than pinned, so a person can be asked first.
+    KnownHostsAsk(PathBuf),
     /// Verify the server's certificate chain and name against this PEM CA bundle.
     Ca(PathBuf),
 }
@@ -128,6 +131,8 @@ pub struct ClientSetup {
     pub config: quinn::ClientConfig,
     /// Set when the known-hosts check refused the server (the message to show).
     pub refusal: Arc<Mutex<Option<String>>>,
+    /// Set when [`Trust::KnownHostsAsk`] met a server not in the file: its fingerprint.
+    pub unknown: Arc<Mutex<Option<Fingerprint>>>,
 }
 
 /// The quinn client configuration for connecting to `host` (`name:port`, the known-hosts
@@ -142,14 +147,16 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(Error::Tls)?;
     let refusal = Arc::new(Mutex::new(None));
+    let unknown = Arc::new(Mutex::new(None));
     let builder = match trust {
-        Trust::KnownHosts(file) => builder
+        Trust::KnownHosts(file) | Trust::KnownHostsAsk(file) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(KnownHostsVerifier {
                 provider: p,
                 file: file.clone(),
                 host: host.to_owned(),
                 refusal: refusal.clone(),
+                ask_first: matches!(trust, Trust::KnownHostsAsk(_)).then(|| unknown.clone()),
             })),
         Trust::Ca(bundle) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -173,7 +180,11 @@ pub fn client_config(
         .map_err(|e| Error::Protocol(format!("TLS configuration unusable for QUIC: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport(&Limits::default(), true));
-    Ok(ClientSetup { config, refusal })
+    Ok(ClientSetup {
+        config,
+        refusal,
+        unknown,
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,40 @@ pub fn identity(dir: &Path) -> anyhow::Result<Identity> {
     Ok(id)
 }
 
+/// Connects once as the identity in `id_dir`; a server not yet known is shown to the
+/// person at the terminal, who decides whether to pin it (like ssh). Without a terminal the
+/// trust pins on first use and says so on stderr.
+async fn connect_once(server: &str, id_dir: &Path, trust: &Trust) -> anyhow::Result<Session> {
+    match Session::connect(server, Some(identity(id_dir)?), trust.clone()).await {
+        Err(client::Error::UnknownHost { host, fingerprint }) => {
+            let Trust::KnownHostsAsk(file) = trust else {
+                anyhow::bail!("{host} is not a known host ({fingerprint})");
+            };
+            eprint!(
+                "The identity of ringcast server {host} is not known yet.\n\
+                 Its fingerprint is {fingerprint}.\n\
+                 Compare it with the one its admin sees in ringcastd's log \
+                 (\"server identity\" or \"serving\").\n\
+                 Trust it and remember it in {}? (yes/no) ",
+                file.display()
+            );
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            if !matches!(answer.trim(), "yes" | "y") {
+                anyhow::bail!("{host} was not trusted; nothing was recorded");
+            }
+            transport_quic::tls::add_known_host(file, &host, fingerprint)
+                .with_context(|| format!("cannot record {host} in {}", file.display()))?;
+            eprintln!(
+                "ringcast: added {host} ({fingerprint}) to {}",
+                file.display()
+            );
+            Ok(Session::connect(server, Some(identity(id_dir)?), trust.clone()).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// Whether `server` (`host` or `host:port`) names this machine's loopback.
 fn is_loopback(server: &str) -> bool {
     let host = match server.rsplit_once(':') {
@@ -49,11 +83,9 @@ pub async fn connect(
     trust: Trust,
     control_socket: &Option<PathBuf>,
 ) -> anyhow::Result<Session> {
-    let id = identity(id_dir)?;
-    let fingerprint = id.fingerprint();
-    let first = Session::connect(server, Some(id), trust.clone()).await;
-    let refused = match first {
-        Err(e) if e.code() == Some(ErrorCode::NotAuthorized) => e,
+    let fingerprint = identity(id_dir)?.fingerprint();
+    let refused = match connect_once(server, id_dir, &trust).await {
+        Err(e) if refused_as_unauthorized(&e) => e,
         other => return other.with_context(|| format!("cannot connect to {server}")),
     };
     let ctl = control_socket
@@ -64,7 +96,7 @@ pub async fn connect(
          {fingerprint} (add --devices and --rights to grant less than everything)"
     );
     if !is_loopback(server) || !ctl.exists() {
-        return Err(anyhow::Error::new(refused).context(hint));
+        return Err(refused.context(hint));
     }
     let rule = Rule {
         who: Who::Fingerprint(fingerprint),
@@ -72,7 +104,7 @@ pub async fn connect(
         rights: Rights::ALL,
     };
     if let Err(why) = transport_quic::local::authorize(&ctl, &rule) {
-        return Err(anyhow::Error::new(refused)
+        return Err(refused
             .context(format!("this host's ringcastd did not authorize it: {why}"))
             .context(hint));
     }
@@ -81,7 +113,12 @@ pub async fn connect(
         ctl.display(),
         Rights::ALL
     );
-    Session::connect(server, Some(identity(id_dir)?), trust)
+    connect_once(server, id_dir, &trust)
         .await
         .with_context(|| format!("cannot connect to {server} after authorizing this client"))
+}
+
+fn refused_as_unauthorized(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<client::Error>()
+        .is_some_and(|e| e.code() == Some(ErrorCode::NotAuthorized))
 }

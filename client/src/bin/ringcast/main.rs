@@ -79,11 +79,21 @@ fn real_main() -> anyhow::Result<Exit> {
 async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
     let trust = match &cli.ca {
         Some(ca) => Trust::Ca(ca.clone()),
-        None => Trust::KnownHosts(
-            cli.known_hosts
+        None => {
+            let file = cli
+                .known_hosts
                 .clone()
-                .unwrap_or_else(client::default_known_hosts),
-        ),
+                .unwrap_or_else(client::default_known_hosts);
+            // A person at a terminal is asked before a new server is pinned; a script
+            // pins on first use (and it is said on stderr).
+            if std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            {
+                Trust::KnownHostsAsk(file)
+            } else {
+                Trust::KnownHosts(file)
+            }
+        }
     };
     let session = access::connect(&cli.server, &id_dir, trust, &cli.control_socket).await?;
     let exit = match cli.command {
