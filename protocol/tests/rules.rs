@@ -663,3 +663,35 @@ mod rights {
         assert!(!Rights::default().any());
     }
 }
+
+#[test]
+fn connections_are_capped_in_total_and_per_identity_and_freed_when_they_end() {
+    let limits = Limits {
+        max_connections: 3,
+        max_connections_per_client: 2,
+        ..Limits::default()
+    };
+    let mut c = server::Connections::new(&limits);
+    assert_eq!(c.open(&"alice"), Ok(()));
+    assert_eq!(c.open(&"alice"), Ok(()));
+    closes_with(
+        &c.open(&"alice").unwrap_err(),
+        ErrorCode::TooManyConnections,
+        "per client identity",
+    );
+    assert_eq!(c.open(&"bob"), Ok(()));
+    closes_with(
+        &c.open(&"carol").unwrap_err(),
+        ErrorCode::TooManyConnections,
+        "at most 3 connections",
+    );
+    assert_eq!(c.total(), 3, "refused connections are not counted");
+    c.close(&"alice");
+    assert_eq!(c.open(&"carol"), Ok(()));
+    c.close(&"nobody");
+    assert_eq!(
+        c.total(),
+        3,
+        "closing what was never opened changes nothing"
+    );
+}

@@ -282,3 +282,63 @@ pub fn audio_frame(what: &str, frame: Option<Frame>) -> Option<End> {
         )),
     }
 }
+
+/// Connections a server keeps at once: in total and per client identity.
+#[derive(Debug)]
+pub struct Connections<K> {
+    total: u32,
+    per_client: std::collections::HashMap<K, u32>,
+    max_total: u32,
+    max_per_client: u32,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Connections<K> {
+    /// No connection yet, under `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Connections {
+            total: 0,
+            per_client: std::collections::HashMap::new(),
+            max_total: limits.max_connections,
+            max_per_client: limits.max_connections_per_client,
+        }
+    }
+
+    /// A connection of `client` wants in: counted, or refused (then not counted).
+    pub fn open(&mut self, client: &K) -> Result<(), End> {
+        let mine = self.per_client.get(client).copied().unwrap_or(0);
+        if self.total >= self.max_total {
+            return Err(End::close(
+                ErrorCode::TooManyConnections,
+                format!("the server keeps at most {} connections", self.max_total),
+            ));
+        }
+        if mine >= self.max_per_client {
+            return Err(End::close(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "the server keeps at most {} connections per client identity",
+                    self.max_per_client
+                ),
+            ));
+        }
+        self.total += 1;
+        self.per_client.insert(client.clone(), mine + 1);
+        Ok(())
+    }
+
+    /// A counted connection of `client` ended.
+    pub fn close(&mut self, client: &K) {
+        if let Some(n) = self.per_client.get_mut(client) {
+            *n -= 1;
+            self.total -= 1;
+            if *n == 0 {
+                self.per_client.remove(client);
+            }
+        }
+    }
+
+    /// Connections counted now.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+}

@@ -41,7 +41,7 @@ pub(super) async fn attachment(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let mut reader = FrameReader::new(recv);
+    let mut reader = FrameReader::from_client(recv, &c.shared.limits);
     let stream = AttachmentStream::new(Instant::now(), &c.shared.limits);
     let first = match tokio::time::timeout_at(stream.deadline().into(), reader.next()).await {
         Ok(Ok(frame)) => stream.on_first_frame(frame),

@@ -43,6 +43,7 @@ impl ClientConnection {
         let (code, why) = match &e {
             ReadFrameError::Decode(d) => (d.code(), d.to_string()),
             ReadFrameError::Truncated => (ErrorCode::MalformedFrame, e.to_string()),
+            ReadFrameError::Stalled(_) => (ErrorCode::ProtocolViolation, e.to_string()),
             ReadFrameError::Read(_) => return,
         };
         tracing::warn!(peer = %self.peer, code = code.name(), %why, "closing a client");
@@ -82,6 +83,22 @@ impl ClientConnection {
     }
 }
 
+/// Uncounts a connection when it ends.
+struct Counted {
+    shared: Arc<Shared>,
+    client: Option<Fingerprint>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.shared
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(&self.client);
+    }
+}
+
 pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
     let chain = conn.peer_identity().and_then(|b| {
         b.downcast::<Vec<quinn::rustls::pki_types::CertificateDer<'static>>>()
@@ -117,6 +134,20 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
         );
         return;
     }
+    let counted = shared
+        .connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .open(&peer.fingerprint);
+    if let Err(End::Close { code, reason }) = &counted {
+        tracing::warn!(%peer, %reason, "connection refused");
+        close(&conn, *code, reason);
+        return;
+    }
+    let _counted = Counted {
+        shared: shared.clone(),
+        client: peer.fingerprint,
+    };
     tracing::info!(%peer, "client connected");
     let limits = shared.limits.clone();
     let c = Arc::new(ClientConnection {
@@ -133,7 +164,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
     // The control stream and its handshake come first, before the Hello deadline.
     let control = async {
         let (mut send, recv) = c.conn.accept_bi().await.ok()?;
-        let mut reader = FrameReader::new(recv);
+        let mut reader = FrameReader::from_client(recv, &limits);
         let frame = match reader.next().await {
             Ok(f) => f,
             Err(e) => {

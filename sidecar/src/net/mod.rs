@@ -36,9 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use transport_quic::authz::{AuthorizedClients, Peer, Rights};
-use transport_quic::codec::{
-    self, DeviceEntry, DeviceKind, DeviceState, Frame, Mode, StartAt, StatsEntry,
-};
+use transport_quic::codec::{self, DeviceEntry, DeviceKind, Frame, Mode, StartAt, StatsEntry};
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
 use transport_quic::proto::{Limits, RequestBudget};
 use transport_quic::rules::server::{
@@ -107,6 +105,8 @@ struct Shared {
     limits: Limits,
     /// Console → who holds its write lock.
     writers: Mutex<WriteLocks<DeviceKey>>,
+    /// Connections open, in total and per client identity.
+    connections: Mutex<server::Connections<Option<Fingerprint>>>,
 }
 
 impl Shared {
@@ -208,6 +208,7 @@ impl BoundServer {
             handle,
             access: self.access,
             client_ca: self.client_ca,
+            connections: Mutex::new(server::Connections::new(&self.limits)),
             limits: self.limits,
             writers: Mutex::new(WriteLocks::default()),
         });
