@@ -109,6 +109,15 @@ impl ConsoleSubscription {
     /// be read (deleted or truncated behind ringcastd's back): the bytes it held are gone
     /// and asking again would never succeed, so the subscription ends with the reason.
     pub fn try_next(&mut self) -> Result<Option<Item>, Error> {
+        self.step(|read| read())
+    }
+
+    /// [`ConsoleSubscription::try_next`] with disk reads run by `blocking` (the async
+    /// `next` moves them off the runtime's workers).
+    fn step(
+        &mut self,
+        blocking: impl Fn(&mut dyn FnMut() -> Result<Bytes, String>) -> Result<Bytes, String>,
+    ) -> Result<Option<Item>, Error> {
         let device = self.device.clone();
         let Some(journal) = device.journal.as_ref() else {
             return Ok(None);
@@ -139,7 +148,7 @@ impl ConsoleSubscription {
                     seg_start,
                     file_offset,
                     len,
-                } => match self.read_disk(&path, seg_start, file_offset, len) {
+                } => match blocking(&mut || self.read_disk(&path, seg_start, file_offset, len)) {
                     Ok(bytes) => Item::Chunk(Chunk {
                         offset: self.cursor,
                         bytes,
@@ -236,10 +245,22 @@ impl ConsoleSubscription {
 
     /// The next item, waiting for it. Fails when the daemon shuts down or the journal
     /// cannot be read ([`Error::JournalUnreadable`]).
+    ///
+    /// A read from the disk (a replay from before the RAM window) runs as blocking work, so
+    /// it does not hold up the other connections the runtime's worker serves.
     pub async fn next(&mut self) -> Result<Item, Error> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         loop {
             let seen = self.device.signal.generation();
-            if let Some(item) = self.try_next()? {
+            let next = self.step(|read| {
+                if multi_thread {
+                    tokio::task::block_in_place(read)
+                } else {
+                    read()
+                }
+            });
+            if let Some(item) = next? {
                 return Ok(item);
             }
             if self.closed.load(Relaxed) {
