@@ -175,8 +175,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(1),
             congestion: Congestion::default(),
-            max_connections: 256,
-            max_connections_per_client: 16,
+            max_connections: 1024,
+            max_connections_per_client: 128,
             frame_deadline: Duration::from_secs(10),
             max_client_frame: crate::codec::MAX_INPUT as u32 + 4096,
         }
