@@ -8,7 +8,7 @@ use std::time::Duration;
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt, Trust};
 use sidecar::net::{NetConfig, NetServer};
 use sidecar::Daemon;
-use testbed::kit::raw::{closed_with, RawClient};
+use testbed::kit::raw::{close_reason, closed_with, RawClient};
 use testbed::kit::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
 use transport_quic::authz::{Rights, Rule, Who};
 use transport_quic::codec::Frame;
@@ -46,6 +46,11 @@ impl Env {
 
     /// Like [`Env::start`] with no grant at all when `authz` is `None`.
     fn bare(authz: Option<&str>) -> Env {
+        Env::with_limits(authz, Default::default())
+    }
+
+    /// Like [`Env::bare`] with the server's per-client limits.
+    fn with_limits(authz: Option<&str>, limits: protocol::proto::Limits) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
         let daemon = Daemon::start(cfg.clone()).unwrap();
@@ -60,7 +65,7 @@ impl Env {
                 identity_dir: cfg.state_dir.clone(),
                 authorized_clients,
                 client_ca: None,
-                limits: Default::default(),
+                limits,
             },
         )
         .unwrap();
@@ -374,7 +379,7 @@ async fn malformed_frames_close_that_client_while_the_server_keeps_serving_other
         let bad = RawClient::connect(&env.addr, env.trust(), Some(env.identity())).await;
         let mut bc = bad.open(&attach_frame("vm", "ttyS0", Mode::Read)).await;
         assert!(matches!(bc.next().await, Ok(Some(Frame::Attached { .. }))));
-        bc.send_bytes(bytes).await;
+        let _ = bc.send_bytes(bytes).await;
         let e = tokio::time::timeout(WAIT, bc.next())
             .await
             .unwrap()
@@ -498,5 +503,72 @@ async fn without_rules_no_client_gets_in_from_loopback_either_until_the_admin_gr
             .contains("vm/* read"),
         "the grant is kept for the next start"
     );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_frame_an_oversized_one_and_too_many_connections_are_refused() {
+    let limits = protocol::proto::Limits {
+        frame_deadline: Duration::from_millis(500),
+        max_connections_per_client: 2,
+        ..Default::default()
+    };
+    let env = Env::with_limits(None, limits);
+    let rule = Rule::parse(&format!("{} */* all", env.identity().fingerprint())).unwrap();
+    env.daemon
+        .as_ref()
+        .unwrap()
+        .handle()
+        .local_grants()
+        .grant(rule)
+        .unwrap();
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "ttyS0", 1, 1 << 16);
+    qemu.connect();
+    // A frame header promising 10 bytes, then 3 of them, then nothing.
+    let stalled = RawClient::connect(&env.addr, env.trust(), Some(env.identity())).await;
+    let mut s = stalled
+        .open(&attach_frame("vm", "ttyS0", Mode::Write))
+        .await;
+    assert!(matches!(s.next().await, Ok(Some(Frame::Attached { .. }))));
+    s.send_bytes(&[0x05, 0, 0, 0, 10, 0, 0, 0]).await.unwrap();
+    let e = tokio::time::timeout(WAIT, s.next())
+        .await
+        .unwrap()
+        .expect_err("a stalled frame");
+    assert_eq!(closed_with(&e), Some(ErrorCode::ProtocolViolation), "{e}");
+    let why = close_reason(&e).unwrap_or_default();
+    assert!(why.contains("not completed within 500ms"), "{why}");
+    drop(stalled);
+    // An input frame far beyond what a client needs is refused from its header alone.
+    let big = RawClient::connect(&env.addr, env.trust(), Some(env.identity())).await;
+    let mut s = big.open(&attach_frame("vm", "ttyS0", Mode::Write)).await;
+    assert!(matches!(s.next().await, Ok(Some(Frame::Attached { .. }))));
+    let _ = s.send_bytes(&[0x05, 0, 0x08, 0, 0]).await; // 512 KiB promised
+    let e = tokio::time::timeout(WAIT, s.next())
+        .await
+        .unwrap()
+        .expect_err("an oversized frame");
+    assert_eq!(closed_with(&e), Some(ErrorCode::FrameTooLarge), "{e}");
+    drop(big);
+    // Two connections of one identity at once, not three.
+    let a = env.session().await;
+    let b = env.session().await;
+    let e = env
+        .session_as(Some(env.identity()))
+        .await
+        .expect_err("a third connection");
+    assert_eq!(e.code(), Some(ErrorCode::TooManyConnections), "{e}");
+    a.close().await;
+    let c = tokio::time::timeout(WAIT, async {
+        loop {
+            match env.session_as(Some(env.identity())).await {
+                Ok(c) => return c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("a connection closed makes room for another");
+    assert!(c.list().await.is_ok() && b.list().await.is_ok());
     env.stop().await;
 }

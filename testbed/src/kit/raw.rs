@@ -65,12 +65,12 @@ impl RawClient {
 }
 
 impl RawStream {
-    /// Writes `bytes` as they are.
-    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+    /// Writes `bytes` as they are (an error: the server already closed the stream or
+    /// the connection, which [`RawStream::next`] then reports).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), quinn::WriteError> {
         self.send
             .write_all_chunks(&mut [Bytes::copy_from_slice(bytes)])
             .await
-            .expect("bytes written");
     }
 
     /// Writes one frame.
@@ -92,6 +92,16 @@ pub fn closed_with(e: &ReadFrameError) -> Option<ErrorCode> {
         ReadFrameError::Read(quinn::ReadError::ConnectionLost(
             quinn::ConnectionError::ApplicationClosed(c),
         )) => ErrorCode::from_varint(c.error_code),
+        _ => None,
+    }
+}
+
+/// The reason the server gave when it closed the connection.
+pub fn close_reason(e: &ReadFrameError) -> Option<String> {
+    match e {
+        ReadFrameError::Read(quinn::ReadError::ConnectionLost(
+            quinn::ConnectionError::ApplicationClosed(c),
+        )) => Some(String::from_utf8_lossy(&c.reason).into_owned()),
         _ => None,
     }
 }
