@@ -51,6 +51,10 @@ enum Backing {
         _map: memmap2::MmapRaw,
         file: std::fs::File,
     },
+    /// Under Miri, which cannot run memfd_create or mmap: the same layout in a heap
+    /// allocation, reached through the same raw pointers and atomic copies.
+    #[cfg(all(miri, not(loom)))]
+    MiriHeap(miri_heap::Region),
     /// Model checking: loom's atomics cannot live in a mapping. The data area is one loom
     /// atomic byte per slot, accessed Relaxed like the production copies, so loom explores
     /// stale values of every byte and a publish that is too weak shows up as a wrong byte.
@@ -221,6 +225,12 @@ mod memfd {
                 RingKind::Bytes => 0,
                 RingKind::Records => max_record.min((capacity / 4) as u32),
             };
+            #[cfg(miri)]
+            {
+                let _ = name;
+                return Ok(super::miri_heap::create(kind, capacity, max_record));
+            }
+            #[allow(unreachable_code)]
             let fd =
                 rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
                     .map_err(|e| RingError::io("memfd_create", e))?;
@@ -301,6 +311,8 @@ mod memfd {
         pub fn fd(&self) -> BorrowedFd<'_> {
             match &self.backing {
                 Backing::Memfd { file, .. } => file.as_fd(),
+                #[cfg(miri)]
+                Backing::MiriHeap(_) => panic!("a heap-backed ring (under Miri) has no descriptor"),
             }
         }
 
@@ -379,6 +391,52 @@ mod memfd {
             capacity,
             max_record,
         })
+    }
+}
+
+#[cfg(all(miri, not(loom)))]
+mod miri_heap {
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+    use std::ptr::NonNull;
+
+    use super::{Backing, RingGeometry, RingMemory};
+    use crate::layout::{RingHeader, RingKind, HEADER_SIZE};
+
+    /// A zeroed, 64-byte aligned heap allocation holding a ring region.
+    pub(crate) struct Region {
+        base: NonNull<u8>,
+        layout: Layout,
+    }
+
+    impl Drop for Region {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `create` with this layout, freed once.
+            unsafe { dealloc(self.base.as_ptr(), self.layout) };
+        }
+    }
+
+    pub(super) fn create(kind: RingKind, capacity: u64, max_record: u32) -> RingMemory {
+        let layout = Layout::from_size_align(HEADER_SIZE + capacity as usize, 64)
+            .expect("a ring layout");
+        // SAFETY: the layout has a non-zero size.
+        let base = NonNull::new(unsafe { alloc_zeroed(layout) }).expect("heap for a ring");
+        // SAFETY: the allocation holds a header and is 64-byte aligned; first access.
+        unsafe {
+            base.as_ptr()
+                .cast::<RingHeader>()
+                .write(RingHeader::new(kind, capacity, max_record))
+        };
+        RingMemory {
+            header: base.cast(),
+            // SAFETY: HEADER_SIZE is inside the allocation.
+            data: unsafe { NonNull::new_unchecked(base.as_ptr().add(HEADER_SIZE)) },
+            geometry: RingGeometry {
+                kind,
+                capacity,
+                max_record,
+            },
+            backing: Backing::MiriHeap(Region { base, layout }),
+        }
     }
 }
 

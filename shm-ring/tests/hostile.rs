@@ -1,6 +1,7 @@
 //! A peer that scribbles over the ring header or hands over a bad region: the other side
 //! must poison the ring or refuse it, never panic or read out of bounds.
-#![cfg(not(loom))]
+// Needs memfds, mmap and processes, which Miri cannot run.
+#![cfg(not(any(loom, miri)))]
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
