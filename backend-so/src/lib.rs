@@ -7,16 +7,19 @@
 //! socket, and from then on only copies bytes into them: no threads, no blocking, no
 //! allocation on the write path, no syscall except a doorbell when the daemon sleeps.
 //!
-//! While no daemon is attached (not started yet, restarting, refused), console output goes
-//! to a flight recorder that keeps the newest bytes and counts the dropped ones, and audio
-//! periods are dropped and counted: the guest never waits for a daemon that is not there.
-//! The library retries the connection from QEMU's main loop and re-registers by itself.
+//! When a daemon that was attached goes away (killed, upgraded, restarted), a console keeps
+//! lossless backpressure for a grace period (`grace=`, 5 s by default) so that a restart
+//! loses nothing. Otherwise, while no daemon is attached (not started yet, not back within
+//! the grace, refused), console output goes to a flight recorder that keeps the newest bytes
+//! and counts the dropped ones, and audio periods are dropped and counted: the guest never
+//! waits longer than the grace for a daemon that is not there. The library retries the
+//! connection from QEMU's main loop and re-registers by itself.
 //!
 //! Audio input voices (a sound card's line-in and microphone) get silence, counted: there is
 //! no capture path yet, and offering the voices keeps QEMU from failing to create them.
 //!
-//! Every entry point catches panics (`guard`) and reports failure through its return value;
-//! nothing unwinds into QEMU.
+//! Every entry point catches panics (`guard`, and `Instance::guarded`, which latches the
+//! instance broken) and reports failure through its return value; nothing unwinds into QEMU.
 //!
 //! The C ABI is `qemu-patches/include/qemu/backend-plugin.h`; `abi` mirrors it.
 
