@@ -75,4 +75,7 @@ fuzz/smoke.sh --replay-only
 step "loom model of the ring protocol"
 RUSTFLAGS="--cfg loom" cargo test --quiet -p shm-ring --test loom --release --target-dir target/loom
 
+step "Miri (Tree Borrows) over the rings and the plugin's unit tests (skips without nightly Miri)"
+scripts/miri.sh
+
 step "done: all checks passed"

@@ -56,11 +56,13 @@ pub struct QbpTimer {
 pub type QbpFdCallback = Option<unsafe extern "C" fn(opaque: *mut c_void, fd: c_int, revents: u32)>;
 pub type QbpTimerCallback = Option<unsafe extern "C" fn(opaque: *mut c_void)>;
 
+pub type QbpLogFn = Option<unsafe extern "C" fn(level: c_int, message: *const c_char)>;
+
 #[repr(C)]
 #[derive(Debug)]
 pub struct QbpHost {
     pub header: QbpTableHeader,
-    pub log: Option<unsafe extern "C" fn(level: c_int, message: *const c_char)>,
+    pub log: QbpLogFn,
     pub clock_ns: Option<unsafe extern "C" fn(clock: c_int) -> u64>,
     pub fd_watch_add: Option<
         unsafe extern "C" fn(

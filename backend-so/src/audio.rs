@@ -22,7 +22,7 @@ pub(crate) struct AudioStats {
     pub periods: u64,
     /// Periods dropped because the ring was full.
     pub dropped_full: u64,
-    /// Periods dropped because no daemon was attached.
+    /// Periods dropped because no daemon was attached (or the ring was being replaced).
     pub dropped_unattached: u64,
     /// Frames of silence handed to the guest's input voice.
     pub silent_input_frames: u64,

@@ -1,8 +1,9 @@
 //! A character device: guest output into the output ring, input ring into the guest.
 //!
-//! Loss policy: while the daemon is attached, output gets backpressure (a short write and a
-//! watch that fires only when the ring really has space); while it is not, the output ring
-//! is a flight recorder that keeps the newest bytes and counts what it drops. Input is
+//! Loss policy: while the daemon is attached, and for the restart grace after it went away,
+//! output gets backpressure (a short write and a watch that fires only when the ring really
+//! has space); otherwise the output ring is a flight recorder that keeps the newest bytes
+//! and counts what it drops. Input is
 //! handed to the guest never faster than the frontend says it can take.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -48,20 +49,48 @@ impl Frontend {
 pub(crate) struct ConsoleStats {
     /// Output bytes the flight recorder discarded (no daemon attached).
     pub flight_dropped: u64,
+    /// Output bytes the daemon had not taken when it broke the ring (lost with it).
+    pub poison_lost: u64,
     /// Output bytes accepted from the guest.
     pub written: u64,
     /// Input bytes handed to the guest.
     pub input: u64,
 }
 
-pub(crate) struct Console {
-    pub session: u64,
+/// The part of a console that the daemon shares, replaced whole when it breaks a ring.
+struct Rings {
+    session: u64,
     out: ByteProducer,
     out_data: Doorbell,
-    out_space: Doorbell,
     input: ByteConsumer,
     in_data: Doorbell,
     in_space: Doorbell,
+}
+
+impl Rings {
+    fn new(name: &str, out_bytes: u64, in_bytes: u64) -> Result<Self, RingError> {
+        let out_mem = Arc::new(RingMemory::create(name, RingKind::Bytes, out_bytes, 0)?);
+        let in_mem = Arc::new(RingMemory::create(name, RingKind::Bytes, in_bytes, 0)?);
+        let mut input = ByteConsumer::new(in_mem)?;
+        // Sleep on the input doorbell from the start: the daemon rings it only once this
+        // flag is up, and nothing else would raise it before the first input arrives.
+        input.prepare_sleep()?;
+        Ok(Rings {
+            session: crate::new_session_id(),
+            out: ByteProducer::new(out_mem)?,
+            out_data: Doorbell::new()?,
+            input,
+            in_data: Doorbell::new()?,
+            in_space: Doorbell::new()?,
+        })
+    }
+}
+
+pub(crate) struct Console {
+    rings: Rings,
+    /// The space doorbell QEMU waits on (`write_wait_fd`): kept across renewals, so a
+    /// writer waiting while the rings are replaced is woken through the fd it watches.
+    out_space: Doorbell,
     frontend: Frontend,
     pub stats: ConsoleStats,
 }
@@ -76,66 +105,61 @@ impl Console {
         in_bytes: u64,
         frontend: Frontend,
     ) -> Result<Self, RingError> {
-        let out_mem = Arc::new(RingMemory::create(name, RingKind::Bytes, out_bytes, 0)?);
-        let in_mem = Arc::new(RingMemory::create(name, RingKind::Bytes, in_bytes, 0)?);
-        let mut input = ByteConsumer::new(in_mem)?;
-        // Sleep on the input doorbell from the start: the daemon rings it only once this
-        // flag is up, and nothing else would raise it before the first input arrives.
-        input.prepare_sleep()?;
         Ok(Console {
-            session: crate::new_session_id(),
-            out: ByteProducer::new(out_mem)?,
-            out_data: Doorbell::new()?,
+            rings: Rings::new(name, out_bytes, in_bytes)?,
             out_space: Doorbell::new()?,
-            input,
-            in_data: Doorbell::new()?,
-            in_space: Doorbell::new()?,
             frontend,
             stats: ConsoleStats::default(),
         })
     }
 
-    /// Replaces the rings after the daemon broke them; keeps the frontend.
-    pub(crate) fn renew(self, name: &str) -> Result<Self, RingError> {
-        let out_bytes = self.out.memory().geometry().capacity;
-        let in_bytes = self.input.memory().geometry().capacity;
-        let stats = self.stats;
-        let mut c = Console::new(name, out_bytes, in_bytes, self.frontend)?;
-        c.stats = stats;
-        Ok(c)
+    /// Output bytes the daemon had not taken yet (as far as this side knows): what is lost
+    /// if the rings are abandoned now.
+    pub(crate) fn undelivered(&self) -> u64 {
+        self.rings.out.unconsumed()
+    }
+
+    /// Replaces the rings after the daemon broke one (a new session); keeps the frontend,
+    /// the counters and the space doorbell. On failure the old rings stay.
+    pub(crate) fn renew(&mut self, name: &str) -> Result<(), RingError> {
+        let out_bytes = self.rings.out.memory().geometry().capacity;
+        let in_bytes = self.rings.input.memory().geometry().capacity;
+        self.rings = Rings::new(name, out_bytes, in_bytes)?;
+        Ok(())
     }
 
     /// The fds sent to the daemon, in the order `shm_ring::handover` documents.
     pub(crate) fn handover_fds(&self) -> [BorrowedFd<'_>; 6] {
         [
-            self.out.memory().fd(),
-            self.out_data.as_fd(),
+            self.rings.out.memory().fd(),
+            self.rings.out_data.as_fd(),
             self.out_space.as_fd(),
-            self.input.memory().fd(),
-            self.in_data.as_fd(),
-            self.in_space.as_fd(),
+            self.rings.input.memory().fd(),
+            self.rings.in_data.as_fd(),
+            self.rings.in_space.as_fd(),
         ]
     }
 
     pub(crate) fn describe(&self, base: DeviceDescription) -> DeviceDescription {
         DeviceDescription {
             kind: DeviceKind::Console,
-            session: self.session,
+            session: self.rings.session,
             audio: None,
             ..base
         }
     }
 
-    /// Guest output. Returns the bytes accepted.
-    pub(crate) fn write(&mut self, buf: &[u8], attached: bool) -> Result<usize, RingPoisoned> {
-        let w = if attached {
-            self.out.write(buf)
+    /// Guest output. `lossless`: backpressure (a daemon is attached, or may come back within
+    /// the restart grace); otherwise the flight recorder. Returns the bytes accepted.
+    pub(crate) fn write(&mut self, buf: &[u8], lossless: bool) -> Result<usize, RingPoisoned> {
+        let w = if lossless {
+            self.rings.out.write(buf)
         } else {
-            self.out.write_overwriting(buf)
+            self.rings.out.write_overwriting(buf)
         }
         .map_err(RingPoisoned)?;
         if w.wake_consumer {
-            self.out_data.ring();
+            self.rings.out_data.ring();
         }
         self.stats.flight_dropped += w.dropped;
         self.stats.written += w.bytes as u64;
@@ -143,12 +167,13 @@ impl Console {
     }
 
     /// Whether a write would accept a byte now; arms the space doorbell when not.
-    pub(crate) fn write_ready(&mut self, attached: bool) -> Result<bool, RingPoisoned> {
-        if !attached {
+    pub(crate) fn write_ready(&mut self, lossless: bool) -> Result<bool, RingPoisoned> {
+        if !lossless {
             return Ok(true);
         }
         let space = &self.out_space;
-        self.out
+        self.rings
+            .out
             .space_or_arm(1, || {
                 space.drain();
             })
@@ -159,32 +184,36 @@ impl Console {
         self.out_space.as_fd().as_raw_fd()
     }
 
-    /// Wakes whoever waits on the space doorbell (used when the wait is moot, e.g. the
-    /// daemon went away and writes are accepted again).
+    /// Wakes whoever waits on the space doorbell (used when the wait is moot: the restart
+    /// grace ended and writes are accepted again, or the rings were replaced).
     pub(crate) fn kick_writer(&self) {
         self.out_space.ring();
     }
 
     pub(crate) fn input_fd(&self) -> i32 {
-        self.in_data.as_fd().as_raw_fd()
+        self.rings.in_data.as_fd().as_raw_fd()
     }
 
     /// Moves input to the guest while it can take it. Returns when the ring is empty (and
     /// the data doorbell is armed) or the frontend is full (resumed by accept_input).
     pub(crate) fn pump_input(&mut self) -> Result<(), RingPoisoned> {
-        self.in_data.drain();
+        self.rings.in_data.drain();
         let mut buf = [0u8; 512];
         loop {
             let room = self.frontend.can_write().min(buf.len());
             if room == 0 {
                 return Ok(());
             }
-            let r = self.input.read(&mut buf[..room]).map_err(RingPoisoned)?;
+            let r = self
+                .rings
+                .input
+                .read(&mut buf[..room])
+                .map_err(RingPoisoned)?;
             if r.wake_producer {
-                self.in_space.ring();
+                self.rings.in_space.ring();
             }
             if r.bytes == 0 {
-                if self.input.prepare_sleep().map_err(RingPoisoned)? {
+                if self.rings.input.prepare_sleep().map_err(RingPoisoned)? {
                     return Ok(());
                 }
                 continue;

@@ -24,23 +24,9 @@ unsafe impl Sync for Host {}
 
 static HOST: OnceLock<Host> = OnceLock::new();
 
-/// Why a host table was refused.
+/// Why a host table (already copied by `tables::copy_table`, so of a supported version)
+/// was refused.
 pub(crate) fn check_host(table: &QbpHost) -> Result<(), String> {
-    if table.header.abi_major != abi::QBP_ABI_MAJOR {
-        return Err(format!(
-            "host ABI {}.{} is not supported (this plugin speaks {}.x)",
-            table.header.abi_major,
-            table.header.abi_minor,
-            abi::QBP_ABI_MAJOR
-        ));
-    }
-    if (table.header.struct_size as usize) < std::mem::size_of::<QbpHost>() {
-        return Err(format!(
-            "host table has {} bytes, this plugin needs {}",
-            table.header.struct_size,
-            std::mem::size_of::<QbpHost>()
-        ));
-    }
     let complete = table.log.is_some()
         && table.clock_ns.is_some()
         && table.fd_watch_add.is_some()
@@ -54,9 +40,37 @@ pub(crate) fn check_host(table: &QbpHost) -> Result<(), String> {
     Ok(())
 }
 
+/// The plugin's copy of the host table, made once.
+static TABLE: OnceLock<QbpHost> = OnceLock::new();
+
 /// Installs the host table (first call wins; QEMU hands the same table every time).
-pub(crate) fn install(table: &'static QbpHost) -> Host {
+pub(crate) fn install(table: QbpHost) -> Host {
+    let table: &'static QbpHost = TABLE.get_or_init(|| table);
     *HOST.get_or_init(|| Host { table })
+}
+
+/// Logs why a host table was refused before it could be copied, through the table's own
+/// log function when the table is of this ABI and large enough to hold it.
+///
+/// # Safety
+/// `host` is NULL or readable for its header's `struct_size` bytes.
+pub(crate) unsafe fn log_early(host: *const QbpHost, why: &str) {
+    if host.is_null() {
+        return;
+    }
+    // SAFETY: every table starts with its header (caller); no reference is formed.
+    let header = unsafe { host.cast::<abi::QbpTableHeader>().read_unaligned() };
+    let end = std::mem::offset_of!(QbpHost, log) + std::mem::size_of::<abi::QbpLogFn>();
+    if header.abi_major != abi::QBP_ABI_MAJOR || (header.struct_size as usize) < end {
+        return;
+    }
+    // SAFETY: the member lies inside struct_size bytes (checked), read without a reference.
+    let log = unsafe { std::ptr::addr_of!((*host).log).read_unaligned() };
+    if let Some(log) = log {
+        let msg = CString::new(format!("ringcast backend: {why}")).unwrap_or_default();
+        // SAFETY: the host's log function takes a C string valid during the call.
+        unsafe { log(abi::QBP_LOG_ERROR, msg.as_ptr()) };
+    }
 }
 
 /// The installed host, if `qbp_plugin_query` succeeded.

@@ -7,16 +7,19 @@
 //! socket, and from then on only copies bytes into them: no threads, no blocking, no
 //! allocation on the write path, no syscall except a doorbell when the daemon sleeps.
 //!
-//! While no daemon is attached (not started yet, restarting, refused), console output goes
-//! to a flight recorder that keeps the newest bytes and counts the dropped ones, and audio
-//! periods are dropped and counted: the guest never waits for a daemon that is not there.
-//! The library retries the connection from QEMU's main loop and re-registers by itself.
+//! When a daemon that was attached goes away (killed, upgraded, restarted), a console keeps
+//! lossless backpressure for a grace period (`grace=`, 5 s by default) so that a restart
+//! loses nothing. Otherwise, while no daemon is attached (not started yet, not back within
+//! the grace, refused), console output goes to a flight recorder that keeps the newest bytes
+//! and counts the dropped ones, and audio periods are dropped and counted: the guest never
+//! waits longer than the grace for a daemon that is not there. The library retries the
+//! connection from QEMU's main loop and re-registers by itself.
 //!
 //! Audio input voices (a sound card's line-in and microphone) get silence, counted: there is
 //! no capture path yet, and offering the voices keeps QEMU from failing to create them.
 //!
-//! Every entry point catches panics (`guard`) and reports failure through its return value;
-//! nothing unwinds into QEMU.
+//! Every entry point catches panics (`guard`, and `Instance::guarded`, which latches the
+//! instance broken) and reports failure through its return value; nothing unwinds into QEMU.
 //!
 //! The C ABI is `qemu-patches/include/qemu/backend-plugin.h`; `abi` mirrors it.
 
@@ -27,6 +30,8 @@ mod host;
 mod instance;
 mod link;
 mod opts;
+mod reconnect;
+mod tables;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -45,11 +50,7 @@ pub(crate) fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(e) => {
-            let what = e
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| e.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
+            let what = panic_message(&*e);
             if let Some(h) = host::get() {
                 h.log(
                     Level::Error,
@@ -59,6 +60,14 @@ pub(crate) fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
             fallback
         }
     }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| e.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// A value that differs between ring sets of this process and between processes.
@@ -109,16 +118,8 @@ unsafe fn set_err(err: *mut c_char, len: usize, msg: &str) {
 /// # Safety
 /// `info` is NULL or points to a valid QbpInstanceInfo whose strings live during the call.
 unsafe fn identity(info: *const QbpInstanceInfo) -> Result<(Identity, opts::Options), String> {
-    if info.is_null() {
-        return Err("no instance info".into());
-    }
     // SAFETY: guaranteed by the caller.
-    let info = unsafe { &*info };
-    if info.header.abi_major != abi::QBP_ABI_MAJOR
-        || (info.header.struct_size as usize) < std::mem::size_of::<QbpInstanceInfo>()
-    {
-        return Err("instance info of an unsupported ABI version".into());
-    }
+    let info = unsafe { tables::copy_table(info) }?;
     // SAFETY: the strings are valid during this call (header contract).
     let (device, vm_name, vm_uuid, opts) = unsafe {
         (
@@ -181,9 +182,10 @@ unsafe extern "C" fn chr_open(
         let host = host::get().ok_or("plugin not initialised")?;
         // SAFETY: QEMU passes a valid info for the duration of the call.
         let (id, opts) = unsafe { identity(info) }?;
-        // SAFETY: QEMU passes a frontend table valid until close.
-        let fe = unsafe { frontend.as_ref() }.ok_or("no frontend table")?;
-        let fe = console::Frontend::from_table(fe)?;
+        // SAFETY: QEMU passes a frontend table valid for the call (its functions and
+        // opaque stay valid until close); it is copied, not kept.
+        let fe = unsafe { tables::copy_table(frontend) }?;
+        let fe = console::Frontend::from_table(&fe)?;
         Instance::open_console(host, id, opts, fe)
     });
     match r {
@@ -221,7 +223,14 @@ unsafe extern "C" fn chr_write(chr: *mut QbpChardev, buf: *const u8, len: usize)
         }
         // SAFETY: QEMU passes `len` readable bytes at `buf`.
         let data = unsafe { std::slice::from_raw_parts(buf, len) };
-        inst.chr_write(data)
+        let n = len.min(c_int::MAX as usize);
+        inst.guarded(
+            || inst.chr_write(data),
+            || {
+                inst.discard(n as u64);
+                n as c_int
+            },
+        )
     })
 }
 
@@ -233,14 +242,14 @@ unsafe extern "C" fn chr_write_ready(chr: *mut QbpChardev) -> bool {
     // On an internal error say "ready": QEMU then retries the write, which is safe.
     guard(true, || {
         // SAFETY: a live instance (ABI contract).
-        unsafe { chardev(chr) }.is_none_or(|i| i.chr_write_ready())
+        unsafe { chardev(chr) }.is_none_or(|i| i.guarded(|| i.chr_write_ready(), || true))
     })
 }
 
 unsafe extern "C" fn chr_write_wait_fd(chr: *mut QbpChardev) -> c_int {
     guard(-1, || {
         // SAFETY: a live instance (ABI contract).
-        unsafe { chardev(chr) }.map_or(-1, |i| i.chr_write_wait_fd())
+        unsafe { chardev(chr) }.map_or(-1, |i| i.guarded(|| i.chr_write_wait_fd(), || -1))
     })
 }
 
@@ -248,7 +257,7 @@ unsafe extern "C" fn chr_accept_input(chr: *mut QbpChardev) {
     guard((), || {
         // SAFETY: a live instance (ABI contract).
         if let Some(i) = unsafe { chardev(chr) } {
-            i.pump_input();
+            i.guarded(|| i.pump_input(), || ());
         }
     })
 }
@@ -295,7 +304,10 @@ unsafe extern "C" fn audio_out_open(audio: *mut QbpAudio, format: *const QbpAudi
         let (Some(inst), Some(f)) = (unsafe { audiodev(audio) }, unsafe { format.as_ref() }) else {
             return -libc_eio();
         };
-        match inst.audio_out_open(audio_format(f)) {
+        match inst.guarded(
+            || inst.audio_out_open(audio_format(f)),
+            || Err("the device is disabled after an internal error".into()),
+        ) {
             Ok(()) => 0,
             Err(e) => {
                 if let Some(h) = host::get() {
@@ -311,7 +323,7 @@ unsafe extern "C" fn audio_out_close(audio: *mut QbpAudio) {
     guard((), || {
         // SAFETY: a live instance (ABI contract).
         if let Some(i) = unsafe { audiodev(audio) } {
-            i.audio_out_close();
+            i.guarded(|| i.audio_out_close(), || ());
         }
     })
 }
@@ -320,7 +332,7 @@ unsafe extern "C" fn audio_out_enable(audio: *mut QbpAudio, enable: bool) {
     guard((), || {
         // SAFETY: a live instance (ABI contract).
         if let Some(i) = unsafe { audiodev(audio) } {
-            i.audio_out_enable(enable);
+            i.guarded(|| i.audio_out_enable(enable), || ());
         }
     })
 }
@@ -340,7 +352,13 @@ unsafe extern "C" fn audio_out_write(
         }
         // SAFETY: QEMU passes `len` readable bytes at `buf`.
         let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
-        inst.audio_out_write(data)
+        inst.guarded(
+            || inst.audio_out_write(data),
+            || {
+                inst.discard(1);
+                len
+            },
+        )
     })
 }
 
@@ -359,7 +377,10 @@ unsafe extern "C" fn audio_in_open(audio: *mut QbpAudio, format: *const QbpAudio
         let (Some(inst), Some(f)) = (unsafe { audiodev(audio) }, unsafe { format.as_ref() }) else {
             return -libc_eio();
         };
-        match inst.audio_in_open(audio_format(f)) {
+        match inst.guarded(
+            || inst.audio_in_open(audio_format(f)),
+            || Err("the device is disabled after an internal error".into()),
+        ) {
             Ok(()) => 0,
             Err(e) => {
                 if let Some(h) = host::get() {
@@ -375,7 +396,7 @@ unsafe extern "C" fn audio_in_close(audio: *mut QbpAudio) {
     guard((), || {
         // SAFETY: a live instance (ABI contract).
         if let Some(i) = unsafe { audiodev(audio) } {
-            i.audio_in_close();
+            i.guarded(|| i.audio_in_close(), || ());
         }
     })
 }
@@ -384,7 +405,7 @@ unsafe extern "C" fn audio_in_enable(audio: *mut QbpAudio, enable: bool) {
     guard((), || {
         // SAFETY: a live instance (ABI contract).
         if let Some(i) = unsafe { audiodev(audio) } {
-            i.audio_in_enable(enable);
+            i.guarded(|| i.audio_in_enable(enable), || ());
         }
     })
 }
@@ -402,7 +423,7 @@ unsafe extern "C" fn audio_in_read(audio: *mut QbpAudio, buf: *mut c_void, len: 
         // SAFETY: QEMU passes `len` writable bytes at `buf`, not otherwise referenced
         // during the call.
         let data = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
-        inst.audio_in_read(data)
+        inst.guarded(|| inst.audio_in_read(data), || 0)
     })
 }
 
@@ -454,18 +475,21 @@ static PLUGIN: Tables = Tables(QbpPluginInfo {
 #[no_mangle]
 pub unsafe extern "C" fn qbp_plugin_query(host: *const QbpHost) -> *const QbpPluginInfo {
     guard(std::ptr::null(), || {
-        // SAFETY: guaranteed by the caller; the table lives for the rest of the process.
-        let Some(table) = (unsafe { host.as_ref::<'static>() }) else {
-            return std::ptr::null();
+        // SAFETY: guaranteed by the caller: NULL or a table of header.struct_size bytes.
+        let table = match unsafe { tables::copy_table(host) } {
+            Ok(t) => t,
+            Err(why) => {
+                // SAFETY: as above.
+                unsafe { host::log_early(host, &why) };
+                return std::ptr::null();
+            }
         };
-        if let Err(why) = host::check_host(table) {
-            if table.header.abi_major == abi::QBP_ABI_MAJOR {
-                if let Some(log) = table.log {
-                    let msg = std::ffi::CString::new(format!("ringcast backend: {why}"))
-                        .unwrap_or_default();
-                    // SAFETY: the log function exists (checked) and takes a C string.
-                    unsafe { log(abi::QBP_LOG_ERROR, msg.as_ptr()) };
-                }
+        if let Err(why) = host::check_host(&table) {
+            if let Some(log) = table.log {
+                let msg =
+                    std::ffi::CString::new(format!("ringcast backend: {why}")).unwrap_or_default();
+                // SAFETY: the host's log function takes a C string valid during the call.
+                unsafe { log(abi::QBP_LOG_ERROR, msg.as_ptr()) };
             }
             return std::ptr::null();
         }

@@ -19,13 +19,16 @@ use shm_ring::handover::{self, Ack};
 use crate::host::Watch;
 
 /// Where the link stands.
+///
+/// The watch is declared before the socket: fields drop in declaration order, so QEMU
+/// stops watching the descriptor before it is closed (a closed number may be reused).
 pub(crate) enum LinkState {
     /// No connection; the retry timer is armed.
     Idle,
     /// Rings sent, waiting for the daemon's answer.
-    AwaitingAck { sock: OwnedFd, _watch: Watch },
+    AwaitingAck { _watch: Watch, sock: OwnedFd },
     /// The daemon consumes the rings.
-    Attached { sock: OwnedFd, _watch: Watch },
+    Attached { _watch: Watch, sock: OwnedFd },
 }
 
 /// What reading the socket changed.
@@ -37,14 +40,18 @@ pub(crate) enum LinkEvent {
     Lost(String),
 }
 
-/// Smallest and largest pause between connection attempts.
-pub(crate) const RETRY_MIN_MS: u64 = 100;
-pub(crate) const RETRY_MAX_MS: u64 = 2000;
+/// Whether a daemon running as `peer` may have the rings: root, our own uid, or the uid
+/// the `daemon-uid=` option names.
+pub(crate) fn peer_allowed(peer: u32, own: u32, extra: Option<u32>) -> bool {
+    peer == 0 || peer == own || extra == Some(peer)
+}
 
-/// Connects to `path` and sends the description with its rings. Returns the connected
-/// socket, or why not (the caller retries later).
+/// Connects to `path` and, if the daemon behind it runs as an allowed uid (SO_PEERCRED),
+/// sends the description with its rings. Returns the connected socket, or why not (the
+/// caller retries later).
 pub(crate) fn connect_and_send(
     path: &Path,
+    daemon_uid: Option<u32>,
     message: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<OwnedFd, String> {
@@ -63,6 +70,20 @@ pub(crate) fn connect_and_send(
             return Err(format!("no daemon listening at {}", path.display()))
         }
         Err(e) => return Err(format!("connect {}: {e}", path.display())),
+    }
+    // Checked before any ring leaves this process: whoever listens on the path gets
+    // read access to the guest's console and audio.
+    let cred = rustix::net::sockopt::socket_peercred(&sock)
+        .map_err(|e| format!("cannot tell who listens at {}: {e}", path.display()))?;
+    let own = rustix::process::getuid().as_raw();
+    let peer = cred.uid.as_raw();
+    if !peer_allowed(peer, own, daemon_uid) {
+        let also = daemon_uid.map_or(String::new(), |u| format!(" or {u} (daemon-uid)"));
+        return Err(format!(
+            "refusing the daemon at {}: it runs as uid {peer}, not root, uid {own} (QEMU's \
+             own){also}; set daemon-uid={peer} if it is trusted",
+            path.display()
+        ));
     }
     handover::send_with_fds(&sock, message, fds).map_err(|e| e.to_string())?;
     Ok(sock)
@@ -100,4 +121,18 @@ pub(crate) fn on_readable(state: &LinkState) -> LinkEvent {
 /// The raw fd to watch for a connected state.
 pub(crate) fn raw_fd(sock: &OwnedFd) -> i32 {
     sock.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_may_be_root_ourselves_or_the_named_uid_only() {
+        assert!(peer_allowed(0, 1000, None));
+        assert!(peer_allowed(1000, 1000, None));
+        assert!(peer_allowed(991, 1000, Some(991)));
+        assert!(!peer_allowed(991, 1000, None));
+        assert!(!peer_allowed(992, 1000, Some(991)));
+    }
 }

@@ -13,13 +13,25 @@ pub(crate) struct Options {
     pub input_ring_bytes: u64,
     /// Device name announced to the daemon (default: the QEMU id).
     pub name: Option<String>,
+    /// Restart grace of a console, in milliseconds: how long the guest's output waits
+    /// (lossless) for a daemon that went away before the flight recorder takes over.
+    pub grace_ms: u64,
+    /// A uid besides root and our own that the daemon may run as.
+    pub daemon_uid: Option<u32>,
 }
+
+/// Default restart grace: long enough for `systemctl restart` of the daemon.
+pub(crate) const DEFAULT_GRACE_MS: u64 = 5000;
+/// Longest restart grace accepted.
+const MAX_GRACE_MS: u64 = 3_600_000;
 
 pub(crate) const HELP: &str =
     "options are socket=PATH (default $XDG_RUNTIME_DIR/ringcast/ringcastd.sock \
 or /run/ringcast/ringcastd.sock), ring=BYTES (console output ring, power of two, 4K..1G, \
-default 1M), input-ring=BYTES (default 64K), name=NAME (device name, default the id); \
-separate them with ':'";
+default 1M), input-ring=BYTES (default 64K), name=NAME (device name, default the id), \
+grace=SECONDS or grace=MILLISECONDSms (how long console output waits for a restarting daemon \
+before the flight recorder takes over, default 5, 0 = never waits), daemon-uid=UID (a uid \
+the daemon may run as besides root and QEMU's own); separate them with ':'";
 
 impl Default for Options {
     fn default() -> Self {
@@ -28,7 +40,23 @@ impl Default for Options {
             ring_bytes: 1 << 20,
             input_ring_bytes: 64 << 10,
             name: None,
+            grace_ms: DEFAULT_GRACE_MS,
+            daemon_uid: None,
         }
+    }
+}
+
+fn grace(v: &str) -> Result<u64, String> {
+    let ms = match v.strip_suffix("ms") {
+        Some(ms) => ms.parse::<u64>().ok(),
+        None => v.parse::<u64>().ok().and_then(|s| s.checked_mul(1000)),
+    };
+    match ms {
+        Some(ms) if ms <= MAX_GRACE_MS => Ok(ms),
+        _ => Err(format!(
+            "grace={v}: expected seconds (e.g. grace=5) or milliseconds (grace=1500ms), at \
+             most one hour; grace=0 never waits"
+        )),
     }
 }
 
@@ -65,6 +93,12 @@ pub(crate) fn parse(opts: &str) -> Result<Options, String> {
             "name" if !v.is_empty() && v.len() <= shm_ring::handover::MAX_NAME => {
                 o.name = Some(v.to_owned())
             }
+            "grace" => o.grace_ms = grace(v)?,
+            "daemon-uid" => {
+                o.daemon_uid = Some(v.parse::<u32>().map_err(|_| {
+                    format!("daemon-uid={v}: expected a numeric uid, e.g. daemon-uid=991")
+                })?)
+            }
             _ => return Err(format!("unknown or empty option '{k}'; {HELP}")),
         }
     }
@@ -82,7 +116,13 @@ mod tests {
 
     #[test]
     fn every_key_is_parsed() {
-        let o = parse("socket=/tmp/x.sock:ring=64K:input-ring=4096:name=con").unwrap();
+        let o =
+            parse("socket=/tmp/x.sock:ring=64K:input-ring=4096:name=con:grace=2:daemon-uid=991")
+                .unwrap();
+        assert_eq!(o.grace_ms, 2000);
+        assert_eq!(o.daemon_uid, Some(991));
+        assert_eq!(parse("grace=250ms").unwrap().grace_ms, 250);
+        assert_eq!(parse("grace=0").unwrap().grace_ms, 0);
         assert_eq!(o.socket, PathBuf::from("/tmp/x.sock"));
         assert_eq!(o.ring_bytes, 65536);
         assert_eq!(o.input_ring_bytes, 4096);
@@ -101,6 +141,14 @@ mod tests {
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.contains("ring=") || e.contains("KEY=VALUE"), "{bad}: {e}");
+        }
+        for bad in ["grace=-1", "grace=5s", "grace=3601", "grace=x"] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("expected seconds"), "{bad}: {e}");
+        }
+        for bad in ["daemon-uid=root", "daemon-uid=-1"] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("numeric uid"), "{bad}: {e}");
         }
     }
 }

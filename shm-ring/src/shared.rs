@@ -10,6 +10,12 @@
 //!
 //! Ordering comes from the positions: the producer's Release publish after `store`, the
 //! consumer's Acquire load before `load`. Relaxed is enough for the bytes themselves.
+//!
+//! One location may be written as a byte and later read as part of a word (the two sides
+//! split a copy at different places). Between honest sides such accesses never race: the
+//! positions order them. Only a misbehaving peer races with a copy, and the peer is another
+//! process; what this side then reads is of unspecified value and discarded. Miri's
+//! weak-memory emulation cannot represent this mix of sizes (scripts/miri.sh turns it off).
 
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};

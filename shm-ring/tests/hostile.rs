@@ -1,6 +1,7 @@
 //! A peer that scribbles over the ring header or hands over a bad region: the other side
 //! must poison the ring or refuse it, never panic or read out of bounds.
-#![cfg(not(loom))]
+// Needs memfds, mmap and processes, which Miri cannot run.
+#![cfg(not(any(loom, miri)))]
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -314,4 +315,119 @@ fn attaching_while_a_flight_recorder_laps_the_ring_never_sees_a_poisoned_ring() 
         attaches += 1;
     }
     writer.join().unwrap();
+}
+
+/// The longest a single call took, and how many calls there were before the ring was
+/// poisoned (or the budget ran out).
+struct Calls {
+    longest: std::time::Duration,
+    calls: u64,
+    poisoned: Option<Poison>,
+}
+
+fn timed<T>(calls: &mut Calls, f: impl FnOnce() -> Result<T, Poison>) -> Option<T> {
+    let t = std::time::Instant::now();
+    let r = f();
+    calls.longest = calls.longest.max(t.elapsed());
+    calls.calls += 1;
+    match r {
+        Ok(v) => Some(v),
+        Err(p) => {
+            calls.poisoned = Some(p);
+            None
+        }
+    }
+}
+
+#[test]
+fn a_hostile_thread_flipping_flags_and_nudging_positions_never_makes_a_call_hang() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    const FLAG: u64 = 1 << 63;
+    const BUDGET: u64 = 200_000;
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem.clone()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hostile = {
+        let stop = stop.clone();
+        let file = std::fs::File::from(mem.fd().try_clone_to_owned().unwrap());
+        std::thread::spawn(move || {
+            let map = memmap2::MmapOptions::new().map_raw(&file).unwrap();
+            // SAFETY: both words are 8-byte aligned and inside the live mapping; every
+            // access to them in this process is atomic.
+            let (w, r) = unsafe {
+                (
+                    AtomicU64::from_ptr(map.as_mut_ptr().add(WRITE_POS).cast()),
+                    AtomicU64::from_ptr(map.as_mut_ptr().add(READ_POS).cast()),
+                )
+            };
+            let mut i = 0u64;
+            while !stop.load(Relaxed) {
+                w.fetch_xor(FLAG, Relaxed);
+                r.fetch_xor(FLAG, Relaxed);
+                i += 1;
+                if i % 4096 == 0 {
+                    // Now and then a nudge of a position (forwards, as progress would).
+                    r.fetch_add(1, Relaxed);
+                }
+            }
+        })
+    };
+    let producer = std::thread::spawn(move || {
+        let mut c = Calls {
+            longest: Default::default(),
+            calls: 0,
+            poisoned: None,
+        };
+        let data = [7u8; 300];
+        while c.calls < BUDGET && c.poisoned.is_none() {
+            match c.calls % 3 {
+                0 => timed(&mut c, || tx.write(&data).map(drop)),
+                1 => timed(&mut c, || tx.space_or_arm(200, || {}).map(drop)),
+                _ => timed(&mut c, || tx.write_overwriting(&data[..100]).map(drop)),
+            };
+        }
+        c
+    });
+    let consumer = std::thread::spawn(move || {
+        let mut c = Calls {
+            longest: Default::default(),
+            calls: 0,
+            poisoned: None,
+        };
+        let mut buf = [0u8; 512];
+        while c.calls < BUDGET && c.poisoned.is_none() {
+            match c.calls % 3 {
+                0 => {
+                    timed(&mut c, || rx.read(&mut buf).map(drop));
+                }
+                1 => {
+                    if let Some(r) = timed(&mut c, || rx.peek(&mut buf)) {
+                        timed(&mut c, || rx.consume(r.bytes).map(drop));
+                    }
+                }
+                _ => {
+                    timed(&mut c, || rx.prepare_sleep().map(drop));
+                }
+            }
+        }
+        c
+    });
+    let (p, c) = (producer.join().unwrap(), consumer.join().unwrap());
+    stop.store(true, Relaxed);
+    hostile.join().unwrap();
+    // Every call returned; a hang would never get here, a livelock would show as a call
+    // lasting seconds (the bound is generous: the machine may be loaded).
+    for (side, calls) in [("producer", &p), ("consumer", &c)] {
+        assert!(
+            calls.longest < std::time::Duration::from_secs(10),
+            "{side}: a call took {:?}",
+            calls.longest
+        );
+        assert!(calls.calls > 0, "{side} made no call");
+    }
+    eprintln!(
+        "producer: {} calls, longest {:?}, {:?}; consumer: {} calls, longest {:?}, {:?}",
+        p.calls, p.longest, p.poisoned, c.calls, c.longest, c.poisoned
+    );
 }

@@ -1,6 +1,7 @@
 //! 256 MiB through a ring between two processes, with doorbells, backpressure and a
 //! checksum on each side. The test spawns itself as the producer process.
-#![cfg(not(loom))]
+// Needs memfds, mmap and processes, which Miri cannot run.
+#![cfg(not(any(loom, miri)))]
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

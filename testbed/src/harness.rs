@@ -141,7 +141,7 @@ static HOST: QbpHost = QbpHost {
 /// The loaded plugin and its operation tables.
 #[derive(Debug)]
 pub struct Plugin {
-    _lib: libloading::Library,
+    _lib: Option<libloading::Library>,
     chardev: &'static QbpChardevOps,
     audio: &'static QbpAudioOps,
 }
@@ -155,6 +155,18 @@ impl Plugin {
         // SAFETY: the symbol has the QbpPluginQueryFn signature (ABI contract).
         let query: libloading::Symbol<QbpPluginQueryFn> =
             unsafe { lib.get(b"qbp_plugin_query\0") }.map_err(|e| e.to_string())?;
+        let mut p = Self::query(*query)?;
+        p._lib = Some(lib);
+        Ok(p)
+    }
+
+    /// The plugin linked into the test binary (`ringcast_backend::qbp_plugin_query`), so that
+    /// its allocations go through the test's global allocator.
+    pub fn linked(query: QbpPluginQueryFn) -> Result<Plugin, String> {
+        Self::query(query)
+    }
+
+    fn query(query: QbpPluginQueryFn) -> Result<Plugin, String> {
         // SAFETY: HOST is a static table valid for the life of the process.
         let info = unsafe { query(&HOST) };
         // SAFETY: the plugin returns NULL or a pointer to static tables.
@@ -167,7 +179,7 @@ impl Plugin {
         Ok(Plugin {
             chardev: chardev.ok_or("no chardev table")?,
             audio: audio.ok_or("no audio table")?,
-            _lib: lib,
+            _lib: None,
         })
     }
 

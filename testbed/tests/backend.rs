@@ -546,3 +546,114 @@ fn first_input_wakes_the_plugin_without_any_help_from_the_frontend() {
     assert!(lp.run_until(T, || chr.frontend.received.borrow().as_slice()
         == b"login\n"));
 }
+
+#[test]
+fn a_daemon_restarted_within_the_grace_gets_every_byte_the_guest_wrote_meanwhile() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let lp = MainLoop::new();
+    let consumer = TestConsumer::bind(&path).unwrap();
+    let first = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut got = Vec::new();
+        c.read_until(&mut got, 1000, Duration::ZERO, T).unwrap();
+        (got, consumer)
+        // `c` drops here: the connection closes, as when the daemon is killed.
+    });
+    // A 16 KiB ring and 200 KB written while the daemon is away: without the grace the
+    // flight recorder would overwrite most of it.
+    let chr = p
+        .open_chardev("vm", "con", &sock_opts(&path, ":ring=16K:grace=60"))
+        .unwrap();
+    wait_attached(&lp);
+    let data = GuestStream::bytes(8, 201_000);
+    chr.write_all(&lp, &data[..1000], T).unwrap();
+    let (got1, consumer) = first.join().unwrap();
+    assert!(
+        lp.run_until(T, || lp.logged("lost the daemon")),
+        "{:?}",
+        lp.logs()
+    );
+    assert!(lp.logged("restart grace"), "{:?}", lp.logs());
+    // The "restarted daemon" comes back while the guest is blocked on a full ring.
+    let second = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut got = Vec::new();
+        c.read_until(&mut got, 200_000, Duration::ZERO, T).unwrap();
+        (got, c.lost)
+    });
+    let stats = chr.write_all(&lp, &data[1000..], T).unwrap();
+    assert!(stats.waits > 0, "the guest must have waited for the daemon");
+    let (got2, lost) = second.join().unwrap();
+    assert_eq!(lost, 0);
+    assert_eq!(got1, &data[..1000]);
+    assert!(got2 == data[1000..], "bytes differ across the restart");
+    assert!(!lp.logged("did not come back"), "{:?}", lp.logs());
+}
+
+#[test]
+fn after_the_grace_the_console_falls_back_to_the_flight_recorder_and_counts() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let lp = MainLoop::new();
+    let consumer = TestConsumer::bind(&path).unwrap();
+    let first = thread::spawn(move || {
+        let mut c = consumer.accept(T).unwrap().console();
+        let mut got = Vec::new();
+        c.read_until(&mut got, 1000, Duration::ZERO, T).unwrap();
+        drop(c);
+        drop(consumer);
+        got
+    });
+    let chr = p
+        .open_chardev("vm", "con", &sock_opts(&path, ":ring=16K:grace=300ms"))
+        .unwrap();
+    wait_attached(&lp);
+    let data = GuestStream::bytes(9, 101_000);
+    chr.write_all(&lp, &data[..1000], T).unwrap();
+    assert_eq!(first.join().unwrap(), &data[..1000]);
+    assert!(lp.run_until(T, || lp.logged("lost the daemon")));
+    // Nobody comes back: the guest waits out the grace, then writes go on (recorder).
+    let stats = chr.write_all(&lp, &data[1000..], T).unwrap();
+    assert!(stats.waits > 0, "the ring filled up during the grace");
+    assert!(
+        lp.logged("did not come back within 300 ms"),
+        "{:?}",
+        lp.logs()
+    );
+    assert!(
+        chr.write_ready(),
+        "the flight recorder never makes the guest wait"
+    );
+    assert_eq!(chr.write(b"x"), 1);
+}
+
+#[test]
+fn a_grace_of_zero_switches_to_the_flight_recorder_at_once() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let lp = MainLoop::new();
+    let consumer = TestConsumer::bind(&path).unwrap();
+    let first = thread::spawn(move || {
+        let c = consumer.accept(T).unwrap().console();
+        drop(c);
+        consumer
+    });
+    let chr = p
+        .open_chardev("vm", "con", &sock_opts(&path, ":ring=16K:grace=0"))
+        .unwrap();
+    wait_attached(&lp);
+    let _consumer = first.join().unwrap();
+    assert!(lp.run_until(T, || lp.logged("lost the daemon")));
+    assert!(!lp.logged("restart grace"), "{:?}", lp.logs());
+    for c in GuestStream::bytes(10, 100_000).chunks(1000) {
+        assert_eq!(chr.write(c), 1000, "the recorder takes everything at once");
+    }
+}

@@ -45,6 +45,12 @@ impl ByteProducer {
         self.write
     }
 
+    /// Bytes written that the consumer had not released when this side last looked: what
+    /// is lost if the ring is abandoned now.
+    pub fn unconsumed(&self) -> u64 {
+        self.write - self.cached_read
+    }
+
     /// The ring memory this producer writes.
     pub fn memory(&self) -> &Arc<RingMemory> {
         &self.mem

@@ -1,0 +1,131 @@
+//! The audio operations QEMU calls: output voices into the record ring, input voices that
+//! deliver counted silence.
+
+use shm_ring::handover::AudioFormat;
+
+use super::{Device, Instance};
+use crate::audio::{InputVoice, Voice};
+use crate::console::RingPoisoned;
+use crate::host::Level;
+use crate::link::LinkState;
+use crate::reconnect::Reconnect;
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+}
+
+impl Instance {
+    pub(crate) fn audio_out_open(&self, format: AudioFormat) -> Result<(), String> {
+        {
+            let mut inner = self.inner.try_borrow_mut().map_err(|_| "busy")?;
+            let name = inner.device_name();
+            let Device::Audio { voice, .. } = &mut inner.device else {
+                return Err("not an audio device".into());
+            };
+            *voice = Some(Voice::new(&name, format)?);
+            // A new voice is a new session: re-register with the new ring.
+            inner.link = LinkState::Idle;
+            inner.renew_pending = false;
+            inner.reconnect = Reconnect::new(inner.opts.grace_ms);
+        }
+        self.try_connect();
+        Ok(())
+    }
+
+    pub(crate) fn audio_out_close(&self) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            if let Device::Audio { voice, .. } = &mut inner.device {
+                *voice = None;
+            }
+            inner.link = LinkState::Idle;
+        }
+    }
+
+    pub(crate) fn audio_out_enable(&self, on: bool) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            if let Device::Audio { enabled, .. } = &mut inner.device {
+                *enabled = on;
+            }
+        }
+    }
+
+    pub(crate) fn audio_out_write(&self, buf: &[u8]) -> usize {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return buf.len();
+        };
+        let attached = Self::attached(&inner) && !inner.renew_pending;
+        let Device::Audio { voice, stats, .. } = &mut inner.device else {
+            return buf.len();
+        };
+        match voice {
+            Some(v) if attached => {
+                if let Err(p) = v.write(buf, monotonic_ns(), stats) {
+                    self.poisoned(&mut inner, RingPoisoned(p));
+                }
+            }
+            _ => stats.dropped_unattached += 1,
+        }
+        buf.len()
+    }
+
+    pub(crate) fn audio_in_open(&self, format: AudioFormat) -> Result<(), String> {
+        let mut inner = self.inner.try_borrow_mut().map_err(|_| "busy")?;
+        let Device::Audio { input, .. } = &mut inner.device else {
+            return Err("not an audio device".into());
+        };
+        *input = Some(InputVoice::new(format)?);
+        Ok(())
+    }
+
+    pub(crate) fn audio_in_close(&self) {
+        if let Ok(mut inner) = self.inner.try_borrow_mut() {
+            if let Device::Audio { input, .. } = &mut inner.device {
+                *input = None;
+            }
+        }
+    }
+
+    pub(crate) fn audio_in_enable(&self, on: bool) {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        let inner = &mut *inner;
+        if let Device::Audio {
+            input: Some(v),
+            stats,
+            ..
+        } = &mut inner.device
+        {
+            v.enabled = on;
+            // Said once per device, when the guest first records: why its input is silent.
+            if on && stats.silent_input_frames == 0 && !v.announced {
+                v.announced = true;
+                self.host.log(
+                    Level::Info,
+                    &format!(
+                        "{}: the guest opened audio input; ringcast has no audio input and \
+                         delivers silence (counted)",
+                        inner.label
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Fills `buf` with silence (whole frames); the bytes filled. 0 without an input voice
+    /// (QEMU then pads with silence itself).
+    pub(crate) fn audio_in_read(&self, buf: &mut [u8]) -> usize {
+        let Ok(mut inner) = self.inner.try_borrow_mut() else {
+            return 0;
+        };
+        match &mut inner.device {
+            Device::Audio {
+                input: Some(v),
+                stats,
+                ..
+            } => v.read(buf, stats),
+            _ => 0,
+        }
+    }
+}
