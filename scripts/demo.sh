@@ -67,6 +67,8 @@ ready=$(grep -m1 '^ready ' "$work/ringcastd.ready" || true)
 [ -n "$ready" ] || { echo "ringcastd did not start; its log:" >&2; cat "$work/ringcastd.log" >&2; exit 1; }
 quic=${ready#*quic=}
 export RINGCAST_SERVER=${quic%% *}
+# The client asks this ringcastd's control socket to authorize it on first use (as root).
+export RINGCAST_CONTROL_SOCKET=$work/run/ringcastd.ctl
 say "ringcastd is ready: QUIC on $RINGCAST_SERVER"
 
 say "booting the guest: serial0 (16550), hvc0 (virtconsole), snd0 (intel-hda) on the plugin"
