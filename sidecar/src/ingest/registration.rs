@@ -198,7 +198,8 @@ impl Ingest {
     }
 
     /// Checks who registers and what: the peer's uid (ringcastd's own or root), one device
-    /// per connection, a well-formed description with the right number of fds.
+    /// per connection, a well-formed description with names that keep the grammar and the
+    /// right number of fds.
     fn admit(
         &self,
         conn: &Registration,
@@ -216,6 +217,7 @@ impl Ingest {
             return Err("one device per connection".into());
         }
         let desc = DeviceDescription::decode(msg).map_err(|e| e.to_string())?;
+        crate::names::check_description(&desc)?;
         if fds != desc.kind.fd_count() {
             return Err(format!(
                 "expected {} file descriptors, got {fds}",

@@ -89,7 +89,8 @@ impl Meta {
 
     fn decode(text: &str) -> Meta {
         let mut m = Meta::default();
-        for line in text.lines() {
+        // Split on '\n' alone: `lines()` would also eat a '\r' that ends a value.
+        for line in text.split('\n') {
             let Some((k, v)) = line.split_once('=') else {
                 continue;
             };
@@ -108,7 +109,9 @@ impl Meta {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }
 
 fn unescape(s: &str) -> String {
@@ -118,6 +121,7 @@ fn unescape(s: &str) -> String {
         if c == '\\' {
             match it.next() {
                 Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
                 Some(o) => out.push(o),
                 None => {}
             }
@@ -210,7 +214,20 @@ impl Journal {
                 spool_failures: 1,
             });
         }
-        let meta = read_meta(&dir).unwrap_or(meta);
+        let meta = match read_meta(&dir) {
+            // A directory that holds another device's journal is never shared.
+            Some(stored) if (&stored.vm, &stored.device) != (&meta.vm, &meta.device) => {
+                return Err(Error::JournalOfAnother {
+                    dir,
+                    owner: format!(
+                        "{}",
+                        crate::DeviceKey::new(stored.vm.as_str(), stored.device.as_str())
+                    ),
+                });
+            }
+            Some(stored) => stored,
+            None => meta,
+        };
         let mut segments = Vec::new();
         let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
         for entry in entries.flatten() {
