@@ -82,8 +82,18 @@ impl ConsoleStream {
                 Err(e) => return Err(from_read(&self.addr, e)),
             };
             let (start, end) = match &item {
-                ConsoleItem::Chunk { offset, bytes } => (*offset, offset + bytes.len() as u64),
-                ConsoleItem::Gap { offset, len, .. } => (*offset, offset + len),
+                ConsoleItem::Chunk { offset, bytes } => {
+                    (*offset, offset.checked_add(bytes.len() as u64))
+                }
+                ConsoleItem::Gap { offset, len: 0, .. } => {
+                    return Err(Error::Protocol(format!("an empty gap at offset {offset}")))
+                }
+                ConsoleItem::Gap { offset, len, .. } => (*offset, offset.checked_add(*len)),
+            };
+            let Some(end) = end else {
+                return Err(Error::Protocol(format!(
+                    "an item at offset {start} ends beyond the largest offset"
+                )));
             };
             if start != self.offset {
                 return Err(Error::Protocol(format!(

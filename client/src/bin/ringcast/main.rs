@@ -66,6 +66,14 @@ fn real_main() -> anyhow::Result<Exit> {
     {
         anyhow::bail!("{}", sound_card::NO_SOUND_CARD);
     }
+    if let Command::Play { raw: true, .. } = &cli.command {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            anyhow::bail!(
+                "--raw writes PCM samples to stdout, which is a terminal; redirect it to a file \
+                 or a program (ringcast play --raw DEVICE > sound.pcm, or | aplay ...)"
+            );
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
