@@ -109,16 +109,26 @@ impl Registry {
             .join(dir_component(&key.device))
     }
 
+    /// The device named `key`, if known.
+    pub fn existing(&self, key: &DeviceKey) -> Option<Arc<Device>> {
+        lock(&self.devices).get(key).cloned()
+    }
+
+    /// Why a `wanted` device cannot take the name of a `known` one.
+    pub fn kind_conflict(&self, key: &DeviceKey, known: Kind, wanted: Kind) -> String {
+        format!(
+            "{key} is already known as a {} device; give the {} device another id",
+            known.name(),
+            wanted.name()
+        )
+    }
+
     /// The device named `key`, created if new. Fails when it exists with another kind.
     pub fn device_for(&self, key: &DeviceKey, kind: Kind) -> Result<Arc<Device>, String> {
         let mut devices = lock(&self.devices);
         if let Some(d) = devices.get(key) {
             if d.kind != kind {
-                return Err(format!(
-                    "{key} is already known as a {} device; give the {} device another id",
-                    d.kind.name(),
-                    kind.name()
-                ));
+                return Err(self.kind_conflict(key, d.kind, kind));
             }
             return Ok(d.clone());
         }
