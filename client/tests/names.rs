@@ -216,3 +216,47 @@ fn two_journal_directories_claiming_one_device_are_reported_and_neither_is_overw
         Some("0..12")
     );
 }
+
+#[test]
+fn a_device_list_larger_than_a_frame_gets_a_clear_error_and_the_connection_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // 2000 journals (of an older version) with names of 255 bytes: a list of more than
+    // 1 MiB.
+    for i in 0..2000 {
+        let vm = format!("vm{i:04}{}", "x".repeat(249));
+        let device = format!("serial{}", "y".repeat(249));
+        write_journal(&state.join(format!("old{i}")).join("d"), &vm, &device, b"x");
+    }
+    let d = start(dir.path());
+    for args in [&["list"][..], &["stats"]] {
+        let out = d.ringcast().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("the answer does not fit in one frame")
+                && err.contains("more devices (or longer names) than one reply can carry"),
+            "ringcast {args:?}: {err}"
+        );
+    }
+    // The same connection still answers after the refusal.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = testbed::kit::clients::RingcastdExt::session(&d).await;
+        assert!(s.list().await.is_err());
+        let vm = format!("vm0000{}", "x".repeat(249));
+        let device = format!("serial{}", "y".repeat(249));
+        let mut con = s
+            .attach_console(&vm, &device, client::Mode::Read, client::StartAt::Offset(0))
+            .await
+            .expect("attach after the refused list");
+        match con.next().await.unwrap() {
+            Some(client::ConsoleItem::Chunk { bytes, .. }) => assert_eq!(&bytes[..], b"x"),
+            other => panic!("{other:?}"),
+        }
+        assert!(s.list().await.is_err());
+    });
+}
