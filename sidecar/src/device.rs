@@ -152,6 +152,9 @@ pub(crate) struct DeviceState {
     pub poisoned: Option<String>,
     pub audio_format: Option<AudioFormat>,
     pub audio_queues: Vec<Arc<AudioQueue>>,
+    /// The UUID of the VM that registered the device ("" when none did with one); a console
+    /// keeps it in its journal's metadata across restarts.
+    pub vm_uuid: String,
 }
 
 /// A device as shared between the ingest thread and API users.
@@ -175,6 +178,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Device {
     pub fn new(key: DeviceKey, kind: Kind, journal: Option<Journal>) -> Arc<Device> {
+        let vm_uuid = journal
+            .as_ref()
+            .map_or_else(String::new, |j| j.meta().uuid.clone());
         Arc::new(Device {
             key,
             kind,
@@ -184,6 +190,7 @@ impl Device {
                 poisoned: None,
                 audio_format: None,
                 audio_queues: Vec::new(),
+                vm_uuid,
             }),
             signal: Signal::default(),
             input: Mutex::new(None),

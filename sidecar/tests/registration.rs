@@ -185,3 +185,57 @@ fn a_live_devices_name_cannot_be_taken_even_with_its_session_id() {
     });
     d.kill9();
 }
+
+const UUID_A: &str = "5c1b2a9e-0c3f-4a1e-9b7d-2f6e8a4c1d3b";
+const UUID_B: &str = "0f0e0d0c-0b0a-4909-8807-060504030201";
+
+fn console_of(socket: &Path, vm: &str, uuid: &str, session: u64) -> FakeConsole {
+    let mut c = FakeConsole::new(socket, vm, "serial0", session, 1 << 16);
+    c.desc.vm_uuid = uuid.into();
+    c
+}
+
+#[test]
+fn a_vm_name_stays_with_the_vm_uuid_that_registered_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = daemon(dir.path());
+    let mut owner = console_of(&d.socket(), "prod", UUID_A, 1);
+    owner.connect();
+    owner.write_all(b"owner's history");
+    owner.wait_drained();
+    drop(owner);
+    d.wait_until("the owner to be gone", Duration::from_secs(30), || {
+        d.stat("prod/serial0", "STATE").as_deref() == Some("gone")
+    });
+    let claim = |d: &Ringcastd, uuid: &str, session| {
+        console_of(&d.socket(), "prod", uuid, session).try_connect()
+    };
+    // Another VM (another UUID, or none) cannot take the name and its history.
+    let e = claim(&d, UUID_B, 2).expect_err("another VM took the name");
+    assert!(
+        e.contains(&format!(
+            "prod/serial0 belongs to the VM with UUID {UUID_A}, and this VM has UUID {UUID_B}"
+        )),
+        "{e}"
+    );
+    let e = claim(&d, "", 3).expect_err("a VM without a UUID took the name");
+    assert!(e.contains("and this registration has no UUID"), "{e}");
+    assert_eq!(d.stat("prod/serial0", "REGS").as_deref(), Some("1"));
+    // The binding is kept in the journal: the same after a restart of ringcastd.
+    d.kill9();
+    d.spawn();
+    let e = claim(&d, UUID_B, 4).expect_err("another VM took the name after a restart");
+    assert!(
+        e.contains(&format!("belongs to the VM with UUID {UUID_A}")),
+        "{e}"
+    );
+    // The VM itself comes back (a new QEMU of the same VM: a new session).
+    let mut back = console_of(&d.socket(), "prod", UUID_A, 5);
+    back.connect();
+    back.write_all(b"!");
+    back.wait_drained();
+    let (spool, _) = read_spool(&d.state.join("prod").join("serial0"));
+    assert!(spool.starts_with(b"owner's history"), "{spool:?}");
+    assert!(spool.ends_with(b"!"));
+    d.kill9();
+}

@@ -157,6 +157,9 @@ impl Ingest {
             if let Err(why) = self.take_over_check(&key, &existing) {
                 return self.refuse(conn_id, why);
             }
+            if let Err(why) = same_vm(&key, &existing, &desc.vm_uuid) {
+                return self.refuse(conn_id, why);
+            }
         }
         let att = match open_rings(&desc, fds) {
             Ok(a) => a,
@@ -167,6 +170,7 @@ impl Ingest {
             Err(why) => return self.refuse(conn_id, why),
         };
         self.take_over(conn_id, &dev);
+        bind_vm(&dev, &desc.vm_uuid);
         let OpenedRings {
             ring,
             out_data,
@@ -319,6 +323,44 @@ impl Ingest {
         }
         tracing::info!(device = %att.dev.key, "QEMU disconnected");
         self.drain(id);
+    }
+}
+
+/// Whether a registration with `uuid` may use the known device `dev`: a device that a VM
+/// with a UUID registered (QEMU's `-uuid`, which libvirt always passes) belongs to that VM,
+/// and another process (a VM with another UUID, or with none) cannot take its name and
+/// history.
+fn same_vm(key: &DeviceKey, dev: &Device, uuid: &str) -> Result<(), String> {
+    let bound = lock(&dev.state).vm_uuid.clone();
+    if bound.is_empty() || bound.eq_ignore_ascii_case(uuid) {
+        return Ok(());
+    }
+    let this = if uuid.is_empty() {
+        "this registration has no UUID".to_owned()
+    } else {
+        format!("this VM has UUID {uuid}")
+    };
+    Err(format!(
+        "{key} belongs to the VM with UUID {bound}, and {this}; give this VM another -name, \
+         or move {key}'s journal directory away if that VM is gone for good"
+    ))
+}
+
+/// Binds `dev` to the VM with `uuid` (when the registration has one).
+fn bind_vm(dev: &Device, uuid: &str) {
+    if uuid.is_empty() {
+        return;
+    }
+    let changed = {
+        let mut s = lock(&dev.state);
+        let changed = !s.vm_uuid.eq_ignore_ascii_case(uuid);
+        s.vm_uuid = uuid.to_owned();
+        changed
+    };
+    if changed {
+        if let Some(j) = &dev.journal {
+            lock(j).set_uuid(uuid);
+        }
     }
 }
 

@@ -69,6 +69,9 @@ pub(crate) struct Meta {
     pub base: u64,
     /// Everything below this offset was deleted (retention).
     pub pruned_to: u64,
+    /// The UUID of the VM the device belongs to ("" when it registered without one): the
+    /// name is bound to it, another VM cannot take it over.
+    pub uuid: String,
 }
 
 impl Meta {
@@ -83,6 +86,9 @@ impl Meta {
         );
         if let Some(session) = self.session {
             s.push_str(&format!("session={session}\n"));
+        }
+        if !self.uuid.is_empty() {
+            s.push_str(&format!("uuid={}\n", escape(&self.uuid)));
         }
         s
     }
@@ -101,6 +107,7 @@ impl Meta {
                 "session" => m.session = v.parse().ok(),
                 "base" => m.base = v.parse().unwrap_or(0),
                 "pruned_to" => m.pruned_to = v.parse().unwrap_or(0),
+                "uuid" => m.uuid = unescape(v),
                 _ => {}
             }
         }
@@ -340,6 +347,14 @@ impl Journal {
             .map_err(|e| Error::io("write", &tmp, e))?;
         let dst = self.dir.join(META);
         fs::rename(&tmp, &dst).map_err(|e| Error::io("rename into", &dst, e))
+    }
+
+    /// Binds the journal to the VM with this UUID.
+    pub fn set_uuid(&mut self, uuid: &str) {
+        self.meta.uuid = uuid.to_owned();
+        if let Err(e) = self.write_meta() {
+            tracing::error!(error = %e, "cannot save the VM's UUID");
+        }
     }
 
     /// Records a new ring session starting at journal offset `base`.

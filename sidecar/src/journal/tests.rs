@@ -142,6 +142,7 @@ fn meta_survives_awkward_names() {
         session: Some(u64::MAX),
         base: 5,
         pruned_to: 3,
+        uuid: "5c1b2a9e-0c3f-4a1e-9b7d-2f6e8a4c1d3b".into(),
     };
     assert_eq!(Meta::decode(&m.encode()), m);
 }
