@@ -20,7 +20,13 @@ impl Tmpfs {
         // mode=0700: a tmpfs root is 1777 by default, and ringcastd refuses a state
         // directory that others can write.
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .expect("running mount");
