@@ -100,6 +100,11 @@ async fn serve(conn: quinn::Connection) {
                 request,
                 devices: vec![entry()],
             },
+            Frame::GetStats { request } => Frame::error(
+                request,
+                transport_quic::ErrorCode::Internal,
+                "vm\u{1b}]0;owned\u{7}\u{1b}[31m is broken",
+            ),
             _ => return,
         };
         if send_frame(&mut send, &reply).await.is_err() {
@@ -148,4 +153,38 @@ async fn a_gap_beyond_the_journal_the_server_reports_stops_capture_without_a_hug
     let len = std::fs::metadata(&file).unwrap().len();
     assert!(len <= 10, "the capture file is {len} bytes long");
     assert_eq!(&std::fs::read(&file).unwrap()[..4], b"0123");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_error_message_reaches_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, server) = lying_server();
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            std::process::Command::new(testbed::kit::bins::binary("ringcast"))
+                .arg("--server")
+                .arg(addr.to_string())
+                .arg("--known-hosts")
+                .arg(dir.join("known_hosts"))
+                .arg("--identity-dir")
+                .arg(dir.join("identity"))
+                .env("HOME", &dir)
+                .env("XDG_CONFIG_HOME", dir.join(".config"))
+                .env("XDG_STATE_HOME", dir.join(".state"))
+                .arg("stats")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    server.abort();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains(['\u{1b}', '\u{7}']), "{err:?}");
+    assert!(
+        err.contains("vm\\u{1b}]0;owned\\u{7}\\u{1b}[31m is broken"),
+        "{err}"
+    );
 }

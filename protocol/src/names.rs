@@ -128,6 +128,16 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`escape`] line by line: newlines stay (multi-line messages keep their shape), every
+/// other unprintable character is escaped. For messages that may carry text from another
+/// machine (a server's error message).
+pub fn escape_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| escape(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +204,9 @@ mod tests {
         // A backslash is doubled, so text that looks escaped stays distinct from the real thing.
         assert_ne!(escape("a\\u{7}"), escape("a\u{7}"));
         assert_eq!(escape("a\\u{7}"), "a\\\\u{7}");
+        assert_eq!(
+            escape_lines("line one\nvm\u{1b}[2J\r\n"),
+            "line one\nvm\\u{1b}[2J\\r\n"
+        );
     }
 }

@@ -32,7 +32,11 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             // Errors for people: the message and its causes, no debug dump or backtrace.
-            eprintln!("ringcast: {e:#}");
+            // A server's message may carry anything: nothing in it reaches the terminal raw.
+            eprintln!(
+                "ringcast: {}",
+                protocol::names::escape_lines(&format!("{e:#}"))
+            );
             Exit::Error.into()
         }
     }
