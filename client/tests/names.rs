@@ -101,7 +101,14 @@ fn a_hostile_name_from_an_old_journal_is_printed_escaped_everywhere() {
         "serial0",
         b"old bytes",
     );
+    // A name ending in a carriage return keeps it when the metadata is read back.
+    write_journal(&state.join("vm2").join("tty_-2"), "vm2", "tty\r", b"cr");
+    write_journal(&state.join("vm2").join("tty"), "vm2", "tty", b"plain");
     let d = start(dir.path());
+    let list = ringcast(&d, &["list"]);
+    assert!(list.contains("vm2/tty\\r "), "{list}");
+    assert!(list.contains("vm2/tty "), "{list}");
+    assert_eq!(d.stat("vm2/tty\\r", "JOURNAL").as_deref(), Some("0..2"));
     let device = format!("{HOSTILE_ESCAPED}/serial0");
     for args in [&["list"][..], &["stats"]] {
         let out = ringcast(&d, args);
