@@ -8,7 +8,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 pub const QBP_ABI_MAJOR: u16 = 1;
-pub const QBP_ABI_MINOR: u16 = 0;
+pub const QBP_ABI_MINOR: u16 = 1;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +132,13 @@ pub struct QbpChardevOps {
     pub write_wait_fd: Option<unsafe extern "C" fn(chr: *mut QbpChardev) -> c_int>,
     pub accept_input: Option<unsafe extern "C" fn(chr: *mut QbpChardev)>,
     pub set_fe_open: Option<unsafe extern "C" fn(chr: *mut QbpChardev, fe_open: c_int)>,
+    /// Since ABI 1.1: `QBP_CHARDEV_FLAG_*`.
+    pub flags: u64,
 }
+
+/// The plugin only reports a short write while it will make room again by itself, so QEMU
+/// lets virtconsole wait for it instead of dropping output (ABI 1.1).
+pub const QBP_CHARDEV_FLAG_FLOW_CONTROL: u64 = 1 << 0;
 
 pub const QBP_FMT_U8: u16 = 0;
 pub const QBP_FMT_S8: u16 = 1;

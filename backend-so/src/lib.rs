@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use abi::{
     QbpAudio, QbpAudioFormat, QbpAudioOps, QbpChardev, QbpChardevFrontend, QbpChardevOps, QbpHost,
-    QbpInstanceInfo, QbpPluginInfo, QbpTableHeader,
+    QbpInstanceInfo, QbpPluginInfo, QbpTableHeader, QBP_CHARDEV_FLAG_FLOW_CONTROL,
 };
 use host::{Host, Level};
 use instance::{Identity, Instance};
@@ -421,6 +421,9 @@ static CHARDEV_OPS: QbpChardevOps = QbpChardevOps {
     write_wait_fd: Some(chr_write_wait_fd),
     accept_input: Some(chr_accept_input),
     set_fe_open: Some(chr_set_fe_open),
+    // The ring pushes back only while ringcastd is attached; without it the console is a
+    // flight recorder that overwrites its oldest output, so virtconsole may wait for it.
+    flags: QBP_CHARDEV_FLAG_FLOW_CONTROL,
 };
 
 static AUDIO_OPS: QbpAudioOps = QbpAudioOps {

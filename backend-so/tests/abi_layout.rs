@@ -33,7 +33,7 @@ fn rust_mirror_matches_the_c_header_byte_for_byte() {
         QbpHost { header, log, clock_ns, fd_watch_add, fd_watch_remove, timer_new, timer_mod, timer_free }
         QbpInstanceInfo { header, id, vm_name, vm_uuid, opts }
         QbpChardevFrontend { header, opaque, can_write, write }
-        QbpChardevOps { header, open, close, write, write_ready, write_wait_fd, accept_input, set_fe_open }
+        QbpChardevOps { header, open, close, write, write_ready, write_wait_fd, accept_input, set_fe_open, flags }
         QbpAudioFormat { frequency, channels, sample_format, big_endian, reserved }
         QbpAudioOps { header, open, close, out_open, out_close, out_enable, out_write, in_open, in_close, in_enable, in_read }
         QbpPluginInfo { header, name, chardev, audio }
@@ -77,4 +77,6 @@ fn constants_match_the_c_header() {
         );
     }
     assert!(header.contains("#define QBP_PLUGIN_QUERY_SYMBOL \"qbp_plugin_query\""));
+    assert_eq!(QBP_CHARDEV_FLAG_FLOW_CONTROL, 1);
+    assert!(header.contains("#define QBP_CHARDEV_FLAG_FLOW_CONTROL (1ull << 0)"));
 }

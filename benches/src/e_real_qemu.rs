@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sidecar::{Config, Daemon, DeviceKey, Item, Start};
+use sidecar::{Config, Daemon, DeviceKey, Item, StartAt};
 use testbed::kit::bins::plugin;
 use testbed::qemu::{guest_dir, qemu_binary, GuestRun, SoundCard};
 use testbed::stream::GuestStream;
@@ -717,7 +717,7 @@ fn journal_digest(h: &sidecar::Handle, dev: &str, len: u64) -> Result<Digested, 
         ));
     }
     let mut sub = h
-        .subscribe(&key, Start::Offset(0))
+        .subscribe(&key, StartAt::Offset(0))
         .map_err(|e| format!("{key}: {e}"))?;
     let mut hash = Sha256::new();
     let mut got = 0u64;

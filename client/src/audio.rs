@@ -39,18 +39,9 @@ impl AudioStream {
                 },
                 None => from_stream.await,
             };
-            match frame {
-                Ok(Some(Frame::Audio(a))) => return Ok(Some(a)),
-                Ok(Some(Frame::Error { code, message, .. })) => return Err(refused(code, message)),
-                Ok(Some(other)) => {
-                    return Err(Error::Protocol(format!(
-                        "{} on an audio stream",
-                        other.name()
-                    )))
-                }
-                Ok(None) if self.datagrams.is_some() => self.stream_done = true,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(from_read(&self.addr, e)),
+            match frame.map_err(|e| from_read(&self.addr, e))? {
+                None if self.datagrams.is_some() => self.stream_done = true,
+                frame => return Ok(rules::client::audio_frame(frame)?),
             }
         }
     }

@@ -3,30 +3,7 @@
 
 use crate::*;
 
-/// What a console stream yields, in offset order without holes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsoleItem {
-    /// Output bytes at an absolute journal offset.
-    Chunk {
-        /// Journal offset of the first byte.
-        offset: u64,
-        /// The bytes.
-        bytes: Bytes,
-    },
-    /// Bytes the server cannot deliver.
-    Gap {
-        /// First missing offset.
-        offset: u64,
-        /// Bytes missing.
-        len: u64,
-        /// Why.
-        reason: GapReason,
-    },
-}
-
-/// Report reading progress after this many bytes, so the server keeps sending (it allows
-/// a bounded amount unreported per stream).
-pub(crate) const REPORT_EVERY: u64 = 16 << 10;
+pub use transport_quic::rules::client::ConsoleItem;
 
 /// One attached console.
 #[derive(Debug)]
@@ -34,8 +11,8 @@ pub struct ConsoleStream {
     pub(crate) addr: String,
     pub(crate) send: quinn::SendStream,
     pub(crate) reader: FrameReader,
-    pub(crate) offset: u64,
-    pub(crate) reported: u64,
+    /// Items in order, progress reports when due.
+    pub(crate) rules: rules::client::ConsoleReader,
     pub(crate) mode: Mode,
     /// An item read but not yet returned (its progress report is being written).
     pub(crate) ready: Option<ConsoleItem>,
@@ -46,7 +23,7 @@ pub struct ConsoleStream {
 impl ConsoleStream {
     /// The offset of the next item (save it to resume later with [`StartAt::Offset`]).
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.rules.offset()
     }
 
     /// The mode it was attached with.
@@ -60,54 +37,16 @@ impl ConsoleStream {
     /// the next call returns it.
     pub async fn next(&mut self) -> Result<Option<ConsoleItem>, Error> {
         if self.ready.is_none() {
-            let item = match self.reader.next().await {
-                Ok(Some(Frame::Data { offset, bytes })) => ConsoleItem::Chunk { offset, bytes },
-                Ok(Some(Frame::Gap {
-                    offset,
-                    len,
-                    reason,
-                })) => ConsoleItem::Gap {
-                    offset,
-                    len,
-                    reason,
-                },
-                Ok(Some(Frame::Error { code, message, .. })) => return Err(refused(code, message)),
-                Ok(Some(other)) => {
-                    return Err(Error::Protocol(format!(
-                        "{} on a console stream",
-                        other.name()
-                    )))
-                }
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(from_read(&self.addr, e)),
+            let frame = self
+                .reader
+                .next()
+                .await
+                .map_err(|e| from_read(&self.addr, e))?;
+            let Some((item, report)) = self.rules.on_frame(frame)? else {
+                return Ok(None);
             };
-            let (start, end) = match &item {
-                ConsoleItem::Chunk { offset, bytes } => {
-                    (*offset, offset.checked_add(bytes.len() as u64))
-                }
-                ConsoleItem::Gap { offset, len: 0, .. } => {
-                    return Err(Error::Protocol(format!("an empty gap at offset {offset}")))
-                }
-                ConsoleItem::Gap { offset, len, .. } => (*offset, offset.checked_add(*len)),
-            };
-            let Some(end) = end else {
-                return Err(Error::Protocol(format!(
-                    "an item at offset {start} ends beyond the largest offset"
-                )));
-            };
-            if start != self.offset {
-                return Err(Error::Protocol(format!(
-                    "expected offset {}, got {start}",
-                    self.offset
-                )));
-            }
-            self.offset = end;
-            if self.offset - self.reported >= REPORT_EVERY && self.report.is_empty() {
-                self.reported = self.offset;
-                let f = Frame::Consumed {
-                    offset: self.offset,
-                };
-                self.report = f
+            if let Some(report) = report {
+                self.report = report
                     .to_bytes()
                     .map_err(|e| Error::Transport(transport_quic::Error::Encode(e)))?
                     .into();
@@ -145,14 +84,6 @@ impl ConsoleStream {
             bytes = &bytes[n..];
         }
         Ok(())
-    }
-
-    /// Sends raw, possibly invalid protocol bytes on this stream (for testing servers).
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.send
-            .write_all(bytes)
-            .await
-            .map_err(|e| from_write(&self.addr, transport_quic::Error::Write(e)))
     }
 
     /// Ends the attachment (and releases the write lock).

@@ -14,6 +14,15 @@ pub enum Error {
     /// The server's identity differs from the pinned one.
     #[error("{0}")]
     HostKeyChanged(String),
+    /// The server is not in the known-hosts file and the trust asks before pinning
+    /// ([`Trust::KnownHostsAsk`](crate::Trust::KnownHostsAsk)).
+    #[error("{host} is not a known host; its identity is {fingerprint}")]
+    UnknownHost {
+        /// `host:port`, the known-hosts key.
+        host: String,
+        /// The identity it presented.
+        fingerprint: Fingerprint,
+    },
     /// The connection could not be made or was lost.
     #[error("connection to {addr}: {reason}")]
     Connection {
@@ -95,9 +104,14 @@ pub(crate) fn from_write(addr: &str, e: transport_quic::Error) -> Error {
     }
 }
 
-pub(crate) fn refused(code: u16, message: String) -> Error {
-    Error::Refused {
-        code: ErrorCode::from_code(code),
-        message,
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        match r {
+            Refusal::Refused { code, message } => Error::Refused {
+                code: ErrorCode::from_code(code),
+                message,
+            },
+            Refusal::Violation(m) => Error::Protocol(m),
+        }
     }
 }

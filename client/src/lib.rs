@@ -44,7 +44,7 @@ pub use transport_quic::codec::{
     StatsEntry,
 };
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
-use transport_quic::proto;
+use transport_quic::rules::{self, Refusal};
 pub use transport_quic::tls::{Fingerprint, Identity, Trust};
 pub use transport_quic::ErrorCode;
 use transport_quic::QuicErrorCode;

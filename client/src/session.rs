@@ -70,6 +70,17 @@ impl Session {
                 {
                     return Err(Error::HostKeyChanged(msg));
                 }
+                if let Some(fingerprint) = setup
+                    .unknown
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                {
+                    return Err(Error::UnknownHost {
+                        host: host_port,
+                        fingerprint,
+                    });
+                }
                 return Err(from_connection(&host_port, e));
             }
         };
@@ -77,31 +88,13 @@ impl Session {
             .open_bi()
             .await
             .map_err(|e| from_connection(&host_port, e))?;
-        let hello = Frame::Hello {
-            min_version: proto::MIN_VERSION,
-            max_version: proto::MAX_VERSION,
-            software: format!("ringcast {}", env!("CARGO_PKG_VERSION")),
-        };
+        let hello = rules::client::hello(format!("ringcast {}", env!("CARGO_PKG_VERSION")));
         send_frame(&mut send, &hello)
             .await
             .map_err(|e| from_write(&host_port, e))?;
         let mut reader = FrameReader::new(recv);
-        let server_software = match reader.next().await {
-            Ok(Some(Frame::Welcome { software, .. })) => software,
-            Ok(Some(Frame::Error { code, message, .. })) => return Err(refused(code, message)),
-            Ok(Some(other)) => {
-                return Err(Error::Protocol(format!(
-                    "expected Welcome, got {}",
-                    other.name()
-                )))
-            }
-            Ok(None) => {
-                return Err(Error::Protocol(
-                    "the server closed the control stream".into(),
-                ))
-            }
-            Err(e) => return Err(from_read(&host_port, e)),
-        };
+        let welcome = reader.next().await.map_err(|e| from_read(&host_port, e))?;
+        let (_version, server_software) = rules::client::on_welcome(welcome)?;
         tracing::debug!(server = %server_software, "connected");
         Ok(Session {
             addr: host_port,
@@ -131,14 +124,8 @@ impl Session {
         send_frame(send, &frame)
             .await
             .map_err(|e| from_write(&self.addr, e))?;
-        match reader.next().await {
-            Ok(Some(Frame::Error { code, message, .. })) => Err(refused(code, message)),
-            Ok(Some(f)) => Ok(f),
-            Ok(None) => Err(Error::Protocol(
-                "the server closed the control stream".into(),
-            )),
-            Err(e) => Err(from_read(&self.addr, e)),
-        }
+        let reply = reader.next().await.map_err(|e| from_read(&self.addr, e))?;
+        Ok(rules::client::on_reply(reply)?)
     }
 
     /// The devices this client may use.
@@ -169,10 +156,11 @@ impl Session {
         &self,
         vm: &str,
         device: &str,
+        kind: DeviceKind,
         mode: Mode,
         start: StartAt,
         datagrams: bool,
-    ) -> Result<(quinn::SendStream, FrameReader, Frame), Error> {
+    ) -> Result<(quinn::SendStream, FrameReader, rules::client::Attached), Error> {
         let (mut send, recv) = self
             .conn
             .open_bi()
@@ -189,16 +177,9 @@ impl Session {
             .await
             .map_err(|e| from_write(&self.addr, e))?;
         let mut reader = FrameReader::new(recv);
-        match reader.next().await {
-            Ok(Some(f @ Frame::Attached { .. })) => Ok((send, reader, f)),
-            Ok(Some(Frame::Error { code, message, .. })) => Err(refused(code, message)),
-            Ok(Some(other)) => Err(Error::Protocol(format!(
-                "expected Attached, got {}",
-                other.name()
-            ))),
-            Ok(None) => Err(Error::Protocol("the server ended the attachment".into())),
-            Err(e) => Err(from_read(&self.addr, e)),
-        }
+        let answer = reader.next().await.map_err(|e| from_read(&self.addr, e))?;
+        let attached = rules::client::on_attached(&format!("{vm}/{device}"), kind, answer)?;
+        Ok((send, reader, attached))
     }
 
     /// Attaches to a console: `Write` takes the console's write lock (refused with
@@ -210,22 +191,14 @@ impl Session {
         mode: Mode,
         start: StartAt,
     ) -> Result<ConsoleStream, Error> {
-        let (send, reader, attached) = self.attach(vm, device, mode, start, false).await?;
-        let Frame::Attached { kind, offset, .. } = attached else {
-            unreachable!("attach returns Attached frames only")
-        };
-        if kind != DeviceKind::Console {
-            return Err(Error::Refused {
-                code: Some(ErrorCode::WrongKind),
-                message: format!("{vm}/{device} is not a console"),
-            });
-        }
+        let (send, reader, attached) = self
+            .attach(vm, device, DeviceKind::Console, mode, start, false)
+            .await?;
         Ok(ConsoleStream {
             addr: self.addr.clone(),
             send,
             reader,
-            offset,
-            reported: offset,
+            rules: rules::client::ConsoleReader::new(attached.offset),
             mode,
             ready: None,
             report: Bytes::new(),
@@ -241,17 +214,15 @@ impl Session {
         datagrams: bool,
     ) -> Result<AudioStream, Error> {
         let (send, reader, attached) = self
-            .attach(vm, device, Mode::Read, StartAt::Now, datagrams)
+            .attach(
+                vm,
+                device,
+                DeviceKind::Audio,
+                Mode::Read,
+                StartAt::Now,
+                datagrams,
+            )
             .await?;
-        let Frame::Attached { kind, audio, .. } = attached else {
-            unreachable!("attach returns Attached frames only")
-        };
-        if kind != DeviceKind::Audio {
-            return Err(Error::Refused {
-                code: Some(ErrorCode::WrongKind),
-                message: format!("{vm}/{device} is not an audio device"),
-            });
-        }
         let dgrams = if datagrams {
             let (tx, rx) = mpsc::channel(256);
             self.routes
@@ -267,7 +238,7 @@ impl Session {
             addr: self.addr.clone(),
             _send: send,
             reader,
-            format: audio,
+            format: attached.audio,
             datagrams: dgrams,
             stream_done: false,
         })

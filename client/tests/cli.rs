@@ -76,6 +76,10 @@ impl Env {
         c.env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("XDG_STATE_HOME", home.join(".local/state"))
+            .env(
+                "RINGCAST_CONTROL_SOCKET",
+                config(self.dir.path()).control_socket,
+            )
             .env_remove("RINGCAST_SERVER");
     }
 
@@ -444,6 +448,14 @@ fn console_in_tmux_echoes_typing_and_ctrl_bracket_leaves_with_the_terminal_resto
         ],
     );
     let pane = || tmux(&sock, &["capture-pane", "-p", "-t", "rc"]);
+    // At a terminal, a server seen for the first time is shown before it is trusted.
+    wait_until("the question whether to trust the new server", WAIT, || {
+        pane().contains("Trust it and remember it in")
+    });
+    let known_hosts = env.dir.path().join("home/.config/ringcast/known_hosts");
+    assert!(!known_hosts.exists(), "pinned before the person answered");
+    tmux(&sock, &["send-keys", "-t", "rc", "-l", "yes"]);
+    tmux(&sock, &["send-keys", "-t", "rc", "Enter"]);
     wait_until("the console banner and history", WAIT, || {
         let p = pane();
         p.contains("Leave with Ctrl-]") && p.contains("guest login:")
@@ -458,6 +470,11 @@ fn console_in_tmux_echoes_typing_and_ctrl_bracket_leaves_with_the_terminal_resto
     wait_until("ringcast to leave on Ctrl-]", WAIT, || done.exists());
     assert!(t.elapsed() < WAIT);
     assert!(pane().contains("left vm/ttyS0 at offset"), "{}", pane());
+    let pinned = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(
+        pinned.starts_with(&format!("{} SHA256:", env.addr)),
+        "{pinned}"
+    );
     let (b, a) = (
         std::fs::read_to_string(&before).unwrap(),
         std::fs::read_to_string(&after).unwrap(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 use client::{ConsoleItem, ErrorCode, Identity, Mode, Session, StartAt, Trust};
 use sidecar::net::{NetConfig, NetServer};
 use sidecar::Daemon;
+use testbed::kit::raw::{closed_with, RawClient};
 use testbed::kit::{config, sha, stream, wait_until, FakeAudio, FakeConsole};
+use transport_quic::authz::{Rights, Rule, Who};
 use transport_quic::codec::Frame;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,7 +23,29 @@ struct Env {
 }
 
 impl Env {
+    /// A daemon and its QUIC server; the authorization file says `authz`, or, without one,
+    /// the host's admin has granted the test's own identity every right.
     fn start(authz: Option<&str>) -> Env {
+        let env = Env::bare(authz);
+        if authz.is_none() {
+            let rule = Rule {
+                who: Who::Fingerprint(env.identity().fingerprint()),
+                patterns: vec!["*/*".into()],
+                rights: Rights::ALL,
+            };
+            env.daemon
+                .as_ref()
+                .unwrap()
+                .handle()
+                .local_grants()
+                .grant(rule)
+                .unwrap();
+        }
+        env
+    }
+
+    /// Like [`Env::start`] with no grant at all when `authz` is `None`.
+    fn bare(authz: Option<&str>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path());
         let daemon = Daemon::start(cfg.clone()).unwrap();
@@ -57,8 +81,17 @@ impl Env {
         Trust::KnownHosts(self.dir.path().join("known_hosts"))
     }
 
+    /// The test's own identity (created on first use).
+    fn identity(&self) -> Identity {
+        let dir = self.dir.path().join("ids");
+        if dir.join("lib.crt").exists() {
+            return Identity::load(&dir.join("lib.crt"), &dir.join("lib.key")).unwrap();
+        }
+        identity(&dir, "lib")
+    }
+
     async fn session(&self) -> Session {
-        self.session_as(None).await.unwrap()
+        self.session_as(Some(self.identity())).await.unwrap()
     }
 
     async fn session_as(&self, id: Option<Identity>) -> Result<Session, client::Error> {
@@ -70,6 +103,16 @@ impl Env {
     async fn stop(mut self) {
         self.server.take().unwrap().shutdown().await;
         self.daemon.take().unwrap().shutdown();
+    }
+}
+
+fn attach_frame(vm: &str, device: &str, mode: Mode) -> Frame {
+    Frame::Attach {
+        vm: vm.into(),
+        device: device.into(),
+        mode,
+        start: StartAt::Now,
+        datagrams: false,
     }
 }
 
@@ -173,15 +216,28 @@ async fn one_writer_per_console_while_spies_watch_and_cannot_write() {
         spy.write(b"x").await.unwrap_err().code(),
         Some(ErrorCode::ReadOnly)
     );
-    let input = Frame::Input {
-        bytes: bytes::Bytes::from_static(b"rm -rf /\r"),
-    };
-    spy.send_raw(&input.to_bytes().unwrap()).await.unwrap();
-    let refused = tokio::time::timeout(WAIT, spy.next())
-        .await
-        .unwrap()
-        .unwrap_err();
-    assert_eq!(refused.code(), Some(ErrorCode::ReadOnly), "{refused}");
+    let raw = RawClient::connect(&env.addr, env.trust(), Some(env.identity())).await;
+    let mut raw_spy = raw.open(&attach_frame("vm", "ttyS0", Mode::Spy)).await;
+    assert!(matches!(
+        raw_spy.next().await,
+        Ok(Some(Frame::Attached { .. }))
+    ));
+    raw_spy
+        .send(&Frame::Input {
+            bytes: bytes::Bytes::from_static(b"rm -rf /\r"),
+        })
+        .await;
+    match tokio::time::timeout(WAIT, raw_spy.next()).await.unwrap() {
+        Ok(Some(Frame::Error { code, message, .. })) => {
+            assert_eq!(
+                ErrorCode::from_code(code),
+                Some(ErrorCode::ReadOnly),
+                "{message}"
+            );
+            assert!(message.contains("input refused"), "{message}");
+        }
+        other => panic!("input on a spy attachment was not refused: {other:?}"),
+    }
 
     writer.write(b"hello guest\r").await.unwrap();
     let mut got = Vec::new();
@@ -315,21 +371,15 @@ async fn malformed_frames_close_that_client_while_the_server_keeps_serving_other
         ErrorCode::MalformedFrame,
     ];
     for (bytes, code) in hostile.iter().zip(expect) {
-        let bad = env.session().await;
-        let mut bc = bad
-            .attach_console("vm", "ttyS0", Mode::Read, StartAt::Now)
-            .await
-            .unwrap();
-        bc.send_raw(bytes).await.unwrap();
+        let bad = RawClient::connect(&env.addr, env.trust(), Some(env.identity())).await;
+        let mut bc = bad.open(&attach_frame("vm", "ttyS0", Mode::Read)).await;
+        assert!(matches!(bc.next().await, Ok(Some(Frame::Attached { .. }))));
+        bc.send_bytes(bytes).await;
         let e = tokio::time::timeout(WAIT, bc.next())
             .await
             .unwrap()
-            .unwrap_err();
-        assert_eq!(e.code(), Some(code), "{e}");
-        assert!(
-            bad.list().await.is_err(),
-            "the hostile connection stays open"
-        );
+            .expect_err("the hostile stream goes on");
+        assert_eq!(closed_with(&e), Some(code), "{e}");
         qemu.write_all(b"still here\r\n");
         assert_eq!(read_bytes(&mut gc, 12).await, b"still here\r\n");
         assert!(!good.list().await.unwrap().is_empty());
@@ -407,30 +457,46 @@ async fn a_changed_server_identity_is_refused_like_ssh_and_a_pinned_one_is_accep
         transport_quic::tls::Fingerprint::of(b"other")
     );
     std::fs::write(env.dir.path().join("known_hosts"), forged).unwrap();
-    let e = env.session_as(None).await.unwrap_err();
+    let e = env.session_as(Some(env.identity())).await.unwrap_err();
     assert!(matches!(e, client::Error::HostKeyChanged(_)), "{e}");
     assert!(e.to_string().contains("HAS CHANGED"), "{e}");
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listening_beyond_loopback_without_an_authorization_file_is_refused_at_startup() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let daemon = Daemon::start(cfg.clone()).unwrap();
-    let e = NetServer::start(
-        daemon.handle(),
-        NetConfig {
-            listen: "0.0.0.0:0".parse().unwrap(),
-            identity_dir: cfg.state_dir.clone(),
-            authorized_clients: dir.path().join("authorized_clients"),
-            client_ca: None,
-            limits: Default::default(),
-        },
-    )
-    .unwrap_err();
-    let msg = e.to_string();
-    assert!(msg.contains("refusing to listen on 0.0.0.0:0"), "{msg}");
-    assert!(msg.contains("ringcast identity new"), "{msg}");
-    daemon.shutdown();
+async fn without_rules_no_client_gets_in_from_loopback_either_until_the_admin_grants_one() {
+    let env = Env::bare(None);
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "ttyS0", 1, 1 << 16);
+    qemu.connect();
+    let other = identity(&env.dir.path().join("ids"), "other");
+    for (who, id) in [
+        ("anonymous", None),
+        ("an unknown identity", Some(env.identity())),
+    ] {
+        let e = env.session_as(id).await.expect_err(who);
+        assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{who}: {e}");
+        assert!(e.to_string().contains("ringcastd authorize"), "{who}: {e}");
+    }
+    let rule = Rule::parse(&format!("{} vm/* read", env.identity().fingerprint())).unwrap();
+    env.daemon
+        .as_ref()
+        .unwrap()
+        .handle()
+        .local_grants()
+        .grant(rule)
+        .unwrap();
+    let s = env.session().await;
+    assert_eq!(s.list().await.unwrap().len(), 1);
+    let e = env
+        .session_as(Some(other))
+        .await
+        .expect_err("another identity");
+    assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{e}");
+    assert!(
+        std::fs::read_to_string(config(env.dir.path()).state_dir.join("local_clients"))
+            .unwrap()
+            .contains("vm/* read"),
+        "the grant is kept for the next start"
+    );
+    env.stop().await;
 }

@@ -112,12 +112,18 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
             .contains(&format!("client {fp} is not authorized here")),
         "{e}"
     );
-    // The CLI (its identity directory is empty) says the same.
-    let out = d.ringcast().arg("list").output().unwrap();
+    // The CLI with a new identity, where no local ringcastd can authorize it, says the
+    // same and what the server's admin can do.
+    let out = d
+        .ringcast()
+        .args(["--control-socket", "/nonexistent/ringcastd.ctl", "list"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("NOT_AUTHORIZED") && err.contains("without a certificate"),
+        err.contains("NOT_AUTHORIZED")
+            && err.contains("its admin can run: ringcastd authorize SHA256:"),
         "{err}"
     );
 
@@ -131,7 +137,7 @@ async fn garbage_no_certificate_and_unknown_certificates_are_refused_and_the_dae
     read_exact(&mut c, b"alive\r\n").await;
     let log = d.log();
     assert!(
-        log.contains("refused: not in the authorization file"),
+        log.contains("refused: no authorization rule names this client"),
         "{log}"
     );
     eprintln!("garbage: {sent} bytes sent, {replied} replies, {reply_bytes} bytes");
@@ -333,6 +339,8 @@ async fn there_is_no_plaintext_mode() {
         .arg(home.join("known_hosts"))
         .arg("--identity-dir")
         .arg(home.join("identity"))
+        .arg("--control-socket")
+        .arg(d.control_socket())
         .args(["capture", "vm/serial0", "-o"])
         .arg(&file)
         .env("HOME", &home)

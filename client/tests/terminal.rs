@@ -69,6 +69,17 @@ fn collect(master: &OwnedFd) -> Arc<Mutex<Vec<u8>>> {
     seen
 }
 
+/// A first `ringcast` run without a terminal: it pins the server (at a terminal it would
+/// ask) and gets its identity authorized, so the console below starts at once.
+fn pin(d: &Ringcastd) {
+    let out = d.ringcast().arg("list").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -85,6 +96,7 @@ fn leave_by_signal(signal: libc::c_int, name: &str) {
     let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
     let mut guest = FakeConsole::new(&d.socket(), "vm", "ttyS0", 1, 1 << 16);
     guest.connect();
+    pin(&d);
     let pty = openpty();
     assert!(canonical(&pty.master), "a new terminal starts cooked");
     let seen = collect(&pty.master);
@@ -150,6 +162,7 @@ fn leaving_with_ctrl_close_bracket_resets_the_guests_modes() {
     let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
     let mut guest = FakeConsole::new(&d.socket(), "vm", "ttyS0", 1, 1 << 16);
     guest.connect();
+    pin(&d);
     let pty = openpty();
     let seen = collect(&pty.master);
     let fd = || Stdio::from(pty.slave.try_clone().unwrap());

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| protocol::codec::fuzz_decode(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringcast_fuzz::wire_decode::run(data));

@@ -32,7 +32,7 @@ fn smoke(target: &str, body: fn(&[u8]), random: usize, max_len: usize) {
     }
     assert!(!seeds.is_empty(), "{target}: no seed corpus");
     // A different but fixed seed per target.
-    let mut rng = SplitMix(target.bytes().fold(0x5EED, |h, b| h * 31 + u64::from(b)));
+    let mut rng = SplitMix(target.bytes().fold(0x5EED, |h: u64, b| h.wrapping_mul(31).wrapping_add(u64::from(b))));
     for i in 0..runs(random) {
         // Half fresh random bytes, half a seed with a few bytes changed and maybe cut short.
         let data = if i & 1 == 0 {
@@ -80,7 +80,7 @@ fn ring_producer_vs_hostile_consumer() {
 fn wire_decode() {
     smoke(
         "wire_decode",
-        protocol::codec::fuzz_decode,
+        ringcast_fuzz::wire_decode::run,
         20000,
         4096,
     );

@@ -53,9 +53,9 @@ error_table! {
     /// No protocol version in common.
     UnsupportedVersion = 5, "UNSUPPORTED_VERSION", "client and server share no protocol version; upgrade the older side";
     /// The client identity has no right for this.
-    NotAuthorized = 6, "NOT_AUTHORIZED", "this client identity has no such right; add it to the server's authorized_clients";
+    NotAuthorized = 6, "NOT_AUTHORIZED", "this client identity has no such right; the server's admin grants rights (ringcastd authorize, or its authorized_clients)";
     /// No device with this name.
-    NoSuchDevice = 7, "NO_SUCH_DEVICE", "no device with this name; `ringcast list` shows them";
+    NoSuchDevice = 7, "NO_SUCH_DEVICE", "no device with this name that this client may use; `ringcast list` shows them";
     /// Console operation on audio or the reverse.
     WrongKind = 8, "WRONG_KIND", "the device is of the other kind (console vs audio)";
     /// Another client holds the console's write lock.
@@ -72,6 +72,8 @@ error_table! {
     Internal = 14, "INTERNAL_ERROR", "the server failed internally; see its log";
     /// Input sent on a read or spy attachment.
     ReadOnly = 15, "READ_ONLY", "input was sent on an attachment opened read-only (read or spy)";
+    /// The server already has as many connections as it allows.
+    TooManyConnections = 16, "TOO_MANY_CONNECTIONS", "the server has as many connections as it allows, in total or from this client identity";
 }
 
 impl ErrorCode {

@@ -11,6 +11,8 @@
 //! - [`names`]: the grammar of VM and device names, and their escaping for people.
 //! - [`proto`]: negotiation, the per-client request budget and the console in-flight
 //!   credit.
+//! - [`rules`]: the connection and stream rules as state machines (events and time in,
+//!   actions out), driven by the server and the client.
 //! - [`table`]: the one rendering of the stats and device tables, shared by `ringcastd
 //!   stats` and `ringcast stats`/`list` so their columns cannot drift apart.
 //!
@@ -31,6 +33,7 @@ pub mod codec;
 pub mod errors;
 pub mod names;
 pub mod proto;
+pub mod rules;
 pub mod table;
 
 pub use audio::SampleFormat;

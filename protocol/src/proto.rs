@@ -89,6 +89,17 @@ pub struct Limits {
     pub keep_alive: Duration,
     /// The congestion controller of this end's sending side.
     pub congestion: Congestion,
+    /// Connections the server keeps at once, in total.
+    pub max_connections: u32,
+    /// Connections the server keeps at once from one client identity (anonymous clients
+    /// count as one identity).
+    pub max_connections_per_client: u32,
+    /// A frame a client has started must be complete within this time, so a peer cannot
+    /// pin a half-sent frame's buffer forever.
+    pub frame_deadline: Duration,
+    /// Largest frame payload the server accepts from a client (input frames and attach
+    /// requests are far smaller than what the server sends).
+    pub max_client_frame: u32,
 }
 
 /// A QUIC congestion controller (quinn's `congestion` module).
@@ -164,6 +175,10 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(1),
             congestion: Congestion::default(),
+            max_connections: 1024,
+            max_connections_per_client: 128,
+            frame_deadline: Duration::from_secs(10),
+            max_client_frame: crate::codec::MAX_INPUT as u32 + 4096,
         }
     }
 }

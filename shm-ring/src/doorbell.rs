@@ -26,9 +26,14 @@ impl Doorbell {
         Ok(Doorbell { fd })
     }
 
-    /// Wraps a doorbell received from a peer, forcing it non-blocking so that a peer that
-    /// sent something other than an eventfd still cannot make us block.
+    /// Wraps a doorbell received from a peer: it must be an eventfd (anything else, a pipe
+    /// or a socket or a FIFO, could block a reader or fill up), and it is forced
+    /// non-blocking so that the peer cannot make us block on it either.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, RingError> {
+        let what = fd_kind(fd.as_fd());
+        if what != EVENTFD_LINK {
+            return Err(RingError::NotAnEventfd(what));
+        }
         let fl = fcntl_getfl(&fd).map_err(|e| RingError::io("fcntl(F_GETFL) doorbell", e))?;
         fcntl_setfl(&fd, fl | OFlags::NONBLOCK)
             .map_err(|e| RingError::io("fcntl(F_SETFL) doorbell", e))?;
@@ -78,8 +83,48 @@ impl Doorbell {
     }
 }
 
+/// What /proc/self/fd shows for an eventfd.
+const EVENTFD_LINK: &str = "anon_inode:[eventfd]";
+
+/// What a descriptor is, as /proc/self/fd names it ("anon_inode:[eventfd]", "pipe:[123]",
+/// a path...), or why that cannot be told.
+fn fd_kind(fd: BorrowedFd<'_>) -> String {
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) => format!("of unknown kind (/proc/self/fd: {e})"),
+    }
+}
+
 impl AsFd for Doorbell {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_eventfd_is_accepted_as_a_doorbell() {
+        let bell = Doorbell::new().unwrap();
+        let ok = Doorbell::from_fd(bell.as_fd().try_clone_to_owned().unwrap()).unwrap();
+        ok.ring();
+        assert!(bell.drain());
+
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let err = Doorbell::from_fd(r).unwrap_err().to_string();
+        assert!(
+            err.contains("pipe:[") && err.contains("not an eventfd"),
+            "{err}"
+        );
+
+        let mem = rustix::fs::memfd_create("x", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let err = Doorbell::from_fd(mem).unwrap_err().to_string();
+        assert!(
+            err.contains("memfd:x") && err.contains("not an eventfd"),
+            "{err}"
+        );
     }
 }

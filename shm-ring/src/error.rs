@@ -20,6 +20,15 @@ pub enum RingError {
     /// A region handed over by the peer does not hold a valid ring.
     #[error("shared ring rejected: {0}")]
     BadRegion(&'static str),
+    /// A region handed over by the peer has a size no ring has (checked before mapping).
+    #[error(
+        "shared ring rejected: the region is {0} bytes, but a ring is a 256-byte header plus a \
+         power of two between 4 KiB and 1 GiB"
+    )]
+    RegionSize(u64),
+    /// A descriptor handed over as a doorbell is not an eventfd.
+    #[error("doorbell rejected: the descriptor is {0}, not an eventfd")]
+    NotAnEventfd(String),
     /// The peer broke the ring protocol; the ring is no longer used.
     #[error("ring poisoned: {0}")]
     Poisoned(Poison),
@@ -50,6 +59,14 @@ pub enum Poison {
     /// A record header announced an impossible length.
     #[error("a record header has an impossible length")]
     BadRecordLength,
+    /// The peer kept changing a shared word without making progress, so that an update of
+    /// ours failed again and again (an honest peer makes it fail only by progressing).
+    #[error("the peer kept changing a shared position word without making progress")]
+    PeerInterference,
+    /// This side consumed more bytes than its last peek returned (a bug of the caller):
+    /// the ring is stopped rather than handing back slots whose bytes were never stored.
+    #[error("consumed more bytes than the last peek returned")]
+    ConsumedUnpeeked,
 }
 
 impl From<Poison> for RingError {

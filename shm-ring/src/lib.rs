@@ -36,6 +36,7 @@ pub mod handover;
 pub mod layout;
 mod memory;
 pub mod record_ring;
+mod shared;
 mod sync;
 
 pub use byte_ring::{byte_ring_pair, ByteConsumer, ByteProducer, Consumed, Read, Written};

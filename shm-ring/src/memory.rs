@@ -1,17 +1,18 @@
 //! Ring regions: creation in a sealed memfd, and validated mapping of a peer's memfd.
 //!
-//! This module and the ring modules are the only places that touch shared memory through
-//! raw pointers. A region is never viewed as a Rust slice: the peer may write any byte at
-//! any time, so data moves with `ptr::copy_nonoverlapping` and control words are atomics.
+//! This module and `shared` are the only places that touch shared memory. No Rust
+//! reference to the region is ever formed except to its atomic words (`&AtomicU64`, whose
+//! interior mutability permits the peer's concurrent writes): the header is reached through
+//! raw field pointers, and the data area is copied with the atomic copies of `shared`.
 
-use std::ptr::NonNull;
+use std::ptr::{addr_of_mut, NonNull};
 
 #[cfg(loom)]
 use crate::error::RingError;
 use crate::layout::{RingHeader, RingKind};
 #[cfg(loom)]
 use crate::layout::{HEADER_SIZE, MAGIC, VERSION};
-use crate::sync::AtomicU64;
+use crate::sync::{AtomicU64, Ordering};
 
 /// The immutable description of a ring, copied out of the header once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,7 @@ pub struct RingGeometry {
 /// it through an `Arc`) lives.
 pub struct RingMemory {
     header: NonNull<RingHeader>,
+    #[cfg(not(loom))]
     data: NonNull<u8>,
     geometry: RingGeometry,
     backing: Backing,
@@ -49,18 +51,31 @@ enum Backing {
         _map: memmap2::MmapRaw,
         file: std::fs::File,
     },
+    /// Model checking: loom's atomics cannot live in a mapping. The data area is one loom
+    /// atomic byte per slot, accessed Relaxed like the production copies, so loom explores
+    /// stale values of every byte and a publish that is too weak shows up as a wrong byte.
     #[cfg(loom)]
     Heap {
         header: *mut RingHeader,
-        data: *mut [u8],
+        data: Box<[loom::sync::atomic::AtomicU8]>,
     },
 }
 
-// SAFETY: the region is shared memory accessed only through atomics and raw copies; the
-// pointers stay valid for the life of the value regardless of which thread holds it.
+// SAFETY: the region is shared memory accessed only through atomics; the pointers stay
+// valid for the life of the value regardless of which thread holds it.
 unsafe impl Send for RingMemory {}
-// SAFETY: as above: no method hands out references to non-atomic shared bytes.
+// SAFETY: as above: no method hands out references to anything but atomic words.
 unsafe impl Sync for RingMemory {}
+
+/// One of the header's atomic words.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Word {
+    WritePos,
+    ReadPos,
+    DroppedOldestBytes,
+    DroppedRecords,
+    DroppedRecordBytes,
+}
 
 impl RingMemory {
     /// The ring's immutable geometry.
@@ -68,20 +83,56 @@ impl RingMemory {
         self.geometry
     }
 
-    pub(crate) fn header(&self) -> &RingHeader {
-        // SAFETY: `header` points at a live, initialised, 64-byte aligned RingHeader for as
-        // long as `self` lives (mapping or heap allocation owned by `backing`). Every field
-        // the peer may write concurrently is an atomic; the plain fields are only read by
-        // `open`, before the value exists.
-        unsafe { self.header.as_ref() }
+    /// One atomic word of the header.
+    pub(crate) fn word(&self, w: Word) -> &AtomicU64 {
+        let h = self.header.as_ptr();
+        // SAFETY: `header` points at a live, 64-byte aligned header for as long as `self`
+        // lives (mapping or allocation owned by `backing`). Only the field's address is
+        // computed (no reference to the header is formed); the result is a shared
+        // reference to an atomic, which the peer may modify concurrently by design. std's
+        // AtomicU64 has the size and alignment of u64 (asserted in `layout`).
+        unsafe {
+            &*match w {
+                Word::WritePos => addr_of_mut!((*h).write_pos),
+                Word::ReadPos => addr_of_mut!((*h).read_pos),
+                Word::DroppedOldestBytes => addr_of_mut!((*h).dropped_oldest_bytes),
+                Word::DroppedRecords => addr_of_mut!((*h).dropped_records),
+                Word::DroppedRecordBytes => addr_of_mut!((*h).dropped_record_bytes),
+            }
+        }
+    }
+
+    /// Compare-and-swap of a header word. Every retry loop on peer-controlled state goes
+    /// through here, so the unit tests can play a peer that interferes before each attempt.
+    pub(crate) fn compare_exchange(
+        &self,
+        w: Word,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        #[cfg(all(test, not(loom)))]
+        interference::before_attempt(self.word(w));
+        self.word(w)
+            .compare_exchange(current, new, success, failure)
     }
 
     pub(crate) fn write_pos(&self) -> &AtomicU64 {
-        &self.header().write_pos
+        self.word(Word::WritePos)
     }
 
     pub(crate) fn read_pos(&self) -> &AtomicU64 {
-        &self.header().read_pos
+        self.word(Word::ReadPos)
+    }
+
+    /// The two pieces `[start, start + first)` and `[0, len - first)` of the data area
+    /// that hold `len` bytes from position `pos`.
+    fn split(&self, pos: u64, len: usize) -> (usize, usize) {
+        let cap = self.geometry.capacity as usize;
+        assert!(len <= cap, "a copy larger than the ring");
+        let start = (pos as usize) & (cap - 1);
+        (start, len.min(cap - start))
     }
 
     /// Copies `src` into the data area starting at position `pos`, wrapping around the end.
@@ -90,42 +141,47 @@ impl RingMemory {
     /// The caller must own the slots `[pos, pos + src.len())` under the ring protocol
     /// (they are free space) and `src.len()` must not exceed the capacity.
     pub(crate) unsafe fn copy_in(&self, pos: u64, src: &[u8]) {
-        let cap = self.geometry.capacity as usize;
-        debug_assert!(src.len() <= cap);
-        let start = (pos as usize) & (cap - 1);
-        let first = src.len().min(cap - start);
-        // SAFETY: `start + first <= cap` and `src.len() - first <= cap`, so both copies stay
-        // inside the data area of `cap` bytes; `src` is a separate Rust allocation, so the
-        // ranges never overlap. The caller guarantees the slots are ours to write.
+        let (start, first) = self.split(pos, src.len());
+        #[cfg(not(loom))]
+        // SAFETY: `start + first <= cap` and `src.len() - first <= cap`, so both pieces
+        // stay inside the data area; it is accessed only atomically (`shared`).
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.as_ptr().add(start), first);
-            std::ptr::copy_nonoverlapping(
-                src.as_ptr().add(first),
-                self.data.as_ptr(),
-                src.len() - first,
-            );
+            crate::shared::store(&src[..first], self.data.as_ptr().add(start));
+            crate::shared::store(&src[first..], self.data.as_ptr());
+        }
+        #[cfg(loom)]
+        {
+            let Backing::Heap { data, .. } = &self.backing;
+            for (i, b) in src.iter().enumerate() {
+                let slot = if i < first { start + i } else { i - first };
+                data[slot].store(*b, crate::sync::Ordering::Relaxed);
+            }
         }
     }
 
     /// Copies bytes of the data area starting at position `pos` into `dst`, wrapping.
-    /// The bytes may be concurrently overwritten by a misbehaving peer; the caller validates
-    /// positions afterwards and treats the copy as garbage if they moved.
+    /// A misbehaving peer may overwrite them meanwhile: the copy is then of unspecified
+    /// value (never undefined behaviour, see `shared`), and the caller validates positions
+    /// afterwards and discards it.
     pub(crate) fn copy_out(&self, pos: u64, dst: &mut [u8]) {
-        let cap = self.geometry.capacity as usize;
-        assert!(dst.len() <= cap, "copy_out larger than the ring");
-        let start = (pos as usize) & (cap - 1);
-        let first = dst.len().min(cap - start);
-        // SAFETY: both source ranges lie inside the data area (see copy_in); `dst` is an
-        // exclusive Rust buffer that cannot alias the shared mapping. Reading bytes the peer
-        // writes concurrently yields unspecified values, never UB for plain bytes copied
-        // through raw pointers, and the ring protocol discards such copies.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.data.as_ptr().add(start), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
-                self.data.as_ptr(),
-                dst.as_mut_ptr().add(first),
-                dst.len() - first,
-            );
+        let (start, first) = self.split(pos, dst.len());
+        #[cfg(not(loom))]
+        {
+            let (a, b) = dst.split_at_mut(first);
+            // SAFETY: both source pieces lie inside the data area (see copy_in) and are
+            // read atomically; `dst` is an exclusive Rust buffer outside the mapping.
+            unsafe {
+                crate::shared::load(self.data.as_ptr().add(start), a);
+                crate::shared::load(self.data.as_ptr(), b);
+            }
+        }
+        #[cfg(loom)]
+        {
+            let Backing::Heap { data, .. } = &self.backing;
+            for (i, b) in dst.iter_mut().enumerate() {
+                let slot = if i < first { start + i } else { i - first };
+                *b = data[slot].load(crate::sync::Ordering::Relaxed);
+            }
         }
     }
 }
@@ -133,6 +189,7 @@ impl RingMemory {
 #[cfg(not(loom))]
 mod memfd {
     use std::fs::File;
+    use std::mem::offset_of;
     use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
     use std::ptr::NonNull;
 
@@ -195,27 +252,38 @@ mod memfd {
                 return Err(RingError::BadRegion("memfd is not sealed against resizing"));
             }
             let st = fstat(&fd).map_err(|e| RingError::io("fstat ring memfd", e))?;
-            let len = st.st_size as u64;
-            if len < HEADER_SIZE as u64 {
-                return Err(RingError::BadRegion("region smaller than the ring header"));
+            // The size is checked before anything is mapped: a sealed memfd of any size can
+            // be sent, and mapping (and populating) a huge one would exhaust this process.
+            let len = u64::try_from(st.st_size).unwrap_or(0);
+            if !region_len_ok(len) {
+                return Err(RingError::RegionSize(len));
             }
             let file = File::from(fd);
             let map = map(&file, len as usize)?;
-            let base = map.as_ptr();
-            // SAFETY: the mapping holds at least HEADER_SIZE bytes and is page aligned. The
-            // identity fields are read once with volatile reads (the peer may change them
-            // later; we keep these copies and never look again).
-            let (magic, version, kind, capacity, data_offset, max_record) = unsafe {
-                let h = base.cast::<RingHeader>();
-                (
-                    std::ptr::addr_of!((*h).magic).read_volatile(),
-                    std::ptr::addr_of!((*h).version).read_volatile(),
-                    std::ptr::addr_of!((*h).kind).read_volatile(),
-                    std::ptr::addr_of!((*h).capacity).read_volatile(),
-                    std::ptr::addr_of!((*h).data_offset).read_volatile(),
-                    std::ptr::addr_of!((*h).max_record).read_volatile(),
-                )
+            // The identity line is copied out once (the peer may change it later; we keep
+            // this copy and never look again).
+            let mut line = [0u8; 64];
+            // SAFETY: the mapping holds at least HEADER_SIZE >= 64 bytes, and is accessed
+            // only atomically while shared.
+            unsafe { crate::shared::load(map.as_ptr(), &mut line) };
+            let u32_at = |i: usize| {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&line[i..i + 4]);
+                u32::from_ne_bytes(b)
             };
+            let u64_at = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&line[i..i + 8]);
+                u64::from_ne_bytes(b)
+            };
+            let (magic, version, kind, capacity, data_offset, max_record) = (
+                u64_at(offset_of!(RingHeader, magic)),
+                u32_at(offset_of!(RingHeader, version)),
+                u32_at(offset_of!(RingHeader, kind)),
+                u64_at(offset_of!(RingHeader, capacity)),
+                u64_at(offset_of!(RingHeader, data_offset)),
+                u32_at(offset_of!(RingHeader, max_record)),
+            );
             let geometry = validate_identity(
                 magic,
                 version,
@@ -247,6 +315,13 @@ mod memfd {
                 backing: Backing::Memfd { _map: map, file },
             }
         }
+    }
+
+    /// Whether a region of `len` bytes can hold a ring: the header and a data area of a
+    /// power of two between MIN_CAPACITY and MAX_CAPACITY.
+    pub(super) fn region_len_ok(len: u64) -> bool {
+        len.checked_sub(HEADER_SIZE as u64)
+            .is_some_and(check_capacity)
     }
 
     fn map(file: &File, len: usize) -> Result<memmap2::MmapRaw, RingError> {
@@ -320,12 +395,12 @@ impl RingMemory {
             RingKind::Records => max_record.min((capacity / 4) as u32),
         };
         let header = Box::into_raw(Box::new(RingHeader::new(kind, capacity, max_record)));
-        let data = Box::into_raw(vec![0u8; capacity as usize].into_boxed_slice());
+        let data = (0..capacity)
+            .map(|_| loom::sync::atomic::AtomicU8::new(0))
+            .collect();
         Ok(RingMemory {
             // SAFETY: Box::into_raw never returns null.
             header: unsafe { NonNull::new_unchecked(header) },
-            // SAFETY: as above.
-            data: unsafe { NonNull::new_unchecked(data.cast::<u8>()) },
             geometry: RingGeometry {
                 kind,
                 capacity,
@@ -339,15 +414,41 @@ impl RingMemory {
 #[cfg(loom)]
 impl Drop for Backing {
     fn drop(&mut self) {
-        let Backing::Heap { header, data } = *self;
-        // SAFETY: both pointers came from Box::into_raw in create_heap and are freed once.
-        unsafe {
-            drop(Box::from_raw(header));
-            drop(Box::from_raw(data));
-        }
+        let Backing::Heap { header, .. } = *self;
+        // SAFETY: the pointer came from Box::into_raw in create_heap and is freed once.
+        unsafe { drop(Box::from_raw(header)) };
     }
 }
 
 // Keep the identity constants referenced in loom builds too.
 #[cfg(loom)]
 const _: (u64, u32, usize) = (MAGIC, VERSION, HEADER_SIZE);
+
+/// A hostile peer for the unit tests: a function run on the target word just before each
+/// compare-and-swap of this thread.
+#[cfg(all(test, not(loom)))]
+pub(crate) mod interference {
+    use std::cell::RefCell;
+
+    use crate::sync::AtomicU64;
+
+    /// What the interfering peer does to a word.
+    pub(crate) type Peer = Box<dyn FnMut(&AtomicU64)>;
+
+    thread_local! {
+        static PEER: RefCell<Option<Peer>> = RefCell::new(None);
+    }
+
+    /// Installs `f` for this thread (None removes it).
+    pub(crate) fn set(f: Option<Peer>) {
+        PEER.with(|p| *p.borrow_mut() = f);
+    }
+
+    pub(super) fn before_attempt(word: &AtomicU64) {
+        PEER.with(|p| {
+            if let Some(f) = p.borrow_mut().as_mut() {
+                f(word);
+            }
+        });
+    }
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::byte_ring::{ByteConsumer, ByteProducer};
 use crate::error::{Poison, RingError};
 use crate::layout::RingKind;
-use crate::memory::RingMemory;
+use crate::memory::{RingMemory, Word};
 use crate::sync::Ordering::Relaxed;
 
 /// Size of the header in front of every record.
@@ -134,10 +134,10 @@ impl RecordProducer {
         let need = framed_len(payload.len());
         if payload.len() > self.max_record as usize || self.inner.free_for(need)? < need {
             self.dropped += 1;
-            let h = self.inner.mem.header();
+            let m = &self.inner.mem;
             // Relaxed: informational counters for the peer's statistics.
-            h.dropped_records.fetch_add(1, Relaxed);
-            h.dropped_record_bytes
+            m.word(Word::DroppedRecords).fetch_add(1, Relaxed);
+            m.word(Word::DroppedRecordBytes)
                 .fetch_add(payload.len() as u64, Relaxed);
             return Ok(Pushed {
                 stored: false,
@@ -244,6 +244,6 @@ impl RecordConsumer {
 
     /// Records the producer reports as dropped (informational).
     pub fn producer_dropped(&self) -> u64 {
-        self.inner.mem.header().dropped_records.load(Relaxed)
+        self.inner.mem.word(Word::DroppedRecords).load(Relaxed)
     }
 }

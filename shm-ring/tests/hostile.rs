@@ -227,3 +227,91 @@ fn mem_counters(mem: &RingMemory) -> (u64, u64) {
         (p.add(25).read_volatile(), p.add(26).read_volatile())
     }
 }
+
+/// A sealed memfd of `len` bytes (sparse: nothing is allocated).
+fn sealed_memfd(len: u64) -> OwnedFd {
+    use rustix::fs::{fcntl_add_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
+    let fd = memfd_create("big", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    ftruncate(&fd, len).unwrap();
+    fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL).unwrap();
+    fd
+}
+
+#[test]
+fn a_huge_sealed_region_is_refused_by_its_size_before_it_is_mapped() {
+    // 64 GiB: mapping it with MAP_POPULATE would try to fault in all of it.
+    let err = RingMemory::open(sealed_memfd(64 << 30), RingKind::Bytes).unwrap_err();
+    assert!(
+        matches!(err, RingError::RegionSize(n) if n == 64 << 30),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("68719476736 bytes") && msg.contains("1 GiB"),
+        "{msg}"
+    );
+    // Sizes no ring has: too small for a data area, not a power of two, past 1 GiB.
+    for len in [0, 256, 256 + 2048, 256 + 4096 + 1, 256 + (2 << 30)] {
+        assert!(
+            matches!(
+                RingMemory::open(sealed_memfd(len), RingKind::Bytes),
+                Err(RingError::RegionSize(n)) if n == len
+            ),
+            "{len}"
+        );
+    }
+}
+
+#[test]
+fn consuming_more_than_the_last_peek_stops_the_ring() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem.clone()).unwrap();
+    tx.write(&[1; 100]).unwrap();
+    // Nothing peeked yet.
+    assert_eq!(rx.consume(1).unwrap_err(), Poison::ConsumedUnpeeked);
+    assert_eq!(rx.position(), 0);
+
+    let mut rx = ByteConsumer::new(mem).unwrap();
+    let mut buf = [0u8; 60];
+    assert_eq!(rx.peek(&mut buf).unwrap().bytes, 60);
+    // Part of a peek, then the rest of it: fine.
+    assert!(matches!(
+        rx.consume(20).unwrap(),
+        shm_ring::Consumed::Done { .. }
+    ));
+    assert!(matches!(
+        rx.consume(40).unwrap(),
+        shm_ring::Consumed::Done { .. }
+    ));
+    // One byte more than was peeked: refused, and the position stays.
+    assert_eq!(rx.consume(1).unwrap_err(), Poison::ConsumedUnpeeked);
+    assert_eq!(rx.position(), 60);
+}
+
+#[test]
+fn attaching_while_a_flight_recorder_laps_the_ring_never_sees_a_poisoned_ring() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let writes = Arc::new(AtomicU64::new(0));
+    const WRITES: u64 = 50_000;
+    let writer = {
+        let writes = writes.clone();
+        std::thread::spawn(move || {
+            // Writes larger than the ring move read_pos past the old write_pos.
+            let big = vec![9u8; 6000];
+            for n in 0..WRITES {
+                tx.write_overwriting(&big[..1000 + (n as usize * 977) % 5000])
+                    .unwrap();
+                writes.store(n + 1, Relaxed);
+            }
+        })
+    };
+    let mut attaches = 0u64;
+    while writes.load(Relaxed) < WRITES || attaches < 1000 {
+        ByteConsumer::new(mem.clone()).expect("a healthy ring must attach");
+        attaches += 1;
+    }
+    writer.join().unwrap();
+}

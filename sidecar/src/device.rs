@@ -13,35 +13,7 @@ use crate::journal::Journal;
 use crate::names::DeviceKey;
 use crate::signal::Signal;
 
-/// What a device carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A character device (serial console, virtio console, monitor).
-    Console,
-    /// An audio output.
-    Audio,
-}
-
-impl Kind {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Console => "console",
-            Kind::Audio => "audio",
-        }
-    }
-}
-
-/// Whether a device's QEMU is connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attachment {
-    /// Its rings are being drained.
-    Attached,
-    /// Its QEMU went away (or has not registered since ringcastd started); the journal stays.
-    Gone,
-    /// Its QEMU broke the ring protocol; the rings are no longer read.
-    Poisoned,
-}
+pub use protocol::codec::{DeviceKind, DeviceState};
 
 /// Counters of one device. Every loss has its own counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +21,9 @@ pub struct DeviceStats {
     /// The device.
     pub key: DeviceKey,
     /// Console or audio.
-    pub kind: Kind,
+    pub kind: DeviceKind,
     /// Connection state.
-    pub state: Attachment,
+    pub state: DeviceState,
     /// Console: bytes taken from the ring into the journal; audio: PCM bytes received.
     pub bytes: u64,
     /// Console: the journal's end offset (bytes ever, including markers and losses).
@@ -147,8 +119,8 @@ pub(crate) struct AudioQueueState {
 
 /// Mutable state of a device (under one lock).
 #[derive(Debug)]
-pub(crate) struct DeviceState {
-    pub attachment: Attachment,
+pub(crate) struct Mutable {
+    pub attachment: DeviceState,
     pub poisoned: Option<String>,
     pub audio_format: Option<AudioFormat>,
     pub audio_queues: Vec<Arc<AudioQueue>>,
@@ -161,9 +133,9 @@ pub(crate) struct DeviceState {
 #[derive(Debug)]
 pub(crate) struct Device {
     pub key: DeviceKey,
-    pub kind: Kind,
+    pub kind: DeviceKind,
     pub journal: Option<Mutex<Journal>>,
-    pub state: Mutex<DeviceState>,
+    pub state: Mutex<Mutable>,
     /// Notified whenever the journal grows or the state changes.
     pub signal: Signal,
     pub input: Mutex<Option<InputSide>>,
@@ -177,7 +149,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Device {
-    pub fn new(key: DeviceKey, kind: Kind, journal: Option<Journal>) -> Arc<Device> {
+    pub fn new(key: DeviceKey, kind: DeviceKind, journal: Option<Journal>) -> Arc<Device> {
         let vm_uuid = journal
             .as_ref()
             .map_or_else(String::new, |j| j.meta().uuid.clone());
@@ -185,8 +157,8 @@ impl Device {
             key,
             kind,
             journal: journal.map(Mutex::new),
-            state: Mutex::new(DeviceState {
-                attachment: Attachment::Gone,
+            state: Mutex::new(Mutable {
+                attachment: DeviceState::Gone,
                 poisoned: None,
                 audio_format: None,
                 audio_queues: Vec::new(),
@@ -199,15 +171,15 @@ impl Device {
         })
     }
 
-    pub fn set_attachment(&self, a: Attachment, poisoned: Option<String>) {
+    pub fn set_attachment(&self, a: DeviceState, poisoned: Option<String>) {
         {
             let mut s = lock(&self.state);
             s.attachment = a;
-            if poisoned.is_some() || a == Attachment::Attached {
+            if poisoned.is_some() || a == DeviceState::Attached {
                 s.poisoned = poisoned;
             }
         }
-        if a != Attachment::Attached {
+        if a != DeviceState::Attached {
             *lock(&self.input) = None;
             // Live audio ends with its source; subscribers drain what is queued, then stop.
             for q in lock(&self.state).audio_queues.iter() {

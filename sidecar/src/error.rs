@@ -42,6 +42,9 @@ pub enum Error {
     /// Another ringcastd already listens on the socket.
     #[error("another ringcastd already listens on {}; stop it or pass --socket", .0.display())]
     AlreadyRunning(PathBuf),
+    /// The locally granted rules (`local_clients` in the state directory) are unusable.
+    #[error("local grants: {0}")]
+    Grants(String),
     /// No device with this name is known.
     #[error("no device named {0}")]
     NoSuchDevice(String),

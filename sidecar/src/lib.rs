@@ -47,13 +47,13 @@
 //! spool audio, or poll: an idle ringcastd sleeps in `io_uring_enter`.
 //!
 //! ```no_run
-//! use sidecar::{Config, Daemon, DeviceKey, Item, Start};
+//! use sidecar::{Config, Daemon, DeviceKey, Item, StartAt};
 //! use std::time::Duration;
 //!
 //! let daemon = Daemon::start(Config::default()).unwrap();
 //! let handle = daemon.handle();
 //! let mut sub = handle
-//!     .subscribe(&DeviceKey::new("vm1", "serial0"), Start::TailBytes(4096))
+//!     .subscribe(&DeviceKey::new("vm1", "serial0"), StartAt::TailBytes(4096))
 //!     .unwrap();
 //! while let Ok(Some(item)) = sub.next_blocking(Duration::from_secs(1)) {
 //!     if let Item::Chunk(c) = item {
@@ -65,6 +65,7 @@
 mod daemon;
 mod device;
 mod error;
+pub mod grants;
 mod ingest;
 mod journal;
 mod names;
@@ -78,8 +79,8 @@ pub use daemon::{
     control_socket_for, default_state_dir, query_stats, raise_fd_limit, Config, Daemon, DeviceInfo,
     Handle,
 };
-pub use device::{render_table, Attachment, AudioPeriod, DeviceStats, Kind};
+pub use device::{render_table, AudioPeriod, DeviceKind, DeviceState, DeviceStats};
 pub use error::Error;
 pub use journal::{GapReason, JournalConfig};
 pub use names::DeviceKey;
-pub use subscribe::{AudioSubscription, Chunk, ConsoleSubscription, Gap, Item, Start};
+pub use subscribe::{AudioSubscription, Chunk, ConsoleSubscription, Gap, Item, StartAt};

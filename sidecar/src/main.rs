@@ -24,11 +24,15 @@ use sidecar::{Config, Daemon};
 ///
 /// Network: ringcast clients connect over QUIC (TLS 1.3) to --listen, 127.0.0.1:7878 by
 /// default. The server identity is created on first start as <state-dir>/server.crt and
-/// server.key; clients pin its fingerprint (printed in the log) on first use. Without an
-/// authorization file only loopback clients are served, and they may do everything;
-/// listening on any other address requires the file (one line per client certificate):
+/// server.key; clients pin its fingerprint (printed in the log) on first use. No network
+/// client may do anything that no rule grants, whatever address it comes from. Rules come
+/// from the authorization file (one line per client certificate; rights read, spy, write,
+/// monitor, audio, or all):
 ///
 ///   SHA256:<fingerprint from `ringcast identity show`>  vm1/*,vm2/serial0  read,write,spy
+///
+/// and from the host's admin through the control socket (`ringcastd authorize`; `ringcast`
+/// run as root or as ringcastd's user on this host does it by itself on first use).
 ///
 /// Logs go to stderr at level info; RUST_LOG=debug changes the level, NO_COLOR=1 removes
 /// colour codes (for journald). Operator documentation: docs/ringcastd.md.
@@ -45,6 +49,7 @@ use sidecar::{Config, Daemon};
 ///   ringcastd --state-dir /srv/ringcast --journal-window 8MiB --segment-size 64MiB
 ///   ringcastd --listen 0.0.0.0:7878 --authorized-clients /etc/ringcast/authorized_clients
 ///   ringcastd stats
+///   ringcastd authorize SHA256:3f1c... --devices 'vm1/*' --rights read,spy
 #[derive(Debug, Parser)]
 #[command(name = "ringcastd", version, verbatim_doc_comment)]
 struct Cli {
@@ -148,6 +153,30 @@ enum Command {
         #[arg(long)]
         socket_dir: Option<PathBuf>,
     },
+    /// Grant a client certificate rights on this host's ringcastd
+    ///
+    /// Asks the running ringcastd over its control socket, which only root and ringcastd's
+    /// user may use (ringcastd checks the asker's uid). The rule is kept in
+    /// <state-dir>/local_clients and adds to the authorization file; it applies to new
+    /// connections at once. The client prints its fingerprint with `ringcast identity show`.
+    ///
+    /// Rights: read (history and live output), spy (live output only), write (input),
+    /// monitor (a QEMU monitor: QMP/HMP; never implied by write), audio; all is every one.
+    ///
+    /// Examples:
+    ///   ringcastd authorize SHA256:3f1c...e9
+    ///   ringcastd authorize SHA256:3f1c...e9 --devices 'vm1/*,build-*/serial0' --rights read,spy
+    #[command(verbatim_doc_comment)]
+    Authorize {
+        /// The client's certificate fingerprint (SHA256:...), or cn:NAME with --client-ca
+        client: String,
+        /// Devices, as vm/device patterns separated by commas (* matches any run of characters)
+        #[arg(long, default_value = "*/*")]
+        devices: String,
+        /// Rights, separated by commas
+        #[arg(long, default_value = "all")]
+        rights: String,
+    },
 }
 
 /// Where ringcastd listens for clients unless told otherwise: loopback only.
@@ -213,13 +242,29 @@ fn real_main() -> anyhow::Result<()> {
     if let Some(c) = cli.control_socket {
         cfg.control_socket = c;
     }
-    if let Some(Command::Stats { socket_dir }) = cli.command {
-        let path = match socket_dir {
-            Some(d) => d.join("ringcastd.ctl"),
-            None => cfg.control_socket,
-        };
-        print!("{}", sidecar::query_stats(&path)?);
-        return Ok(());
+    match cli.command {
+        Some(Command::Stats { socket_dir }) => {
+            let path = match socket_dir {
+                Some(d) => d.join("ringcastd.ctl"),
+                None => cfg.control_socket,
+            };
+            print!("{}", sidecar::query_stats(&path)?);
+            return Ok(());
+        }
+        Some(Command::Authorize {
+            client,
+            devices,
+            rights,
+        }) => {
+            let line = format!("{client} {devices} {rights}");
+            let rule = transport_quic::authz::Rule::parse(&line)
+                .map_err(|e| anyhow::anyhow!("{e} in {line:?}"))?;
+            transport_quic::local::authorize(&cfg.control_socket, &rule)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("authorized: {}", rule.to_line());
+            return Ok(());
+        }
+        None => {}
     }
     if let Some(d) = cli.state_dir {
         cfg.state_dir = d;

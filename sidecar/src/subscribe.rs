@@ -15,16 +15,7 @@ use crate::error::Error;
 use crate::journal::{GapReason, ReadAt, DISK_READ};
 use crate::names::DeviceKey;
 
-/// Where a console subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// At this absolute journal offset (for a reader resuming where it left off).
-    Offset(u64),
-    /// This many bytes before the current end (or at the oldest retained byte).
-    TailBytes(u64),
-    /// At the current end: only new bytes.
-    Now,
-}
+pub use protocol::codec::StartAt;
 
 /// Bytes of a console journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +69,7 @@ impl ConsoleSubscription {
     pub(crate) fn new(
         device: Arc<Device>,
         closed: Arc<std::sync::atomic::AtomicBool>,
-        start: Start,
+        start: StartAt,
     ) -> Self {
         let cursor = {
             let j = lock(
@@ -88,9 +79,9 @@ impl ConsoleSubscription {
                     .expect("console devices have a journal"),
             );
             match start {
-                Start::Offset(o) => o,
-                Start::TailBytes(n) => j.end().saturating_sub(n).max(j.available_from()),
-                Start::Now => j.end(),
+                StartAt::Offset(o) => o,
+                StartAt::TailBytes(n) => j.end().saturating_sub(n).max(j.available_from()),
+                StartAt::Now => j.end(),
             }
         };
         device.counters.subscribers.fetch_add(1, Relaxed);
@@ -118,6 +109,15 @@ impl ConsoleSubscription {
     /// be read (deleted or truncated behind ringcastd's back): the bytes it held are gone
     /// and asking again would never succeed, so the subscription ends with the reason.
     pub fn try_next(&mut self) -> Result<Option<Item>, Error> {
+        self.step(|read| read())
+    }
+
+    /// [`ConsoleSubscription::try_next`] with disk reads run by `blocking` (the async
+    /// `next` moves them off the runtime's workers).
+    fn step(
+        &mut self,
+        blocking: impl Fn(&mut dyn FnMut() -> Result<Bytes, String>) -> Result<Bytes, String>,
+    ) -> Result<Option<Item>, Error> {
         let device = self.device.clone();
         let Some(journal) = device.journal.as_ref() else {
             return Ok(None);
@@ -148,7 +148,7 @@ impl ConsoleSubscription {
                     seg_start,
                     file_offset,
                     len,
-                } => match self.read_disk(&path, seg_start, file_offset, len) {
+                } => match blocking(&mut || self.read_disk(&path, seg_start, file_offset, len)) {
                     Ok(bytes) => Item::Chunk(Chunk {
                         offset: self.cursor,
                         bytes,
@@ -245,10 +245,22 @@ impl ConsoleSubscription {
 
     /// The next item, waiting for it. Fails when the daemon shuts down or the journal
     /// cannot be read ([`Error::JournalUnreadable`]).
+    ///
+    /// A read from the disk (a replay from before the RAM window) runs as blocking work, so
+    /// it does not hold up the other connections the runtime's worker serves.
     pub async fn next(&mut self) -> Result<Item, Error> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         loop {
             let seen = self.device.signal.generation();
-            if let Some(item) = self.try_next()? {
+            let next = self.step(|read| {
+                if multi_thread {
+                    tokio::task::block_in_place(read)
+                } else {
+                    read()
+                }
+            });
+            if let Some(item) = next? {
                 return Ok(item);
             }
             if self.closed.load(Relaxed) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sidecar::{Attachment, Daemon, DeviceKey, GapReason, Item, Start};
+use sidecar::{Daemon, DeviceKey, DeviceState, GapReason, Item, StartAt};
 use testbed::kit::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -60,7 +60,7 @@ fn several_producers_deliver_exact_bytes_to_subscribers_and_the_spool() {
     let subs: Vec<_> = names
         .iter()
         .map(|vm| {
-            h.subscribe(&DeviceKey::new(vm.as_str(), "serial0"), Start::Offset(0))
+            h.subscribe(&DeviceKey::new(vm.as_str(), "serial0"), StartAt::Offset(0))
                 .unwrap()
         })
         .collect();
@@ -130,7 +130,7 @@ fn several_producers_deliver_exact_bytes_to_subscribers_and_the_spool() {
     }
     let stats = h.stats();
     for s in &stats {
-        assert_eq!(s.state, Attachment::Attached);
+        assert_eq!(s.state, DeviceState::Attached);
         assert_eq!(s.poisoned, None);
         if s.key.device == "serial0" {
             assert_eq!(s.bytes, TOTAL);
@@ -183,7 +183,7 @@ fn a_long_absence_is_counted_exactly_as_flight_recorder_drops() {
     c.wait_drained();
     let h = daemon.handle();
     let key = DeviceKey::new("vm", "ttyS0");
-    let mut sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let mut sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     let (chunks, gaps) = collect(&mut sub, x + y + z);
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert_eq!(gaps[0].offset, x);
@@ -224,7 +224,7 @@ fn a_hostile_ring_is_poisoned_while_other_devices_keep_flowing() {
         h.device_stats(&bad_key).unwrap().poisoned.is_some()
     });
     let s = h.device_stats(&bad_key).unwrap();
-    assert_eq!(s.state, Attachment::Poisoned);
+    assert_eq!(s.state, DeviceState::Poisoned);
     assert_eq!(s.journal_end, 12, "the journal keeps what came before");
     const N: u64 = 1 << 20;
     for (i, c) in good.iter_mut().enumerate() {
@@ -233,13 +233,13 @@ fn a_hostile_ring_is_poisoned_while_other_devices_keep_flowing() {
     for (i, c) in good.iter_mut().enumerate() {
         c.wait_drained();
         let key = DeviceKey::new(format!("good{i}"), "con");
-        let mut sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+        let mut sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
         let (chunks, gaps) = collect(&mut sub, N);
         assert!(gaps.is_empty());
         assert_eq!(sha(&chunks[0].1), sha(&stream(10 + i as u64, 0, N)));
-        assert_eq!(h.device_stats(&key).unwrap().state, Attachment::Attached);
+        assert_eq!(h.device_stats(&key).unwrap().state, DeviceState::Attached);
     }
-    let mut sub = h.subscribe(&bad_key, Start::Offset(0)).unwrap();
+    let mut sub = h.subscribe(&bad_key, StartAt::Offset(0)).unwrap();
     match sub.next_blocking(WAIT).unwrap() {
         Some(Item::Chunk(c)) => assert_eq!(&c.bytes[..], b"fine so far\n"),
         other => panic!("unexpected {other:?}"),
@@ -257,8 +257,8 @@ fn a_stalled_subscriber_changes_nothing_for_the_others() {
     let key = DeviceKey::new("vm", "hvc0");
     let mut c = FakeConsole::new(&cfg.socket, "vm", "hvc0", 3, 1 << 16);
     c.connect();
-    let mut stalled = h.subscribe(&key, Start::Offset(0)).unwrap();
-    let mut live = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let mut stalled = h.subscribe(&key, StartAt::Offset(0)).unwrap();
+    let mut live = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     const N: u64 = 4 << 20;
     let reader = std::thread::spawn(move || {
         let (chunks, gaps) = collect(&mut live, N);
@@ -304,7 +304,7 @@ fn a_subscriber_behind_the_retention_gets_a_retention_gap() {
     let key = DeviceKey::new("vm", "ttyS1");
     let mut c = FakeConsole::new(&cfg.socket, "vm", "ttyS1", 3, 1 << 16);
     c.connect();
-    let mut slow = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let mut slow = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     const N: u64 = 4 << 20;
     c.write_all(&stream(6, 0, N));
     c.wait_drained();
@@ -319,11 +319,11 @@ fn a_subscriber_behind_the_retention_gets_a_retention_gap() {
     assert_eq!(chunks[0].1, stream(6, g.len, N - g.len));
     assert_eq!(h.device_stats(&key).unwrap().subscriber_gap_bytes, g.len);
     // Tail and now start where they say.
-    let mut tail = h.subscribe(&key, Start::TailBytes(10)).unwrap();
+    let mut tail = h.subscribe(&key, StartAt::TailBytes(10)).unwrap();
     assert_eq!(tail.position(), N - 10);
     let (chunks, _) = collect(&mut tail, N);
     assert_eq!(chunks[0].1, stream(6, N - 10, 10));
-    let now = h.subscribe(&key, Start::Now).unwrap();
+    let now = h.subscribe(&key, StartAt::Now).unwrap();
     assert_eq!(now.position(), N);
     daemon.shutdown();
 }
@@ -341,13 +341,13 @@ fn a_restarted_vm_appends_after_a_marker_and_offsets_continue() {
     first.wait_drained();
     drop(first);
     wait_until("the device to be gone", WAIT, || {
-        h.device_stats(&key).unwrap().state == Attachment::Gone
+        h.device_stats(&key).unwrap().state == DeviceState::Gone
     });
     let mut second = FakeConsole::new(&cfg.socket, "vm", "ttyS0", 2, 1 << 14);
     second.connect();
     second.write_all(b"second boot\n");
     second.wait_drained();
-    let mut sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let mut sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     let end = h.device_stats(&key).unwrap().journal_end;
     let (chunks, gaps) = collect(&mut sub, end);
     assert!(gaps.is_empty());
@@ -465,7 +465,7 @@ fn async_subscribers_wake_on_new_bytes() {
     let key = DeviceKey::new("vm", "ttyS0");
     let mut c = FakeConsole::new(&cfg.socket, "vm", "ttyS0", 1, 1 << 14);
     c.connect();
-    let mut sub = h.subscribe(&key, Start::Now).unwrap();
+    let mut sub = h.subscribe(&key, StartAt::Now).unwrap();
     let waker = std::sync::Arc::new(CountingWaker::default());
     let task_waker = std::task::Waker::from(waker.clone());
     let mut cx = Context::from_waker(&task_waker);
@@ -583,7 +583,7 @@ fn a_segment_deleted_behind_ringcastds_back_ends_the_subscription_with_the_reaso
         .join("ttyS0")
         .join(format!("{:020}.log", 0));
     std::fs::remove_file(&first).unwrap();
-    let sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     let (_sub, r) = next_or_stuck(sub);
     let e = r.expect_err("a deleted segment must end the subscription");
     assert!(
@@ -598,7 +598,7 @@ fn a_segment_deleted_behind_ringcastds_back_ends_the_subscription_with_the_reaso
     assert!(msg.contains(&first.display().to_string()), "{msg}");
     assert_eq!(h.device_stats(&key).unwrap().journal_read_errors, 1);
     // Bytes still in RAM are served as before.
-    let mut tail = h.subscribe(&key, Start::TailBytes(10)).unwrap();
+    let mut tail = h.subscribe(&key, StartAt::TailBytes(10)).unwrap();
     let (chunks, gaps) = collect(&mut tail, N);
     assert!(gaps.is_empty());
     assert_eq!(chunks[0].1, stream(8, N - 10, 10));
@@ -631,7 +631,7 @@ fn a_segment_truncated_behind_ringcastds_back_ends_the_subscription_at_the_cut()
         .unwrap()
         .set_len(CUT)
         .unwrap();
-    let sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+    let sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
     let (sub, r) = next_or_stuck(sub);
     match r {
         Ok(Some(Item::Chunk(ch))) => assert_eq!(ch.bytes, stream(9, 0, CUT)),

@@ -429,7 +429,7 @@ fn tone_through_intel_hda_arrives_at_the_right_frequency() {
 
 #[test]
 fn guest_output_goes_through_ringcastd_to_subscribers_and_the_spool() {
-    use sidecar::{Config, Daemon, DeviceKey, Item, Start};
+    use sidecar::{Config, Daemon, DeviceKey, Item, StartAt};
     if skip() {
         return;
     }
@@ -488,7 +488,7 @@ fn guest_output_goes_through_ringcastd_to_subscribers_and_the_spool() {
     done.store(true, Ordering::Relaxed);
     for (dev, seed, len) in [("serial0", 51, serial_len), ("hvc0", 52, hvc_len)] {
         let key = DeviceKey::new("e2e", dev);
-        let mut sub = h.subscribe(&key, Start::Offset(0)).unwrap();
+        let mut sub = h.subscribe(&key, StartAt::Offset(0)).unwrap();
         let mut got = Vec::new();
         while got.len() < len {
             match sub.next_blocking(Duration::from_secs(10)).unwrap() {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sidecar::{Config, Daemon, DeviceKey, Handle, Item, Start};
+use sidecar::{Config, Daemon, DeviceKey, Handle, Item, StartAt};
 use testbed::harness::{MainLoop, Plugin, S16_STEREO_44100};
 use testbed::kit::bins::plugin;
 use testbed::stream::GuestStream;
@@ -29,7 +29,7 @@ fn opts(cfg: &Config, extra: &str) -> String {
 
 /// Reads a console journal from `from` until `len` bytes (gaps are an error).
 fn read_journal(h: &Handle, key: &DeviceKey, from: u64, len: usize) -> Vec<u8> {
-    let mut sub = h.subscribe(key, Start::Offset(from)).unwrap();
+    let mut sub = h.subscribe(key, StartAt::Offset(from)).unwrap();
     let mut got = Vec::new();
     let deadline = Instant::now() + T;
     while got.len() < len {

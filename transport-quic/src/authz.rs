@@ -1,26 +1,29 @@
-//! Who may do what: the server's `authorized_clients` file.
+//! Who may do what: the server's authorization rules.
 //!
 //! ```text
 //! # identity                  devices (vm/device, * matches any run of characters)   rights
 //! SHA256:3f1c…e9              vm1/*,build-*/serial0                                   read,write,spy
-//! cn:alice                    */*                                                     read,spy
+//! cn:alice                    */*                                                     read,spy,audio
 //! ```
 //!
 //! An identity is a client certificate's fingerprint (`ringcast identity show` prints it),
 //! or `cn:NAME`, which matches the certificate's common name only when the server was given
 //! a client CA (`--client-ca`) that signed it: a self-signed certificate can claim any name.
-//! Rights: `read` (output), `write` (input, with the console's write lock), `spy` (read-only
-//! watching without taking the lock). A client sees in `list` only the devices it has
-//! some right on.
+//! Rights (`protocol::rules::Rights`): `read` (a console's history and live output),
+//! `spy` (live output only, from the moment of attaching), `write` (input, with the
+//! console's write lock), `monitor` (a QEMU monitor; never implied by `write`), `audio`
+//! (listening to an audio output); `all` is every right. A client sees in `list` only the
+//! devices it has some right on, and a name it has no right on looks like a missing one.
 //!
-//! Without the file, ringcastd serves clients on loopback only, and then allows them
-//! everything ([`Access::LocalOpen`]): the machine's users are already trusted with the
-//! VMs' sockets.
+//! Nobody has any right that no rule grants: without a file, no network client may do
+//! anything until the host's admin authorizes it (`ringcastd authorize`, or `ringcast`
+//! run by the admin on the same host, which asks ringcastd's local control socket).
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::codec::Mode;
+pub use protocol::rules::Rights;
+
 use crate::tls::Fingerprint;
 use crate::Error;
 
@@ -45,22 +48,64 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// Who a rule is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Who {
+pub enum Who {
+    /// A certificate's fingerprint.
     Fingerprint(Fingerprint),
+    /// A common name a configured client CA vouched for.
     Cn(String),
 }
 
-#[derive(Debug, Clone)]
-struct Rule {
-    who: Who,
-    patterns: Vec<String>,
-    read: bool,
-    write: bool,
-    spy: bool,
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Who::Fingerprint(fp) => write!(f, "{fp}"),
+            Who::Cn(cn) => write!(f, "cn:{cn}"),
+        }
+    }
 }
 
-/// The parsed authorization file.
+/// One line of the file: an identity, device patterns and rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Whom it grants.
+    pub who: Who,
+    /// `vm/device` patterns (`*` matches any run of characters).
+    pub patterns: Vec<String>,
+    /// What it grants on them.
+    pub rights: Rights,
+}
+
+impl Rule {
+    /// Parses one line (`IDENTITY DEVICES RIGHTS`).
+    pub fn parse(line: &str) -> Result<Rule, String> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [who, devices, rights] = fields[..] else {
+            return Err("expected: IDENTITY DEVICES RIGHTS".into());
+        };
+        let who =
+            if let Some(cn) = who.strip_prefix("cn:") {
+                Who::Cn(cn.to_owned())
+            } else {
+                Who::Fingerprint(Fingerprint::parse(who).ok_or_else(|| {
+                    format!("{who:?} is neither SHA256:<64 hex digits> nor cn:NAME")
+                })?)
+            };
+        Ok(Rule {
+            who,
+            patterns: devices.split(',').map(str::to_owned).collect(),
+            rights: Rights::parse(rights)?,
+        })
+    }
+
+    /// The line that parses back to this rule.
+    pub fn to_line(&self) -> String {
+        format!("{} {} {}", self.who, self.patterns.join(","), self.rights)
+    }
+}
+
+/// The parsed authorization rules.
 #[derive(Debug, Clone, Default)]
 pub struct AuthorizedClients {
     rules: Vec<Rule>,
@@ -82,46 +127,31 @@ impl AuthorizedClients {
         let mut rules = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
+            if !line.is_empty() {
+                rules.push(Rule::parse(line).map_err(|m| (i + 1, m))?);
             }
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [who, devices, rights] = fields[..] else {
-                return Err((i + 1, "expected: IDENTITY DEVICES RIGHTS".into()));
-            };
-            let who = if let Some(cn) = who.strip_prefix("cn:") {
-                Who::Cn(cn.to_owned())
-            } else {
-                Who::Fingerprint(Fingerprint::parse(who).ok_or_else(|| {
-                    (
-                        i + 1,
-                        format!("{who:?} is neither SHA256:<64 hex digits> nor cn:NAME"),
-                    )
-                })?)
-            };
-            let mut rule = Rule {
-                who,
-                patterns: devices.split(',').map(str::to_owned).collect(),
-                read: false,
-                write: false,
-                spy: false,
-            };
-            for r in rights.split(',') {
-                match r {
-                    "read" => rule.read = true,
-                    "write" => rule.write = true,
-                    "spy" => rule.spy = true,
-                    other => {
-                        return Err((
-                            i + 1,
-                            format!("unknown right {other:?} (use read, write, spy)"),
-                        ))
-                    }
-                }
-            }
-            rules.push(rule);
         }
         Ok(AuthorizedClients { rules })
+    }
+
+    /// Adds a rule.
+    pub fn add(&mut self, rule: Rule) {
+        self.rules.push(rule);
+    }
+
+    /// Adds every rule of `other`.
+    pub fn extend(&mut self, other: AuthorizedClients) {
+        self.rules.extend(other.rules);
+    }
+
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are none (then nobody may do anything).
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 
     fn rules_for<'a>(&'a self, peer: &'a Peer) -> impl Iterator<Item = &'a Rule> + 'a {
@@ -129,6 +159,19 @@ impl AuthorizedClients {
             Who::Fingerprint(fp) => peer.fingerprint.as_ref() == Some(fp),
             Who::Cn(cn) => peer.verified_cn.as_deref() == Some(cn.as_str()),
         })
+    }
+
+    /// Everything `peer` may do with `vm/device`: the union of the rules that match.
+    pub fn rights(&self, peer: &Peer, vm: &str, device: &str) -> Rights {
+        let name = format!("{vm}/{device}");
+        self.rules_for(peer)
+            .filter(|r| r.patterns.iter().any(|p| glob(p, &name)))
+            .fold(Rights::default(), |acc, r| acc.union(r.rights))
+    }
+
+    /// Whether `peer` may connect at all (some rule names it).
+    pub fn admits(&self, peer: &Peer) -> bool {
+        self.rules_for(peer).next().is_some()
     }
 }
 
@@ -159,63 +202,6 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
-/// The server's access policy.
-#[derive(Debug, Clone)]
-pub enum Access {
-    /// No authorization file: clients from loopback addresses may do everything; others
-    /// nothing.
-    LocalOpen,
-    /// The authorization file decides.
-    Rules(AuthorizedClients),
-}
-
-impl Access {
-    /// Whether `peer` may use `vm/device` in `mode`.
-    pub fn allows(&self, peer: &Peer, vm: &str, device: &str, mode: Mode) -> bool {
-        match self {
-            Access::LocalOpen => peer.addr.ip().is_loopback(),
-            Access::Rules(r) => {
-                let name = format!("{vm}/{device}");
-                r.rules_for(peer).any(|rule| {
-                    let right = match mode {
-                        Mode::Read => rule.read,
-                        Mode::Write => rule.write,
-                        Mode::Spy => rule.spy,
-                    };
-                    right && rule.patterns.iter().any(|p| glob(p, &name))
-                })
-            }
-        }
-    }
-
-    /// Whether `peer` has any right on `vm/device` (it is then listed).
-    pub fn sees(&self, peer: &Peer, vm: &str, device: &str) -> bool {
-        [Mode::Read, Mode::Write, Mode::Spy]
-            .into_iter()
-            .any(|m| self.allows(peer, vm, device, m))
-    }
-
-    /// Whether `peer` may connect at all.
-    pub fn admits(&self, peer: &Peer) -> bool {
-        match self {
-            Access::LocalOpen => peer.addr.ip().is_loopback(),
-            Access::Rules(r) => r.rules_for(peer).next().is_some(),
-        }
-    }
-
-    /// Refuses a configuration that would expose devices beyond loopback with nobody
-    /// deciding who may use them.
-    pub fn check_listen(&self, listen: SocketAddr, authz_path: &Path) -> Result<(), Error> {
-        if matches!(self, Access::LocalOpen) && !listen.ip().is_loopback() {
-            return Err(Error::NoAuthorization {
-                listen,
-                path: authz_path.to_owned(),
-            });
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,18 +225,36 @@ mod tests {
     }
 
     #[test]
-    fn rights_are_granted_per_fingerprint_pattern_and_mode() {
+    fn rights_are_the_union_of_the_matching_rules_of_that_identity() {
         let fp = Fingerprint::of(b"alice");
         let other = Fingerprint::of(b"mallory");
-        let text = format!("# comment\n{fp} vm1/*,vm2/serial0 read,spy\n");
-        let a = Access::Rules(AuthorizedClients::parse(&text).unwrap());
+        let text = format!("# comment\n{fp} vm1/*,vm2/serial0 read,spy\n{fp} vm1/qmp0 monitor\n");
+        let a = AuthorizedClients::parse(&text).unwrap();
         let alice = peer(Some(fp), "192.0.2.1");
-        assert!(a.allows(&alice, "vm1", "serial0", Mode::Read));
-        assert!(a.allows(&alice, "vm2", "serial0", Mode::Spy));
-        assert!(!a.allows(&alice, "vm1", "serial0", Mode::Write));
-        assert!(!a.allows(&alice, "vm3", "serial0", Mode::Read));
+        assert_eq!(
+            a.rights(&alice, "vm1", "serial0"),
+            Rights::parse("read,spy").unwrap()
+        );
+        assert_eq!(
+            a.rights(&alice, "vm1", "qmp0"),
+            Rights::parse("read,spy,monitor").unwrap()
+        );
+        assert_eq!(
+            a.rights(&alice, "vm2", "serial0"),
+            Rights::parse("read,spy").unwrap()
+        );
+        assert!(!a.rights(&alice, "vm3", "serial0").any());
+        assert!(a.admits(&alice));
         assert!(!a.admits(&peer(Some(other), "127.0.0.1")));
         assert!(!a.admits(&peer(None, "127.0.0.1")));
+    }
+
+    #[test]
+    fn without_rules_nobody_may_connect_not_even_from_loopback() {
+        let a = AuthorizedClients::default();
+        assert!(!a.admits(&peer(None, "127.0.0.1")));
+        assert!(!a.admits(&peer(Some(Fingerprint::of(b"x")), "127.0.0.1")));
+        assert!(!a.rights(&peer(None, "127.0.0.1"), "v", "d").any());
     }
 
     #[test]
@@ -258,20 +262,14 @@ mod tests {
         let e = AuthorizedClients::parse("\n\nSHA256:12 vm/* read\n").unwrap_err();
         assert_eq!(e.0, 3);
         let e = AuthorizedClients::parse("cn:bob vm/* fly\n").unwrap_err();
-        assert!(e.1.contains("fly"));
+        assert!(e.1.contains("fly") && e.1.contains("monitor"), "{}", e.1);
     }
 
     #[test]
-    fn without_a_file_only_loopback_is_served_and_wider_listening_is_refused() {
-        let a = Access::LocalOpen;
-        assert!(a.allows(&peer(None, "127.0.0.1"), "v", "d", Mode::Write));
-        assert!(!a.allows(&peer(None, "192.0.2.7"), "v", "d", Mode::Read));
-        let p = Path::new("/etc/ringcast/authorized_clients");
-        assert!(a.check_listen("127.0.0.1:7878".parse().unwrap(), p).is_ok());
-        let e = a
-            .check_listen("0.0.0.0:7878".parse().unwrap(), p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("authorized_clients"), "{e}");
+    fn a_rule_prints_as_the_line_that_parses_back_to_it() {
+        let line = format!("{} vm1/*,*/snd0 read,audio", Fingerprint::of(b"a"));
+        let r = Rule::parse(&line).unwrap();
+        assert_eq!(r.to_line(), line);
+        assert_eq!(Rule::parse(&r.to_line()).unwrap(), r);
     }
 }

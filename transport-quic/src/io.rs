@@ -1,6 +1,9 @@
 //! The thin async shell: frames over quinn streams.
 
+use std::time::Duration;
+
 use crate::codec::{DecodeError, Frame, FrameBuffer};
+use crate::proto::Limits;
 use crate::Error;
 
 /// Reads whole frames from a QUIC receive stream, never buffering more than one
@@ -9,6 +12,10 @@ use crate::Error;
 pub struct FrameReader {
     recv: quinn::RecvStream,
     buf: FrameBuffer,
+    /// How long a started frame may take to complete.
+    frame_deadline: Option<Duration>,
+    /// When the frame now partly received started (kept across cancelled calls).
+    partial_since: Option<tokio::time::Instant>,
 }
 
 /// Why a frame could not be read.
@@ -23,6 +30,9 @@ pub enum ReadFrameError {
     /// The stream failed (reset, connection lost).
     #[error("{0}")]
     Read(#[from] quinn::ReadError),
+    /// A frame was started and not completed in time.
+    #[error("a frame was not completed within {0:?}")]
+    Stalled(Duration),
 }
 
 impl FrameReader {
@@ -31,6 +41,19 @@ impl FrameReader {
         FrameReader {
             recv,
             buf: FrameBuffer::new(),
+            frame_deadline: None,
+            partial_since: None,
+        }
+    }
+
+    /// Frames a client sends to a server: no longer than `limits.max_client_frame`, each
+    /// complete within `limits.frame_deadline` of its first byte.
+    pub fn from_client(recv: quinn::RecvStream, limits: &Limits) -> Self {
+        FrameReader {
+            recv,
+            buf: FrameBuffer::with_max_payload(limits.max_client_frame),
+            frame_deadline: Some(limits.frame_deadline),
+            partial_since: None,
         }
     }
 
@@ -38,9 +61,22 @@ impl FrameReader {
     pub async fn next(&mut self) -> Result<Option<Frame>, ReadFrameError> {
         loop {
             if let Some(f) = self.buf.next_frame().map_err(ReadFrameError::Decode)? {
+                self.partial_since = None;
                 return Ok(Some(f));
             }
-            match self.recv.read_chunk(64 << 10, true).await? {
+            let read = self.recv.read_chunk(64 << 10, true);
+            let chunk = match (self.frame_deadline, self.buf.pending()) {
+                (Some(d), pending) if pending > 0 => {
+                    let since = *self
+                        .partial_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    tokio::time::timeout_at(since + d, read)
+                        .await
+                        .map_err(|_| ReadFrameError::Stalled(d))?
+                }
+                _ => read.await,
+            };
+            match chunk? {
                 Some(chunk) => self.buf.push(&chunk.bytes),
                 None if self.buf.pending() == 0 => return Ok(None),
                 None => return Err(ReadFrameError::Truncated),

@@ -18,9 +18,10 @@
 pub mod authz;
 pub mod endpoint;
 pub mod io;
+pub mod local;
 pub mod tls;
 
-pub use protocol::{codec, errors, proto, table, ErrorCode};
+pub use protocol::{codec, errors, proto, rules, table, ErrorCode};
 
 /// The error table's codes as QUIC application error codes (connection and stream close
 /// codes).
@@ -75,23 +76,6 @@ pub enum Error {
         line: usize,
         /// What is wrong.
         msg: String,
-    },
-    /// Listening beyond loopback with nobody deciding who may connect.
-    #[error(
-        "refusing to listen on {listen} without an authorization file.\n\
-         Beyond loopback, ringcastd must know which client certificates may use which devices.\n\
-         1. On each client: `ringcast identity new` and `ringcast identity show` (prints SHA256:...).\n\
-         2. On this host, put one line per client in {}:\n   \
-            SHA256:<fingerprint>  vm1/*,vm2/serial0  read,write,spy\n\
-         3. Start ringcastd again (or pass --authorized-clients FILE).\n\
-         To serve only this machine, listen on 127.0.0.1 or [::1].",
-        path.display()
-    )]
-    NoAuthorization {
-        /// The address asked for.
-        listen: std::net::SocketAddr,
-        /// Where the file was looked for.
-        path: PathBuf,
     },
     /// A protocol rule was broken or a setting is unusable.
     #[error("{0}")]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use client::{Identity, Trust};
-use sidecar::{DeviceKey, Handle, Item, Start};
+use sidecar::{DeviceKey, Handle, Item};
 use transport_quic::codec::{AudioData, Frame, Mode, StartAt};
 use transport_quic::io::{send_frame, FrameReader};
 use transport_quic::proto::Limits;
@@ -102,7 +102,7 @@ async fn serve(handle: Handle, limits: Limits, conn: quinn::Connection) {
     }
     let (Ok(mut audio), Ok(mut console)) = (
         handle.subscribe_audio(&DeviceKey::new(VM, AUDIO_DEV), limits.audio_queue),
-        handle.subscribe(&DeviceKey::new(VM, CONSOLE_DEV), Start::Now),
+        handle.subscribe(&DeviceKey::new(VM, CONSOLE_DEV), StartAt::Now),
     ) else {
         conn.close(1u32.into(), b"no such devices");
         return;

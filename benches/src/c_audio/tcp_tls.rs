@@ -27,7 +27,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sidecar::{DeviceKey, Handle, Item, Start};
+use sidecar::{DeviceKey, Handle, Item, StartAt};
 use transport_quic::codec::{AudioData, Frame, FrameBuffer};
 use transport_quic::proto::Limits;
 use transport_quic::tls::Identity;
@@ -179,7 +179,7 @@ fn serve(
         .subscribe_audio(&DeviceKey::new(VM, AUDIO_DEV), limits.audio_queue)
         .map_err(|e| e.to_string())?;
     let mut console = handle
-        .subscribe(&DeviceKey::new(VM, CONSOLE_DEV), Start::Now)
+        .subscribe(&DeviceKey::new(VM, CONSOLE_DEV), StartAt::Now)
         .map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared {
         q: Mutex::new(Queues::default()),

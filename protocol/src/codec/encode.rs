@@ -132,7 +132,7 @@ impl Frame {
             }
             Frame::Data { offset, bytes } => {
                 o.put_u64(*offset);
-                put_bytes(o, bytes, MAX_FRAME_PAYLOAD as usize - 12, "data")?;
+                put_bytes(o, bytes, MAX_DATA, "data")?;
                 ty::DATA
             }
             Frame::Gap {
@@ -207,6 +207,27 @@ pub(super) fn put_str(
     o.put_u16(s.len() as u16);
     o.extend_from_slice(s.as_bytes());
     Ok(())
+}
+
+/// Most bytes one [`Frame::Data`] carries (its payload is `offset: u64`, `len: u32`, bytes).
+pub const MAX_DATA: usize = MAX_FRAME_PAYLOAD as usize - 12;
+
+/// Length of [`data_frame_header`]'s output.
+pub const DATA_HEADER_LEN: usize = HEADER_LEN + 12;
+
+/// The encoding of `Frame::Data { offset, bytes }` up to its bytes: a sender writes this,
+/// then the `len` bytes as they are, and the peer decodes one `Data` frame. It lets the
+/// bytes go to the transport without being copied into a frame buffer.
+pub fn data_frame_header(offset: u64, len: usize) -> Result<[u8; DATA_HEADER_LEN], EncodeError> {
+    if len > MAX_DATA {
+        return Err(EncodeError("data"));
+    }
+    let mut h = [0u8; DATA_HEADER_LEN];
+    h[0] = ty::DATA;
+    h[1..5].copy_from_slice(&(12 + len as u32).to_be_bytes());
+    h[5..13].copy_from_slice(&offset.to_be_bytes());
+    h[13..17].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(h)
 }
 
 pub(super) fn put_bytes(

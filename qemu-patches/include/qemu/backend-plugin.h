@@ -2,36 +2,59 @@
  * QEMU backend plugin ABI: load a chardev or audiodev backend from a
  * shared library.
  *
- * SPDX-License-Identifier: MIT
+ * Copyright (c) 2026 ringcast developers
+ *
+ * License: GNU GPL, version 2 or later.
+ *   See the COPYING file in the top-level directory.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * This interface is not a stable QEMU API.  It is versioned so that
+ * QEMU and a plugin detect a mismatch instead of crashing, but a QEMU
+ * release may change it incompatibly by raising QBP_ABI_MAJOR.
  *
  * A backend plugin is a shared object that QEMU opens with
  * g_module_open() when it sees
- *   -chardev plugin,id=ID,path=LIB.so[,opts=K=V:K=V]
- *   -audiodev plugin,id=ID,path=LIB.so[,opts=K=V:K=V]
+ *   -chardev plugin,id=ID,path=/ABSOLUTE/LIB.so[,opts=STRING]
+ *   -audiodev plugin,id=ID,path=/ABSOLUTE/LIB.so[,opts=STRING]
  * The plugin cannot link against QEMU's symbols, so both directions use
  * function-pointer tables: QEMU hands the plugin a QbpHost (services of
  * QEMU's main loop) and the plugin hands back operation tables
- * (QbpChardevOps, QbpAudioOps).
+ * (QbpChardevOps, QbpAudioOps).  Loading a plugin runs its code with
+ * QEMU's privileges, so QEMU only accepts an absolute path to a regular
+ * file and only while the machine is being created (command line or
+ * --preconfig), never from chardev-add on a running machine.
  *
- * Versioning (modelled on the TCG plugin API): every table starts with a
- * QbpTableHeader. A consumer accepts a table when header.abi_major
- * equals the major it was built for and header.struct_size is at least
- * the size of the fields it will touch. Minor versions only append
- * fields at the end of tables, so a newer plugin works with an older
- * QEMU and the other way round; optional operations may be NULL.
+ * Versioning: every table starts with a QbpTableHeader.  Minor versions
+ * only append members at the end of tables; every table has a frozen
+ * size per minor version (QBP_*_SIZE_1_0, ...), the offset just past its
+ * last member of that version.  A side accepts a table when
+ * header.abi_major equals its own major and header.struct_size is at
+ * least the table's 1.0 size.  It copies min(struct_size, sizeof) bytes
+ * into a zeroed local copy and uses only that copy: members beyond
+ * struct_size are absent (zero, i.e. NULL or no flags).  So a plugin
+ * built for 1.0 works in a QEMU that knows 1.1 and the other way round.
+ * Optional operations may be NULL.
  *
- * Rules for the plugin:
- *  - Every operation is called from QEMU's main loop or a vCPU thread
- *    with the big QEMU lock held. Each must return quickly: no blocking
- *    I/O, no waiting, no sleeping.
- *  - Operations must never unwind or longjmp into QEMU and must never
- *    abort the process on bad input: return an error instead.
- *  - Threads created by the plugin must not call any QbpHost function.
+ * Threads and locks:
+ *  - QbpChardevOps.write is called with the chardev's write lock held
+ *    (chr_write_lock), not necessarily with the big QEMU lock (BQL): a
+ *    monitor in an I/O thread may write.  Calls of write are serialised
+ *    with each other, but may run concurrently with the other operations
+ *    of the same instance, which need the same care.
+ *  - Every other operation, and every QbpHost callback (fd watches and
+ *    timers), runs in QEMU's main loop or a vCPU thread with the BQL
+ *    held.
+ *  - Operations may be re-entered: QbpChardevFrontend.write hands the
+ *    data to the emulated device, which may call accept_input or write
+ *    of the same instance before it returns.
+ *  - Every operation must return quickly: no blocking I/O, no waiting,
+ *    no sleeping.  It must never unwind or longjmp into QEMU and never
+ *    abort the process on bad input: it returns an error instead.
+ *  - Threads created by the plugin must not call any QbpHost function;
+ *    they wake QEMU by making a watched fd readable.
  *  - Strings handed to the plugin are valid only for the duration of
  *    the call.
- *
- * Nothing in this header is specific to one plugin: any project may
- * implement it.
  */
 #ifndef QEMU_BACKEND_PLUGIN_H
 #define QEMU_BACKEND_PLUGIN_H
@@ -41,10 +64,14 @@
 #include <stdint.h>
 
 #define QBP_ABI_MAJOR 1
-#define QBP_ABI_MINOR 0
+#define QBP_ABI_MINOR 1
 
 /* Name of the one symbol a plugin exports. */
 #define QBP_PLUGIN_QUERY_SYMBOL "qbp_plugin_query"
+
+/* The offset just past member of type: a table's size up to member. */
+#define QBP_SIZE_THROUGH(type, member) \
+    (offsetof(type, member) + sizeof(((type *)0)->member))
 
 /* Common first member of every table, in both directions. */
 typedef struct QbpTableHeader {
@@ -116,6 +143,8 @@ typedef struct QbpHost {
     void (*timer_free)(QbpTimer *timer);
 } QbpHost;
 
+#define QBP_HOST_SIZE_1_0 QBP_SIZE_THROUGH(QbpHost, timer_free)
+
 /*
  * Who an instance is: lets a plugin name its devices without extra
  * configuration.
@@ -127,6 +156,8 @@ typedef struct QbpInstanceInfo {
     const char *vm_uuid; /* -uuid as 36 characters, or "" when not given */
     const char *opts;    /* the opts= string, or "" */
 } QbpInstanceInfo;
+
+#define QBP_INSTANCE_INFO_SIZE_1_0 QBP_SIZE_THROUGH(QbpInstanceInfo, opts)
 
 /* ---- character devices --------------------------------------------- */
 
@@ -140,10 +171,26 @@ typedef struct QbpChardevFrontend {
     size_t (*can_write)(void *opaque);
     /*
      * Hand bytes to the guest. len must not exceed the last can_write()
-     * result.
+     * result.  The device may call back into the plugin (accept_input,
+     * write) before this returns.
      */
     void (*write)(void *opaque, const uint8_t *buf, size_t len);
 } QbpChardevFrontend;
+
+#define QBP_CHARDEV_FRONTEND_SIZE_1_0 \
+    QBP_SIZE_THROUGH(QbpChardevFrontend, write)
+
+/*
+ * QbpChardevOps.flags (since 1.1).
+ *
+ * QBP_CHARDEV_FLAG_FLOW_CONTROL: the plugin reports a short write only
+ * while it is certain to make room again soon without help from the
+ * guest (for example, it stops applying backpressure and overwrites old
+ * data when its consumer goes away).  Only then does QEMU let a device
+ * that cannot otherwise wait, such as virtconsole, stall the guest until
+ * there is room; without the flag such a device drops what does not fit.
+ */
+#define QBP_CHARDEV_FLAG_FLOW_CONTROL (1ull << 0)
 
 typedef struct QbpChardevOps {
     QbpTableHeader header;
@@ -159,24 +206,41 @@ typedef struct QbpChardevOps {
     /*
      * Output from the guest. Returns the number of bytes accepted
      * (0..len). A short count means "full": QEMU then waits with
-     * write_ready()/write_wait_fd() before retrying. A negative value
-     * is a hard error (-errno) and the data is lost.
+     * write_ready()/write_wait_fd() before retrying (callers that must
+     * write everything at once retry after a short sleep).  A negative
+     * value is a hard error (-errno) and the data is lost.
      */
     int (*write)(QbpChardev *chr, const uint8_t *buf, size_t len);
     /*
      * True when write() would accept at least one byte now. When it
      * returns false it has armed a wakeup: write_wait_fd() becomes
      * readable once space may exist, and QEMU calls write_ready() again
-     * then. It never returns true spuriously.
+     * then. It never returns true spuriously, and it leaves the fd
+     * drained while there is no room, so that the main loop does not
+     * spin.
      */
     bool (*write_ready)(QbpChardev *chr);
-    /* The fd QEMU polls for readability while write_ready() is false. */
+    /*
+     * The fd QEMU polls for readability while write_ready() is false,
+     * or -1 when the instance cannot wake QEMU (QEMU then treats it as
+     * unable to wait).  It must be the same fd for the whole life of
+     * the instance: QEMU may keep polling it.
+     */
     int (*write_wait_fd)(QbpChardev *chr);
-    /* The frontend can take input again (qemu_chr_fe_accept_input). */
+    /*
+     * The frontend can take input again (qemu_chr_fe_accept_input), or
+     * its handlers changed (after realize, stop/cont, migration): the
+     * plugin hands pending input over, up to can_write().
+     */
     void (*accept_input)(QbpChardev *chr);
     /* The frontend opened (1) or closed (0) the device. May be NULL. */
     void (*set_fe_open)(QbpChardev *chr, int fe_open);
+    /* since 1.1: QBP_CHARDEV_FLAG_* */
+    uint64_t flags;
 } QbpChardevOps;
+
+#define QBP_CHARDEV_OPS_SIZE_1_0 QBP_SIZE_THROUGH(QbpChardevOps, set_fe_open)
+#define QBP_CHARDEV_OPS_SIZE_1_1 QBP_SIZE_THROUGH(QbpChardevOps, flags)
 
 /* ---- audio --------------------------------------------------------- */
 
@@ -218,12 +282,15 @@ typedef struct QbpAudioOps {
     /*
      * One period of output. QEMU paces calls in real time (it hands over
      * what the elapsed virtual time is worth) and the plugin must
-     * consume everything it is given: it returns len, or the bytes it
-     * took before an error. A plugin that cannot keep the data drops it
-     * and counts it; it never pushes back on the guest.
+     * consume everything it is given: it returns len.  A plugin that
+     * cannot keep the data drops it and counts it; it never pushes back
+     * on the guest.  QEMU reports a plugin that returns less.
      */
     size_t (*out_write)(QbpAudio *audio, const void *buf, size_t len);
-    /* Input voice: optional (all NULL when the plugin has no capture). */
+    /*
+     * Input voice: optional (all NULL when the plugin has no capture;
+     * the guest then records silence).
+     */
     int (*in_open)(QbpAudio *audio, const QbpAudioFormat *format);
     void (*in_close)(QbpAudio *audio);
     void (*in_enable)(QbpAudio *audio, bool enable);
@@ -233,6 +300,8 @@ typedef struct QbpAudioOps {
      */
     size_t (*in_read)(QbpAudio *audio, void *buf, size_t len);
 } QbpAudioOps;
+
+#define QBP_AUDIO_OPS_SIZE_1_0 QBP_SIZE_THROUGH(QbpAudioOps, in_read)
 
 /* ---- the exported entry point -------------------------------------- */
 
@@ -245,6 +314,8 @@ typedef struct QbpPluginInfo {
     /* NULL: the plugin has no audio */
     const QbpAudioOps *audio;
 } QbpPluginInfo;
+
+#define QBP_PLUGIN_INFO_SIZE_1_0 QBP_SIZE_THROUGH(QbpPluginInfo, audio)
 
 /*
  * The one symbol a plugin exports. QEMU calls it once per library with

@@ -8,7 +8,7 @@ pub use sockets::query_stats;
 use sockets::*;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -21,12 +21,12 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use shm_ring::handover::AudioFormat;
 use shm_ring::Doorbell;
 
-use crate::device::{lock, Attachment, Device, DeviceStats, Kind};
+use crate::device::{lock, Device, DeviceKind, DeviceState, DeviceStats};
 use crate::error::Error;
 use crate::journal::{Journal, JournalConfig, Meta};
 use crate::names::{dir_component, DeviceKey};
 use crate::signal::Signal;
-use crate::subscribe::{AudioSubscription, ConsoleSubscription, Start};
+use crate::subscribe::{AudioSubscription, ConsoleSubscription, StartAt};
 
 /// Everything ringcastd can be told. [`Config::default`] is the zero-config setup.
 #[derive(Debug, Clone)]
@@ -83,11 +83,13 @@ pub struct DeviceInfo {
     /// The device.
     pub key: DeviceKey,
     /// Console or audio.
-    pub kind: Kind,
+    pub kind: DeviceKind,
     /// Whether its QEMU is connected.
-    pub state: Attachment,
+    pub state: DeviceState,
     /// Audio format (audio devices that registered since ringcastd started).
     pub audio: Option<AudioFormat>,
+    /// A console that is a QEMU monitor (it greeted as one).
+    pub monitor: bool,
 }
 
 /// Devices by name, shared by the ingest thread and handles.
@@ -97,6 +99,8 @@ pub(crate) struct Registry {
     pub devices: Mutex<BTreeMap<DeviceKey, Arc<Device>>>,
     pub changed: Signal,
     pub closed: Arc<AtomicBool>,
+    /// Rights the admin granted on this host.
+    pub grants: crate::grants::LocalGrants,
 }
 
 impl Registry {
@@ -115,7 +119,7 @@ impl Registry {
     }
 
     /// Why a `wanted` device cannot take the name of a `known` one.
-    pub fn kind_conflict(&self, key: &DeviceKey, known: Kind, wanted: Kind) -> String {
+    pub fn kind_conflict(&self, key: &DeviceKey, known: DeviceKind, wanted: DeviceKind) -> String {
         format!(
             "{key} is already known as a {} device; give the {} device another id",
             known.name(),
@@ -124,7 +128,7 @@ impl Registry {
     }
 
     /// The device named `key`, created if new. Fails when it exists with another kind.
-    pub fn device_for(&self, key: &DeviceKey, kind: Kind) -> Result<Arc<Device>, String> {
+    pub fn device_for(&self, key: &DeviceKey, kind: DeviceKind) -> Result<Arc<Device>, String> {
         let mut devices = lock(&self.devices);
         if let Some(d) = devices.get(key) {
             if d.kind != kind {
@@ -133,8 +137,8 @@ impl Registry {
             return Ok(d.clone());
         }
         let journal = match kind {
-            Kind::Audio => None,
-            Kind::Console => {
+            DeviceKind::Audio => None,
+            DeviceKind::Console => {
                 let meta = Meta {
                     vm: key.vm.clone(),
                     device: key.device.clone(),
@@ -177,7 +181,9 @@ impl Daemon {
         crate::private::ensure_dir(&cfg.state_dir, "state directory", "--state-dir")?;
         let listener = bind_registration(&cfg.socket)?;
         let control = bind_control(&cfg.control_socket)?;
+        let grants = crate::grants::LocalGrants::open(&cfg.state_dir)?;
         let registry = Arc::new(Registry {
+            grants,
             cfg,
             devices: Mutex::new(BTreeMap::new()),
             changed: Signal::default(),
@@ -247,7 +253,7 @@ impl Daemon {
         let _ = std::fs::remove_file(&reg.cfg.socket);
         let _ = std::fs::remove_file(&reg.cfg.control_socket);
         for d in lock(&reg.devices).values() {
-            d.set_attachment(Attachment::Gone, None);
+            d.set_attachment(DeviceState::Gone, None);
             for q in lock(&d.state).audio_queues.iter() {
                 q.signal.notify();
             }
@@ -272,17 +278,26 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Rights the host's admin granted through the control socket.
+    pub fn local_grants(&self) -> &crate::grants::LocalGrants {
+        &self.reg.grants
+    }
+
     /// All known devices (registered now, or with a journal from before).
     pub fn devices(&self) -> Vec<DeviceInfo> {
         lock(&self.reg.devices)
             .values()
             .map(|d| {
-                let s = lock(&d.state);
+                let (state, audio) = {
+                    let s = lock(&d.state);
+                    (s.attachment, s.audio_format)
+                };
                 DeviceInfo {
                     key: d.key.clone(),
                     kind: d.kind,
-                    state: s.attachment,
-                    audio: s.audio_format,
+                    state,
+                    audio,
+                    monitor: d.journal.as_ref().is_some_and(|j| lock(j).is_monitor()),
                 }
             })
             .collect()
@@ -310,9 +325,9 @@ impl Handle {
     }
 
     /// Reads a console's journal from `start` on, at the subscriber's own pace.
-    pub fn subscribe(&self, key: &DeviceKey, start: Start) -> Result<ConsoleSubscription, Error> {
+    pub fn subscribe(&self, key: &DeviceKey, start: StartAt) -> Result<ConsoleSubscription, Error> {
         let d = self.reg.get(key)?;
-        if d.kind != Kind::Console {
+        if d.kind != DeviceKind::Console {
             return Err(Error::WrongKind(key.to_string(), "console"));
         }
         Ok(ConsoleSubscription::new(d, self.reg.closed.clone(), start))
@@ -325,7 +340,7 @@ impl Handle {
         queue_periods: usize,
     ) -> Result<AudioSubscription, Error> {
         let d = self.reg.get(key)?;
-        if d.kind != Kind::Audio {
+        if d.kind != DeviceKind::Audio {
             return Err(Error::WrongKind(key.to_string(), "audio"));
         }
         let cap = if queue_periods == 0 {
@@ -338,7 +353,7 @@ impl Handle {
 
     fn console(&self, key: &DeviceKey) -> Result<Arc<Device>, Error> {
         let d = self.reg.get(key)?;
-        if d.kind != Kind::Console {
+        if d.kind != DeviceKind::Console {
             return Err(Error::WrongKind(key.to_string(), "console"));
         }
         Ok(d)

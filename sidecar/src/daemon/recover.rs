@@ -65,7 +65,7 @@ impl Registry {
             match Journal::open(dir.clone(), self.cfg.journal.clone(), meta) {
                 Ok(j) => {
                     tracing::info!(device = %key, end = j.end(), "journal recovered");
-                    devices.insert(key.clone(), Device::new(key, Kind::Console, Some(j)));
+                    devices.insert(key.clone(), Device::new(key, DeviceKind::Console, Some(j)));
                 }
                 Err(e) => {
                     tracing::error!(dir = %dir.display(), error = %e, "cannot recover a journal")

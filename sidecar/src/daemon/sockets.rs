@@ -65,27 +65,48 @@ pub(super) fn serve_control(listener: UnixListener, handle: Handle) {
         let Ok(mut conn) = conn else { continue };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        let _ = BufReader::new((&conn).take(256)).read_line(&mut line);
-        let answer = match line.trim() {
-            "stats" => crate::device::render_table(&handle.stats()),
-            other => format!("unknown request {other:?}; known: stats\n"),
+        let line = transport_quic::local::read_request(&conn).unwrap_or_default();
+        let answer = match line.split_once(' ').unwrap_or((line.as_str(), "")) {
+            ("stats", "") => crate::device::render_table(&handle.stats()),
+            ("authorize", rule) => match authorize(&conn, &handle, rule) {
+                Ok(line) => format!("authorized {line}\n"),
+                Err(why) => {
+                    tracing::warn!(%why, "control socket: authorization refused");
+                    format!("error: {why}\n")
+                }
+            },
+            _ => format!("error: unknown request {line:?}; known: stats, authorize RULE\n"),
         };
         let _ = conn.write_all(answer.as_bytes());
     }
 }
 
+/// Adds a locally granted rule for an asker that is root or ringcastd's own user.
+fn authorize(conn: &UnixStream, handle: &Handle, rule: &str) -> Result<String, String> {
+    let cred = rustix::net::sockopt::socket_peercred(conn)
+        .map_err(|e| format!("cannot tell who is asking: {e}"))?;
+    let me = rustix::process::geteuid();
+    if !cred.uid.is_root() && cred.uid != me {
+        return Err(format!(
+            "uid {} may not authorize clients; only root and ringcastd's user (uid {}) may",
+            cred.uid.as_raw(),
+            me.as_raw()
+        ));
+    }
+    let rule = transport_quic::authz::Rule::parse(rule)?;
+    let line = rule.to_line();
+    handle
+        .local_grants()
+        .grant(rule)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(rule = %line, uid = cred.uid.as_raw(), pid = cred.pid.as_raw_nonzero(), "client authorized locally");
+    Ok(line)
+}
+
 /// Asks the ringcastd behind `control_socket` for its stats table.
 pub fn query_stats(control_socket: &Path) -> Result<String, Error> {
-    let err = |source| Error::Control {
+    transport_quic::local::request(control_socket, "stats").map_err(|source| Error::Control {
         path: control_socket.to_owned(),
         source,
-    };
-    let mut s = UnixStream::connect(control_socket).map_err(err)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(err)?;
-    s.write_all(b"stats\n").map_err(err)?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(err)?;
-    Ok(out)
+    })
 }

@@ -5,7 +5,7 @@ use super::*;
 
 impl Ingest {
     /// Removes an attachment (no write may be in flight).
-    pub(super) fn detach(&mut self, id: u64, state: Attachment, why: Option<String>) {
+    pub(super) fn detach(&mut self, id: u64, state: DeviceState, why: Option<String>) {
         let Some(att) = self.attached.remove(&id) else {
             return;
         };
@@ -30,11 +30,11 @@ impl Ingest {
             "the QEMU side broke the ring; the device is detached, its journal stays");
         att.poisoned = true;
         if att.writing.is_none() {
-            self.detach(id, Attachment::Poisoned, Some(p.to_string()));
+            self.detach(id, DeviceState::Poisoned, Some(p.to_string()));
         } else {
             // Mark it now; the attachment goes when its write completes.
             att.dev
-                .set_attachment(Attachment::Poisoned, Some(p.to_string()));
+                .set_attachment(DeviceState::Poisoned, Some(p.to_string()));
         }
     }
 
@@ -62,7 +62,7 @@ impl Ingest {
                         return;
                     };
                     if att.closing {
-                        return self.detach(id, Attachment::Gone, None);
+                        return self.detach(id, DeviceState::Gone, None);
                     }
                     let slept = match &mut att.ring {
                         Ring::Console(rx) => rx.prepare_sleep(),
@@ -324,7 +324,7 @@ impl Ingest {
         }
         if att.poisoned {
             let why = lock(&att.dev.state).poisoned.clone();
-            return self.detach(id, Attachment::Poisoned, why);
+            return self.detach(id, DeviceState::Poisoned, why);
         }
         self.drain(id);
     }

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use shm_ring::handover::{self, Ack, DeviceDescription, DeviceKind};
+use shm_ring::handover::{self, Ack, DeviceDescription};
 use shm_ring::{
     ByteConsumer, ByteProducer, Consumed, Doorbell, Poison, RecordConsumer, RingKind, RingMemory,
 };
 
 use crate::daemon::Registry;
-use crate::device::{lock, Attachment, AudioPeriod, Device, InputSide, Kind};
+use crate::device::{lock, AudioPeriod, Device, DeviceKind, DeviceState, InputSide};
 use crate::names::{utc_timestamp, DeviceKey};
 use crate::uring::{mask, Completion, Uring};
 
@@ -143,7 +143,7 @@ pub(crate) fn run(uring: Uring, reg: Arc<Registry>, listener: OwnedFd, stop: Doo
         }
     }
     for (_, att) in ing.attached.drain() {
-        att.dev.set_attachment(Attachment::Gone, None);
+        att.dev.set_attachment(DeviceState::Gone, None);
     }
     ing.reg.changed.notify();
     tracing::info!("ingest stopped");

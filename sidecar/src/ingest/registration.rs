@@ -145,8 +145,8 @@ impl Ingest {
         };
         let key = DeviceKey::from_description(&desc);
         let kind = match desc.kind {
-            DeviceKind::Console => Kind::Console,
-            DeviceKind::Audio => Kind::Audio,
+            handover::DeviceKind::Console => DeviceKind::Console,
+            handover::DeviceKind::Audio => DeviceKind::Audio,
         };
         // Everything that can refuse comes before the device is created, so a refused
         // registration leaves no device or journal behind.
@@ -200,7 +200,7 @@ impl Ingest {
             s.audio_format = desc.audio;
         }
         *lock(&dev.input) = input;
-        dev.set_attachment(Attachment::Attached, None);
+        dev.set_attachment(DeviceState::Attached, None);
         self.reg.changed.notify();
         tracing::info!(device = %key, pid, session = desc.session, "device attached");
         self.attached.insert(
@@ -298,7 +298,7 @@ impl Ingest {
         let Some((old_id, _, old_conn, _)) = self.previous(dev) else {
             return;
         };
-        self.detach(old_id, Attachment::Gone, None);
+        self.detach(old_id, DeviceState::Gone, None);
         if old_conn != conn_id {
             self.close_registration(old_conn);
         }

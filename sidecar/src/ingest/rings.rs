@@ -30,7 +30,7 @@ pub(super) fn open_rings(
             .ok_or(shm_ring::RingError::BadMessage("missing descriptor"))
     };
     match desc.kind {
-        DeviceKind::Console => {
+        handover::DeviceKind::Console => {
             let out = Arc::new(RingMemory::open(next()?, RingKind::Bytes)?);
             let out_data = Doorbell::from_fd(next()?)?;
             let out_space = Doorbell::from_fd(next()?)?;
@@ -52,7 +52,7 @@ pub(super) fn open_rings(
                 capacity,
             })
         }
-        DeviceKind::Audio => {
+        handover::DeviceKind::Audio => {
             let out = Arc::new(RingMemory::open(next()?, RingKind::Records)?);
             let out_data = Doorbell::from_fd(next()?)?;
             let capacity = out.geometry().capacity;

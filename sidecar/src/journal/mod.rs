@@ -27,7 +27,9 @@ use bytes::Bytes;
 
 use crate::error::Error;
 
+mod head;
 mod meta;
+use head::Head;
 use meta::META;
 pub(crate) use meta::{read_meta, Meta};
 
@@ -51,15 +53,7 @@ pub struct JournalConfig {
     pub retention: u64,
 }
 
-/// Why a subscriber cannot have some bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GapReason {
-    /// The bytes were never received: the QEMU side dropped them (flight recorder) while
-    /// no ringcastd was attached.
-    Lost,
-    /// The bytes were received but are older than what the journal retains.
-    Retention,
-}
+pub use protocol::codec::GapReason;
 
 #[derive(Debug)]
 struct Block {
@@ -111,6 +105,8 @@ pub(crate) struct Journal {
     /// Spool failures found here (creating, reopening or truncating a segment); failed
     /// writes are counted by the ingest thread.
     spool_failures: u64,
+    /// The first bytes: is this console a QEMU monitor.
+    head: Head,
 }
 
 impl Journal {
@@ -134,6 +130,7 @@ impl Journal {
                 meta,
                 ram_only_dropped: 0,
                 spool_failures: 1,
+                head: Head::default(),
             });
         }
         let meta = match read_meta(&dir) {
@@ -193,6 +190,10 @@ impl Journal {
             .map_or(meta.pruned_to, |s| s.start + s.len)
             .max(meta.pruned_to);
         let disk_bytes = clean.iter().map(|s| s.len).sum();
+        let head = match clean.front() {
+            Some(s) if s.start == 0 => Head::recover(&s.path),
+            _ => Head::default(),
+        };
         let mut j = Journal {
             cfg,
             dir,
@@ -206,6 +207,7 @@ impl Journal {
             meta,
             ram_only_dropped: 0,
             spool_failures: 0,
+            head,
         };
         if let Err(e) = j.write_meta() {
             tracing::error!(dir = %j.dir.display(), error = %e,
@@ -214,6 +216,11 @@ impl Journal {
             j.disable_spool();
         }
         Ok(j)
+    }
+
+    /// Whether the console is a QEMU monitor (by its first bytes).
+    pub fn is_monitor(&self) -> bool {
+        self.head.is_monitor()
     }
 
     /// The directory of this journal.
@@ -399,6 +406,7 @@ impl Journal {
             }
         }
         let start = self.end;
+        self.head.observe(start, bytes);
         self.end += bytes.len() as u64;
         let mut off = 0;
         while off < bytes.len() {

@@ -1,5 +1,6 @@
 //! One attachment stream: a console (journal replay, live bytes under the in-flight credit,
-//! input under the write lock) or an audio subscription.
+//! input under the write lock) or an audio subscription. The rules are
+//! `protocol::rules::server`'s; this module drives them over quinn.
 
 use super::*;
 
@@ -15,22 +16,24 @@ impl Drop for WriteLock {
             .writers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+            .release(&self.key);
     }
 }
 
 /// Counts a live audio attachment on its connection.
-pub(super) struct AudioLive<'a>(&'a AtomicUsize);
+pub(super) struct AudioLive<'a>(&'a tokio::sync::watch::Sender<usize>);
 
-impl Drop for AudioLive<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+impl<'a> AudioLive<'a> {
+    fn new(live: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        live.send_modify(|n| *n += 1);
+        AudioLive(live)
     }
 }
 
-pub(super) async fn stream_error(send: &mut quinn::SendStream, code: ErrorCode, msg: String) {
-    let _ = send_frame(send, &Frame::error(0, code, msg)).await;
-    let _ = send.finish();
+impl Drop for AudioLive<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 pub(super) async fn attachment(
@@ -38,61 +41,43 @@ pub(super) async fn attachment(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let mut reader = FrameReader::new(recv);
-    let first = tokio::time::timeout(c.shared.limits.handshake_timeout, reader.next()).await;
-    let (vm, device, mode, start, datagrams) = match first {
-        Ok(Ok(Some(Frame::Attach {
-            vm,
-            device,
-            mode,
-            start,
-            datagrams,
-        }))) => (vm, device, mode, start, datagrams),
-        Ok(Ok(Some(other))) => {
-            return close(
-                &c.conn,
-                ErrorCode::ProtocolViolation,
-                &format!("a new stream must start with Attach, not {}", other.name()),
-            )
-        }
-        Ok(Ok(None)) => return,
+    let mut reader = FrameReader::from_client(recv, &c.shared.limits);
+    let stream = AttachmentStream::new(Instant::now(), &c.shared.limits);
+    let first = match tokio::time::timeout_at(stream.deadline().into(), reader.next()).await {
+        Ok(Ok(frame)) => stream.on_first_frame(frame),
         Ok(Err(e)) => return c.refuse(e),
-        Err(_) => {
-            return close(
-                &c.conn,
-                ErrorCode::ProtocolViolation,
-                "no Attach on a new stream in time",
-            )
-        }
+        Err(_) => Err(stream.on_time(Instant::now()).unwrap_or(End::Finish)),
+    };
+    let AttachRequest {
+        vm,
+        device,
+        mode,
+        start,
+        datagrams,
+    } = match first {
+        Ok(request) => request,
+        Err(end) => return c.end(&mut send, end).await,
     };
     let key = DeviceKey::new(vm.clone(), device.clone());
-    let Some(info) = c.shared.handle.devices().into_iter().find(|d| d.key == key) else {
-        return stream_error(
-            &mut send,
-            ErrorCode::NoSuchDevice,
-            format!("no device {key}"),
-        )
-        .await;
+    let info = c.shared.handle.devices().into_iter().find(|d| d.key == key);
+    let facts = info.as_ref().map(|d| DeviceFacts {
+        kind: d.kind,
+        monitor: d.monitor,
+    });
+    let rights = c.shared.rights(&c.peer, &vm, &device);
+    let start = match authorize_attach(&key.to_string(), facts, rights, mode, start) {
+        Ok(start) => start,
+        Err(end) => {
+            tracing::warn!(peer = %c.peer, device = %key, mode = mode.name(), %rights, "attach refused");
+            return c.end(&mut send, end).await;
+        }
     };
-    // Audio is listened to: the read or spy right suffices.
-    let allowed = match info.kind {
-        Kind::Console => c.shared.access.allows(&c.peer, &vm, &device, mode),
-        Kind::Audio => [Mode::Read, Mode::Spy]
-            .into_iter()
-            .any(|m| c.shared.access.allows(&c.peer, &vm, &device, m)),
+    let Some(info) = info else {
+        return c.end(&mut send, End::Finish).await;
     };
-    if !allowed {
-        tracing::warn!(peer = %c.peer, device = %key, mode = mode.name(), "attach refused");
-        return stream_error(
-            &mut send,
-            ErrorCode::NotAuthorized,
-            format!("{} may not {} {key}", c.peer, mode.name()),
-        )
-        .await;
-    }
     match info.kind {
-        Kind::Console => console(c, send, reader, key, mode, start).await,
-        Kind::Audio => audio(c, send, reader, key, datagrams).await,
+        DeviceKind::Console => console(c, send, reader, key, mode, start).await,
+        DeviceKind::Audio => audio(c, send, reader, key, datagrams).await,
     }
 }
 
@@ -104,19 +89,21 @@ pub(super) async fn console(
     mode: Mode,
     start: StartAt,
 ) {
+    let refuse = |code, message| End::Refuse { code, message };
     let _lock = if mode == Mode::Write {
-        let busy = {
-            let mut writers = c.shared.writers.lock().unwrap_or_else(|e| e.into_inner());
-            match writers.get(&key) {
-                Some(holder) => Some(format!("{key} is already attached for writing by {holder}")),
-                None => {
-                    writers.insert(key.clone(), c.peer.to_string());
-                    None
-                }
-            }
-        };
+        let busy = c
+            .shared
+            .writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .acquire(key.clone(), c.peer.to_string())
+            .err()
+            .map(|holder| {
+                tracing::info!(peer = %c.peer, device = %key, %holder, "write lock busy");
+                format!("{key} is already attached for writing by another client")
+            });
         if let Some(msg) = busy {
-            return stream_error(&mut send, ErrorCode::WriterBusy, msg).await;
+            return c.end(&mut send, refuse(ErrorCode::WriterBusy, msg)).await;
         }
         Some(WriteLock {
             shared: c.shared.clone(),
@@ -125,14 +112,13 @@ pub(super) async fn console(
     } else {
         None
     };
-    let start = match start {
-        StartAt::Offset(n) => Start::Offset(n),
-        StartAt::TailBytes(n) => Start::TailBytes(n),
-        StartAt::Now => Start::Now,
-    };
     let mut sub = match c.shared.handle.subscribe(&key, start) {
         Ok(s) => s,
-        Err(e) => return stream_error(&mut send, ErrorCode::Internal, e.to_string()).await,
+        Err(e) => {
+            return c
+                .end(&mut send, refuse(ErrorCode::Internal, e.to_string()))
+                .await
+        }
     };
     let _ = send.set_priority(0);
     let attached = Frame::Attached {
@@ -145,55 +131,39 @@ pub(super) async fn console(
     }
     tracing::info!(peer = %c.peer, device = %key, mode = mode.name(), offset = sub.position(), "console attached");
     let limits = c.shared.limits.clone();
-    let mut credit = ConsoleCredit::new(sub.position());
+    let mut rules = ConsoleRules::new(key.to_string(), mode, sub.position());
+    let mut audio_live = c.audio_live.subscribe();
     let mut input: Vec<u8> = Vec::new();
     loop {
-        let bound = if c.audio_live.load(Relaxed) > 0 {
-            limits.console_in_flight_with_audio
-        } else {
-            limits.console_in_flight
-        };
-        let allowance = credit.allowance(bound);
+        let allowance = rules.allowance(&limits, *audio_live.borrow_and_update() > 0);
         tokio::select! {
-            frame = reader.next(), if input.len() < codec::MAX_INPUT => match frame {
-                Ok(Some(Frame::Input { bytes })) => {
-                    if mode != Mode::Write {
-                        return stream_error(&mut send, ErrorCode::ReadOnly,
-                            format!("this attachment to {key} is {}: input refused", mode.name())).await;
-                    }
-                    input.extend_from_slice(&bytes);
+            frame = reader.next(), if rules.reads_more(input.len()) => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => return c.refuse(e),
+                };
+                match rules.on_frame(frame) {
+                    ConsoleAction::Continue => {}
+                    ConsoleAction::Input(bytes) => input.extend_from_slice(&bytes),
+                    ConsoleAction::End(end) => return c.end(&mut send, end).await,
                 }
-                Ok(Some(Frame::Consumed { offset })) => {
-                    if let Err(code) = credit.consumed(offset) {
-                        return close(&c.conn, code, "Consumed beyond what was sent");
-                    }
-                }
-                Ok(Some(Frame::Detach)) | Ok(None) => {
-                    let _ = send.finish();
-                    return;
-                }
-                Ok(Some(other)) => {
-                    return close(&c.conn, ErrorCode::ProtocolViolation,
-                        &format!("{} is not allowed on a console stream", other.name()));
-                }
-                Err(e) => return c.refuse(e),
             },
             ready = c.shared.handle.input_ready(&key), if !input.is_empty() => {
                 if let Err(e) = ready {
-                    return stream_error(&mut send, ErrorCode::NotAttached, e.to_string()).await;
+                    return c.end(&mut send, refuse(ErrorCode::NotAttached, e.to_string())).await;
                 }
                 match c.shared.handle.write_input(&key, &input) {
                     Ok(n) => { input.drain(..n); }
-                    Err(e) => return stream_error(&mut send, ErrorCode::NotAttached, e.to_string()).await,
+                    Err(e) => return c.end(&mut send, refuse(ErrorCode::NotAttached, e.to_string())).await,
                 }
             },
             item = sub.next(), if allowance > 0 => {
                 let item = match item {
                     Ok(item) => item,
                     Err(crate::Error::Closed) => {
-                        return stream_error(&mut send, ErrorCode::ShuttingDown, "ringcastd is stopping".into()).await;
+                        return c.end(&mut send, refuse(ErrorCode::ShuttingDown, "ringcastd is stopping".into())).await;
                     }
-                    Err(e) => return stream_error(&mut send, ErrorCode::Internal, e.to_string()).await,
+                    Err(e) => return c.end(&mut send, refuse(ErrorCode::Internal, e.to_string())).await,
                 };
                 let end = item.end();
                 let sent = match item {
@@ -201,19 +171,20 @@ pub(super) async fn console(
                     Item::Gap(g) => send_frame(&mut send, &Frame::Gap {
                         offset: g.offset,
                         len: g.len,
-                        reason: match g.reason {
-                            crate::GapReason::Lost => codec::GapReason::Lost,
-                            crate::GapReason::Retention => codec::GapReason::Retention,
-                        },
+                        reason: g.reason,
                     }).await,
                 };
                 if sent.is_err() {
                     return;
                 }
-                credit.sent(end);
+                rules.sent(end);
             },
-            // The bound depends on whether audio is live: look again now and then.
-            _ = tokio::time::sleep(Duration::from_millis(50)), if allowance == 0 => {}
+            // Audio started or stopped on this connection: the bound changes.
+            changed = audio_live.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
@@ -229,40 +200,14 @@ pub(super) async fn send_chunked(
         let n = piece.len() as u64;
         // The header is encoded on its own and the bytes are handed to quinn as they are:
         // no copy into a frame buffer (quinn takes `Bytes` without copying).
-        let header = data_header(offset, piece.len())?;
-        send.write_all_chunks(&mut [header, piece])
+        let header =
+            codec::data_frame_header(offset, piece.len()).map_err(transport_quic::Error::Encode)?;
+        send.write_all_chunks(&mut [Bytes::copy_from_slice(&header), piece])
             .await
             .map_err(transport_quic::Error::Write)?;
         offset += n;
     }
     Ok(())
-}
-
-/// The encoding of `Frame::Data { offset, bytes }` without its `len` data bytes: what
-/// precedes them on the wire.
-pub(super) fn data_header(offset: u64, len: usize) -> Result<Bytes, transport_quic::Error> {
-    let mut h = Frame::Data {
-        offset,
-        bytes: Bytes::new(),
-    }
-    .to_bytes()
-    .map_err(transport_quic::Error::Encode)?;
-    let (Ok(n), Some(payload_len)) = (u32::try_from(len), h.len().checked_sub(codec::HEADER_LEN))
-    else {
-        return Err(transport_quic::Error::Protocol(
-            "data frame too large".into(),
-        ));
-    };
-    let total = u32::try_from(payload_len)
-        .ok()
-        .and_then(|p| p.checked_add(n))
-        .filter(|&t| t <= codec::MAX_FRAME_PAYLOAD)
-        .ok_or_else(|| transport_quic::Error::Protocol("data frame too large".into()))?;
-    // Frame length after the type byte; the data length is the last field.
-    h[1..codec::HEADER_LEN].copy_from_slice(&total.to_be_bytes());
-    let at = h.len() - 4;
-    h[at..].copy_from_slice(&n.to_be_bytes());
-    Ok(Bytes::from(h))
 }
 
 pub(super) async fn audio(
@@ -278,7 +223,13 @@ pub(super) async fn audio(
         .subscribe_audio(&key, c.shared.limits.audio_queue)
     {
         Ok(s) => s,
-        Err(e) => return stream_error(&mut send, ErrorCode::Internal, e.to_string()).await,
+        Err(e) => {
+            let end = End::Refuse {
+                code: ErrorCode::Internal,
+                message: e.to_string(),
+            };
+            return c.end(&mut send, end).await;
+        }
     };
     let _ = send.set_priority(10);
     let attached = Frame::Attached {
@@ -289,26 +240,20 @@ pub(super) async fn audio(
     if send_frame(&mut send, &attached).await.is_err() {
         return;
     }
-    c.audio_live.fetch_add(1, Relaxed);
-    let _live = AudioLive(&c.audio_live);
+    let _live = AudioLive::new(&c.audio_live);
+    let what = key.to_string();
     let stream_id = send.id().index();
     tracing::info!(peer = %c.peer, device = %key, datagrams, "audio attached");
     loop {
         tokio::select! {
-            frame = reader.next() => match frame {
-                Ok(Some(Frame::Detach)) | Ok(None) => {
-                    let _ = send.finish();
-                    return;
+            frame = reader.next() => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => return c.refuse(e),
+                };
+                if let Some(end) = server::audio_frame(&what, frame) {
+                    return c.end(&mut send, end).await;
                 }
-                Ok(Some(Frame::Input { .. })) => {
-                    return stream_error(&mut send, ErrorCode::ReadOnly, format!("{key} is an audio output")).await;
-                }
-                Ok(Some(Frame::Consumed { .. })) => {}
-                Ok(Some(other)) => {
-                    return close(&c.conn, ErrorCode::ProtocolViolation,
-                        &format!("{} is not allowed on an audio stream", other.name()));
-                }
-                Err(e) => return c.refuse(e),
             },
             period = sub.next() => {
                 let p = match period {
@@ -320,7 +265,8 @@ pub(super) async fn audio(
                         return;
                     }
                     Err(_) => {
-                        return stream_error(&mut send, ErrorCode::ShuttingDown, "ringcastd is stopping".into()).await;
+                        let end = End::Refuse { code: ErrorCode::ShuttingDown, message: "ringcastd is stopping".into() };
+                        return c.end(&mut send, end).await;
                     }
                 };
                 let data = codec::AudioData {
@@ -344,23 +290,5 @@ pub(super) async fn audio(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    pub(super) fn a_data_header_followed_by_the_bytes_is_the_encoded_data_frame() {
-        for (offset, len) in [(0u64, 1usize), (7, 100), (u64::MAX - 70_000, 65_536)] {
-            let bytes = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
-            let mut wire = data_header(offset, len).unwrap().to_vec();
-            wire.extend_from_slice(&bytes);
-            let frame = Frame::Data { offset, bytes };
-            assert_eq!(wire, frame.to_bytes().unwrap());
-            assert_eq!(Frame::decode(&wire).unwrap(), Some((frame, wire.len())));
-        }
-        assert!(data_header(0, codec::MAX_FRAME_PAYLOAD as usize).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! One client connection: who it is, its control stream (list, stats, requests under the
-//! request budget) and the attachment streams it opens.
+//! request budget) and the attachment streams it opens. The rules are
+//! `protocol::rules::server`'s; this module drives them over quinn.
 
 use super::*;
 
@@ -14,31 +15,87 @@ pub(super) struct ClientConnection {
     pub(super) conn: quinn::Connection,
     pub(super) peer: Peer,
     pub(super) budget: Mutex<RequestBudget>,
-    pub(super) audio_live: AtomicUsize,
+    /// Audio attachments live on this connection; console streams watch it to pick their
+    /// in-flight bound.
+    pub(super) audio_live: tokio::sync::watch::Sender<usize>,
 }
 
 impl ClientConnection {
+    /// Spends one request of the budget; over it, the connection is closed.
     pub(super) fn spend(&self) -> bool {
-        let ok = self
+        let spent = self
             .budget
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .allow(Instant::now());
-        if !ok {
-            tracing::warn!(peer = %self.peer, "request rate exceeded; closing");
-            close(&self.conn, ErrorCode::RateLimited, "too many requests");
+            .spend(Instant::now());
+        match spent {
+            Ok(()) => true,
+            Err(end) => {
+                tracing::warn!(peer = %self.peer, "request rate exceeded; closing");
+                self.close_for(&end);
+                false
+            }
         }
-        ok
     }
 
+    /// Closes the connection for a frame that could not be read.
     pub(super) fn refuse(&self, e: ReadFrameError) {
         let (code, why) = match &e {
             ReadFrameError::Decode(d) => (d.code(), d.to_string()),
             ReadFrameError::Truncated => (ErrorCode::MalformedFrame, e.to_string()),
+            ReadFrameError::Stalled(_) => (ErrorCode::ProtocolViolation, e.to_string()),
             ReadFrameError::Read(_) => return,
         };
         tracing::warn!(peer = %self.peer, code = code.name(), %why, "closing a client");
         close(&self.conn, code, &why);
+    }
+
+    fn close_for(&self, end: &End) {
+        if let End::Close { code, reason }
+        | End::RefuseAndClose {
+            code,
+            message: reason,
+        } = end
+        {
+            close(&self.conn, *code, reason);
+        }
+    }
+
+    /// Carries out how a stream ends.
+    pub(super) async fn end(&self, send: &mut quinn::SendStream, end: End) {
+        match &end {
+            End::Finish => {
+                let _ = send.finish();
+            }
+            End::Refuse { code, message } | End::RefuseAndClose { code, message } => {
+                let _ = send_frame(send, &Frame::error(0, *code, message.clone())).await;
+                let _ = send.finish();
+                if matches!(end, End::RefuseAndClose { .. }) {
+                    // Let the Error frame reach the client before the close does.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            End::Close { code, reason } => {
+                tracing::warn!(peer = %self.peer, code = code.name(), %reason, "closing a client");
+            }
+        }
+        self.close_for(&end);
+    }
+}
+
+/// Uncounts a connection when it ends.
+struct Counted {
+    shared: Arc<Shared>,
+    client: Option<Fingerprint>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.shared
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close(&self.client);
     }
 }
 
@@ -60,20 +117,37 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
         fingerprint,
         verified_cn,
     };
-    if !shared.access.admits(&peer) {
-        tracing::warn!(%peer, "refused: not in the authorization file");
+    if !shared.admits(&peer) {
+        tracing::warn!(%peer, "refused: no authorization rule names this client");
         close(
             &conn,
             ErrorCode::NotAuthorized,
             &format!(
-                "client {} is not authorized here",
+                "client {} is not authorized here; the host's admin can run: ringcastd authorize {}",
                 peer.fingerprint
                     .map(|f| f.to_string())
-                    .unwrap_or_else(|| "without a certificate".into())
+                    .unwrap_or_else(|| "without a certificate".into()),
+                peer.fingerprint
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| "FINGERPRINT (`ringcast identity show` prints it)".into())
             ),
         );
         return;
     }
+    let counted = shared
+        .connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .open(&peer.fingerprint);
+    if let Err(End::Close { code, reason }) = &counted {
+        tracing::warn!(%peer, %reason, "connection refused");
+        close(&conn, *code, reason);
+        return;
+    }
+    let _counted = Counted {
+        shared: shared.clone(),
+        client: peer.fingerprint,
+    };
     tracing::info!(%peer, "client connected");
     let limits = shared.limits.clone();
     let c = Arc::new(ClientConnection {
@@ -84,61 +158,48 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
         shared,
         conn,
         peer,
-        audio_live: AtomicUsize::new(0),
+        audio_live: tokio::sync::watch::Sender::new(0),
     });
-    // The control stream and its handshake come first.
-    let control = tokio::time::timeout(limits.handshake_timeout, async {
+    let handshake = Handshake::new(Instant::now(), &limits);
+    // The control stream and its handshake come first, before the Hello deadline.
+    let control = async {
         let (mut send, recv) = c.conn.accept_bi().await.ok()?;
-        let mut reader = FrameReader::new(recv);
-        match reader.next().await {
-            Ok(Some(Frame::Hello {
-                min_version,
-                max_version,
-                software,
-            })) => match proto::negotiate(min_version, max_version) {
-                Ok(version) => {
-                    let welcome = Frame::Welcome {
-                        version,
-                        software: format!("ringcastd {}", env!("CARGO_PKG_VERSION")),
-                    };
-                    send_frame(&mut send, &welcome).await.ok()?;
-                    tracing::debug!(peer = %c.peer, %software, version, "handshake done");
-                    Some((send, reader))
-                }
-                Err(code) => {
-                    let msg = format!(
-                        "client speaks {min_version}..={max_version}, server {}..={}",
-                        proto::MIN_VERSION,
-                        proto::MAX_VERSION
-                    );
-                    let _ = send_frame(&mut send, &Frame::error(0, code, msg.clone())).await;
-                    let _ = send.finish();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    close(&c.conn, code, &msg);
-                    None
-                }
-            },
-            Ok(Some(other)) => {
-                close(
-                    &c.conn,
-                    ErrorCode::ProtocolViolation,
-                    &format!("expected Hello, got {}", other.name()),
-                );
-                None
-            }
-            Ok(None) => None,
+        let mut reader = FrameReader::from_client(recv, &limits);
+        let frame = match reader.next().await {
+            Ok(f) => f,
             Err(e) => {
                 c.refuse(e);
+                return None;
+            }
+        };
+        match handshake.on_frame(frame) {
+            Ok(Welcome {
+                version,
+                client_software,
+            }) => {
+                let welcome = Frame::Welcome {
+                    version,
+                    software: format!("ringcastd {}", env!("CARGO_PKG_VERSION")),
+                };
+                send_frame(&mut send, &welcome).await.ok()?;
+                tracing::debug!(peer = %c.peer, software = %client_software, version, "handshake done");
+                Some((send, reader))
+            }
+            Err(end) => {
+                c.end(&mut send, end).await;
                 None
             }
         }
-    })
-    .await;
-    let Ok(Some((send, reader))) = control else {
-        if !matches!(control, Ok(None)) {
-            close(&c.conn, ErrorCode::ProtocolViolation, "no Hello in time");
+    };
+    let (send, reader) = match tokio::time::timeout_at(handshake.deadline().into(), control).await {
+        Ok(Some(control)) => control,
+        Ok(None) => return,
+        Err(_) => {
+            if let Some(end) = handshake.on_time(Instant::now()) {
+                c.close_for(&end);
+            }
+            return;
         }
-        return;
     };
     tokio::spawn(control_loop(c.clone(), send, reader));
     loop {
@@ -164,15 +225,13 @@ pub(super) async fn control_loop(
 ) {
     loop {
         let frame = match reader.next().await {
-            Ok(Some(f)) => f,
-            Ok(None) => return,
+            Ok(f) => f,
             Err(e) => return c.refuse(e),
         };
-        if !c.spend() {
-            return;
-        }
-        let reply = match frame {
-            Frame::ListDevices { request } => Frame::Devices {
+        let reply = match server::control_request(frame) {
+            Err(end) => return c.end(&mut send, end).await,
+            Ok(_) if !c.spend() => return,
+            Ok(ControlRequest::ListDevices { request }) => Frame::Devices {
                 request,
                 devices: visible(&c)
                     .into_iter()
@@ -180,7 +239,7 @@ pub(super) async fn control_loop(
                     .map(|e| e.device)
                     .collect(),
             },
-            Frame::GetStats { request } => Frame::Stats {
+            Ok(ControlRequest::GetStats { request }) => Frame::Stats {
                 request,
                 devices: visible(&c)
                     .into_iter()
@@ -193,13 +252,6 @@ pub(super) async fn control_loop(
                     })
                     .collect(),
             },
-            other => {
-                return close(
-                    &c.conn,
-                    ErrorCode::ProtocolViolation,
-                    &format!("{} is not a control request", other.name()),
-                )
-            }
         };
         // A reply too large for one frame (thousands of devices with long names) is
         // answered with an error saying so; the control stream carries on.
@@ -231,7 +283,8 @@ pub(super) async fn control_loop(
     }
 }
 
-/// Devices the peer has some right on, with their counters.
+/// Devices the peer has some right on, with their counters (input counters only for
+/// those it may write: they tell when someone types).
 pub(super) fn visible(c: &ClientConnection) -> Vec<codec::StatsEntry> {
     let formats: HashMap<DeviceKey, _> = c
         .shared
@@ -244,11 +297,14 @@ pub(super) fn visible(c: &ClientConnection) -> Vec<codec::StatsEntry> {
         .handle
         .stats()
         .into_iter()
-        .filter(|s| {
-            s.key.vm.len() <= codec::MAX_NAME
-                && s.key.device.len() <= codec::MAX_NAME
-                && c.shared.access.sees(&c.peer, &s.key.vm, &s.key.device)
+        .filter(|s| s.key.vm.len() <= codec::MAX_NAME && s.key.device.len() <= codec::MAX_NAME)
+        .filter_map(|s| {
+            let rights = c.shared.rights(&c.peer, &s.key.vm, &s.key.device);
+            let mut e = wire_stats(&s, formats.get(&s.key).copied().flatten());
+            if !rights.write {
+                e.input_bytes = 0;
+            }
+            rights.any().then_some(e)
         })
-        .map(|s| wire_stats(&s, formats.get(&s.key).copied().flatten()))
         .collect()
 }

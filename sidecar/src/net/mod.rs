@@ -31,22 +31,24 @@ mod wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transport_quic::authz::{Access, AuthorizedClients, Peer};
-use transport_quic::codec::{
-    self, DeviceEntry, DeviceKind, DeviceState, Frame, Mode, StartAt, StatsEntry,
-};
+use transport_quic::authz::{AuthorizedClients, Peer, Rights};
+use transport_quic::codec::{self, DeviceEntry, DeviceKind, Frame, Mode, StartAt, StatsEntry};
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
-use transport_quic::proto::{self, ConsoleCredit, Limits, RequestBudget};
+use transport_quic::proto::{Limits, RequestBudget};
+use transport_quic::rules::server::{
+    self, AttachRequest, AttachmentStream, ConsoleAction, ConsoleRules, ControlRequest, Handshake,
+    Welcome,
+};
+use transport_quic::rules::{authorize_attach, DeviceFacts, End, WriteLocks};
 use transport_quic::tls::{self, ClientCa, Fingerprint, Identity};
 use transport_quic::{ErrorCode, QuicErrorCode};
 
-use crate::device::{Attachment, DeviceStats, Kind};
-use crate::{DeviceKey, Handle, Item, Start};
+use crate::device::DeviceStats;
+use crate::{DeviceKey, Handle, Item};
 
 use attach::*;
 use connection::*;
@@ -97,11 +99,28 @@ pub enum NetError {
 
 struct Shared {
     handle: Handle,
-    access: Access,
+    /// The authorization file's rules (the local grants are the handle's).
+    access: AuthorizedClients,
     client_ca: Option<ClientCa>,
     limits: Limits,
     /// Console → who holds its write lock.
-    writers: Mutex<HashMap<DeviceKey, String>>,
+    writers: Mutex<WriteLocks<DeviceKey>>,
+    /// Connections open, in total and per client identity.
+    connections: Mutex<server::Connections<Option<Fingerprint>>>,
+}
+
+impl Shared {
+    /// Everything `peer` may do with `vm/device`: the file's rules and the local grants.
+    fn rights(&self, peer: &Peer, vm: &str, device: &str) -> Rights {
+        self.access
+            .rights(peer, vm, device)
+            .union(self.handle.local_grants().rights(peer, vm, device))
+    }
+
+    /// Whether some rule names `peer`.
+    fn admits(&self, peer: &Peer) -> bool {
+        self.access.admits(peer) || self.handle.local_grants().admits(peer)
+    }
 }
 
 /// A running QUIC server.
@@ -126,7 +145,7 @@ impl std::fmt::Debug for Shared {
 pub struct BoundServer {
     endpoint: quinn::Endpoint,
     fingerprint: Fingerprint,
-    access: Access,
+    access: AuthorizedClients,
     client_ca: Option<ClientCa>,
     limits: Limits,
 }
@@ -139,10 +158,9 @@ impl BoundServer {
         // Only a file that is certainly absent means "no file": one that cannot be looked
         // at or read (permissions, a dangling symlink, a directory) stops the server.
         let access = match std::fs::symlink_metadata(&cfg.authorized_clients) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Access::LocalOpen,
-            _ => Access::Rules(AuthorizedClients::load(&cfg.authorized_clients)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AuthorizedClients::default(),
+            _ => AuthorizedClients::load(&cfg.authorized_clients)?,
         };
-        access.check_listen(cfg.listen, &cfg.authorized_clients)?;
         let host = hostname();
         let (identity, created) = Identity::load_or_create(
             &cfg.identity_dir,
@@ -169,17 +187,11 @@ impl BoundServer {
         )
         .map_err(bind_err)?;
         let local = endpoint.local_addr().unwrap_or(cfg.listen);
-        match &access {
-            Access::LocalOpen => tracing::info!(
-                listen = %local, %fingerprint,
-                "serving loopback clients without an authorization file ({} does not exist)",
-                cfg.authorized_clients.display()
-            ),
-            Access::Rules(_) => tracing::info!(
-                listen = %local, %fingerprint,
-                authorized_clients = %cfg.authorized_clients.display(), "serving"
-            ),
-        }
+        tracing::info!(
+            listen = %local, %fingerprint, rules = access.len(),
+            authorized_clients = %cfg.authorized_clients.display(),
+            "serving the clients the authorization file and the local grants name"
+        );
         Ok(BoundServer {
             endpoint,
             fingerprint,
@@ -196,8 +208,9 @@ impl BoundServer {
             handle,
             access: self.access,
             client_ca: self.client_ca,
+            connections: Mutex::new(server::Connections::new(&self.limits)),
             limits: self.limits,
-            writers: Mutex::new(HashMap::new()),
+            writers: Mutex::new(WriteLocks::default()),
         });
         let ep = self.endpoint.clone();
         let task = tokio::spawn(async move {

@@ -9,12 +9,8 @@ pub fn wire_stats(s: &DeviceStats, audio: Option<shm_ring::handover::AudioFormat
         device: DeviceEntry {
             vm: s.key.vm.clone(),
             device: s.key.device.clone(),
-            kind: wire_kind(s.kind),
-            state: match s.state {
-                Attachment::Attached => DeviceState::Attached,
-                Attachment::Gone => DeviceState::Gone,
-                Attachment::Poisoned => DeviceState::Poisoned,
-            },
+            kind: s.kind,
+            state: s.state,
             audio: audio.map(wire_format),
             bytes: s.bytes,
             periods: s.periods,
@@ -33,13 +29,6 @@ pub fn wire_stats(s: &DeviceStats, audio: Option<shm_ring::handover::AudioFormat
         spool_errors: s.spool_errors,
         dropped_no_spool: s.dropped_no_spool,
         poisoned: s.poisoned.clone(),
-    }
-}
-
-pub(super) fn wire_kind(k: Kind) -> DeviceKind {
-    match k {
-        Kind::Console => DeviceKind::Console,
-        Kind::Audio => DeviceKind::Audio,
     }
 }
 

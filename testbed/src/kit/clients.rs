@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::wait::Attempts;
 use super::Ringcastd;
-use client::{Session, Trust};
+use client::{ErrorCode, Identity, Session, Trust};
+use transport_quic::authz::{Rights, Rule, Who};
 
 /// How long a library client keeps trying to reach a server that may be (re)starting.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,6 +26,8 @@ impl RingcastdExt for Ringcastd {
             server: self.server(),
             known_hosts: self.dir.join("client/lib_known_hosts"),
             log: self.dir.join("ringcastd.log"),
+            identity_dir: self.dir.join("client/lib_identity"),
+            control_socket: self.control_socket(),
         }
     }
 
@@ -35,17 +38,42 @@ impl RingcastdExt for Ringcastd {
 }
 
 /// The address and pinned identity of a ringcastd, for library clients, and its log (shown
-/// when a client cannot connect).
+/// when a client cannot connect); the library clients' own identity, which the kit has the
+/// ringcastd authorize through its control socket (as `ringcast` does for the host's admin).
 #[derive(Debug, Clone)]
 pub struct Target {
     pub server: String,
     pub known_hosts: PathBuf,
     pub log: PathBuf,
+    pub identity_dir: PathBuf,
+    pub control_socket: PathBuf,
 }
 
 impl Target {
     pub fn trust(&self) -> Trust {
         Trust::KnownHosts(self.known_hosts.clone())
+    }
+
+    /// The library clients' identity (created on first use).
+    pub fn identity(&self) -> Identity {
+        let (crt, key) = (
+            self.identity_dir.join("lib.crt"),
+            self.identity_dir.join("lib.key"),
+        );
+        if crt.exists() {
+            return Identity::load(&crt, &key).expect("the kit's client identity loads");
+        }
+        super::identity::client_identity(&self.identity_dir, "lib")
+    }
+
+    /// Has ringcastd grant the library clients' identity every right on every device.
+    pub fn authorize(&self) -> Result<(), String> {
+        let rule = Rule {
+            who: Who::Fingerprint(self.identity().fingerprint()),
+            patterns: vec!["*/*".into()],
+            rights: Rights::ALL,
+        };
+        transport_quic::local::authorize(&self.control_socket, &rule)
     }
 
     /// A library session, retried for [`CONNECT_TIMEOUT`] (the server may be restarting);
@@ -54,8 +82,13 @@ impl Target {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut attempts = Attempts::default();
         loop {
-            match Session::connect(&self.server, None, self.trust()).await {
+            match Session::connect(&self.server, Some(self.identity()), self.trust()).await {
                 Ok(s) => return s,
+                Err(e) if e.code() == Some(ErrorCode::NotAuthorized) => {
+                    if let Err(why) = self.authorize() {
+                        attempts.record(format!("{e}; authorizing it failed: {why}"));
+                    }
+                }
                 Err(e) => attempts.record(e),
             }
             if Instant::now() >= deadline {

@@ -213,6 +213,11 @@ impl Ringcastd {
         self.dir.join("run/ringcastd.sock")
     }
 
+    /// The control socket (`ringcastd stats`, `ringcastd authorize`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.socket_dir().join("ringcastd.ctl")
+    }
+
     /// The socket directory, for `ringcastd stats --socket-dir`.
     pub fn socket_dir(&self) -> PathBuf {
         self.dir.join("run")
@@ -305,6 +310,7 @@ impl Ringcastd {
             .arg(client.join("known_hosts"))
             .arg("--identity-dir")
             .arg(client.join("identity"))
+            .env("RINGCAST_CONTROL_SOCKET", self.control_socket())
             .env("HOME", client.join("home"))
             .env("XDG_CONFIG_HOME", client.join("home/.config"))
             .env("XDG_STATE_HOME", client.join("home/.local/state"))

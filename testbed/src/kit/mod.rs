@@ -9,6 +9,7 @@
 //! * [`data`]: deterministic streams addressable by offset, and their hashes.
 //! * [`identity`]: client identities and an authorization file granting them rights.
 //! * [`journal`]: a device's spool read back; the configuration of an in-process ringcastd.
+//! * [`raw`]: a client that writes frames and bytes by hand, for testing the server.
 //! * the fake devices of [`crate::devices`], re-exported.
 //! * [`tmpfs`]: a small disk that fills up.
 //! * [`wait`]: waiting with a deadline, saying what was waited for and why each attempt
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod data;
 pub mod identity;
 pub mod journal;
+pub mod raw;
 pub mod tmpfs;
 pub mod wait;
 

@@ -10,15 +10,13 @@ pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `1m`) on `dir`, creating it; its
-    /// root is `0700`, like a state directory ringcastd accepts.
+    /// root is `0700` (ringcastd refuses a state directory others can write).
     pub fn mount(dir: &Path, size: &str) -> Tmpfs {
         assert!(
             rustix::process::getuid().is_root(),
             "this test mounts a tmpfs to fill a disk and needs root; run it as root (CI does)"
         );
         std::fs::create_dir_all(dir).unwrap();
-        // mode=0700: a tmpfs root is 1777 by default, and ringcastd refuses a state
-        // directory that others can write.
         let st = Command::new("mount")
             .args([
                 "-t",

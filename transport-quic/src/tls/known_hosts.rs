@@ -41,7 +41,8 @@ pub fn known_host(file: &Path, host: &str) -> HostKey {
     HostKey::Unknown
 }
 
-pub(super) fn add_known_host(file: &Path, host: &str, fp: Fingerprint) -> std::io::Result<()> {
+/// Records `host` with `fp` (what a person accepted on first contact).
+pub fn add_known_host(file: &Path, host: &str, fp: Fingerprint) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -60,6 +61,8 @@ pub(super) struct KnownHostsVerifier {
     pub(super) file: PathBuf,
     pub(super) host: String,
     pub(super) refusal: Arc<Mutex<Option<String>>>,
+    /// Ask before pinning: an unknown server is refused and its fingerprint left here.
+    pub(super) ask_first: Option<Arc<Mutex<Option<Fingerprint>>>>,
 }
 
 impl ServerCertVerifier for KnownHostsVerifier {
@@ -92,6 +95,15 @@ impl ServerCertVerifier for KnownHostsVerifier {
             HostKey::Unreadable(msg) => {
                 *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
                 Err(rustls::Error::General(msg))
+            }
+            HostKey::Unknown if self.ask_first.is_some() => {
+                if let Some(slot) = &self.ask_first {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(fp);
+                }
+                Err(rustls::Error::General(format!(
+                    "{} is not a known host yet ({fp})",
+                    self.host
+                )))
             }
             HostKey::Unknown => {
                 add_known_host(&self.file, &self.host, fp).map_err(|e| {

@@ -36,6 +36,8 @@ pub(super) fn provider() -> Arc<CryptoProvider> {
 
 /// Flow-control window of one stream the client receives.
 pub(super) const CLIENT_STREAM_WINDOW: u32 = 16 << 20;
+/// Receive window of one stream on the server side: a few maximum input frames.
+pub(super) const SERVER_STREAM_WINDOW: u32 = 256 << 10;
 
 /// Transport settings shared by both ends: the stream limit, the idle timeout and
 /// keep-alives well inside it (so an idle but live link is never silent for long); the
@@ -51,7 +53,14 @@ pub(super) fn transport(limits: &Limits, client: bool) -> Arc<quinn::TransportCo
         // keeps the default: its streams carry only small input frames, and a larger window
         // there would let a client make it buffer more.
         t.stream_receive_window(quinn::VarInt::from_u32(CLIENT_STREAM_WINDOW))
-            .receive_window(quinn::VarInt::from_u32(2 * CLIENT_STREAM_WINDOW));
+            .receive_window(quinn::VarInt::from_u32(2 * CLIENT_STREAM_WINDOW))
+            .datagram_receive_buffer_size(Some(1 << 20));
+    } else {
+        // The server reads small frames only (input, requests; `Limits::max_client_frame`)
+        // and never reads datagrams: buffer little, and no datagram at all.
+        t.stream_receive_window(quinn::VarInt::from_u32(SERVER_STREAM_WINDOW))
+            .receive_window(quinn::VarInt::from_u32(4 * SERVER_STREAM_WINDOW))
+            .datagram_receive_buffer_size(None);
     }
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
@@ -59,8 +68,7 @@ pub(super) fn transport(limits: &Limits, client: bool) -> Arc<quinn::TransportCo
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(idle)
                 .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
-        ))
-        .datagram_receive_buffer_size(Some(1 << 20));
+        ));
     use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
     match limits.congestion {
         Congestion::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
@@ -94,6 +102,9 @@ pub enum Trust {
     /// Pin the server's certificate fingerprint in this known-hosts file on first use;
     /// refuse a changed one.
     KnownHosts(PathBuf),
+    /// Like `KnownHosts`, but a server not yet in the file is refused (reported in
+    /// [`ClientSetup::unknown`]) rather than pinned, so a person can be asked first.
+    KnownHostsAsk(PathBuf),
     /// Verify the server's certificate chain and name against this PEM CA bundle.
     Ca(PathBuf),
 }
@@ -128,6 +139,8 @@ pub struct ClientSetup {
     pub config: quinn::ClientConfig,
     /// Set when the known-hosts check refused the server (the message to show).
     pub refusal: Arc<Mutex<Option<String>>>,
+    /// Set when [`Trust::KnownHostsAsk`] met a server not in the file: its fingerprint.
+    pub unknown: Arc<Mutex<Option<Fingerprint>>>,
 }
 
 /// The quinn client configuration for connecting to `host` (`name:port`, the known-hosts
@@ -142,14 +155,16 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(Error::Tls)?;
     let refusal = Arc::new(Mutex::new(None));
+    let unknown = Arc::new(Mutex::new(None));
     let builder = match trust {
-        Trust::KnownHosts(file) => builder
+        Trust::KnownHosts(file) | Trust::KnownHostsAsk(file) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(KnownHostsVerifier {
                 provider: p,
                 file: file.clone(),
                 host: host.to_owned(),
                 refusal: refusal.clone(),
+                ask_first: matches!(trust, Trust::KnownHostsAsk(_)).then(|| unknown.clone()),
             })),
         Trust::Ca(bundle) => {
             let mut roots = rustls::RootCertStore::empty();
@@ -173,7 +188,11 @@ pub fn client_config(
         .map_err(|e| Error::Protocol(format!("TLS configuration unusable for QUIC: {e}")))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport(&Limits::default(), true));
-    Ok(ClientSetup { config, refusal })
+    Ok(ClientSetup {
+        config,
+        refusal,
+        unknown,
+    })
 }
 
 #[cfg(test)]

@@ -14,9 +14,11 @@ use crate::duration::parse_duration;
 /// The server is ringcastd (default 127.0.0.1:7878, or $RINGCAST_SERVER). On first contact
 /// its identity is pinned in ~/.config/ringcast/known_hosts, like SSH; a changed identity
 /// is refused. With --ca the server must instead present a certificate signed by that CA.
-/// Beyond loopback the server wants a client certificate: create one with
-/// `ringcast identity new` and send the fingerprint `ringcast identity show` prints to the
-/// server's administrator.
+/// The client proves who it is with its own certificate, created on first use in
+/// ~/.config/ringcast (`ringcast identity show` prints its fingerprint). The server grants
+/// each certificate rights; on the server's own host, root and ringcastd's user are
+/// authorized automatically through ringcastd's control socket; everyone else sends the
+/// fingerprint to the server's admin, who runs `ringcastd authorize FINGERPRINT`.
 ///
 /// Devices are named VM/DEVICE, as `ringcast list` shows them.
 ///
@@ -60,6 +62,11 @@ pub struct Cli {
     /// Directory of the client identity (client.crt, client.key) [default: ~/.config/ringcast]
     #[arg(long, global = true)]
     pub identity_dir: Option<PathBuf>,
+
+    /// Control socket of a ringcastd on this host, asked to authorize this client on first
+    /// use [default: $XDG_RUNTIME_DIR/ringcast/ringcastd.ctl or /run/ringcast/ringcastd.ctl]
+    #[arg(long, global = true, env = "RINGCAST_CONTROL_SOCKET")]
+    pub control_socket: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,

@@ -19,13 +19,7 @@ pub fn identity(cmd: &IdentityCommand, dir: &Path) -> anyhow::Result<()> {
                     crt.display()
                 );
             }
-            let name = name.clone().unwrap_or_else(|| {
-                let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_owned())
-                    .unwrap_or_else(|_| "host".into());
-                format!("{user}@{host}")
-            });
+            let name = name.clone().unwrap_or_else(default_name);
             let id = Identity::create(dir, "client", &name, std::slice::from_ref(&name))?;
             println!("created {} ({name})", crt.display());
             println!("{}", id.fingerprint());
@@ -40,10 +34,22 @@ pub fn identity(cmd: &IdentityCommand, dir: &Path) -> anyhow::Result<()> {
             let id = Identity::load(&crt, &key)?;
             println!("{}", id.fingerprint());
             println!(
-                "\nFor the server's authorized_clients (adjust devices and rights):\n{}  */*  read,write,spy",
+                "\nOn the server, its admin grants it rights with:\n  ringcastd authorize {} \
+                 --devices '*/*' --rights read,spy,write\nor a line in its authorized_clients:\n{}  */*  \
+                 read,spy,write",
+                id.fingerprint(),
                 id.fingerprint()
             );
         }
     }
     Ok(())
+}
+
+/// The common name of a new identity: `user@host`.
+pub fn default_name() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{user}@{host}")
 }

@@ -1,6 +1,7 @@
 //! `ringcast`: the command-line client of ringcastd. One module per subcommand; `args` holds
 //! the command line and its `--help` text.
 
+mod access;
 mod args;
 mod capture;
 mod console;
@@ -20,9 +21,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use client::{Identity, Session, Trust};
+use client::Trust;
 
 use crate::args::{Cli, Command};
 use crate::exit::Exit;
@@ -91,21 +91,23 @@ fn real_main() -> anyhow::Result<Exit> {
 async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
     let trust = match &cli.ca {
         Some(ca) => Trust::Ca(ca.clone()),
-        None => Trust::KnownHosts(
-            cli.known_hosts
+        None => {
+            let file = cli
+                .known_hosts
                 .clone()
-                .unwrap_or_else(client::default_known_hosts),
-        ),
+                .unwrap_or_else(client::default_known_hosts);
+            // A person at a terminal is asked before a new server is pinned; a script
+            // pins on first use (and it is said on stderr).
+            if std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            {
+                Trust::KnownHostsAsk(file)
+            } else {
+                Trust::KnownHosts(file)
+            }
+        }
     };
-    let (crt, key) = (id_dir.join("client.crt"), id_dir.join("client.key"));
-    let identity = if crt.exists() && key.exists() {
-        Some(Identity::load(&crt, &key)?)
-    } else {
-        None
-    };
-    let session = Session::connect(&cli.server, identity, trust)
-        .await
-        .with_context(|| format!("cannot connect to {}", cli.server))?;
+    let session = access::connect(&cli.server, &id_dir, trust, &cli.control_socket).await?;
     let exit = match cli.command {
         Command::List { json } => listing::list(&session, json).await?,
         Command::Stats { json } => listing::stats(&session, json).await?,

@@ -1,0 +1,344 @@
+//! The server's side of the rules: what each stream a client opens may carry.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::End;
+use crate::codec::{Frame, Mode, StartAt, MAX_INPUT};
+use crate::proto::{self, ConsoleCredit, Limits, RequestBudget};
+use crate::ErrorCode;
+
+/// The handshake on the control stream: the client's Hello within the handshake deadline.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    deadline: Instant,
+}
+
+/// A successful handshake: answer `Frame::Welcome { version, .. }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// The version chosen.
+    pub version: u16,
+    /// The client's software, for the log.
+    pub client_software: String,
+}
+
+impl Handshake {
+    /// The handshake of a connection accepted at `now`.
+    pub fn new(now: Instant, limits: &Limits) -> Self {
+        Handshake {
+            deadline: now + limits.handshake_timeout,
+        }
+    }
+
+    /// When the Hello must have arrived.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The time is `now`: ends the connection if the Hello is late.
+    pub fn on_time(&self, now: Instant) -> Option<End> {
+        (now >= self.deadline).then(|| End::close(ErrorCode::ProtocolViolation, "no Hello in time"))
+    }
+
+    /// The control stream's first frame (`None`: the client finished the stream).
+    pub fn on_frame(&self, frame: Option<Frame>) -> Result<Welcome, End> {
+        let Some(frame) = frame else {
+            return Err(End::Finish);
+        };
+        let Frame::Hello {
+            min_version,
+            max_version,
+            software,
+        } = frame
+        else {
+            return Err(End::close(
+                ErrorCode::ProtocolViolation,
+                format!("expected Hello, got {}", frame.name()),
+            ));
+        };
+        match proto::negotiate(min_version, max_version) {
+            Ok(version) => Ok(Welcome {
+                version,
+                client_software: software,
+            }),
+            Err(code) => Err(End::RefuseAndClose {
+                code,
+                message: format!(
+                    "client speaks {min_version}..={max_version}, server {}..={}",
+                    proto::MIN_VERSION,
+                    proto::MAX_VERSION
+                ),
+            }),
+        }
+    }
+}
+
+/// A request on the control stream after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// List the devices the client may see, answered with this request id.
+    ListDevices {
+        /// Echoed in the reply.
+        request: u32,
+    },
+    /// Every counter of those devices.
+    GetStats {
+        /// Echoed in the reply.
+        request: u32,
+    },
+}
+
+/// A frame on the control stream after the handshake (`None`: the client finished it).
+pub fn control_request(frame: Option<Frame>) -> Result<ControlRequest, End> {
+    match frame {
+        Some(Frame::ListDevices { request }) => Ok(ControlRequest::ListDevices { request }),
+        Some(Frame::GetStats { request }) => Ok(ControlRequest::GetStats { request }),
+        Some(other) => Err(End::close(
+            ErrorCode::ProtocolViolation,
+            format!("{} is not a control request", other.name()),
+        )),
+        None => Err(End::Finish),
+    }
+}
+
+impl RequestBudget {
+    /// Spends one request at `now`, or says how the connection ends (over its rate).
+    pub fn spend(&mut self, now: Instant) -> Result<(), End> {
+        if self.allow(now) {
+            Ok(())
+        } else {
+            Err(End::close(ErrorCode::RateLimited, "too many requests"))
+        }
+    }
+}
+
+/// What a client's attachment stream asks for: its first frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// VM name.
+    pub vm: String,
+    /// Device id.
+    pub device: String,
+    /// How a console is used.
+    pub mode: Mode,
+    /// Where a console attachment starts.
+    pub start: StartAt,
+    /// Audio: periods as datagrams.
+    pub datagrams: bool,
+}
+
+/// A new attachment stream: it must start with `Attach` within the handshake deadline.
+#[derive(Debug, Clone)]
+pub struct AttachmentStream {
+    deadline: Instant,
+}
+
+impl AttachmentStream {
+    /// A stream the client opened at `now`.
+    pub fn new(now: Instant, limits: &Limits) -> Self {
+        AttachmentStream {
+            deadline: now + limits.handshake_timeout,
+        }
+    }
+
+    /// When the Attach must have arrived.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The time is `now`: ends the connection if the Attach is late.
+    pub fn on_time(&self, now: Instant) -> Option<End> {
+        (now >= self.deadline).then(|| {
+            End::close(
+                ErrorCode::ProtocolViolation,
+                "no Attach on a new stream in time",
+            )
+        })
+    }
+
+    /// The stream's first frame (`None`: the client finished it at once).
+    pub fn on_first_frame(&self, frame: Option<Frame>) -> Result<AttachRequest, End> {
+        match frame {
+            Some(Frame::Attach {
+                vm,
+                device,
+                mode,
+                start,
+                datagrams,
+            }) => Ok(AttachRequest {
+                vm,
+                device,
+                mode,
+                start,
+                datagrams,
+            }),
+            Some(other) => Err(End::close(
+                ErrorCode::ProtocolViolation,
+                format!("a new stream must start with Attach, not {}", other.name()),
+            )),
+            None => Err(End::Finish),
+        }
+    }
+}
+
+/// What a frame on a console attachment asks of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleAction {
+    /// Nothing to do beyond the bookkeeping already done (a `Consumed` report).
+    Continue,
+    /// Queue these keystrokes for the guest.
+    Input(Bytes),
+    /// The stream ends.
+    End(End),
+}
+
+/// A console attachment after `Attached`: input under the mode, `Consumed` reports
+/// checked against what was sent, the in-flight credit.
+#[derive(Debug, Clone)]
+pub struct ConsoleRules {
+    mode: Mode,
+    what: String,
+    credit: ConsoleCredit,
+}
+
+impl ConsoleRules {
+    /// An attachment to the console `what` (its name, for messages) in `mode` whose first
+    /// item is at `offset`.
+    pub fn new(what: impl Into<String>, mode: Mode, offset: u64) -> Self {
+        ConsoleRules {
+            mode,
+            what: what.into(),
+            credit: ConsoleCredit::new(offset),
+        }
+    }
+
+    /// Whether to read the client's next frame while `pending` input bytes still wait for
+    /// the guest (input is read no faster than the guest takes it).
+    pub fn reads_more(&self, pending: usize) -> bool {
+        pending < MAX_INPUT
+    }
+
+    /// A frame from the client (`None`: it finished its side).
+    pub fn on_frame(&mut self, frame: Option<Frame>) -> ConsoleAction {
+        match frame {
+            Some(Frame::Input { bytes }) if self.mode == Mode::Write => ConsoleAction::Input(bytes),
+            Some(Frame::Input { .. }) => ConsoleAction::End(End::refuse(
+                ErrorCode::ReadOnly,
+                format!(
+                    "this attachment to {} is {}: input refused",
+                    self.what,
+                    self.mode.name()
+                ),
+            )),
+            Some(Frame::Consumed { offset }) => match self.credit.consumed(offset) {
+                Ok(()) => ConsoleAction::Continue,
+                Err(code) => ConsoleAction::End(End::close(code, "Consumed beyond what was sent")),
+            },
+            Some(Frame::Detach) | None => ConsoleAction::End(End::Finish),
+            Some(other) => ConsoleAction::End(End::close(
+                ErrorCode::ProtocolViolation,
+                format!("{} is not allowed on a console stream", other.name()),
+            )),
+        }
+    }
+
+    /// Console bytes that may be sent now. While audio is live on the same connection
+    /// the bound is small, so the console cannot fill the congestion window ahead of it.
+    pub fn allowance(&self, limits: &Limits, audio_live: bool) -> u64 {
+        let bound = if audio_live {
+            limits.console_in_flight_with_audio
+        } else {
+            limits.console_in_flight
+        };
+        self.credit.allowance(bound)
+    }
+
+    /// Everything before `end` was sent.
+    pub fn sent(&mut self, end: u64) {
+        self.credit.sent(end);
+    }
+
+    /// Bytes sent and not yet reported read.
+    pub fn in_flight(&self) -> u64 {
+        self.credit.in_flight()
+    }
+}
+
+/// A frame from the client on an audio attachment (`what` names the device). `None`
+/// means keep going; audio takes no input and ignores `Consumed`.
+pub fn audio_frame(what: &str, frame: Option<Frame>) -> Option<End> {
+    match frame {
+        Some(Frame::Detach) | None => Some(End::Finish),
+        Some(Frame::Input { .. }) => Some(End::refuse(
+            ErrorCode::ReadOnly,
+            format!("{what} is an audio output"),
+        )),
+        Some(Frame::Consumed { .. }) => None,
+        Some(other) => Some(End::close(
+            ErrorCode::ProtocolViolation,
+            format!("{} is not allowed on an audio stream", other.name()),
+        )),
+    }
+}
+
+/// Connections a server keeps at once: in total and per client identity.
+#[derive(Debug)]
+pub struct Connections<K> {
+    total: u32,
+    per_client: std::collections::HashMap<K, u32>,
+    max_total: u32,
+    max_per_client: u32,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Connections<K> {
+    /// No connection yet, under `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Connections {
+            total: 0,
+            per_client: std::collections::HashMap::new(),
+            max_total: limits.max_connections,
+            max_per_client: limits.max_connections_per_client,
+        }
+    }
+
+    /// A connection of `client` wants in: counted, or refused (then not counted).
+    pub fn open(&mut self, client: &K) -> Result<(), End> {
+        let mine = self.per_client.get(client).copied().unwrap_or(0);
+        if self.total >= self.max_total {
+            return Err(End::close(
+                ErrorCode::TooManyConnections,
+                format!("the server keeps at most {} connections", self.max_total),
+            ));
+        }
+        if mine >= self.max_per_client {
+            return Err(End::close(
+                ErrorCode::TooManyConnections,
+                format!(
+                    "the server keeps at most {} connections per client identity",
+                    self.max_per_client
+                ),
+            ));
+        }
+        self.total += 1;
+        self.per_client.insert(client.clone(), mine + 1);
+        Ok(())
+    }
+
+    /// A counted connection of `client` ended.
+    pub fn close(&mut self, client: &K) {
+        if let Some(n) = self.per_client.get_mut(client) {
+            *n -= 1;
+            self.total -= 1;
+            if *n == 0 {
+                self.per_client.remove(client);
+            }
+        }
+    }
+
+    /// Connections counted now.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+}
