@@ -42,11 +42,9 @@ impl Session {
             .rsplit_once(':')
             .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
             .unwrap_or("localhost");
-        let server_name = if host.parse::<std::net::IpAddr>().is_ok() {
-            "localhost".to_owned()
-        } else {
-            host.to_owned()
-        };
+        // An IP address is verified as that address (a certificate must list it as an IP
+        // subject alternative name for `--ca`); a name as that name.
+        let server_name = host.to_owned();
         let setup = transport_quic::tls::client_config(identity.as_ref(), &trust, &host_port)?;
         let bind: SocketAddr = if target.is_ipv4() {
             "0.0.0.0:0".parse().expect("valid")

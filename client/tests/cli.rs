@@ -253,7 +253,16 @@ fn play_to_a_wav_file_records_consecutive_periods_and_reports_counts() {
     }
 }
 
-/// A fake QMP monitor: answers qmp_capabilities and query-status, with an event between.
+/// The `"id"` member of a QMP command line, ready to be put in the reply (QEMU echoes it).
+fn id_of(command: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(command)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .map_or(String::new(), |id| format!(", \"id\": {id}"))
+}
+
+/// A fake QMP monitor: answers qmp_capabilities and query-status, with an event between,
+/// echoing each command's id as QEMU does.
 fn qmp_monitor(mut c: FakeConsole, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         c.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n");
@@ -277,14 +286,24 @@ fn qmp_monitor(mut c: FakeConsole, stop: Arc<AtomicBool>) -> std::thread::JoinHa
                 }
                 let text = String::from_utf8_lossy(&line).into_owned();
                 line.clear();
+                let id = id_of(&text);
                 if text.contains("qmp_capabilities") {
-                    c.write_all(b"{\"return\": {}}\r\n");
+                    c.write_all(format!("{{\"return\": {{}}{id}}}\r\n").as_bytes());
                 } else if text.contains("query-status") {
                     c.write_all(b"{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n");
-                    c.write_all(b"{\"return\": {\"status\": \"running\", \"running\": true}}\r\n");
+                    // A reply to somebody else's command first: it must not be taken.
+                    c.write_all(
+                        b"{\"return\": {\"status\": \"paused\"}, \"id\": \"another-client\"}\r\n",
+                    );
+                    c.write_all(b"{\"return\": {\"status\": \"inmigrate\"}}\r\n");
+                    c.write_all(
+                        format!("{{\"return\": {{\"status\": \"running\", \"running\": true}}{id}}}\r\n")
+                            .as_bytes(),
+                    );
                 } else {
                     c.write_all(
-                        b"{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"no\"}}\r\n",
+                        format!("{{\"error\": {{\"class\": \"CommandNotFound\", \"desc\": \"no\"}}{id}}}\r\n")
+                            .as_bytes(),
                     );
                 }
             }
@@ -294,7 +313,7 @@ fn qmp_monitor(mut c: FakeConsole, stop: Arc<AtomicBool>) -> std::thread::JoinHa
 }
 
 #[test]
-fn qmp_negotiates_capabilities_sends_the_command_and_prints_the_reply() {
+fn qmp_negotiates_capabilities_sends_the_command_and_prints_the_reply_with_its_id() {
     let env = Env::start();
     let mut qemu = FakeConsole::new(&env.socket(), "vm", "qmp0", 1, 1 << 16);
     qemu.connect();
@@ -309,10 +328,37 @@ fn qmp_negotiates_capabilities_sends_the_command_and_prints_the_reply() {
     let seen = String::from_utf8(monitor.join().unwrap()).unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let reply: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    // The reply to this command (matched by id), not the ones before it; the id ringcast
+    // added is not printed.
     assert_eq!(reply["return"]["status"], "running", "{stdout}");
+    assert!(reply.get("id").is_none(), "{stdout}");
     let caps = seen.find("qmp_capabilities").expect("capabilities sent");
     let cmd = seen.find("query-status").expect("command sent");
     assert!(caps < cmd, "{seen}");
+}
+
+#[test]
+fn qmp_keeps_the_commands_own_id_and_prints_it() {
+    let env = Env::start();
+    let mut qemu = FakeConsole::new(&env.socket(), "vm", "qmp0", 1, 1 << 16);
+    qemu.connect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let monitor = qmp_monitor(qemu, stop.clone());
+    let out = ok(env
+        .ringcast()
+        .args([
+            "qmp",
+            "vm/qmp0",
+            r#"{"execute":"query-status","id":"mine"}"#,
+        ])
+        .output()
+        .unwrap());
+    stop.store(true, Relaxed);
+    monitor.join().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(reply["return"]["status"], "running", "{stdout}");
+    assert_eq!(reply["id"], "mine", "{stdout}");
 }
 
 fn tmux(socket: &Path, args: &[&str]) -> String {

@@ -8,6 +8,7 @@
 //! - [`codec`]: frames as values and bytes (the frame table, version handshake rules,
 //!   limits of sizes). Fuzzed (`fuzz/`, `wire_decode`), property-tested.
 //! - [`errors`]: the one table of application error codes ([`ErrorCode`]).
+//! - [`names`]: the grammar of VM and device names, and their escaping for people.
 //! - [`proto`]: negotiation, the per-client request budget and the console in-flight
 //!   credit.
 //! - [`rules`]: the connection and stream rules as state machines (events and time in,
@@ -30,6 +31,7 @@
 pub mod audio;
 pub mod codec;
 pub mod errors;
+pub mod names;
 pub mod proto;
 pub mod rules;
 pub mod table;

@@ -35,21 +35,10 @@ pub const LIST_COLUMNS: [&str; 6] = ["DEVICE", "KIND", "STATE", "FORMAT", "BYTES
 /// What [`stats_table`] and [`list_table`] print after the header when there is no device.
 pub const NO_DEVICES: &str = "(no devices)";
 
-/// `cell` with control characters escaped (`\n`, `\u{1b}`, ...), so that it takes one line
-/// and cannot drive the terminal.
+/// `cell` with control and invisible characters escaped (`\n`, `\u{1b}`, ...; see
+/// [`crate::names::escape`]), so that it takes one line and cannot drive the terminal.
 pub fn printable(cell: &str) -> String {
-    if !cell.chars().any(char::is_control) {
-        return cell.to_owned();
-    }
-    cell.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::names::escape(cell).into_owned()
 }
 
 /// Renders `rows` (the first is the header) with every column as wide as its widest cell,

@@ -124,6 +124,9 @@ pub(crate) struct Mutable {
     pub poisoned: Option<String>,
     pub audio_format: Option<AudioFormat>,
     pub audio_queues: Vec<Arc<AudioQueue>>,
+    /// The UUID of the VM that registered the device ("" when none did with one); a console
+    /// keeps it in its journal's metadata across restarts.
+    pub vm_uuid: String,
 }
 
 /// A device as shared between the ingest thread and API users.
@@ -147,6 +150,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Device {
     pub fn new(key: DeviceKey, kind: DeviceKind, journal: Option<Journal>) -> Arc<Device> {
+        let vm_uuid = journal
+            .as_ref()
+            .map_or_else(String::new, |j| j.meta().uuid.clone());
         Arc::new(Device {
             key,
             kind,
@@ -156,6 +162,7 @@ impl Device {
                 poisoned: None,
                 audio_format: None,
                 audio_queues: Vec::new(),
+                vm_uuid,
             }),
             signal: Signal::default(),
             input: Mutex::new(None),

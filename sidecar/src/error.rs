@@ -31,6 +31,14 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A journal directory's metadata names another device than the one it was opened for.
+    #[error("the journal directory {} holds the journal of {owner}; it is not used for another device (move it away if that device is gone)", dir.display())]
+    JournalOfAnother {
+        /// The directory.
+        dir: PathBuf,
+        /// The device its metadata names.
+        owner: String,
+    },
     /// Another ringcastd already listens on the socket.
     #[error("another ringcastd already listens on {}; stop it or pass --socket", .0.display())]
     AlreadyRunning(PathBuf),

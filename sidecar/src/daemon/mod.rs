@@ -1,6 +1,7 @@
 //! Starting and stopping ringcastd, and the [`Handle`] the network layer uses. Its
 //! sockets (registration and control) are in `sockets`.
 
+mod recover;
 mod sockets;
 
 pub use sockets::query_stats;
@@ -22,8 +23,8 @@ use shm_ring::Doorbell;
 
 use crate::device::{lock, Device, DeviceKind, DeviceState, DeviceStats};
 use crate::error::Error;
-use crate::journal::{read_meta, Journal, JournalConfig, Meta};
-use crate::names::{path_component, DeviceKey};
+use crate::journal::{Journal, JournalConfig, Meta};
+use crate::names::{dir_component, DeviceKey};
 use crate::signal::Signal;
 use crate::subscribe::{AudioSubscription, ConsoleSubscription, StartAt};
 
@@ -103,43 +104,27 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// The journal directory of a device: `<state>/<vm>/<device>` with each name made a
+    /// directory name one to one ([`dir_component`]).
     fn device_dir(&self, key: &DeviceKey) -> PathBuf {
         self.cfg
             .state_dir
-            .join(path_component(&key.vm))
-            .join(path_component(&key.device))
+            .join(dir_component(&key.vm))
+            .join(dir_component(&key.device))
     }
 
-    /// Loads the journals a previous run left in the state dir.
-    fn recover(&self) {
-        let Ok(vms) = std::fs::read_dir(&self.cfg.state_dir) else {
-            return;
-        };
-        let mut devices = lock(&self.devices);
-        for vm in vms.flatten() {
-            let Ok(devs) = std::fs::read_dir(vm.path()) else {
-                continue;
-            };
-            for dev in devs.flatten() {
-                let dir = dev.path();
-                let Some(meta) = read_meta(&dir) else {
-                    continue;
-                };
-                if meta.kind != "console" || meta.vm.is_empty() || meta.device.is_empty() {
-                    continue;
-                }
-                let key = DeviceKey::new(meta.vm.clone(), meta.device.clone());
-                match Journal::open(dir.clone(), self.cfg.journal.clone(), meta) {
-                    Ok(j) => {
-                        tracing::info!(device = %key, end = j.end(), "journal recovered");
-                        devices.insert(key.clone(), Device::new(key, DeviceKind::Console, Some(j)));
-                    }
-                    Err(e) => {
-                        tracing::error!(dir = %dir.display(), error = %e, "cannot recover a journal")
-                    }
-                }
-            }
-        }
+    /// The device named `key`, if known.
+    pub fn existing(&self, key: &DeviceKey) -> Option<Arc<Device>> {
+        lock(&self.devices).get(key).cloned()
+    }
+
+    /// Why a `wanted` device cannot take the name of a `known` one.
+    pub fn kind_conflict(&self, key: &DeviceKey, known: DeviceKind, wanted: DeviceKind) -> String {
+        format!(
+            "{key} is already known as a {} device; give the {} device another id",
+            known.name(),
+            wanted.name()
+        )
     }
 
     /// The device named `key`, created if new. Fails when it exists with another kind.
@@ -147,11 +132,7 @@ impl Registry {
         let mut devices = lock(&self.devices);
         if let Some(d) = devices.get(key) {
             if d.kind != kind {
-                return Err(format!(
-                    "{key} is already known as a {} device; give the {} device another id",
-                    d.kind.name(),
-                    kind.name()
-                ));
+                return Err(self.kind_conflict(key, d.kind, kind));
             }
             return Ok(d.clone());
         }

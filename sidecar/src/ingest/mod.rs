@@ -25,11 +25,13 @@ use crate::device::{lock, AudioPeriod, Device, DeviceKind, DeviceState, InputSid
 use crate::names::{utc_timestamp, DeviceKey};
 use crate::uring::{mask, Completion, Uring};
 
+mod admission;
 mod drain;
 mod registration;
 mod rings;
 mod token;
 
+use admission::Deadlines;
 use rings::*;
 use token::Token;
 
@@ -43,6 +45,11 @@ pub(super) struct Registration {
     pub(super) uid: u32,
     pub(super) pid: u32,
     pub(super) attachment: Option<u64>,
+    /// When the connection is closed unless it registered a device by then (and for a
+    /// refused one, when it is closed at the latest).
+    pub(super) deadline: Option<std::time::Instant>,
+    /// Refused at accept: never read, closed at its deadline or when the peer hangs up.
+    pub(super) refused: bool,
 }
 
 pub(super) enum Ring {
@@ -88,11 +95,20 @@ pub(super) struct Ingest {
     pub(super) next_id: u64,
     pub(super) uid: u32,
     pub(super) stopping: bool,
+    pub(super) deadlines: Deadlines,
 }
 
 /// Runs the ingest loop until `stop` rings.
 pub(crate) fn run(uring: Uring, reg: Arc<Registry>, listener: OwnedFd, stop: Doorbell) {
+    let deadlines = match Deadlines::new() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the registration timer; ringcastd cannot ingest");
+            return;
+        }
+    };
     let mut ing = Ingest {
+        deadlines,
         uring,
         reg,
         listener,
@@ -139,6 +155,11 @@ impl Ingest {
             .poll_multishot(self.listener.as_fd(), mask::IN, Token::Listener.encode())?;
         self.uring
             .poll_multishot(self.stop.as_fd(), mask::IN, Token::Stop.encode())?;
+        self.uring.poll_multishot(
+            self.deadlines.timer.as_fd(),
+            mask::IN,
+            Token::Deadline.encode(),
+        )?;
         Ok(())
     }
 
@@ -158,6 +179,15 @@ impl Ingest {
                 }
             }
             Some(Token::Stop) => self.stopping = true,
+            Some(Token::Deadline) => {
+                self.deadlines.drain();
+                if !c.more {
+                    let _ =
+                        self.uring
+                            .poll_multishot(self.deadlines.timer.as_fd(), mask::IN, c.token);
+                }
+                self.expire();
+            }
             Some(Token::Registration(id)) => {
                 if !self.registrations.contains_key(&id) {
                     return;

@@ -1,5 +1,5 @@
-//! QEMU's side of the registration socket: connections accepted (peer credentials taken
-//! at accept), devices registered or refused with a reason, QEMU gone.
+//! QEMU's side of the registration socket: connections accepted (peer credentials checked
+//! at accept, see `admission`), devices registered or refused with a reason, QEMU gone.
 
 use super::*;
 
@@ -11,17 +11,34 @@ impl Ingest {
                 rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
             ) {
                 Ok(fd) => fd,
-                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::AGAIN) => break,
                 Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::CONNABORTED) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
-                    return;
+                    break;
                 }
             };
             let (uid, pid) = match rustix::net::sockopt::socket_peercred(&fd) {
                 Ok(c) => (c.uid.as_raw(), c.pid.as_raw_nonzero().get() as u32),
                 Err(_) => (u32::MAX, 0),
             };
+            let admitted = self.admission(uid);
+            if let Err(why) = &admitted {
+                Self::refuse_at_accept(&fd, why);
+            }
+            let lingering = self.registrations.values().filter(|r| r.refused).count();
+            if admitted.is_err() && lingering >= admission::MAX_PENDING {
+                // Enough refused peers are already waiting to hang up: this one is closed
+                // now (its refusal is queued for it to read).
+                continue;
+            }
+            let now = std::time::Instant::now();
+            let deadline = now
+                + if admitted.is_ok() {
+                    admission::REGISTER_WITHIN
+                } else {
+                    admission::REFUSED_LINGER
+                };
             let id = self.id();
             if let Err(e) = self.uring.poll_multishot(
                 fd.as_fd(),
@@ -38,9 +55,12 @@ impl Ingest {
                     uid,
                     pid,
                     attachment: None,
+                    deadline: Some(deadline),
+                    refused: admitted.is_err(),
                 },
             );
         }
+        self.expire();
     }
 
     pub(super) fn on_registration_event(&mut self, id: u64, revents: i32) {
@@ -48,6 +68,13 @@ impl Ingest {
             let Some(conn) = self.registrations.get(&id) else {
                 return;
             };
+            if conn.refused {
+                // Never read: closed once the peer hangs up, or at its deadline.
+                if revents > 0 && (revents as u32) & (mask::HUP | mask::RDHUP | mask::ERR) != 0 {
+                    self.close_registration(id);
+                }
+                return;
+            }
             match handover::recv_with_fds(&conn.fd) {
                 Ok(Some((msg, fds))) => self.register(id, &msg, fds),
                 Ok(None) => return self.registration_closed(id),
@@ -121,17 +148,29 @@ impl Ingest {
             handover::DeviceKind::Console => DeviceKind::Console,
             handover::DeviceKind::Audio => DeviceKind::Audio,
         };
-        let dev = match self.reg.device_for(&key, kind) {
-            Ok(d) => d,
-            Err(why) => return self.refuse(conn_id, why),
-        };
-        if let Err(why) = self.take_over(conn_id, &key, &dev, desc.session) {
-            return self.refuse(conn_id, why);
+        // Everything that can refuse comes before the device is created, so a refused
+        // registration leaves no device or journal behind.
+        if let Some(existing) = self.reg.existing(&key) {
+            if existing.kind != kind {
+                return self.refuse(conn_id, self.reg.kind_conflict(&key, existing.kind, kind));
+            }
+            if let Err(why) = self.take_over_check(&key, &existing) {
+                return self.refuse(conn_id, why);
+            }
+            if let Err(why) = same_vm(&key, &existing, &desc.vm_uuid) {
+                return self.refuse(conn_id, why);
+            }
         }
         let att = match open_rings(&desc, fds) {
             Ok(a) => a,
             Err(why) => return self.refuse(conn_id, format!("cannot use the rings: {why}")),
         };
+        let dev = match self.reg.device_for(&key, kind) {
+            Ok(d) => d,
+            Err(why) => return self.refuse(conn_id, why),
+        };
+        self.take_over(conn_id, &dev);
+        bind_vm(&dev, &desc.vm_uuid);
         let OpenedRings {
             ring,
             out_data,
@@ -152,6 +191,7 @@ impl Ingest {
         }
         if let Some(c) = self.registrations.get_mut(&conn_id) {
             c.attachment = Some(id);
+            c.deadline = None;
         }
         dev.counters.ring_capacity.store(capacity, Relaxed);
         dev.counters.registrations.fetch_add(1, Relaxed);
@@ -198,24 +238,21 @@ impl Ingest {
     }
 
     /// Checks who registers and what: the peer's uid (ringcastd's own or root), one device
-    /// per connection, a well-formed description with the right number of fds.
+    /// per connection, a well-formed description with names that keep the grammar and the
+    /// right number of fds.
     fn admit(
         &self,
         conn: &Registration,
         msg: &[u8],
         fds: usize,
     ) -> Result<DeviceDescription, String> {
-        if conn.uid != self.uid && conn.uid != 0 {
-            return Err(format!(
-                "ringcastd runs as uid {} and accepts devices only from that user or root, not \
-                 from uid {}; run QEMU and ringcastd as the same user",
-                self.uid, conn.uid
-            ));
-        }
+        // Checked at accept already; a connection refused there is never read.
+        self.admission_uid(conn.uid)?;
         if conn.attachment.is_some() {
             return Err("one device per connection".into());
         }
         let desc = DeviceDescription::decode(msg).map_err(|e| e.to_string())?;
+        crate::names::check_description(&desc)?;
         if fds != desc.kind.fd_count() {
             return Err(format!(
                 "expected {} file descriptors, got {fds}",
@@ -225,22 +262,20 @@ impl Ingest {
         Ok(desc)
     }
 
-    /// A device registered again: the previous attachment of `dev` is replaced when its
-    /// QEMU is gone or it is the same session (a reconnect); a live QEMU of another session
-    /// keeps the name.
-    fn take_over(
-        &mut self,
-        conn_id: u64,
-        key: &DeviceKey,
-        dev: &Arc<Device>,
-        session: u64,
-    ) -> Result<(), String> {
-        let previous = self
-            .attached
+    /// The previous attachment of `dev`, if any: (attachment id, session, registration,
+    /// whether a spool write is in flight).
+    fn previous(&self, dev: &Arc<Device>) -> Option<(u64, u64, u64, bool)> {
+        self.attached
             .iter()
             .find(|(_, a)| Arc::ptr_eq(&a.dev, dev))
-            .map(|(id, a)| (*id, a.session, a.registration, a.writing.is_some()));
-        let Some((old_id, old_session, old_conn, writing)) = previous else {
+            .map(|(id, a)| (*id, a.session, a.registration, a.writing.is_some()))
+    }
+
+    /// Whether `dev` may be registered again: its previous attachment is replaced only when
+    /// its QEMU is gone; while that QEMU lives, nobody else takes the name, whatever session
+    /// id it claims.
+    fn take_over_check(&self, key: &DeviceKey, dev: &Arc<Device>) -> Result<(), String> {
+        let Some((_, _, old_conn, writing)) = self.previous(dev) else {
             return Ok(());
         };
         if writing {
@@ -248,18 +283,25 @@ impl Ingest {
                 "{key} is still being drained from its previous registration; retry"
             ));
         }
-        if old_session != session && self.registration_alive(old_conn) {
+        if self.registration_alive(old_conn) {
             let old_pid = self.registrations.get(&old_conn).map_or(0, |c| c.pid);
             return Err(format!(
                 "{key} is attached to a running QEMU (pid {old_pid}); give this device or VM \
                  another name"
             ));
         }
+        Ok(())
+    }
+
+    /// Ends the previous attachment of `dev` (checked by [`Ingest::take_over_check`]).
+    fn take_over(&mut self, conn_id: u64, dev: &Arc<Device>) {
+        let Some((old_id, _, old_conn, _)) = self.previous(dev) else {
+            return;
+        };
         self.detach(old_id, DeviceState::Gone, None);
         if old_conn != conn_id {
             self.close_registration(old_conn);
         }
-        Ok(())
     }
 
     pub(super) fn registration_closed(&mut self, conn_id: u64) {
@@ -281,6 +323,44 @@ impl Ingest {
         }
         tracing::info!(device = %att.dev.key, "QEMU disconnected");
         self.drain(id);
+    }
+}
+
+/// Whether a registration with `uuid` may use the known device `dev`: a device that a VM
+/// with a UUID registered (QEMU's `-uuid`, which libvirt always passes) belongs to that VM,
+/// and another process (a VM with another UUID, or with none) cannot take its name and
+/// history.
+fn same_vm(key: &DeviceKey, dev: &Device, uuid: &str) -> Result<(), String> {
+    let bound = lock(&dev.state).vm_uuid.clone();
+    if bound.is_empty() || bound.eq_ignore_ascii_case(uuid) {
+        return Ok(());
+    }
+    let this = if uuid.is_empty() {
+        "this registration has no UUID".to_owned()
+    } else {
+        format!("this VM has UUID {uuid}")
+    };
+    Err(format!(
+        "{key} belongs to the VM with UUID {bound}, and {this}; give this VM another -name, \
+         or move {key}'s journal directory away if that VM is gone for good"
+    ))
+}
+
+/// Binds `dev` to the VM with `uuid` (when the registration has one).
+fn bind_vm(dev: &Device, uuid: &str) {
+    if uuid.is_empty() {
+        return;
+    }
+    let changed = {
+        let mut s = lock(&dev.state);
+        let changed = !s.vm_uuid.eq_ignore_ascii_case(uuid);
+        s.vm_uuid = uuid.to_owned();
+        changed
+    };
+    if changed {
+        if let Some(j) = &dev.journal {
+            lock(j).set_uuid(uuid);
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub(super) enum Token {
     InSpace(u64),
     /// A spool write of an attachment completed.
     Write(u64),
+    /// A registration connection's deadline passed.
+    Deadline,
 }
 
 const ID_BITS: u32 = 56;
@@ -31,6 +33,7 @@ impl Token {
             Token::OutData(id) => (4, id),
             Token::InSpace(id) => (5, id),
             Token::Write(id) => (6, id),
+            Token::Deadline => (7, 0),
         };
         (kind << ID_BITS) | (id & ID_MASK)
     }
@@ -45,6 +48,7 @@ impl Token {
             4 => Token::OutData(id),
             5 => Token::InSpace(id),
             6 => Token::Write(id),
+            7 => Token::Deadline,
             _ => return None,
         })
     }
@@ -63,6 +67,7 @@ mod tests {
             Token::OutData(ID_MASK),
             Token::InSpace(1),
             Token::Write(123_456),
+            Token::Deadline,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

@@ -28,14 +28,16 @@ use bytes::Bytes;
 use crate::error::Error;
 
 mod head;
+mod meta;
 use head::Head;
+use meta::META;
+pub(crate) use meta::{read_meta, Meta};
 
 /// Largest RAM block, and largest chunk handed to a subscriber at once from RAM.
 pub(crate) const BLOCK: usize = 64 * 1024;
 /// Largest chunk handed to a subscriber at once from disk: fewer reads and wakeups for a
 /// reader catching up.
 pub(crate) const DISK_READ: usize = 256 * 1024;
-const META: &str = "device.meta";
 const CURRENT: &str = "current.log";
 
 /// Sizes and ages that shape a journal.
@@ -52,83 +54,6 @@ pub struct JournalConfig {
 }
 
 pub use protocol::codec::GapReason;
-
-/// What the persistent description of a device says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Meta {
-    pub vm: String,
-    pub device: String,
-    pub kind: String,
-    pub session: Option<u64>,
-    /// Journal offset of position 0 of the session's ring.
-    pub base: u64,
-    /// Everything below this offset was deleted (retention).
-    pub pruned_to: u64,
-}
-
-impl Meta {
-    fn encode(&self) -> String {
-        let mut s = format!(
-            "vm={}\ndevice={}\nkind={}\nbase={}\npruned_to={}\n",
-            escape(&self.vm),
-            escape(&self.device),
-            self.kind,
-            self.base,
-            self.pruned_to
-        );
-        if let Some(session) = self.session {
-            s.push_str(&format!("session={session}\n"));
-        }
-        s
-    }
-
-    fn decode(text: &str) -> Meta {
-        let mut m = Meta::default();
-        for line in text.lines() {
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            match k {
-                "vm" => m.vm = unescape(v),
-                "device" => m.device = unescape(v),
-                "kind" => m.kind = v.to_owned(),
-                "session" => m.session = v.parse().ok(),
-                "base" => m.base = v.parse().unwrap_or(0),
-                "pruned_to" => m.pruned_to = v.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        m
-    }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\\' {
-            match it.next() {
-                Some('n') => out.push('\n'),
-                Some(o) => out.push(o),
-                None => {}
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Reads a device's persistent description, if the directory has one.
-pub(crate) fn read_meta(dir: &Path) -> Option<Meta> {
-    fs::read_to_string(dir.join(META))
-        .ok()
-        .map(|t| Meta::decode(&t))
-}
 
 #[derive(Debug)]
 struct Block {
@@ -208,7 +133,20 @@ impl Journal {
                 head: Head::default(),
             });
         }
-        let meta = read_meta(&dir).unwrap_or(meta);
+        let meta = match read_meta(&dir) {
+            // A directory that holds another device's journal is never shared.
+            Some(stored) if (&stored.vm, &stored.device) != (&meta.vm, &meta.device) => {
+                return Err(Error::JournalOfAnother {
+                    dir,
+                    owner: format!(
+                        "{}",
+                        crate::DeviceKey::new(stored.vm.as_str(), stored.device.as_str())
+                    ),
+                });
+            }
+            Some(stored) => stored,
+            None => meta,
+        };
         let mut segments = Vec::new();
         let entries = fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))?;
         for entry in entries.flatten() {
@@ -331,6 +269,14 @@ impl Journal {
             .map_err(|e| Error::io("write", &tmp, e))?;
         let dst = self.dir.join(META);
         fs::rename(&tmp, &dst).map_err(|e| Error::io("rename into", &dst, e))
+    }
+
+    /// Binds the journal to the VM with this UUID.
+    pub fn set_uuid(&mut self, uuid: &str) {
+        self.meta.uuid = uuid.to_owned();
+        if let Err(e) = self.write_meta() {
+            tracing::error!(error = %e, "cannot save the VM's UUID");
+        }
     }
 
     /// Records a new ring session starting at journal offset `base`.

@@ -142,6 +142,52 @@ fn meta_survives_awkward_names() {
         session: Some(u64::MAX),
         base: 5,
         pruned_to: 3,
+        uuid: "5c1b2a9e-0c3f-4a1e-9b7d-2f6e8a4c1d3b".into(),
     };
     assert_eq!(Meta::decode(&m.encode()), m);
+}
+
+#[test]
+fn meta_keeps_a_trailing_carriage_return_and_other_control_characters() {
+    for vm in ["tty\r", "a\r\nb", "\r", "x\\r", "\\\r\n"] {
+        let m = Meta {
+            vm: vm.into(),
+            device: "dev\r".into(),
+            kind: "console".into(),
+            ..Meta::default()
+        };
+        assert_eq!(Meta::decode(&m.encode()), m, "{vm:?}");
+    }
+}
+
+#[test]
+fn a_directory_holding_another_devices_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let owner = Meta {
+        vm: "prod db".into(),
+        device: "serial0".into(),
+        kind: "console".into(),
+        ..Meta::default()
+    };
+    let mut j = Journal::open(d.clone(), cfg(), owner.clone()).unwrap();
+    append(&mut j, b"secret history");
+    drop(j);
+    let other = Meta {
+        vm: "prod_db-4b77ecbe".into(),
+        ..owner.clone()
+    };
+    let e = Journal::open(d.clone(), cfg(), other).unwrap_err();
+    assert!(
+        matches!(&e, Error::JournalOfAnother { owner, .. } if owner == "prod db/serial0"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("holds the journal of prod db/serial0"),
+        "{e}"
+    );
+    // The owner still gets its journal back.
+    let j = Journal::open(d, cfg(), owner).unwrap();
+    assert_eq!(j.end(), 14);
 }

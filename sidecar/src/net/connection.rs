@@ -253,7 +253,31 @@ pub(super) async fn control_loop(
                     .collect(),
             },
         };
-        if send_frame(&mut send, &reply).await.is_err() {
+        // A reply too large for one frame (thousands of devices with long names) is
+        // answered with an error saying so; the control stream carries on.
+        let bytes = match reply.to_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let request = match &reply {
+                    Frame::Devices { request, .. } | Frame::Stats { request, .. } => *request,
+                    _ => 0,
+                };
+                tracing::warn!(peer = %c.peer, error = %e, "a device list does not fit in one frame");
+                let refusal = Frame::error(
+                    request,
+                    ErrorCode::Internal,
+                    format!(
+                        "the answer does not fit in one frame ({e}): ringcastd has more devices \
+                         (or longer names) than one reply can carry"
+                    ),
+                );
+                match refusal.to_bytes() {
+                    Ok(b) => b,
+                    Err(_) => continue,
+                }
+            }
+        };
+        if send.write_all(&bytes).await.is_err() {
             return;
         }
     }

@@ -344,7 +344,11 @@ pub fn parse_ready(line: &str) -> Option<&str> {
 pub fn table_row(table: &str, key: &str) -> Option<Vec<(String, String)>> {
     let mut lines = table.lines();
     let header = lines.next()?;
-    let row = lines.find(|l| l.split_whitespace().next() == Some(key))?;
+    // The key may hold spaces (`prod db/serial0`): the first column ends at two spaces.
+    let row = lines.find(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("  "))
+    })?;
     let starts: Vec<usize> = header
         .char_indices()
         .filter(|&(i, c)| c != ' ' && (i == 0 || header.as_bytes()[i - 1] == b' '))

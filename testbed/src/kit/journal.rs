@@ -56,3 +56,24 @@ pub fn read_spool(dir: &Path) -> (Vec<u8>, Vec<(u64, u64)>) {
     }
     (data, holes)
 }
+
+/// Writes a console journal as a ringcastd would have left it in `dir` (a device
+/// directory, created if needed): `device.meta` naming `vm`/`device`, and `bytes` as one
+/// segment at offset 0. For journals of older versions (other directory names, names the
+/// grammar now refuses) that a restarted ringcastd must recover.
+pub fn write_journal(dir: &Path, vm: &str, device: &str, bytes: &[u8]) {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('\n', "\\n");
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let meta = format!(
+        "vm={}\ndevice={}\nkind=console\nbase=0\npruned_to=0\nsession=1\n",
+        esc(vm),
+        esc(device)
+    );
+    for (name, content) in [
+        ("device.meta", meta.as_bytes()),
+        (&format!("{:020}.log", 0)[..], bytes),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+    }
+}

@@ -29,7 +29,7 @@ pub use crate::devices::{FakeAudio, FakeConsole};
 pub use daemon::Ringcastd;
 pub use data::{fill, sha, stream};
 pub use identity::{authorized_client, client_identity};
-pub use journal::{config, read_spool};
+pub use journal::{config, read_spool, write_journal};
 pub use tmpfs::Tmpfs;
 pub use wait::{wait_for, wait_until};
 

@@ -10,12 +10,23 @@ pub enum HostKey {
     Unknown,
     /// Listed with this fingerprint.
     Known(Fingerprint),
+    /// The file exists but cannot be read, or is not UTF-8: what it says is unknown, so no
+    /// host may be trusted or added (adding would pin over a fingerprint it may hold).
+    Unreadable(String),
 }
 
 /// Looks up `host` (`name:port`) in a known-hosts file (`host fingerprint` per line).
 pub fn known_host(file: &Path, host: &str) -> HostKey {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return HostKey::Unknown;
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HostKey::Unknown,
+        Err(e) => {
+            return HostKey::Unreadable(format!(
+                "cannot read the known hosts file {}: {e}; fix it (or move it away to trust \
+                 servers anew) and connect again",
+                file.display()
+            ))
+        }
     };
     for line in text.lines() {
         let mut parts = line.split_whitespace();
@@ -78,6 +89,10 @@ impl ServerCertVerifier for KnownHostsVerifier {
                     host = self.host,
                     file = self.file.display()
                 );
+                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+                Err(rustls::Error::General(msg))
+            }
+            HostKey::Unreadable(msg) => {
                 *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
                 Err(rustls::Error::General(msg))
             }

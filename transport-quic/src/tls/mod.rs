@@ -231,5 +231,13 @@ mod tests {
         add_known_host(&file, "h:1", fp).unwrap();
         assert_eq!(known_host(&file, "h:1"), HostKey::Known(fp));
         assert_eq!(known_host(&file, "h:2"), HostKey::Unknown);
+        // Not UTF-8, or not a readable file: never "unknown" (which would pin anew).
+        std::fs::write(&file, b"h:1 \xff\xfe\n").unwrap();
+        assert!(
+            matches!(known_host(&file, "h:1"), HostKey::Unreadable(m) if m.contains("cannot read the known hosts file")),
+        );
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        assert!(matches!(known_host(&file, "h:1"), HostKey::Unreadable(_)));
     }
 }

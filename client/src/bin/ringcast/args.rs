@@ -226,7 +226,8 @@ pub enum Command {
         /// Write a WAV file instead of playing
         #[arg(long, conflicts_with = "raw")]
         wav: Option<PathBuf>,
-        /// Write raw interleaved PCM to stdout instead of playing
+        /// Write raw interleaved PCM to stdout instead of playing (stdout must be a file or
+        /// a pipe, not a terminal)
         #[arg(long)]
         raw: bool,
         /// Jitter-buffer target in milliseconds
@@ -244,8 +245,10 @@ pub enum Command {
     ///
     /// Performs the QMP capabilities handshake first. The monitor must be in control mode
     /// (-mon chardev=ID,mode=control) on a ringcast plugin chardev. Needs the write right
-    /// and the console's write lock. Prints the reply as one JSON line; exit status 1 when
-    /// it is an error reply.
+    /// and the console's write lock. The reply is the one whose "id" is the command's
+    /// (ringcast adds an id when the command has none, and leaves it out of the output);
+    /// replies to other commands and events are skipped. Prints the reply as one JSON line;
+    /// exit status 1 when it is an error reply.
     ///
     /// Example:
     ///   ringcast qmp vm1/qmp0 '{"execute":"query-status"}'

@@ -47,6 +47,8 @@ pub async fn capture(
             })?
     };
     let end = entry.journal_end;
+    // The end of the journal as the server last reported it: a gap must end within it.
+    let mut reported_end = end;
     let mut con = s
         .attach_console(&vm, &dev, Mode::Read, StartAt::Offset(from))
         .await?;
@@ -88,6 +90,24 @@ pub async fn capture(
                 len,
                 reason,
             }) => {
+                // Checked before the hole is made: a gap the server cannot account for would
+                // otherwise become a sparse file of any size.
+                let gap_end = offset + len;
+                if gap_end > reported_end {
+                    reported_end = s
+                        .list()
+                        .await?
+                        .into_iter()
+                        .find(|d| d.vm == vm && d.device == dev)
+                        .map_or(0, |d| d.journal_end);
+                }
+                if gap_end > reported_end {
+                    anyhow::bail!(
+                        "the server sent a gap of {len} bytes at offset {offset}, beyond the end \
+                         of {device}'s journal it reports ({reported_end}); the capture stops \
+                         at offset {offset}"
+                    );
+                }
                 gaps += 1;
                 gap_bytes += len;
                 eprintln!(

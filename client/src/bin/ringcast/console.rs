@@ -5,12 +5,14 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use client::{ConsoleItem, Mode, Session, StartAt};
 
 use crate::args::{split_device, WaitArgs};
 use crate::exit::Exit;
 use crate::link::report_link;
-use crate::terminal::RawTerminal;
+use crate::terminal::ConsoleTerminal;
 use crate::wait::{wait_for_device, wait_gave_up};
 
 /// Where the offset at which the user left `device` on `server` is saved.
@@ -67,12 +69,13 @@ pub async fn console(
         "ringcast: {device} ({}). Leave with Ctrl-]\r\n",
         if spy { "spy, read-only" } else { "read-write" }
     );
-    let interactive = std::io::stdin().is_terminal();
-    let _raw = if interactive {
-        Some(RawTerminal::enable()?)
-    } else {
-        None
-    };
+    // SIGTERM and SIGHUP (a closed terminal window) end the loop like Ctrl-], so that the
+    // offset is saved and the terminal restored: the default action would kill the process
+    // with the terminal still raw.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let terminal = ConsoleTerminal::enter(std::io::stdin().is_terminal())?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -96,6 +99,8 @@ pub async fn console(
     let result: anyhow::Result<()> = loop {
         tokio::select! {
             _ = tick.tick() => report_link(link.check(), con.offset()),
+            _ = sigterm.recv() => break Err(anyhow::anyhow!("left {device} on SIGTERM")),
+            _ = sighup.recv() => break Err(anyhow::anyhow!("left {device} on SIGHUP")),
             keys = rx.recv(), if stdin_open => match keys {
                 Some(k) => {
                     let (keys, leave) = match k.iter().position(|&b| b == ESCAPE) {
@@ -130,7 +135,7 @@ pub async fn console(
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::write(&saved, con.offset().to_string());
-    drop(_raw);
+    drop(terminal);
     eprintln!("\r\nringcast: left {device} at offset {}", con.offset());
     con.detach().await;
     result.map(|()| Exit::Success)

@@ -32,7 +32,11 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(e) => {
             // Errors for people: the message and its causes, no debug dump or backtrace.
-            eprintln!("ringcast: {e:#}");
+            // A server's message may carry anything: nothing in it reaches the terminal raw.
+            eprintln!(
+                "ringcast: {}",
+                protocol::names::escape_lines(&format!("{e:#}"))
+            );
             Exit::Error.into()
         }
     }
@@ -65,6 +69,14 @@ fn real_main() -> anyhow::Result<Exit> {
     } = &cli.command
     {
         anyhow::bail!("{}", sound_card::NO_SOUND_CARD);
+    }
+    if let Command::Play { raw: true, .. } = &cli.command {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            anyhow::bail!(
+                "--raw writes PCM samples to stdout, which is a terminal; redirect it to a file \
+                 or a program (ringcast play --raw DEVICE > sound.pcm, or | aplay ...)"
+            );
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

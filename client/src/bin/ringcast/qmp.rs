@@ -17,8 +17,28 @@ pub async fn qmp(
     timeout: Duration,
 ) -> anyhow::Result<Exit> {
     let (vm, dev) = split_device(device)?;
-    let cmd: serde_json::Value =
+    let mut cmd: serde_json::Value =
         serde_json::from_str(command).context("the command is not valid JSON")?;
+    let Some(fields) = cmd.as_object_mut() else {
+        bail!("the command must be a JSON object, like {{\"execute\":\"query-status\"}}");
+    };
+    // Replies are matched by `id`: a monitor shared with others (or a reply left over from
+    // an earlier client) may have other replies in flight. The command's own id is kept;
+    // one added here is taken off the printed reply.
+    let tag = format!(
+        "ringcast-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let caps_id = serde_json::Value::String(format!("{tag}-caps"));
+    let added_id = !fields.contains_key("id");
+    if added_id {
+        fields.insert("id".into(), serde_json::Value::String(format!("{tag}-cmd")));
+    }
+    let cmd_id = fields["id"].clone();
     let mut con = s
         .attach_console(&vm, &dev, Mode::Write, StartAt::Now)
         .await?;
@@ -27,25 +47,24 @@ pub async fn qmp(
         // The greeting was sent when the monitor opened, possibly long ago; negotiate
         // capabilities either way. A monitor already out of negotiation mode answers
         // with an error, which is fine.
-        con.write(b"{\"execute\":\"qmp_capabilities\"}\r\n").await?;
-        loop {
-            let v = lines.next_json(&mut con).await?;
-            if v.get("return").is_some() || v.get("error").is_some() {
-                break;
-            }
-        }
+        let caps = serde_json::json!({"execute": "qmp_capabilities", "id": caps_id});
+        let mut out = serde_json::to_vec(&caps)?;
+        out.extend_from_slice(b"\r\n");
+        con.write(&out).await?;
+        lines.reply_to(&mut con, &caps_id).await?;
         let mut out = serde_json::to_vec(&cmd)?;
         out.extend_from_slice(b"\r\n");
         con.write(&out).await?;
-        loop {
-            let v = lines.next_json(&mut con).await?;
-            if v.get("return").is_some() || v.get("error").is_some() {
-                return anyhow::Ok(v);
-            }
-        }
+        lines.reply_to(&mut con, &cmd_id).await
     })
     .await
     .with_context(|| format!("no QMP reply from {device} within {} s", timeout.as_secs()))??;
+    let mut result = result;
+    if added_id {
+        if let Some(o) = result.as_object_mut() {
+            o.remove("id");
+        }
+    }
     println!("{result}");
     con.detach().await;
     Ok(if result.get("error").is_some() {
@@ -62,6 +81,22 @@ struct LineReader {
 }
 
 impl LineReader {
+    /// The reply (`return` or `error`) whose `id` is `id`; other replies are skipped.
+    async fn reply_to(
+        &mut self,
+        con: &mut client::ConsoleStream,
+        id: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        loop {
+            let v = self.next_json(con).await?;
+            let is_reply = v.get("return").is_some() || v.get("error").is_some();
+            if is_reply && v.get("id") == Some(id) {
+                return Ok(v);
+            }
+            tracing::debug!(reply = %v, "a QMP reply to another command skipped");
+        }
+    }
+
     async fn next_json(
         &mut self,
         con: &mut client::ConsoleStream,
