@@ -572,3 +572,47 @@ async fn a_half_sent_frame_an_oversized_one_and_too_many_connections_are_refused
     assert!(c.list().await.is_ok() && b.list().await.is_ok());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_never_types_into_the_process_that_registered_the_name_after_it() {
+    let env = Env::start(None);
+    let mut first = FakeConsole::new(&env.socket(), "vm", "ttyS0", 1, 1 << 16);
+    first.connect();
+    let s = env.session().await;
+    let mut w = s
+        .attach_console("vm", "ttyS0", Mode::Write, StartAt::Now)
+        .await
+        .unwrap();
+    w.write(b"a").await.unwrap();
+    let mut buf = [0u8; 8];
+    wait_until("the first keystroke to reach the first QEMU", WAIT, || {
+        first.rx.read(&mut buf).unwrap().bytes == 1
+    });
+    // The QEMU goes away and a new process registers the same device.
+    drop(first);
+    let mut second = FakeConsole::new(&env.socket(), "vm", "ttyS0", 2, 1 << 16);
+    second.connect();
+    w.write(b"rm -rf /\r").await.unwrap();
+    let e = tokio::time::timeout(WAIT, w.next())
+        .await
+        .expect("the writer is told")
+        .expect_err("the old write session goes on");
+    assert_eq!(e.code(), Some(ErrorCode::NotAttached), "{e}");
+    assert!(e.to_string().contains("registered again"), "{e}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        second.rx.read(&mut buf).unwrap().bytes,
+        0,
+        "keystrokes reached the new process"
+    );
+    // A new attachment types into the new process.
+    let mut w2 = s
+        .attach_console("vm", "ttyS0", Mode::Write, StartAt::Now)
+        .await
+        .unwrap();
+    w2.write(b"ok").await.unwrap();
+    wait_until("typing into the new QEMU", WAIT, || {
+        second.rx.read(&mut buf).unwrap().bytes == 2
+    });
+    env.stop().await;
+}

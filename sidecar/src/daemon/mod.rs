@@ -359,6 +359,12 @@ impl Handle {
         Ok(d)
     }
 
+    /// How many times the device has registered (a new QEMU process, or the same one
+    /// again after ringcastd restarted): a writer's session belongs to one registration.
+    pub fn registrations(&self, key: &DeviceKey) -> Result<u64, Error> {
+        Ok(self.reg.get(key)?.counters.registrations.load(Relaxed))
+    }
+
     /// Writes console input into the device's input ring. Returns how many bytes were
     /// taken: fewer than `bytes.len()` (maybe 0) when the ring is full; then wait with
     /// [`Handle::input_ready`] and write the rest.

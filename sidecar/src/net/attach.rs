@@ -112,6 +112,9 @@ pub(super) async fn console(
     } else {
         None
     };
+    // A writer types into the QEMU that was registered when it attached, never into one
+    // that took the name later.
+    let registered = c.shared.handle.registrations(&key).unwrap_or(0);
     let mut sub = match c.shared.handle.subscribe(&key, start) {
         Ok(s) => s,
         Err(e) => {
@@ -151,6 +154,10 @@ pub(super) async fn console(
             ready = c.shared.handle.input_ready(&key), if !input.is_empty() => {
                 if let Err(e) = ready {
                     return c.end(&mut send, refuse(ErrorCode::NotAttached, e.to_string())).await;
+                }
+                if c.shared.handle.registrations(&key).unwrap_or(0) != registered {
+                    let why = format!("{key} registered again since this attachment began (its QEMU restarted or reconnected): attach again to type into it");
+                    return c.end(&mut send, refuse(ErrorCode::NotAttached, why)).await;
                 }
                 match c.shared.handle.write_input(&key, &input) {
                     Ok(n) => { input.drain(..n); }
