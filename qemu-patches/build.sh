@@ -248,7 +248,9 @@ fi
 
 log "building qemu-system-x86_64 (several minutes on 2 cores)"
 start=$(date +%s)
-ninja -C "$src/build" qemu-system-x86_64 >&2
+# The series' qtest and its example plugins come along (qemu-patches/qtest.sh runs them).
+ninja -C "$src/build" qemu-system-x86_64 tests/qtest/backend-plugin-test \
+    tests/qtest/backend-plugin-example.so tests/qtest/backend-plugin-example-1.0.so >&2
 log "build finished in $(($(date +%s) - start)) s"
 [ -x "$bin" ] || die "ninja finished but $bin is missing"
 touch "$work/build-ok"

@@ -36,6 +36,12 @@ benches/baselines/install.sh >&2
 if [ "$with_qemu" = 1 ]; then
     step "patched QEMU (built once, then cached)"
     RINGCAST_QEMU=$(qemu-patches/build.sh | tail -n1)
+    step "QEMU's checkpatch.pl over the series (no error, no warning)"
+    qemu-patches/checkpatch.sh "$(dirname "$RINGCAST_QEMU")/.."
+    step "the series' qtest (tests/qtest/backend-plugin-test)"
+    qemu-patches/qtest.sh "$RINGCAST_QEMU"
+    step "libvirt (for the libvirt test; no systemd needed)"
+    qemu-patches/install-libvirt.sh
     step "test guest (built once, then cached)"
     RINGCAST_GUEST_DIR=$(testbed/guest/build.sh | tail -n1)
     export RINGCAST_QEMU RINGCAST_GUEST_DIR

@@ -42,6 +42,7 @@ tone_hz=440
 tone_ms=2000
 rate=48000
 echo_bytes=64
+echo_dev=/dev/ttyS0
 idle_s=5
 dsp=/dev/dsp
 for w in $(cat /proc/cmdline); do
@@ -55,6 +56,7 @@ for w in $(cat /proc/cmdline); do
 	rc.tone_ms=*) tone_ms=${w#*=} ;;
 	rc.rate=*) rate=${w#*=} ;;
 	rc.echo_bytes=*) echo_bytes=${w#*=} ;;
+	rc.echo_dev=*) echo_dev=${w#*=} ;;
 	rc.idle_s=*) idle_s=${w#*=} ;;
 	rc.dsp=*) dsp=${w#*=} ;;
 	esac
@@ -108,10 +110,28 @@ run_tone() {
 }
 
 run_echo() {
-	wait_dev /dev/ttyS0 || return 1
-	log "echo: start on ttyS0 for $echo_bytes bytes"
-	rcguest echo --dev /dev/ttyS0 --count "$echo_bytes" || fail "echo failed"
+	wait_dev "$echo_dev" || return 1
+	log "echo: start on $echo_dev for $echo_bytes bytes"
+	rcguest echo --dev "$echo_dev" --count "$echo_bytes" || fail "echo failed"
 	log "echo: finished"
+}
+
+# hvc0 written without end while a heartbeat ticks on ttyS1 every 0.2 s for rc.idle_s
+# seconds: a host that stops reading hvc0 must not stop the guest.
+run_flood() {
+	wait_dev /dev/hvc0 || return 1
+	(while :; do rcguest gen --seed "$hvc_seed" --bytes 1048576 --out /dev/hvc0 || sleep 0.1; done) &
+	flooder=$!
+	log "flood: start on hvc0, heartbeat for $idle_s s"
+	i=0
+	end=$((idle_s * 5))
+	while [ "$i" -lt "$end" ]; do
+		i=$((i + 1))
+		log "heartbeat $i"
+		sleep 0.2
+	done
+	kill "$flooder" 2>/dev/null
+	log "flood: finished"
 }
 
 # A human-readable tour for the demo: the kernel's boot log over the serial line, a line on
@@ -145,15 +165,16 @@ all)
 	run_tone
 	;;
 echo) run_echo ;;
+flood) run_flood ;;
 idle)
 	log "idle: sleeping $idle_s s"
 	sleep "$idle_s"
 	;;
 *)
 	fail "unknown or missing rc.scenario='$scenario'"
-	echo "rc: scenarios: demo console tone all echo idle" \
+	echo "rc: scenarios: demo console tone all echo flood idle" \
 		"(parameters: rc.seed rc.hvc_seed rc.serial_bytes rc.hvc_bytes rc.tone_hz" \
-		"rc.tone_ms rc.rate rc.echo_bytes rc.idle_s rc.dsp)"
+		"rc.tone_ms rc.rate rc.echo_bytes rc.echo_dev rc.idle_s rc.dsp)"
 	;;
 esac
 finish

@@ -7,6 +7,7 @@
 //!   and all, without the plugin.
 //! * [`kit`]: the test kit: binaries of the running build, a ringcastd process, waiting.
 //! * [`load`]: the load scenario (many consoles, many followers, a stalled client).
+//! * [`qmp`]: a minimal QMP client for the real-QEMU tests.
 //! * [`stream`]: the guest's deterministic byte stream, to check what arrived.
 //! * `guest/` (shell, not Rust): the tiny test guest booted under real QEMU.
 
@@ -17,5 +18,6 @@ pub mod kit;
 pub mod load;
 pub mod lossy;
 pub mod qemu;
+pub mod qmp;
 pub mod stream;
 pub mod tone;

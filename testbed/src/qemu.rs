@@ -5,7 +5,7 @@
 //! the lookup (scripts/test.sh sets them).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -173,4 +173,101 @@ impl GuestRun {
 /// Whether the real-QEMU tests were explicitly switched off (`scripts/test.sh --no-qemu`).
 pub fn skipped() -> bool {
     std::env::var_os("RINGCAST_SKIP_QEMU").is_some()
+}
+
+/// Builds `testbed/plugins/tiny.c`, a minimal C backend plugin, as `dir/tiny-ABI.so` for the
+/// ABI variant `abi` (see the file: 10, 11, 12 load; 9 and 20 are broken tables).
+pub fn tiny_plugin(abi: u32, dir: &Path) -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let so = dir.join(format!("tiny-{abi}.so"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+        ])
+        .arg(format!("-DTINY_ABI={abi}"))
+        .arg("-I")
+        .arg(root.join("qemu-patches/include"))
+        .arg(root.join("testbed/plugins/tiny.c"))
+        .arg("-o")
+        .arg(&so)
+        .output()
+        .map_err(|e| format!("running {cc} (a C compiler is needed): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the tiny plugin failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(so)
+}
+
+/// A QEMU process that is killed when dropped (a failing test leaves no guest behind).
+#[derive(Debug)]
+pub struct Vm {
+    /// The process; its stderr is piped.
+    pub child: Child,
+}
+
+impl Vm {
+    /// Starts `qemu_binary()` with `args`, stdin and stdout closed, stderr piped.
+    pub fn start(args: &[String]) -> Result<Vm, String> {
+        let qemu = qemu_binary()?;
+        let child = Command::new(&qemu)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", qemu.display()))?;
+        Ok(Vm { child })
+    }
+
+    /// Waits up to `timeout` for QEMU to exit; returns its status and stderr, or kills it
+    /// and fails.
+    pub fn wait(mut self, timeout: std::time::Duration) -> Result<(ExitStatus, String), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok((status, self.stderr()));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!(
+                    "QEMU did not exit within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills QEMU and returns its stderr.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr()
+    }
+
+    fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        err
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

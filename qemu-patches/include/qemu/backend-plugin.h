@@ -22,8 +22,8 @@
  * QEMU's main loop) and the plugin hands back operation tables
  * (QbpChardevOps, QbpAudioOps).  Loading a plugin runs its code with
  * QEMU's privileges, so QEMU only accepts an absolute path to a regular
- * file and only while the machine is being created (command line or
- * --preconfig), never from chardev-add on a running machine.
+ * file and only while the machine is being created (from the command
+ * line), never from chardev-add or chardev-change on a running machine.
  *
  * Versioning: every table starts with a QbpTableHeader.  Minor versions
  * only append members at the end of tables; every table has a frozen
