@@ -29,9 +29,11 @@ use crate::error::Error;
 
 mod head;
 mod meta;
+mod read;
 use head::Head;
 use meta::META;
 pub(crate) use meta::{read_meta, Meta};
+pub(crate) use read::ReadAt;
 
 /// Largest RAM block, and largest chunk handed to a subscriber at once from RAM.
 pub(crate) const BLOCK: usize = 64 * 1024;
@@ -67,24 +69,6 @@ struct Segment {
     len: u64,
     path: PathBuf,
     created: SystemTime,
-}
-
-/// Where the bytes at a cursor are.
-#[derive(Debug)]
-pub(crate) enum ReadAt {
-    /// Nothing there yet.
-    Pending,
-    /// Bytes copied out of RAM.
-    Bytes(Bytes),
-    /// Bytes in a segment file.
-    Disk {
-        path: PathBuf,
-        seg_start: u64,
-        file_offset: u64,
-        len: usize,
-    },
-    /// The bytes from the cursor on are not available.
-    Gap { len: u64, reason: GapReason },
 }
 
 /// One device's journal.
@@ -446,63 +430,6 @@ impl Journal {
                 let from = old.start.max(on_disk).max(self.meta.pruned_to);
                 self.ram_only_dropped += old_end.saturating_sub(from);
                 self.meta.pruned_to = self.meta.pruned_to.max(old_end);
-            }
-        }
-    }
-
-    /// Whether the segment starting at `seg_start` is still listed and holds `cursor`.
-    pub fn lists_segment(&self, seg_start: u64, cursor: u64) -> bool {
-        self.segments
-            .iter()
-            .any(|s| s.start == seg_start && cursor < s.start + s.len)
-    }
-
-    /// Where the bytes at `cursor` are (at most `max` of them, and at most one RAM block or
-    /// [`DISK_READ`] bytes of one segment).
-    pub fn read_at(&self, cursor: u64, max: usize) -> ReadAt {
-        if cursor >= self.end {
-            return ReadAt::Pending;
-        }
-        let max = max.clamp(1, DISK_READ);
-        let ri = self.ram.partition_point(|b| b.start <= cursor);
-        if ri > 0 {
-            let b = &self.ram[ri - 1];
-            let b_end = b.start + b.data.len() as u64;
-            if cursor < b_end {
-                let from = (cursor - b.start) as usize;
-                let n = (b.data.len() - from).min(max);
-                return ReadAt::Bytes(Bytes::copy_from_slice(&b.data[from..from + n]));
-            }
-        }
-        let si = self.segments.partition_point(|s| s.start <= cursor);
-        if si > 0 {
-            let s = &self.segments[si - 1];
-            if cursor < s.start + s.len {
-                let n = (s.start + s.len - cursor).min(max as u64) as usize;
-                return ReadAt::Disk {
-                    path: s.path.clone(),
-                    seg_start: s.start,
-                    file_offset: cursor - s.start,
-                    len: n,
-                };
-            }
-        }
-        let mut next = self.end;
-        if let Some(b) = self.ram.get(ri) {
-            next = next.min(b.start);
-        }
-        if let Some(s) = self.segments.iter().skip(si).find(|s| s.len > 0) {
-            next = next.min(s.start);
-        }
-        if cursor < self.meta.pruned_to {
-            ReadAt::Gap {
-                len: next.min(self.meta.pruned_to) - cursor,
-                reason: GapReason::Retention,
-            }
-        } else {
-            ReadAt::Gap {
-                len: next - cursor,
-                reason: GapReason::Lost,
             }
         }
     }
