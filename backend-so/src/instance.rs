@@ -41,7 +41,9 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    /// "vm/device" as clients see it: the device part is `name=` when given.
+    /// "vm/device" as clients see it: the device part is `name=` when given. Escaped
+    /// (`protocol::names::escape`): it goes into QEMU's log, and a name may hold control
+    /// characters that ringcastd will refuse.
     fn label(&self, name: Option<&str>) -> String {
         let vm = if !self.vm_name.is_empty() {
             &self.vm_name
@@ -50,7 +52,12 @@ impl Identity {
         } else {
             "vm"
         };
-        format!("{vm}/{}", name.unwrap_or(&self.device))
+        let device = name.unwrap_or(&self.device);
+        format!(
+            "{}/{}",
+            protocol::names::escape(vm),
+            protocol::names::escape(device)
+        )
     }
 }
 

@@ -1,4 +1,5 @@
-//! The instance's panic latch, with a minimal host table that records the log.
+//! The instance: its panic latch (with a minimal host table that records the log), and the
+//! label it logs under.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Mutex;
@@ -93,5 +94,21 @@ fn a_panic_latches_the_instance_broken_with_one_log_line_and_then_only_counts() 
     assert_eq!(
         lines_with("vm/latch0: 3 audio periods discarded after the internal error"),
         1
+    );
+}
+
+#[test]
+fn a_label_in_qemus_log_cannot_carry_terminal_controls() {
+    let id = Identity {
+        vm_name: "prod\u{1b}]0;owned\u{7}\u{1b}[31m".into(),
+        vm_uuid: String::new(),
+        device: "serial\r0".into(),
+    };
+    let label = id.label(None);
+    assert!(!label.chars().any(|c| c.is_control()), "{label:?}");
+    assert_eq!(label, "prod\\u{1b}]0;owned\\u{7}\\u{1b}[31m/serial\\r0");
+    assert_eq!(
+        id.label(Some("ttyS0")),
+        "prod\\u{1b}]0;owned\\u{7}\\u{1b}[31m/ttyS0"
     );
 }
