@@ -79,3 +79,20 @@ fn a_default_authorization_file_that_cannot_be_read_stops_ringcastd() {
     assert!(why.contains("cannot read"), "{why}");
     assert!(why.contains(&file.display().to_string()), "{why}");
 }
+
+/// A daemon stops at once even when its control socket's file was removed behind its back
+/// (its thread is woken through the listening socket, not through the path).
+#[test]
+fn a_daemon_whose_control_socket_file_is_gone_still_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let daemon = sidecar::Daemon::start(cfg.clone()).unwrap();
+    std::fs::remove_file(&cfg.control_socket).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        daemon.shutdown();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("ringcastd did not stop within 10 s");
+}

@@ -173,6 +173,9 @@ pub struct Daemon {
     stop: Doorbell,
     ingest: Option<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
+    /// The control socket's listener, to wake its thread out of `accept` at shutdown (even
+    /// when the socket's file is gone).
+    control_listener: Option<UnixListener>,
 }
 
 impl Daemon {
@@ -203,6 +206,7 @@ impl Daemon {
             .map_err(|e| Error::io("spawn ingest thread", "", e))?;
         let handle = Handle { reg: registry };
         let h2 = handle.clone();
+        let control_listener = control.try_clone().ok();
         let control = std::thread::Builder::new()
             .name("ringcast-control".into())
             .spawn(move || serve_control(control, h2))
@@ -217,6 +221,7 @@ impl Daemon {
             stop,
             ingest: Some(ingest),
             control: Some(control),
+            control_listener,
         })
     }
 
@@ -245,8 +250,16 @@ impl Daemon {
         if let Some(t) = self.ingest.take() {
             let _ = t.join();
         }
-        // Wake the control thread out of accept().
-        let _ = UnixStream::connect(&reg.cfg.control_socket);
+        // Wake the control thread out of accept(): shutting a listening socket down makes
+        // accept fail at once (a connection to its path would need the file to be there).
+        match &self.control_listener {
+            Some(l) => {
+                let _ = rustix::net::shutdown(l, rustix::net::Shutdown::Both);
+            }
+            None => {
+                let _ = UnixStream::connect(&reg.cfg.control_socket);
+            }
+        }
         if let Some(t) = self.control.take() {
             let _ = t.join();
         }
