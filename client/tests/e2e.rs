@@ -28,20 +28,20 @@ impl Env {
     fn start(authz: Option<&str>) -> Env {
         let env = Env::bare(authz);
         if authz.is_none() {
-            let rule = Rule {
-                who: Who::Fingerprint(env.identity().fingerprint()),
-                patterns: vec!["*/*".into()],
-                rights: Rights::ALL,
-            };
-            env.daemon
-                .as_ref()
-                .unwrap()
-                .handle()
-                .local_grants()
-                .grant(rule)
-                .unwrap();
+            env.grant_all();
         }
         env
+    }
+
+    /// The host's admin grants the test's own identity every right.
+    fn grant_all(&self) {
+        let rule = Rule {
+            who: Who::Fingerprint(self.identity().fingerprint()),
+            patterns: vec!["*/*".into()],
+            rights: Rights::ALL,
+        };
+        let grants = self.daemon.as_ref().unwrap().handle();
+        grants.local_grants().grant(rule).unwrap();
     }
 
     /// Like [`Env::start`] with no grant at all when `authz` is `None`.
@@ -88,11 +88,7 @@ impl Env {
 
     /// The test's own identity (created on first use).
     fn identity(&self) -> Identity {
-        let dir = self.dir.path().join("ids");
-        if dir.join("lib.crt").exists() {
-            return Identity::load(&dir.join("lib.crt"), &dir.join("lib.key")).unwrap();
-        }
-        identity(&dir, "lib")
+        testbed::kit::identity::reused_client_identity(&self.dir.path().join("ids"), "lib")
     }
 
     async fn session(&self) -> Session {
@@ -514,14 +510,7 @@ async fn a_half_sent_frame_an_oversized_one_and_too_many_connections_are_refused
         ..Default::default()
     };
     let env = Env::with_limits(None, limits);
-    let rule = Rule::parse(&format!("{} */* all", env.identity().fingerprint())).unwrap();
-    env.daemon
-        .as_ref()
-        .unwrap()
-        .handle()
-        .local_grants()
-        .grant(rule)
-        .unwrap();
+    env.grant_all();
     let mut qemu = FakeConsole::new(&env.socket(), "vm", "ttyS0", 1, 1 << 16);
     qemu.connect();
     // A frame header promising 10 bytes, then 3 of them, then nothing.

@@ -12,11 +12,7 @@ pub(super) struct WriteLock {
 
 impl Drop for WriteLock {
     fn drop(&mut self) {
-        self.shared
-            .writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .release(&self.key);
+        lock(&self.shared.writers).release(&self.key);
     }
 }
 
@@ -91,11 +87,7 @@ pub(super) async fn console(
 ) {
     let refuse = |code, message| End::Refuse { code, message };
     let _lock = if mode == Mode::Write {
-        let busy = c
-            .shared
-            .writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let busy = lock(&c.shared.writers)
             .acquire(key.clone(), c.peer.to_string())
             .err()
             .map(|holder| {

@@ -23,11 +23,7 @@ pub(super) struct ClientConnection {
 impl ClientConnection {
     /// Spends one request of the budget; over it, the connection is closed.
     pub(super) fn spend(&self) -> bool {
-        let spent = self
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spend(Instant::now());
+        let spent = lock(&self.budget).spend(Instant::now());
         match spent {
             Ok(()) => true,
             Err(end) => {
@@ -91,11 +87,7 @@ struct Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.shared
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .close(&self.client);
+        lock(&self.shared.connections).close(&self.client);
     }
 }
 
@@ -134,11 +126,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
         );
         return;
     }
-    let counted = shared
-        .connections
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .open(&peer.fingerprint);
+    let counted = lock(&shared.connections).open(&peer.fingerprint);
     if let Err(End::Close { code, reason }) = &counted {
         tracing::warn!(%peer, %reason, "connection refused");
         close(&conn, *code, reason);

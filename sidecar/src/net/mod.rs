@@ -47,7 +47,7 @@ use transport_quic::rules::{authorize_attach, DeviceFacts, End, WriteLocks};
 use transport_quic::tls::{self, ClientCa, Fingerprint, Identity};
 use transport_quic::{ErrorCode, QuicErrorCode};
 
-use crate::device::DeviceStats;
+use crate::device::{lock, DeviceStats};
 use crate::{DeviceKey, Handle, Item};
 
 use attach::*;

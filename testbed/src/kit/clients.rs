@@ -56,14 +56,7 @@ impl Target {
 
     /// The library clients' identity (created on first use).
     pub fn identity(&self) -> Identity {
-        let (crt, key) = (
-            self.identity_dir.join("lib.crt"),
-            self.identity_dir.join("lib.key"),
-        );
-        if crt.exists() {
-            return Identity::load(&crt, &key).expect("the kit's client identity loads");
-        }
-        super::identity::client_identity(&self.identity_dir, "lib")
+        super::identity::reused_client_identity(&self.identity_dir, "lib")
     }
 
     /// Has ringcastd grant the library clients' identity every right on every device.

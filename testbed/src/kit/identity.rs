@@ -26,6 +26,19 @@ pub fn try_authorized_client(
     Ok(identity)
 }
 
+/// The client identity `name` in `id_dir`: loaded if it is there, created on first use.
+pub fn reused_client_identity(id_dir: &Path, name: &str) -> Identity {
+    let (crt, key) = (
+        id_dir.join(format!("{name}.crt")),
+        id_dir.join(format!("{name}.key")),
+    );
+    if crt.exists() {
+        return Identity::load(&crt, &key)
+            .unwrap_or_else(|e| panic!("client identity {name} in {}: {e}", id_dir.display()));
+    }
+    client_identity(id_dir, name)
+}
+
 /// [`try_client_identity`], panicking on failure.
 pub fn client_identity(id_dir: &Path, name: &str) -> Identity {
     try_client_identity(id_dir, name).unwrap_or_else(|e| panic!("{e}"))
