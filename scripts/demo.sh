@@ -72,16 +72,16 @@ export RINGCAST_CONTROL_SOCKET=$work/run/ringcastd.ctl
 say "ringcastd is ready: QUIC on $RINGCAST_SERVER"
 
 say "booting the guest: serial0 (16550), hvc0 (virtconsole), snd0 (intel-hda) on the plugin"
-opts="socket=$work/run/ringcastd.sock"
+config="socket=$work/run/ringcastd.sock"
 "$qemu" -M q35 -accel tcg -nodefaults -display none -no-reboot -m 256 \
     -L /usr/share/seabios -L /usr/share/qemu -name guest=demo \
     -kernel "$guest/vmlinuz" -initrd "$guest/initrd.gz" \
     -append "console=ttyS1 quiet loglevel=3 panic=-1 rc.scenario=demo rc.tone_hz=440 rc.tone_ms=2000 rc.rate=44100" \
-    -chardev "plugin,id=serial0,path=$so,opts=$opts" -serial chardev:serial0 \
+    -chardev "plugin,id=serial0,path=$so,config=$opts" -serial chardev:serial0 \
     -chardev "file,id=log,path=$work/guest-init.log" -serial chardev:log \
     -device virtio-serial-pci \
-    -chardev "plugin,id=hvc0,path=$so,opts=$opts" -device virtconsole,chardev=hvc0 \
-    -audiodev "plugin,id=snd0,path=$so,opts=$opts" -device intel-hda -device hda-output,audiodev=snd0 \
+    -chardev "plugin,id=hvc0,path=$so,config=$opts" -device virtconsole,chardev=hvc0 \
+    -audiodev "plugin,id=snd0,path=$so,config=$opts" -device intel-hda -device hda-output,audiodev=snd0 \
     </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
 pids+=($qemu_pid)

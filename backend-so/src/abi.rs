@@ -91,7 +91,7 @@ pub struct QbpInstanceInfo {
     pub id: *const c_char,
     pub vm_name: *const c_char,
     pub vm_uuid: *const c_char,
-    pub opts: *const c_char,
+    pub config: *const c_char,
 }
 
 /// Opaque instance types handed to the host.

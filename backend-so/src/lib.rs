@@ -1,8 +1,8 @@
 //! `libringcast_backend.so`: the part of ringcast that runs inside QEMU.
 //!
 //! QEMU (with the patches in `qemu-patches/`) loads this library for
-//! `-chardev plugin,id=ID,path=libringcast_backend.so[,opts=...]` and
-//! `-audiodev plugin,id=ID,path=libringcast_backend.so[,opts=...]`. For each device the
+//! `-chardev plugin,id=ID,path=libringcast_backend.so[,config=...]` and
+//! `-audiodev plugin,id=ID,path=libringcast_backend.so[,config=...]`. For each device the
 //! library creates shared-memory rings (`shm-ring`), hands them to `ringcastd` over a unix
 //! socket, and from then on only copies bytes into them: no threads, no blocking, no
 //! allocation on the write path, no syscall except a doorbell when the daemon sleeps.
@@ -126,7 +126,7 @@ unsafe fn identity(info: *const QbpInstanceInfo) -> Result<(Identity, opts::Opti
             c_str(info.id),
             c_str(info.vm_name),
             c_str(info.vm_uuid),
-            c_str(info.opts),
+            c_str(info.config),
         )
     };
     if device.is_empty() || device.len() > shm_ring::handover::MAX_NAME {

@@ -1,4 +1,4 @@
-//! The `opts=K=V:K=V` string of `-chardev plugin` / `-audiodev plugin`.
+//! The `config=K=V:K=V` string of `-chardev plugin` / `-audiodev plugin`.
 
 use std::path::PathBuf;
 

@@ -31,7 +31,7 @@ fn rust_mirror_matches_the_c_header_byte_for_byte() {
     let (c, rust) = layout! {
         QbpTableHeader { abi_major, abi_minor, struct_size }
         QbpHost { header, log, clock_ns, fd_watch_add, fd_watch_remove, timer_new, timer_mod, timer_free }
-        QbpInstanceInfo { header, id, vm_name, vm_uuid, opts }
+        QbpInstanceInfo { header, id, vm_name, vm_uuid, config }
         QbpChardevFrontend { header, opaque, can_write, write }
         QbpChardevOps { header, open, close, write, write_ready, write_wait_fd, accept_input, set_fe_open, flags }
         QbpAudioFormat { frequency, channels, sample_format, big_endian, reserved }

@@ -488,6 +488,7 @@ impl Env {
             serial: v == Variant::Plugin,
             virtconsole: v == Variant::Plugin,
             sound: sound.then_some(SoundCard::Ac97),
+            audiodev_options: String::new(),
         };
         let mut args = g.args(&self.guest);
         let p = |name: &str| dir.join(name).display().to_string();

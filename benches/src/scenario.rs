@@ -22,7 +22,7 @@ pub struct Options {
     pub reps: Option<usize>,
     /// Extra arguments for every QEMU a scenario starts (e.g. `-trace NAME`).
     pub qemu_args: Vec<String>,
-    /// Extra `opts=` for the plugin, appended with `:` (e.g. `ring=4M`).
+    /// Extra `config=` for the plugin, appended with `:` (e.g. `ring=4M`).
     pub plugin_opts: Option<String>,
     /// Scenario knobs from `--set KEY=VALUE` (each scenario documents its keys and rejects
     /// unknown ones).

@@ -264,7 +264,7 @@ impl Info {
             id: id.as_ptr(),
             vm_name: vm_name.as_ptr(),
             vm_uuid: vm_uuid.as_ptr(),
-            opts: opts.as_ptr(),
+            config: opts.as_ptr(),
         };
         Info {
             raw,

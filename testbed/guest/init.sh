@@ -45,6 +45,7 @@ echo_bytes=64
 echo_dev=/dev/ttyS0
 idle_s=5
 dsp=/dev/dsp
+volume=
 for w in $(cat /proc/cmdline); do
 	case "$w" in
 	rc.scenario=*) scenario=${w#*=} ;;
@@ -59,6 +60,7 @@ for w in $(cat /proc/cmdline); do
 	rc.echo_dev=*) echo_dev=${w#*=} ;;
 	rc.idle_s=*) idle_s=${w#*=} ;;
 	rc.dsp=*) dsp=${w#*=} ;;
+	rc.volume=*) volume=${w#*=} ;;
 	esac
 done
 [ -n "$hvc_seed" ] || hvc_seed=$seed
@@ -104,7 +106,8 @@ run_console() {
 run_tone() {
 	wait_dev "$dsp" || return 1
 	log "tone: start $tone_hz Hz $tone_ms ms rate $rate on $dsp"
-	rcguest tone --freq "$tone_hz" --ms "$tone_ms" --rate "$rate" --dev "$dsp" ||
+	rcguest tone --freq "$tone_hz" --ms "$tone_ms" --rate "$rate" --dev "$dsp" \
+		${volume:+--volume "$volume"} ||
 		fail "tone failed"
 	log "tone: finished"
 }
@@ -174,7 +177,7 @@ idle)
 	fail "unknown or missing rc.scenario='$scenario'"
 	echo "rc: scenarios: demo console tone all echo flood idle" \
 		"(parameters: rc.seed rc.hvc_seed rc.serial_bytes rc.hvc_bytes rc.tone_hz" \
-		"rc.tone_ms rc.rate rc.echo_bytes rc.echo_dev rc.idle_s rc.dsp)"
+		"rc.tone_ms rc.rate rc.echo_bytes rc.echo_dev rc.idle_s rc.dsp rc.volume)"
 	;;
 esac
 finish

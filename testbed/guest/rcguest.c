@@ -7,7 +7,7 @@
  *   gen  --seed S --bytes N --out DEV [--chunk C]
  *        Write exactly N bytes of the deterministic test stream to DEV (a tty
  *        is switched to raw mode first and kept open until the data is gone).
- *   tone --freq F --ms D --rate R [--dev /dev/dsp]
+ *   tone --freq F --ms D --rate R [--dev /dev/dsp] [--volume PCT]
  *        Play a stereo S16_LE sine through OSS.
  *   echo --dev DEV --count N
  *        Raw mode; answer every input line with "got:" + the line until N
@@ -286,9 +286,26 @@ static int cmd_gen(int argc, char **argv)
 
 /* ---------- tone ---------- */
 
+/* Sets the OSS mixer's master and PCM volume (0 mutes, 100 is full). */
+static void set_volume(unsigned long long pct)
+{
+	const char *mixer = "/dev/mixer";
+	int fd, v = (int)(pct | pct << 8);
+
+	if ((fd = open(mixer, O_RDWR)) < 0)
+		die("cannot open %s to set the volume", mixer);
+	if (ioctl(fd, SOUND_MIXER_WRITE_VOLUME, &v) < 0)
+		die("SOUND_MIXER_WRITE_VOLUME on %s", mixer);
+	v = (int)(pct | pct << 8);
+	if (ioctl(fd, SOUND_MIXER_WRITE_PCM, &v) < 0)
+		die("SOUND_MIXER_WRITE_PCM on %s", mixer);
+	fprintf(stderr, "%s: volume %llu%% on %s\n", prog, pct, mixer);
+	close(fd);
+}
+
 static int cmd_tone(int argc, char **argv)
 {
-	unsigned long long freq = 440, ms = 1000, rate = 48000;
+	unsigned long long freq = 440, ms = 1000, rate = 48000, volume = 101;
 	const char *dev = "/dev/dsp";
 	int fd, i, fmt = AFMT_S16_LE, ch = 2, spd;
 	unsigned long long frames, f;
@@ -308,7 +325,13 @@ static int cmd_tone(int argc, char **argv)
 			rate = parse_num("--rate", argv[++i]);
 		else if (!strcmp(argv[i], "--dev"))
 			dev = argv[++i];
-		else {
+		else if (!strcmp(argv[i], "--volume")) {
+			volume = parse_num("--volume", argv[++i]);
+			if (volume > 100) {
+				errno = 0;
+				die("%s takes 0 to 100", "--volume");
+			}
+		} else {
 			errno = 0;
 			die("tone: unknown option %s", argv[i]);
 		}
@@ -335,6 +358,17 @@ static int cmd_tone(int argc, char **argv)
 		die("%s gave no usable rate", dev);
 	}
 
+	if (volume <= 100) {
+		/*
+		 * Some cards (QEMU's AC97) reset the volume when the driver
+		 * opens the voice, which happens at the first write: play a
+		 * little silence first, then set the volume for the tone.
+		 */
+		memset(buf, 0, sizeof(buf));
+		if (write_all(fd, (const uint8_t *)buf, sizeof(buf)) < 0)
+			die("write to %s failed", dev);
+		set_volume(volume);
+	}
 	t0 = now_s();
 	frames = (unsigned long long)spd * ms / 1000;
 	step = 2.0 * M_PI * (double)freq / (double)spd;
@@ -443,7 +477,7 @@ int main(int argc, char **argv)
 usage:
 		fprintf(stderr,
 			"usage: rcguest gen  --seed S --bytes N --out DEV [--chunk C]\n"
-			"       rcguest tone --freq F --ms D --rate R [--dev /dev/dsp]\n"
+			"       rcguest tone --freq F --ms D --rate R [--dev /dev/dsp] [--volume PCT]\n"
 			"       rcguest echo --dev DEV --count N\n");
 		return 2;
 	}

@@ -3,8 +3,8 @@
  * the real-QEMU tests to check what ringcast's own plugin cannot show: an audio backend
  * without capture, and tables of other ABI versions.
  *
- * Its console appends everything the guest writes to the file named by opts= (or
- * discards it when opts is empty) and never pushes back; its audio output takes every
+ * Its console appends everything the guest writes to the file named by config= (or
+ * discards it when config is empty) and never pushes back; its audio output takes every
  * period and has no capture.
  *
  * TINY_ABI selects the tables it exports:
@@ -66,10 +66,10 @@ static QbpChardev *chr_open(const QbpInstanceInfo *info, const QbpChardevFronten
         return NULL;
     }
     c->fd = -1;
-    if (info->opts && info->opts[0]) {
-        c->fd = open(info->opts, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (info->config && info->config[0]) {
+        c->fd = open(info->config, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (c->fd < 0) {
-            snprintf(err, err_len, "%s: %s", info->opts, strerror(errno));
+            snprintf(err, err_len, "%s: %s", info->config, strerror(errno));
             free(c);
             return NULL;
         }

@@ -99,7 +99,7 @@ impl TestConsumer {
         })
     }
 
-    /// The socket path, for `opts=socket=...`.
+    /// The socket path, for `config=socket=...`.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -62,7 +62,7 @@ pub struct GuestRun {
     pub params: String,
     /// The plugin library.
     pub plugin: PathBuf,
-    /// `opts=` for every plugin device (e.g. `socket=/path`).
+    /// `config=` for every plugin device (e.g. `socket=/path`).
     pub plugin_opts: String,
     /// Where ttyS1 (kernel console and the guest's own log) is written.
     pub log_file: PathBuf,
@@ -72,6 +72,8 @@ pub struct GuestRun {
     pub virtconsole: bool,
     /// Put the plugin on a sound card as audiodev `snd0`.
     pub sound: Option<SoundCard>,
+    /// More `-audiodev` options for `snd0` (e.g. `out.mixing-engine=off`), comma-separated.
+    pub audiodev_options: String,
 }
 
 impl GuestRun {
@@ -111,7 +113,7 @@ impl GuestRun {
         if self.serial {
             a.extend([
                 "-chardev".into(),
-                format!("plugin,id=serial0,path={so},opts={o}"),
+                format!("plugin,id=serial0,path={so},config={o}"),
             ]);
         } else {
             a.extend(["-chardev".into(), "null,id=serial0".into()]);
@@ -129,7 +131,7 @@ impl GuestRun {
         if self.virtconsole {
             a.extend([
                 "-chardev".into(),
-                format!("plugin,id=hvc0,path={so},opts={o}"),
+                format!("plugin,id=hvc0,path={so},config={o}"),
             ]);
         } else {
             a.extend(["-chardev".into(), "null,id=hvc0".into()]);
@@ -137,10 +139,11 @@ impl GuestRun {
         a.extend(["-device".into(), "virtconsole,chardev=hvc0".into()]);
         match self.sound {
             Some(card) => {
-                a.extend([
-                    "-audiodev".into(),
-                    format!("plugin,id=snd0,path={so},opts={o}"),
-                ]);
+                let mut spec = format!("plugin,id=snd0,path={so},config={o}");
+                if !self.audiodev_options.is_empty() {
+                    spec = format!("{spec},{}", self.audiodev_options);
+                }
+                a.extend(["-audiodev".into(), spec]);
                 match card {
                     SoundCard::Ac97 => a.extend(["-device".into(), "AC97,audiodev=snd0".into()]),
                     SoundCard::IntelHda => a.extend([

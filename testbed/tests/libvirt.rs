@@ -254,7 +254,7 @@ fn guest_under_libvirt_streams_its_consoles_to_ringcastd() {
     chown(&log_dir, ids);
     let log = log_dir.join("ttyS1.log");
     let opts = format!("socket={}", rc.socket().display()).replace(',', ",,");
-    let chardev = |id: &str| format!("plugin,id={id},path={},opts={opts}", so.display());
+    let chardev = |id: &str| format!("plugin,id={id},path={},config={opts}", so.display());
     let args: Vec<String> = vec![
         "-L".into(),
         "/usr/share/seabios".into(),

@@ -37,6 +37,7 @@ fn run(dir: &std::path::Path, params: &str, opts: &str, sound: Option<SoundCard>
         serial: true,
         virtconsole: true,
         sound,
+        audiodev_options: String::new(),
     }
 }
 
@@ -252,7 +253,10 @@ fn ac97_on_the_plugin_gets_every_voice_it_asks_for() {
             "guest=voices",
         ])
         .arg("-audiodev")
-        .arg(format!("plugin,id=snd0,path={},opts={opts}", so.display()))
+        .arg(format!(
+            "plugin,id=snd0,path={},config={opts}",
+            so.display()
+        ))
         .args(["-device", "AC97,audiodev=snd0", "-qmp", "stdio"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -425,6 +429,69 @@ fn tone_through_intel_hda_arrives_at_the_right_frequency() {
     let c = reader.join().unwrap();
     assert!(c.audio_periods > 0);
     assert_tone(&c.audio, 440.0, 5.0, 700.0, &g.log_file);
+}
+
+/// Plays the guest's 440 Hz tone through AC97 with the guest's mixer at `volume` (percent;
+/// `None` leaves it alone) and `options` on the audiodev; returns the PCM (s16le stereo).
+fn tone_at_volume(options: &str, volume: Option<u32>) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = format!("socket={}", consumer.path().display());
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = consume(consumer, HashMap::new(), Duration::ZERO, done.clone());
+    let mut params = "rc.scenario=tone rc.tone_hz=440 rc.tone_ms=700 rc.rate=44100".to_owned();
+    if let Some(v) = volume {
+        params.push_str(&format!(" rc.volume={v}"));
+    }
+    let g = GuestRun {
+        serial: false,
+        virtconsole: false,
+        audiodev_options: options.into(),
+        ..run(dir.path(), &params, &opts, Some(SoundCard::Ac97))
+    };
+    let stderr = wait_exit(g.spawn().unwrap(), &g.log_file);
+    assert!(!stderr.contains("not applied"), "{stderr}");
+    done.store(true, Ordering::Relaxed);
+    let c = reader.join().unwrap();
+    assert!(c.audio_periods > 0, "no audio arrived");
+    c.audio
+}
+
+/// The largest absolute sample of the left channel.
+fn peak(pcm: &[u8]) -> u16 {
+    pcm.chunks_exact(4)
+        .map(|f| i16::from_le_bytes([f[0], f[1]]).unsigned_abs())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The guest's output volume reaches what the plugin gets, with QEMU's mixing engine on and
+/// off: the audio driver applies it itself (with the mixing engine off nothing else would).
+#[test]
+fn guest_volume_applies_with_the_mixing_engine_on_and_off() {
+    if skip() {
+        return;
+    }
+    // The guest's tone has amplitude 16383. At 40% (AC97's master and PCM attenuators
+    // together) QEMU's mixing engine brings it to about 2500 on a backend without a volume
+    // hook (`-audiodev wav`).
+    for options in ["out.mixing-engine=off", "out.mixing-engine=on"] {
+        let full = tone_at_volume(options, Some(100));
+        let t = analyze_s16le(&full, 2, 44100);
+        assert!((t.frequency_hz - 440.0).abs() < 5.0, "{options}: {t:?}");
+        assert!(
+            peak(&full) > 15_000,
+            "{options}: full volume peak {}",
+            peak(&full)
+        );
+        let quieter = tone_at_volume(options, Some(40));
+        let p = peak(&quieter);
+        assert!(
+            (1_000..8_000).contains(&p),
+            "{options}: at 40% the peak was {p} (full volume: {})",
+            peak(&full)
+        );
+    }
 }
 
 #[test]
@@ -625,7 +692,7 @@ fn ringcast_qmp_gets_a_real_query_status_reply_from_a_plugin_monitor() {
     args.extend([
         "-chardev".into(),
         format!(
-            "plugin,id=mon0,path={},opts={}",
+            "plugin,id=mon0,path={},config={}",
             g.plugin.display(),
             opts.replace(',', ",,")
         ),

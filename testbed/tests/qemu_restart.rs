@@ -38,6 +38,7 @@ fn ringcastd_killed_and_restarted_mid_stream_loses_no_console_byte() {
         serial: true,
         virtconsole: true,
         sound: None,
+        audiodev_options: String::new(),
     };
     let mut child = g.spawn().unwrap();
     let mut stderr = child.stderr.take().unwrap();

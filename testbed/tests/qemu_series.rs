@@ -48,6 +48,7 @@ fn guest_args(
         serial,
         virtconsole: hvc.is_none(),
         sound: None,
+        audiodev_options: String::new(),
     };
     let mut args = g.args(&qemu::guest_dir().unwrap());
     if let Some(spec) = hvc {
@@ -237,9 +238,9 @@ fn two_plugin_audiodevs_one_with_capture_start() {
         .map(|s| s.to_string())
         .chain([
             "-audiodev".into(),
-            format!("plugin,id=a0,path={},opts={opts}", first.display()),
+            format!("plugin,id=a0,path={},config={opts}", first.display()),
             "-audiodev".into(),
-            format!("plugin,id=a1,path={},opts={opts}", second.display()),
+            format!("plugin,id=a1,path={},config={opts}", second.display()),
             "-device".into(),
             "AC97,audiodev=a0".into(),
             "-device".into(),

@@ -38,7 +38,7 @@ fn help() -> String {
          \x20                 --qemu-arg virtio_console_flush_buf: scenario E then counts the\n\
          \x20                 virtconsole's flushes and short writes (tracing slows QEMU down:\n\
          \x20                 such runs explain, they do not measure)\n\
-         \x20 --plugin-opts O append O to the plugin's opts= (e.g. ring=4M for a 4 MiB ring)\n\
+         \x20 --plugin-opts O append O to the plugin's config= (e.g. ring=4M for a 4 MiB ring)\n\
          \x20 --set KEY=VAL   a scenario knob (E: hvc_bytes, serial_bytes; e.g. --set\n\
          \x20                 serial_bytes=4096 to time hvc0 nearly alone)\n\
          \x20 -h, --help      this text\n\

@@ -15,8 +15,8 @@
  *
  * A backend plugin is a shared object that QEMU opens with
  * g_module_open() when it sees
- *   -chardev plugin,id=ID,path=/ABSOLUTE/LIB.so[,opts=STRING]
- *   -audiodev plugin,id=ID,path=/ABSOLUTE/LIB.so[,opts=STRING]
+ *   -chardev plugin,id=ID,path=/ABSOLUTE/LIB.so[,config=STRING]
+ *   -audiodev plugin,id=ID,path=/ABSOLUTE/LIB.so[,config=STRING]
  * The plugin cannot link against QEMU's symbols, so both directions use
  * function-pointer tables: QEMU hands the plugin a QbpHost (services of
  * QEMU's main loop) and the plugin hands back operation tables
@@ -154,10 +154,10 @@ typedef struct QbpInstanceInfo {
     const char *id;      /* the -chardev/-audiodev id, never NULL */
     const char *vm_name; /* -name guest=..., or "" when not given */
     const char *vm_uuid; /* -uuid as 36 characters, or "" when not given */
-    const char *opts;    /* the opts= string, or "" */
+    const char *config;  /* the config= string, or "" */
 } QbpInstanceInfo;
 
-#define QBP_INSTANCE_INFO_SIZE_1_0 QBP_SIZE_THROUGH(QbpInstanceInfo, opts)
+#define QBP_INSTANCE_INFO_SIZE_1_0 QBP_SIZE_THROUGH(QbpInstanceInfo, config)
 
 /* ---- character devices --------------------------------------------- */
 

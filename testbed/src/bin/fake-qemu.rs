@@ -19,7 +19,7 @@ use testbed::stream::GuestStream;
 const HELP: &str = "\
 fake-qemu: a stand-in QEMU process for tests. Loads libringcast_backend.so
 ($RINGCAST_BACKEND_SO, default: the workspace build of this profile), opens one plugin
-chardev per DEVICE as `-chardev plugin,id=DEVICE,opts=OPTS` would, waits until each is
+chardev per DEVICE as `-chardev plugin,id=DEVICE,config=OPTS` would, waits until each is
 attached to ringcastd, writes BYTES of the guest stream SEED (testbed/guest/README.md)
 into each, interleaved 4 KiB at a time, prints `DEVICE sha256=HEX bytes=N` per device
 and exits. SEED `zero` writes zeros instead and prints `DEVICE zeros bytes=N`.
@@ -27,7 +27,7 @@ and exits. SEED `zero` writes zeros instead and prints `DEVICE zeros bytes=N`.
 usage: fake-qemu --vm NAME [--opts OPTS] [--attach-timeout-s N] DEVICE=SEED:BYTES ...
 
   --vm NAME               the VM name (as -name guest=NAME)
-  --opts OPTS             the plugin's opts= string (default: empty, i.e. the default
+  --opts OPTS             the plugin's config= string (default: empty, i.e. the default
                           ringcastd socket)
   --attach-timeout-s N    how long to wait for ringcastd to accept the devices (default 30)
 

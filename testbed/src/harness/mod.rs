@@ -68,7 +68,7 @@ impl Plugin {
         })
     }
 
-    /// Opens a character device as `-chardev plugin,id=ID,opts=OPTS` would.
+    /// Opens a character device as `-chardev plugin,id=ID,config=OPTS` would.
     pub fn open_chardev(&self, vm: &str, id: &str, opts: &str) -> Result<Chardev, String> {
         let fe = Box::new(FakeFrontend::default());
         let fe_table = Box::new(QbpChardevFrontend {
@@ -96,7 +96,7 @@ impl Plugin {
         })
     }
 
-    /// Opens an audio device as `-audiodev plugin,id=ID,opts=OPTS` would.
+    /// Opens an audio device as `-audiodev plugin,id=ID,config=OPTS` would.
     pub fn open_audio(&self, vm: &str, id: &str, opts: &str) -> Result<Audio, String> {
         let info = Info::new(vm, id, opts);
         let mut err = [0 as c_char; 256];
@@ -132,7 +132,7 @@ impl Info {
             id: s[0].as_ptr(),
             vm_name: s[1].as_ptr(),
             vm_uuid: s[2].as_ptr(),
-            opts: s[3].as_ptr(),
+            config: s[3].as_ptr(),
         };
         Info { _strings: s, raw }
     }
