@@ -45,7 +45,7 @@ echo_bytes=64
 echo_dev=/dev/ttyS0
 idle_s=5
 dsp=/dev/dsp
-volume=
+volume=100
 for w in $(cat /proc/cmdline); do
 	case "$w" in
 	rc.scenario=*) scenario=${w#*=} ;;
