@@ -328,6 +328,17 @@ fn run_ringcast(
     if let Some(n) = opts.setting_usize("net_threads")? {
         args.extend(["--net-threads".into(), n.to_string().into()]);
     }
+    // ringcastd serves only the clients its authorization file or local grants name, on
+    // loopback too: the bench's client is named in a file of its own.
+    let local_authz = dir.join("authorized_clients");
+    let local_id = match net.lossy {
+        None => Some(procs::authorized_client(
+            &dir.join("client"),
+            &local_authz,
+            "read",
+        )?),
+        Some(_) => None,
+    };
     let mut daemon = match net.lossy {
         // A fresh namespace: any port is free there.
         Some(l) => {
@@ -340,6 +351,7 @@ fn run_ringcast(
             .listen(&format!("{}:7878", l.link.addr_a()))
         }
         None => {
+            args.extend(["--authorized-clients".into(), local_authz.clone().into()]);
             let bin = bins.ringcastd.clone();
             Ringcastd::with_launcher(
                 &dir,
@@ -383,7 +395,7 @@ fn run_ringcast(
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(receive(server, None, trust, bytes, limit, out, payload))?
+            rt.block_on(receive(server, local_id, trust, bytes, limit, out, payload))?
         }
         Some(l) => {
             let trust = Trust::KnownHosts(dir.join("client/known_hosts"));
