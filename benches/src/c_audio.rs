@@ -505,7 +505,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
         &server_id,
         || {
             Ok((
-                UdpSocket::bind("127.0.0.1:0")?,
+                transport_quic::endpoint::udp_socket("127.0.0.1:0".parse().expect("valid"))?,
                 TcpListener::bind("127.0.0.1:0")?,
             ))
         },
@@ -751,7 +751,12 @@ fn setup_lossy(
             limits: limits.clone(),
         },
         server_id,
-        move || Ok((UdpSocket::bind(listen)?, TcpListener::bind(listen)?)),
+        move || {
+            Ok((
+                transport_quic::endpoint::udp_socket(listen)?,
+                TcpListener::bind(listen)?,
+            ))
+        },
         Some(&link),
     )?;
     let target = Target {
