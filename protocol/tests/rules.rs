@@ -231,22 +231,24 @@ fn with_audio_live_the_console_bound_follows_the_congestion_window() {
         ..Limits::default()
     };
     let bound = |audio, window| in_flight_bound(&limits, audio, PathEstimate { window });
-    // A 20 ms path carrying 50 MB/s has a 1 MB bandwidth-delay product: a fixed 64 KiB
-    // would cap the console at 3 MB/s there.
-    assert_eq!(bound(true, 1_000_000), 1_000_000);
+    // A 20 ms path carrying 25 MB/s has a 500 kB bandwidth-delay product: a fixed 64 KiB
+    // would cap the console at 3 MB/s there. Four windows: the credit must not be what
+    // holds the console back.
+    assert_eq!(bound(true, 500_000), 2_000_000);
     // Never below the floor (a window not known yet, or a slow path)...
     assert_eq!(bound(true, 0), 64 << 10);
-    assert_eq!(bound(true, 20_000), 64 << 10);
+    assert_eq!(bound(true, 10_000), 64 << 10);
     // ...nor above the bound without audio.
     assert_eq!(bound(true, 100 << 20), 4 << 20);
-    // Without audio: the fixed bound, or a larger window.
+    assert_eq!(bound(true, u64::MAX), 4 << 20);
+    // Without audio: the fixed bound, or twice a larger window.
     assert_eq!(bound(false, 0), 4 << 20);
     assert_eq!(bound(false, 1_000_000), 4 << 20);
-    assert_eq!(bound(false, 8 << 20), 8 << 20);
+    assert_eq!(bound(false, 8 << 20), 32 << 20);
     // The allowance under it: what is left of the bound after what is in flight.
     let mut c = ConsoleRules::new("vm/serial0", Mode::Read, 0);
-    c.sent(900_000);
-    assert_eq!(c.allowance(bound(true, 1_000_000)), 100_000);
+    c.sent(1_900_000);
+    assert_eq!(c.allowance(bound(true, 500_000)), 100_000);
     assert_eq!(c.allowance(bound(true, 0)), 0);
 }
 

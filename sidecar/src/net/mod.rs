@@ -11,7 +11,7 @@
 //!   requests (`RATE_LIMITED`), frames are bounded by the codec, console data in flight by
 //!   per-stream credit, audio by a bounded subscription queue;
 //! - priorities: audio streams send at priority 10, consoles at 0; while any audio stream of
-//!   the connection is live, each console stream may have at most the congestion window
+//!   the connection is live, each console stream may have at most four congestion windows
 //!   (`rules::server::in_flight_bound`, at least `Limits::console_in_flight_with_audio`)
 //!   sent but not yet read by the client. The
 //!   client reports what it read with `Consumed` frames on the console's own stream, so
