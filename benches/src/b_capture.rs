@@ -57,7 +57,8 @@ pub const SCENARIO: Scenario = Scenario {
             testbed's lossy link (1% loss, 10 ms each way; server in A, client in B) for 512 MiB or \
             30 s, one repetition unless --reps (--quick: 256 MiB or 10 s), ringcastd with each QUIC congestion controller vs \
             TLS 1.3 over TCP with cubic and with bbr. --set b=0 or --set b2=0 skips a part; \
-            --set net_threads=N runs ringcastd with --net-threads N. The producer writes zeros \
+            --set net_threads=N runs ringcastd with --net-threads N; --set congestion=NAME \
+            sets the controller of ringcastd and raw quinn on loopback (B2 runs each). The producer writes zeros \
             (as the baselines read /dev/zero), checked for order, content and count; --set \
             stream=guest writes the pseudo-random guest stream, sha256-checked at both ends.",
     run,
@@ -328,6 +329,17 @@ fn run_ringcast(
     if let Some(n) = opts.setting_usize("net_threads")? {
         args.extend(["--net-threads".into(), n.to_string().into()]);
     }
+    // ringcastd serves only the clients its authorization file or local grants name, on
+    // loopback too: the bench's client is named in a file of its own.
+    let local_authz = dir.join("authorized_clients");
+    let local_id = match net.lossy {
+        None => Some(procs::authorized_client(
+            &dir.join("client"),
+            &local_authz,
+            "read",
+        )?),
+        Some(_) => None,
+    };
     let mut daemon = match net.lossy {
         // A fresh namespace: any port is free there.
         Some(l) => {
@@ -340,6 +352,7 @@ fn run_ringcast(
             .listen(&format!("{}:7878", l.link.addr_a()))
         }
         None => {
+            args.extend(["--authorized-clients".into(), local_authz.clone().into()]);
             let bin = bins.ringcastd.clone();
             Ringcastd::with_launcher(
                 &dir,
@@ -383,7 +396,7 @@ fn run_ringcast(
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(receive(server, None, trust, bytes, limit, out, payload))?
+            rt.block_on(receive(server, local_id, trust, bytes, limit, out, payload))?
         }
         Some(l) => {
             let trust = Trust::KnownHosts(dir.join("client/known_hosts"));
@@ -470,16 +483,22 @@ fn next_run() -> u64 {
 
 /// The raw quinn ceiling: a server thread and a client thread, each on its own
 /// current-thread runtime, one stream of `bytes`.
-fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
+fn run_raw_quinn(opts: &Options, bytes: u64, congestion: Congestion) -> Result<Run, String> {
     use transport_quic::proto::Limits;
     use transport_quic::tls::{client_config, server_config, Identity};
     let (id, _, _) =
         Identity::generate("ringcast-bench", &["localhost".into()]).map_err(|e| e.to_string())?;
-    let scfg = server_config(&id, &Limits::default()).map_err(|e| e.to_string())?;
+    let limits = Limits {
+        congestion,
+        ..Limits::default()
+    };
+    let scfg = server_config(&id, &limits).map_err(|e| e.to_string())?;
     let dir = opts.work_dir.join(format!("b-quinn-{}", next_run()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Bound here, on a port the kernel picks, and handed to the server thread.
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    // transport-quic's sockets (the buffers ringcastd and the client use).
+    let socket = transport_quic::endpoint::udp_socket("127.0.0.1:0".parse().expect("valid"))
+        .map_err(|e| e.to_string())?;
     let addr = socket.local_addr().map_err(|e| e.to_string())?;
     let setup = client_config(
         None,
@@ -539,8 +558,14 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
             .build()
             .map_err(|e| e.to_string())?;
         rt.block_on(async move {
-            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("valid"))
-                .map_err(|e| e.to_string())?;
+            let mut ep = quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                None,
+                transport_quic::endpoint::udp_socket("127.0.0.1:0".parse().expect("valid"))
+                    .map_err(|e| e.to_string())?,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(|e| e.to_string())?;
             ep.set_default_client_config(setup.config);
             let conn = ep
                 .connect(addr, "localhost")
@@ -580,11 +605,24 @@ fn run_raw_quinn(opts: &Options, bytes: u64) -> Result<Run, String> {
     })
 }
 
+/// `--set congestion=NAME`: the controller of ringcastd and raw quinn on loopback (default:
+/// ringcastd's default).
+fn loopback_congestion(opts: &Options) -> Result<Congestion, String> {
+    match opts.settings.iter().rev().find(|(k, _)| k == "congestion") {
+        None => Ok(Congestion::DEFAULT),
+        Some((_, v)) => v.parse().map_err(|e| format!("--set congestion={v}: {e}")),
+    }
+}
+
 fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, String> {
+    let loopback = Net {
+        congestion: loopback_congestion(opts)?,
+        ..Net::LOOPBACK
+    };
     match v {
-        Variant::Ringcast => run_ringcast(bins, opts, bytes, false, Net::LOOPBACK),
-        Variant::RingcastFile => run_ringcast(bins, opts, bytes, true, Net::LOOPBACK),
-        Variant::RawQuinn => run_raw_quinn(opts, bytes),
+        Variant::Ringcast => run_ringcast(bins, opts, bytes, false, loopback),
+        Variant::RingcastFile => run_ringcast(bins, opts, bytes, true, loopback),
+        Variant::RawQuinn => run_raw_quinn(opts, bytes, loopback.congestion),
         Variant::Base(b) => {
             let f = baselines::run(b, &Place::Loopback, bytes).map_err(|e| e.to_string())?;
             Ok(Run {
@@ -612,7 +650,7 @@ fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, S
 }
 
 fn run(opts: &Options) -> Result<Outcome, String> {
-    opts.check_settings(&["b", "b2", "net_threads", "stream"])?;
+    opts.check_settings(&["b", "b2", "net_threads", "stream", "congestion"])?;
     let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 3 });
     baselines::check_tools().map_err(|e| e.to_string())?;
     let bins = bins()?;

@@ -488,20 +488,24 @@ fn run(opts: &Options) -> Result<Outcome, String> {
     )
     .map_err(|e| format!("server identity: {e}"))?;
     let server_cert = server_id.certs[0].to_vec();
+    // ringcastd serves only the clients its authorization file or local grants name, on
+    // loopback too: the bench's client is named in the file.
+    let authz = dir.join("authorized_clients");
+    let identity = crate::procs::authorized_client(&dir.join("client"), &authz, "all")?;
     let local = start_servers(
         &rt,
         &daemon,
         NetConfig {
             listen: "127.0.0.1:0".parse().expect("valid"),
             identity_dir: cfg.state_dir.clone(),
-            authorized_clients: dir.join("no_authorized_clients"),
+            authorized_clients: authz,
             client_ca: None,
             limits: limits.clone(),
         },
         &server_id,
         || {
             Ok((
-                UdpSocket::bind("127.0.0.1:0")?,
+                transport_quic::endpoint::udp_socket("127.0.0.1:0".parse().expect("valid"))?,
                 TcpListener::bind("127.0.0.1:0")?,
             ))
         },
@@ -511,7 +515,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
         ringcast: local.ringcast.local_addr().to_string(),
         one_stream: local.one_stream.addr().to_string(),
         tcp: local.tcp.addr(),
-        identity: None,
+        identity: Some(identity),
         trust: Trust::KnownHosts(dir.join("known_hosts")),
         server_cert: server_cert.clone(),
     };
@@ -733,7 +737,7 @@ fn setup_lossy(
     })
     .map_err(|e| format!("LossyLink: {e}"))?;
     let authz = dir.join("authorized_clients");
-    let identity = crate::procs::authorized_client(&dir.join("client"), &authz, "read,write,spy")?;
+    let identity = crate::procs::authorized_client(&dir.join("client"), &authz, "all")?;
     let a = link.addr_a();
     let listen = SocketAddr::from((a, 0));
     let servers = start_servers(
@@ -747,7 +751,12 @@ fn setup_lossy(
             limits: limits.clone(),
         },
         server_id,
-        move || Ok((UdpSocket::bind(listen)?, TcpListener::bind(listen)?)),
+        move || {
+            Ok((
+                transport_quic::endpoint::udp_socket(listen)?,
+                TcpListener::bind(listen)?,
+            ))
+        },
         Some(&link),
     )?;
     let target = Target {

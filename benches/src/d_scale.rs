@@ -340,8 +340,22 @@ impl Drop for Stalled {
     }
 }
 
+/// The client identity `name` in `dir`: loaded when an earlier cell created it.
+fn identity(dir: &Path, name: &str) -> Result<client::Identity, String> {
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    if crt.exists() {
+        return client::Identity::load(&crt, &key).map_err(|e| format!("{name}: {e}"));
+    }
+    testbed::kit::identity::try_client_identity(dir, name)
+}
+
 /// What followers share with the producer.
 struct Shared {
+    /// The identity the followers present (named in the authorization file).
+    identity: client::Identity,
     /// Instant just before each paced chunk's write.
     sent: Mutex<Vec<Instant>>,
     /// Followers attached.
@@ -358,9 +372,13 @@ async fn follow(
     known_hosts: std::path::PathBuf,
     shared: Arc<Shared>,
 ) -> Result<Vec<f64>, String> {
-    let session = Session::connect(&server, None, Trust::KnownHosts(known_hosts))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let session = Session::connect(
+        &server,
+        Some(shared.identity.clone()),
+        Trust::KnownHosts(known_hosts),
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
     let mut stream = session
         .attach_console(VM, DEV, Mode::Read, StartAt::Offset(0))
         .await
@@ -458,7 +476,24 @@ impl Cell {
         stalled: bool,
         threads: usize,
     ) -> Result<Cell, String> {
-        let d = procs::start_ringcastd(bins, dir, args)?;
+        // ringcastd serves only the clients an authorization file names, on loopback too:
+        // the followers and the stalled capture (the CLI's `client` identity) are named.
+        let authz = dir.join("authorized_clients");
+        let follower = identity(&dir.join("follower-id"), "follower")?;
+        let capture = identity(&dir.join("stalled-id"), "client")?;
+        std::fs::write(
+            &authz,
+            format!(
+                "{} */* read\n{} */* read\n",
+                follower.fingerprint(),
+                capture.fingerprint()
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", authz.display()))?;
+        let authz = authz.to_str().ok_or("the bench directory is not UTF-8")?;
+        let mut all: Vec<&str> = vec!["--authorized-clients", authz];
+        all.extend_from_slice(args);
+        let d = procs::start_ringcastd(bins, dir, &all)?;
         let mut c = FakeConsole::try_new(&d.socket(), VM, DEV, 1, ring)?;
         c.try_connect()?;
         let mut prelude = vec![0u8; PRELUDE as usize];
@@ -470,6 +505,7 @@ impl Cell {
             None
         };
         let shared = Arc::new(Shared {
+            identity: follower,
             sent: Mutex::new(Vec::new()),
             attached: AtomicUsize::new(0),
             done: AtomicBool::new(false),

@@ -51,7 +51,12 @@ impl Session {
         } else {
             "[::]:0".parse().expect("valid")
         };
-        let mut endpoint = quinn::Endpoint::client(bind)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            transport_quic::endpoint::udp_socket(bind)?,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )?;
         endpoint.set_default_client_config(setup.config);
         let connecting = endpoint
             .connect(target, &server_name)

@@ -70,8 +70,9 @@ pub struct Limits {
     /// Console bytes sent but not yet reported read by the client, per stream, while no
     /// audio of the same client is live.
     pub console_in_flight: u64,
-    /// The same bound while audio is live on the connection: small, so the console flood
-    /// cannot fill the congestion window ahead of audio. It is per stream because quinn's
+    /// While audio is live on the connection the bound follows the congestion window
+    /// (`rules::server::in_flight_bound`), so the console flood cannot queue more than the
+    /// path holds ahead of audio; this is its floor. It is per stream because quinn's
     /// connection-wide send window is exactly what a flood fills.
     pub console_in_flight_with_audio: u64,
     /// Largest console data frame.
@@ -109,13 +110,13 @@ pub enum Congestion {
     Cubic,
     /// NewReno (loss-based).
     NewReno,
-    /// BBR (model-based: random loss is not read as congestion).
+    /// BBR (model-based: random loss is not read as congestion); the default.
     Bbr,
 }
 
 impl Congestion {
     /// The default (`Default::default()`, usable in constants).
-    pub const DEFAULT: Congestion = Congestion::Cubic;
+    pub const DEFAULT: Congestion = Congestion::Bbr;
 
     /// Every choice.
     pub const ALL: [Congestion; 3] = [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr];

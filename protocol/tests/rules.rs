@@ -9,8 +9,8 @@ use protocol::codec::{
 use protocol::proto::{Limits, RequestBudget, MAX_VERSION, MIN_VERSION};
 use protocol::rules::client::{self, ConsoleItem, ConsoleReader, REPORT_EVERY};
 use protocol::rules::server::{
-    self, AttachRequest, AttachmentStream, ConsoleAction, ConsoleRules, ControlRequest, Handshake,
-    Welcome,
+    self, in_flight_bound, AttachRequest, AttachmentStream, ConsoleAction, ConsoleRules,
+    ControlRequest, Handshake, PathEstimate, Welcome,
 };
 use protocol::rules::{End, Refusal, WriteLocks};
 use protocol::ErrorCode;
@@ -224,28 +224,59 @@ fn console_input_is_taken_only_from_a_writer() {
 }
 
 #[test]
+fn with_audio_live_the_console_bound_follows_the_congestion_window() {
+    let limits = Limits {
+        console_in_flight: 4 << 20,
+        console_in_flight_with_audio: 64 << 10,
+        ..Limits::default()
+    };
+    let bound = |audio, window| in_flight_bound(&limits, audio, PathEstimate { window });
+    // A 20 ms path carrying 25 MB/s has a 500 kB bandwidth-delay product: a fixed 64 KiB
+    // would cap the console at 3 MB/s there. Four windows: the credit must not be what
+    // holds the console back.
+    assert_eq!(bound(true, 500_000), 2_000_000);
+    // Never below the floor (a window not known yet, or a slow path)...
+    assert_eq!(bound(true, 0), 64 << 10);
+    assert_eq!(bound(true, 10_000), 64 << 10);
+    // ...nor above the bound without audio.
+    assert_eq!(bound(true, 100 << 20), 4 << 20);
+    assert_eq!(bound(true, u64::MAX), 4 << 20);
+    // Without audio: the fixed bound, or twice a larger window.
+    assert_eq!(bound(false, 0), 4 << 20);
+    assert_eq!(bound(false, 1_000_000), 4 << 20);
+    assert_eq!(bound(false, 8 << 20), 32 << 20);
+    // The allowance under it: what is left of the bound after what is in flight.
+    let mut c = ConsoleRules::new("vm/serial0", Mode::Read, 0);
+    c.sent(1_900_000);
+    assert_eq!(c.allowance(bound(true, 500_000)), 100_000);
+    assert_eq!(c.allowance(bound(true, 0)), 0);
+}
+
+#[test]
 fn console_credit_follows_consumed_reports_and_refuses_impossible_ones() {
     let limits = Limits {
         console_in_flight: 1000,
         console_in_flight_with_audio: 100,
         ..Limits::default()
     };
-    let mut c = ConsoleRules::new("vm/serial0", Mode::Read, 5000);
-    assert_eq!(c.allowance(&limits, false), 1000);
-    assert_eq!(c.allowance(&limits, true), 100);
-    c.sent(5800);
-    assert_eq!(c.allowance(&limits, false), 200);
-    assert_eq!(
-        c.allowance(&limits, true),
-        0,
-        "audio live: the console waits"
+    let unknown = PathEstimate { window: 0 };
+    let (alone, with_audio) = (
+        in_flight_bound(&limits, false, unknown),
+        in_flight_bound(&limits, true, unknown),
     );
+    assert_eq!((alone, with_audio), (1000, 100));
+    let mut c = ConsoleRules::new("vm/serial0", Mode::Read, 5000);
+    assert_eq!(c.allowance(alone), 1000);
+    assert_eq!(c.allowance(with_audio), 100);
+    c.sent(5800);
+    assert_eq!(c.allowance(alone), 200);
+    assert_eq!(c.allowance(with_audio), 0, "audio live: the console waits");
     assert_eq!(
         c.on_frame(Some(Frame::Consumed { offset: 5750 })),
         ConsoleAction::Continue
     );
     assert_eq!(c.in_flight(), 50);
-    assert_eq!(c.allowance(&limits, true), 50);
+    assert_eq!(c.allowance(with_audio), 50);
     let ConsoleAction::End(end) = c.on_frame(Some(Frame::Consumed { offset: 5801 })) else {
         panic!("a report beyond what was sent was accepted");
     };

@@ -115,8 +115,9 @@ struct Cli {
     #[arg(long)]
     client_ca: Option<PathBuf>,
 
-    /// QUIC congestion controller for what ringcastd sends: cubic, newreno or bbr (bbr
-    /// keeps its rate under random loss; see docs/benchmarks.md, B2)
+    /// QUIC congestion controller for what ringcastd sends: bbr (the default: it keeps its
+    /// rate under random loss, reading only heavy or persistent loss as congestion), cubic
+    /// or newreno (both slow down at every loss; see docs/benchmarks.md, B2)
     #[arg(long, default_value_t = transport_quic::proto::Congestion::default())]
     congestion: transport_quic::proto::Congestion,
 

@@ -1,11 +1,26 @@
-//! The server's QUIC endpoint: stateless reset keys that survive a restart, random
-//! connection ids.
+//! The QUIC endpoints: their UDP sockets; the server's stateless reset keys that survive a
+//! restart, random connection ids.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::tls::Identity;
+
+/// The receive and send buffer asked for on every QUIC socket (the kernel caps it at
+/// `net.core.rmem_max` / `wmem_max`).
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A UDP socket bound to `addr` for a QUIC endpoint, with [`SOCKET_BUFFER`]-sized buffers.
+/// UDP has no flow control: a datagram arriving at a full receive buffer is dropped, and
+/// the default (208 KiB) holds a few milliseconds of a flood on loopback. A smaller buffer
+/// than asked (the host's cap) still works, only with more losses under load.
+pub fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, SOCKET_BUFFER);
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&socket, SOCKET_BUFFER);
+    Ok(socket)
+}
 
 /// The endpoint setup. The key of QUIC stateless resets is derived from the server's
 /// private key so that it survives a restart: a client whose ringcastd was killed and
@@ -51,6 +66,21 @@ impl quinn::ConnectionIdGenerator for RandomCids {
 mod tests {
     use super::*;
     use quinn::ConnectionIdGenerator;
+
+    #[test]
+    fn quic_sockets_get_larger_buffers_than_the_default() {
+        let s = udp_socket("127.0.0.1:0".parse().expect("valid")).expect("a UDP socket");
+        let default = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        let size = |s: &std::net::UdpSocket| {
+            rustix::net::sockopt::socket_recv_buffer_size(s).expect("SO_RCVBUF")
+        };
+        assert!(
+            size(&s) > size(&default),
+            "{} vs {}",
+            size(&s),
+            size(&default)
+        );
+    }
 
     #[test]
     fn connection_ids_are_random_and_eight_bytes() {

@@ -4,6 +4,8 @@
 //! - [`tls`]: identities generated on first use, fingerprints, trust-on-first-use known
 //!   hosts or a CA bundle, quinn/rustls configurations (TLS 1.3 only, ring provider).
 //! - [`authz`]: the server's `authorized_clients` file.
+//! - [`congestion`]: the default congestion controller (BBR that does not read random loss
+//!   as congestion).
 //! - [`endpoint`]: the server endpoint's stateless reset key (kept across restarts) and
 //!   connection ids.
 //! - [`io`]: the thin async shell that moves frames over quinn streams.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod congestion;
 pub mod endpoint;
 pub mod io;
 pub mod local;

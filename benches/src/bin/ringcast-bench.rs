@@ -87,6 +87,13 @@ fn target_dir() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // The in-process servers of C and D log like ringcastd when RUST_LOG asks for it.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut quick = false;
     let mut keep = false;
     let mut results = None;

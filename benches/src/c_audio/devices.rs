@@ -60,6 +60,9 @@ pub(super) fn start_flood(
     let mut dev = FakeConsole::try_new(socket, VM, CONSOLE_DEV, 1, 1 << 20)?;
     dev.try_connect()?;
     Ok(std::thread::spawn(move || {
+        // The whole device moves into the thread: a closure capturing only the fields it
+        // uses would drop the registration socket here, and ringcastd would see QEMU go.
+        let mut dev = dev;
         let chunk: Vec<u8> = (0..64 * 1024u32).map(|i| b' ' + (i % 95) as u8).collect();
         let mut written = 0u64;
         while !stop.load(Ordering::Relaxed) {

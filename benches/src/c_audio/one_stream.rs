@@ -157,7 +157,14 @@ pub(super) async fn measure(
     let bind: SocketAddr = if sa.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .expect("valid");
-    let mut ep = quinn::Endpoint::client(bind).map_err(|e| format!("client endpoint: {e}"))?;
+    let socket = transport_quic::endpoint::udp_socket(bind).map_err(|e| e.to_string())?;
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| format!("client endpoint: {e}"))?;
     ep.set_default_client_config(setup.config);
     let conn = tokio::time::timeout(
         WAIT,

@@ -244,14 +244,8 @@ impl ConsoleRules {
         }
     }
 
-    /// Console bytes that may be sent now. While audio is live on the same connection
-    /// the bound is small, so the console cannot fill the congestion window ahead of it.
-    pub fn allowance(&self, limits: &Limits, audio_live: bool) -> u64 {
-        let bound = if audio_live {
-            limits.console_in_flight_with_audio
-        } else {
-            limits.console_in_flight
-        };
+    /// Console bytes that may be sent now under `bound` (from [`in_flight_bound`]).
+    pub fn allowance(&self, bound: u64) -> u64 {
         self.credit.allowance(bound)
     }
 
@@ -263,6 +257,45 @@ impl ConsoleRules {
     /// Bytes sent and not yet reported read.
     pub fn in_flight(&self) -> u64 {
         self.credit.in_flight()
+    }
+}
+
+/// What the driver knows of a connection's path, from its QUIC stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathEstimate {
+    /// The congestion controller's window: the bytes it lets be in flight, its estimate of
+    /// the path's bandwidth-delay product (with its gain). 0 when unknown.
+    pub window: u64,
+}
+
+/// The console's in-flight bound (bytes sent and not yet reported read) on a path.
+///
+/// A console's credit comes back one round trip after its bytes leave (the client's
+/// `Consumed` report), so a bound below the bandwidth-delay product caps the console at
+/// bound / RTT whatever the path could carry: a fixed 64 KiB moves 3 MB/s at 20 ms RTT.
+/// While audio is live on the connection the bound is four congestion windows: the credit
+/// comes back a round trip plus the client's read and report after the bytes leave, and a
+/// lost packet holds the stream's later bytes at the client until its retransmission
+/// arrives (another round trip or more). Below that the credit, not the path, holds the
+/// console, and a controller whose sender is held by something else sees only
+/// app-limited samples and never raises its estimate. The window itself still bounds what
+/// is on the path; the rest waits in the sender's stream buffer, where an audio period (a
+/// higher priority) goes first. On a slow path (a small window) the bound stays small, so
+/// little console data is ever queued ahead of audio. `limits.console_in_flight_with_audio`
+/// is the floor, for paths whose window is not known yet; `limits.console_in_flight` the
+/// ceiling. Without audio it is `limits.console_in_flight`, or four windows when that is
+/// larger (a long fat path).
+pub fn in_flight_bound(limits: &Limits, audio_live: bool, path: PathEstimate) -> u64 {
+    let window = path.window.saturating_mul(4);
+    if audio_live {
+        window.clamp(
+            limits.console_in_flight_with_audio,
+            limits
+                .console_in_flight
+                .max(limits.console_in_flight_with_audio),
+        )
+    } else {
+        limits.console_in_flight.max(window)
     }
 }
 

@@ -130,7 +130,14 @@ pub(super) async fn console(
     let mut audio_live = c.audio_live.subscribe();
     let mut input: Vec<u8> = Vec::new();
     loop {
-        let allowance = rules.allowance(&limits, *audio_live.borrow_and_update() > 0);
+        let audio = *audio_live.borrow_and_update() > 0;
+        // The window is read only while audio is live (reading quinn's statistics takes the
+        // connection's lock): alone, the fixed bound covers loopback and ordinary WANs.
+        let path = server::PathEstimate {
+            window: if audio { c.conn.stats().path.cwnd } else { 0 },
+        };
+        let bound = server::in_flight_bound(&limits, audio, path);
+        let allowance = rules.allowance(bound);
         tokio::select! {
             frame = reader.next(), if rules.reads_more(input.len()) => {
                 let frame = match frame {

@@ -11,8 +11,9 @@
 //!   requests (`RATE_LIMITED`), frames are bounded by the codec, console data in flight by
 //!   per-stream credit, audio by a bounded subscription queue;
 //! - priorities: audio streams send at priority 10, consoles at 0; while any audio stream of
-//!   the connection is live, each console stream may have at most
-//!   `Limits::console_in_flight_with_audio` bytes sent but not yet read by the client. The
+//!   the connection is live, each console stream may have at most four congestion windows
+//!   (`rules::server::in_flight_bound`, at least `Limits::console_in_flight_with_audio`)
+//!   sent but not yet read by the client. The
 //!   client reports what it read with `Consumed` frames on the console's own stream, so
 //!   the bound is per stream (not quinn's connection-wide `send_window`, which the flood
 //!   would fill ahead of audio) and covers queued plus in-flight bytes;
@@ -178,7 +179,7 @@ impl BoundServer {
             addr: cfg.listen,
             source,
         };
-        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind_err)?;
+        let socket = transport_quic::endpoint::udp_socket(cfg.listen).map_err(bind_err)?;
         let endpoint = quinn::Endpoint::new(
             transport_quic::endpoint::server_endpoint_config(&identity),
             Some(server_cfg),

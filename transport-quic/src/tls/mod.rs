@@ -69,13 +69,27 @@ pub(super) fn transport(limits: &Limits, client: bool) -> Arc<quinn::TransportCo
             quinn::IdleTimeout::try_from(idle)
                 .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
         ));
-    use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    use quinn::congestion::{CubicConfig, NewRenoConfig};
     match limits.congestion {
         Congestion::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
         Congestion::NewReno => t.congestion_controller_factory(Arc::new(NewRenoConfig::default())),
-        Congestion::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(crate::congestion::BbrFactory::default()))
+        }
     };
+    t.mtu_discovery_config(Some(mtu_discovery()));
     Arc::new(t)
+}
+
+/// Path MTU discovery searches up to the largest UDP payload. quinn's default bound (1452,
+/// Ethernet's) keeps loopback and jumbo-frame links at 1452-byte packets, and on loopback
+/// (MTU 64 KiB) the per-packet work, not the crypto, is what limits a flood. Each path
+/// still gets its own value: probes that do not arrive are not used, and every connection
+/// starts at 1200 bytes.
+pub(super) fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(u16::MAX);
+    mtu
 }
 
 /// The quinn server configuration: TLS 1.3 only, ALPN `ringcast/1`, optional client
