@@ -70,6 +70,7 @@ mod ingest;
 mod journal;
 mod names;
 pub mod net;
+pub mod web;
 mod private;
 mod signal;
 mod subscribe;
