@@ -24,7 +24,9 @@ done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-scripts/install-build-deps.sh
+scripts/install-build-deps.sh npm
+say "building the browser client's page (web/build.sh)"
+web/build.sh >/dev/null
 say "building the patched QEMU and the test guest (cached after the first run)"
 qemu=$(qemu-patches/build.sh | tail -n1)
 guest=$(testbed/guest/build.sh | tail -n1)

@@ -1,0 +1,233 @@
+//! The browser client (`ringcastd --web`) in a real browser: headless Chromium driven over
+//! the DevTools protocol opens a link minted with `ringcast web-link`, and the page talks
+//! WebTransport to ringcastd. Fake devices here; the real guest in `web_qemu.rs`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use testbed::kit::browser::{Browser, Tab};
+use testbed::kit::{stream, FakeConsole, Ringcastd};
+use transport_quic::authz::Rule;
+
+const T: Duration = Duration::from_secs(30);
+
+/// ringcastd with the browser client on, and rules for `cn:alice` (every right) and
+/// `cn:bob` (spy only).
+fn web_ringcastd(dir: &std::path::Path) -> Ringcastd {
+    let d = Ringcastd::start(dir, &dir.join("state"), &["--web"]);
+    for rule in ["cn:alice */* all", "cn:bob */* spy"] {
+        transport_quic::local::authorize(&d.control_socket(), &Rule::parse(rule).unwrap())
+            .unwrap();
+    }
+    d
+}
+
+/// A link minted with `ringcast web-link`.
+fn link(d: &Ringcastd, who: &str, expires: &str) -> String {
+    let out = d
+        .ringcast()
+        .args(["web-link", who, "--expires", expires, "--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ringcast web-link: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let port = d.server().rsplit(':').next().unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!("https://127.0.0.1:{port}/#link=")) && url.contains("&cert="),
+        "{url}"
+    );
+    url
+}
+
+/// Chromium for the page: its self-signed HTTPS certificate is the warning a person clicks
+/// through; WebTransport is accepted by the hash the link carries.
+fn browser() -> Browser {
+    Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn open(b: &mut Browser, url: &str) -> Tab {
+    let tab = b.open(url).unwrap();
+    b.wait_for(&tab, "the page connected", "window.ringcast && ringcast.connected()", T)
+        .unwrap();
+    tab
+}
+
+fn wait_device(b: &mut Browser, tab: &Tab, name: &str) {
+    let expr = format!(
+        "ringcast.refresh().then(() => ringcast.devices().some(d => d.vm + '/' + d.device === {name:?}))"
+    );
+    b.wait_for(tab, &format!("{name} listed"), &expr, T).unwrap();
+}
+
+#[test]
+fn a_link_opens_a_session_once_and_the_page_lists_streams_and_captures_a_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut con = FakeConsole::new(&d.socket(), "vm1", "serial0", 1, 1 << 16);
+    con.connect();
+    let first = stream(7, 0, 300_000);
+    con.write_all(&first);
+    let url = link(&d, "cn:alice", "10m");
+    let mut b = browser();
+    let tab = open(&mut b, &url);
+    wait_device(&mut b, &tab, "vm1/serial0");
+    let devices = b.eval(&tab, "ringcast.devices()").unwrap();
+    assert_eq!(devices[0]["kind"], json!("console"));
+    assert_eq!(devices[0]["state"], json!("attached"));
+
+    // The capture is the journal, byte for byte.
+    let cap = b
+        .eval(&tab, "ringcast.capture('vm1/serial0')")
+        .unwrap();
+    assert_eq!(cap["bytes"], json!(first.len()), "{cap}");
+    assert_eq!(cap["missing"], json!(0));
+    let file = b.downloads.join("vm1-serial0.log");
+    testbed::kit::wait_until("the capture downloaded", T, || {
+        std::fs::metadata(&file).is_ok_and(|m| m.len() == first.len() as u64)
+    });
+    assert!(std::fs::read(&file).unwrap() == first, "the downloaded capture differs");
+
+    // A console view as the writer: the tail, then live bytes; keystrokes reach the device.
+    b.eval(&tab, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
+    let more = b"\r\nlive line from the guest\r\n";
+    con.write_all(more);
+    b.wait_for(
+        &tab,
+        "live output on screen",
+        "ringcast.screen().includes('live line from the guest')",
+        T,
+    )
+    .unwrap();
+    let end = (first.len() + more.len()) as u64;
+    b.wait_for(&tab, "the console at the end", &format!("ringcast.console().offset === {end}"), T)
+        .unwrap();
+    b.eval(&tab, "document.querySelector('#terminal textarea').focus()").unwrap();
+    b.type_line(&tab, "typed in the browser").unwrap();
+    let typed = "typed in the browser\n".len().to_string();
+    d.wait_until("the keystrokes reached the device", T, || {
+        d.stat("vm1/serial0", "INPUT").as_deref() == Some(typed.as_str())
+    });
+
+    // The same link again, in another tab: refused, and the page says why.
+    let again = b.open(&url).unwrap();
+    let status = b
+        .wait_for(
+            &again,
+            "the reused link refused",
+            "ringcast.status().includes('refused') && ringcast.status()",
+            T,
+        )
+        .unwrap();
+    assert!(status.as_str().unwrap().contains("already used"), "{status}");
+    assert_eq!(b.eval(&again, "ringcast.connected()").unwrap(), json!(false));
+}
+
+#[test]
+fn a_console_view_resumes_after_the_connection_drops_without_losing_a_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut con = FakeConsole::new(&d.socket(), "vm1", "hvc0", 1, 1 << 16);
+    con.connect();
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/hvc0");
+    b.eval(&tab, "ringcast.openConsole('vm1/hvc0', 'write')").unwrap();
+    b.wait_for(&tab, "attached", "ringcast.console().attached", T).unwrap();
+    let all = stream(9, 0, 200_000);
+    con.write_all(&all[..50_000]);
+    b.wait_for(&tab, "the first part", "ringcast.console().offset === 50000", T)
+        .unwrap();
+    // The network goes away; the guest writes on meanwhile.
+    b.eval(&tab, "ringcast.dropConnection()").unwrap();
+    con.write_all(&all[50_000..]);
+    b.wait_for(&tab, "everything after the reconnect", "ringcast.console().offset === 200000 && ringcast.connected()", T)
+        .unwrap();
+    let c = b.eval(&tab, "ringcast.console()").unwrap();
+    assert_eq!(c["received"], json!(200_000), "{c}");
+    assert_eq!(c["gaps"], json!(0), "{c}");
+}
+
+#[test]
+fn a_spy_sees_output_cannot_type_and_the_writer_lock_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut con = FakeConsole::new(&d.socket(), "vm1", "serial0", 1, 1 << 16);
+    con.connect();
+    let mut b = browser();
+    let writer = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &writer, "vm1/serial0");
+    b.eval(&writer, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
+    b.wait_for(&writer, "writer attached", "ringcast.console().attached", T)
+        .unwrap();
+
+    // bob may only spy: his page's write attach is refused by his rights, his spy works.
+    let spy = open(&mut b, &link(&d, "cn:bob", "10m"));
+    wait_device(&mut b, &spy, "vm1/serial0");
+    b.eval(&spy, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
+    let refused = b
+        .wait_for(&spy, "bob's write refused", "ringcast.console().refused", T)
+        .unwrap();
+    assert!(refused.as_str().unwrap().contains("needs the write right"), "{refused}");
+    b.eval(&spy, "ringcast.openConsole('vm1/serial0', 'spy')").unwrap();
+    b.wait_for(&spy, "spy attached", "ringcast.console().attached", T)
+        .unwrap();
+    con.write_all(b"seen by both\r\n");
+    for tab in [&writer, &spy] {
+        b.wait_for(tab, "output on screen", "ringcast.screen().includes('seen by both')", T)
+            .unwrap();
+    }
+    b.eval(&spy, "document.querySelector('#terminal textarea').focus()").unwrap();
+    b.type_line(&spy, "from the spy").unwrap();
+
+    // A second writer (alice in another tab) meets the same write lock as a CLI client.
+    let second = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &second, "vm1/serial0");
+    b.eval(&second, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
+    let busy = b
+        .wait_for(&second, "the second writer refused", "ringcast.console().refused", T)
+        .unwrap();
+    assert!(busy.as_str().unwrap().contains("already attached for writing"), "{busy}");
+
+    b.eval(&writer, "document.querySelector('#terminal textarea').focus()").unwrap();
+    b.type_line(&writer, "ok").unwrap();
+    d.wait_until("the writer's keystrokes arrived", T, || {
+        d.stat("vm1/serial0", "INPUT").as_deref() == Some("3")
+    });
+    // Only the writer's 3 bytes: the spy's keystrokes went nowhere.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.stat("vm1/serial0", "INPUT").as_deref(), Some("3"));
+}
+
+#[test]
+fn an_expired_link_is_refused_and_logout_ends_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let expired = link(&d, "cn:alice", "1s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut b = browser();
+    let tab = b.open(&expired).unwrap();
+    let status = b
+        .wait_for(&tab, "the expired link refused", "ringcast.status().includes('refused') && ringcast.status()", T)
+        .unwrap();
+    assert!(status.as_str().unwrap().contains("expired"), "{status}");
+
+    // Logging out ends the session on the server: its open WebTransport session is
+    // closed, and the token opens no other.
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    let token = b.eval(&tab, "ringcast.sessionToken()").unwrap();
+    let token = token.as_str().unwrap().to_owned();
+    let out = b
+        .eval(&tab, &format!("fetch('/api/logout', {{method: 'POST', body: {token:?}}}).then(r => r.status)"))
+        .unwrap();
+    assert_eq!(out, json!(200));
+    let status = b
+        .wait_for(&tab, "the session closed by ringcastd", "!ringcast.connected() && ringcast.status()", T)
+        .unwrap();
+    assert!(status.as_str().unwrap().contains("logged out"), "{status}");
+    let probe = b.eval(&tab, &format!("ringcast.probe({token:?})")).unwrap();
+    assert_ne!(probe, json!("ok"), "a logged-out token still opens a session");
+}
