@@ -101,6 +101,9 @@ async function connect() {
   }
   state.wt = wt;
   wt.closed.then((c) => onClosed(wt, c.reason || 'closed'), (e) => onClosed(wt, e.message));
+  // Audio periods come as datagrams: queue a second's worth rather than drop them while the
+  // page is busy (a console burst on screen).
+  try { wt.datagrams.incomingHighWaterMark = 1024; } catch (_) { /* older browsers */ }
   const s = await wt.createBidirectionalStream();
   const control = { writer: s.writable.getWriter(), frames: new P.FrameStream(s.readable) };
   await control.writer.write(P.hello(SOFTWARE));
@@ -350,7 +353,9 @@ async function readDatagrams(wt) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      if (state.audio) state.audio.period(P.decodeDatagram(value));
+      try {
+        if (state.audio) state.audio.period(P.decodeDatagram(value));
+      } catch (e) { console.warn('an audio datagram was dropped:', e.message); }
     }
   } catch (_) { /* the session ended */ }
 }
@@ -358,8 +363,8 @@ async function readDatagrams(wt) {
 class AudioView {
   constructor(d, format, jitterMs) {
     this.d = d; this.format = format; this.jitterMs = jitterMs;
-    this.counts = { periods: 0, skipped: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
-    this.lastSeq = null; this.clock = null;
+    this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
+    this.lastSeq = null; this.clock = null; this.pending = [];
   }
 
   async start(stream) {
@@ -378,6 +383,7 @@ class AudioView {
       this.render();
     };
     this.node.connect(this.ctx.destination);
+    for (const samples of this.pending.splice(0)) this.node.port.postMessage(samples, [samples.buffer]);
     await this.ctx.resume();
     // Periods on the stream (when a datagram does not fit) go the same way.
     (async () => {
@@ -393,14 +399,22 @@ class AudioView {
 
   period(p) {
     this.counts.periods++;
+    // As `ringcast play` counts them: periods ringcastd dropped for this client
+    // (skippedBefore) and periods that never arrived (gaps in seq: lost datagrams).
     this.counts.skipped += p.skippedBefore;
-    if (this.lastSeq !== null && p.seq > this.lastSeq + 1) this.counts.skipped += p.seq - this.lastSeq - 1;
+    this.counts.skippedByServer += p.skippedBefore;
+    if (this.lastSeq !== null && p.seq > this.lastSeq + 1) {
+      this.counts.skipped += p.seq - this.lastSeq - 1;
+      this.counts.lost += p.seq - this.lastSeq - 1;
+    }
     this.lastSeq = p.seq;
     const now = performance.now();
     if (!this.clock) this.clock = { t0: now, ts0: p.timestampNs };
     const due = this.clock.t0 + this.jitterMs + (p.timestampNs - this.clock.ts0) / 1e6;
     if (now > due) this.counts.late++;
     const samples = decodePcm(this.format, p.pcm);
+    // Periods that come before the worklet is loaded wait for it.
+    if (!this.node) { this.pending.push(samples); return; }
     this.node.port.postMessage(samples, [samples.buffer]);
   }
 
@@ -416,7 +430,7 @@ class AudioView {
   render() {
     const c = this.counts;
     $('audio-counters').textContent = `${this.d.vm}/${this.d.device}: periods ${c.periods}, late ${c.late}, ` +
-      `underruns ${c.underruns}, skipped ${c.skipped}, played ${(c.played / this.format.rate).toFixed(1)} s, ` +
+      `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}), played ${(c.played / this.format.rate).toFixed(1)} s, ` +
       `frequency ${this.frequency().toFixed(1)} Hz`;
   }
 
