@@ -70,11 +70,11 @@ mod ingest;
 mod journal;
 mod names;
 pub mod net;
-pub mod web;
 mod private;
 mod signal;
 mod subscribe;
 mod uring;
+pub mod web;
 
 pub use daemon::{
     control_socket_for, default_state_dir, query_stats, raise_fd_limit, Config, Daemon, DeviceInfo,

@@ -16,8 +16,7 @@ const T: Duration = Duration::from_secs(30);
 fn web_ringcastd(dir: &std::path::Path) -> Ringcastd {
     let d = Ringcastd::start(dir, &dir.join("state"), &["--web"]);
     for rule in ["cn:alice */* all", "cn:bob */* spy"] {
-        transport_quic::local::authorize(&d.control_socket(), &Rule::parse(rule).unwrap())
-            .unwrap();
+        transport_quic::local::authorize(&d.control_socket(), &Rule::parse(rule).unwrap()).unwrap();
     }
     d
 }
@@ -51,8 +50,13 @@ fn browser() -> Browser {
 
 fn open(b: &mut Browser, url: &str) -> Tab {
     let tab = b.open(url).unwrap();
-    b.wait_for(&tab, "the page connected", "window.ringcast && ringcast.connected()", T)
-        .unwrap();
+    b.wait_for(
+        &tab,
+        "the page connected",
+        "window.ringcast && ringcast.connected()",
+        T,
+    )
+    .unwrap();
     tab
 }
 
@@ -60,7 +64,8 @@ fn wait_device(b: &mut Browser, tab: &Tab, name: &str) {
     let expr = format!(
         "ringcast.refresh().then(() => ringcast.devices().some(d => d.vm + '/' + d.device === {name:?}))"
     );
-    b.wait_for(tab, &format!("{name} listed"), &expr, T).unwrap();
+    b.wait_for(tab, &format!("{name} listed"), &expr, T)
+        .unwrap();
 }
 
 #[test]
@@ -80,19 +85,21 @@ fn a_link_opens_a_session_once_and_the_page_lists_streams_and_captures_a_console
     assert_eq!(devices[0]["state"], json!("attached"));
 
     // The capture is the journal, byte for byte.
-    let cap = b
-        .eval(&tab, "ringcast.capture('vm1/serial0')")
-        .unwrap();
+    let cap = b.eval(&tab, "ringcast.capture('vm1/serial0')").unwrap();
     assert_eq!(cap["bytes"], json!(first.len()), "{cap}");
     assert_eq!(cap["missing"], json!(0));
     let file = b.downloads.join("vm1-serial0.log");
     testbed::kit::wait_until("the capture downloaded", T, || {
         std::fs::metadata(&file).is_ok_and(|m| m.len() == first.len() as u64)
     });
-    assert!(std::fs::read(&file).unwrap() == first, "the downloaded capture differs");
+    assert!(
+        std::fs::read(&file).unwrap() == first,
+        "the downloaded capture differs"
+    );
 
     // A console view as the writer: the tail, then live bytes; keystrokes reach the device.
-    b.eval(&tab, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
+    b.eval(&tab, "ringcast.openConsole('vm1/serial0', 'write')")
+        .unwrap();
     let more = b"\r\nlive line from the guest\r\n";
     con.write_all(more);
     b.wait_for(
@@ -103,9 +110,15 @@ fn a_link_opens_a_session_once_and_the_page_lists_streams_and_captures_a_console
     )
     .unwrap();
     let end = (first.len() + more.len()) as u64;
-    b.wait_for(&tab, "the console at the end", &format!("ringcast.console().offset === {end}"), T)
+    b.wait_for(
+        &tab,
+        "the console at the end",
+        &format!("ringcast.console().offset === {end}"),
+        T,
+    )
+    .unwrap();
+    b.eval(&tab, "document.querySelector('#terminal textarea').focus()")
         .unwrap();
-    b.eval(&tab, "document.querySelector('#terminal textarea').focus()").unwrap();
     b.type_line(&tab, "typed in the browser").unwrap();
     let typed = "typed in the browser\n".len().to_string();
     d.wait_until("the keystrokes reached the device", T, || {
@@ -122,8 +135,14 @@ fn a_link_opens_a_session_once_and_the_page_lists_streams_and_captures_a_console
             T,
         )
         .unwrap();
-    assert!(status.as_str().unwrap().contains("already used"), "{status}");
-    assert_eq!(b.eval(&again, "ringcast.connected()").unwrap(), json!(false));
+    assert!(
+        status.as_str().unwrap().contains("already used"),
+        "{status}"
+    );
+    assert_eq!(
+        b.eval(&again, "ringcast.connected()").unwrap(),
+        json!(false)
+    );
 }
 
 #[test]
@@ -135,17 +154,29 @@ fn a_console_view_resumes_after_the_connection_drops_without_losing_a_byte() {
     let mut b = browser();
     let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
     wait_device(&mut b, &tab, "vm1/hvc0");
-    b.eval(&tab, "ringcast.openConsole('vm1/hvc0', 'write')").unwrap();
-    b.wait_for(&tab, "attached", "ringcast.console().attached", T).unwrap();
+    b.eval(&tab, "ringcast.openConsole('vm1/hvc0', 'write')")
+        .unwrap();
+    b.wait_for(&tab, "attached", "ringcast.console().attached", T)
+        .unwrap();
     let all = stream(9, 0, 200_000);
     con.write_all(&all[..50_000]);
-    b.wait_for(&tab, "the first part", "ringcast.console().offset === 50000", T)
-        .unwrap();
+    b.wait_for(
+        &tab,
+        "the first part",
+        "ringcast.console().offset === 50000",
+        T,
+    )
+    .unwrap();
     // The network goes away; the guest writes on meanwhile.
     b.eval(&tab, "ringcast.dropConnection()").unwrap();
     con.write_all(&all[50_000..]);
-    b.wait_for(&tab, "everything after the reconnect", "ringcast.console().offset === 200000 && ringcast.connected()", T)
-        .unwrap();
+    b.wait_for(
+        &tab,
+        "everything after the reconnect",
+        "ringcast.console().offset === 200000 && ringcast.connected()",
+        T,
+    )
+    .unwrap();
     let c = b.eval(&tab, "ringcast.console()").unwrap();
     assert_eq!(c["received"], json!(200_000), "{c}");
     assert_eq!(c["gaps"], json!(0), "{c}");
@@ -160,39 +191,66 @@ fn a_spy_sees_output_cannot_type_and_the_writer_lock_holds() {
     let mut b = browser();
     let writer = open(&mut b, &link(&d, "cn:alice", "10m"));
     wait_device(&mut b, &writer, "vm1/serial0");
-    b.eval(&writer, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
+    b.eval(&writer, "ringcast.openConsole('vm1/serial0', 'write')")
+        .unwrap();
     b.wait_for(&writer, "writer attached", "ringcast.console().attached", T)
         .unwrap();
 
     // bob may only spy: his page's write attach is refused by his rights, his spy works.
     let spy = open(&mut b, &link(&d, "cn:bob", "10m"));
     wait_device(&mut b, &spy, "vm1/serial0");
-    b.eval(&spy, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
+    b.eval(&spy, "ringcast.openConsole('vm1/serial0', 'write')")
+        .unwrap();
     let refused = b
         .wait_for(&spy, "bob's write refused", "ringcast.console().refused", T)
         .unwrap();
-    assert!(refused.as_str().unwrap().contains("needs the write right"), "{refused}");
-    b.eval(&spy, "ringcast.openConsole('vm1/serial0', 'spy')").unwrap();
+    assert!(
+        refused.as_str().unwrap().contains("needs the write right"),
+        "{refused}"
+    );
+    b.eval(&spy, "ringcast.openConsole('vm1/serial0', 'spy')")
+        .unwrap();
     b.wait_for(&spy, "spy attached", "ringcast.console().attached", T)
         .unwrap();
     con.write_all(b"seen by both\r\n");
     for tab in [&writer, &spy] {
-        b.wait_for(tab, "output on screen", "ringcast.screen().includes('seen by both')", T)
-            .unwrap();
+        b.wait_for(
+            tab,
+            "output on screen",
+            "ringcast.screen().includes('seen by both')",
+            T,
+        )
+        .unwrap();
     }
-    b.eval(&spy, "document.querySelector('#terminal textarea').focus()").unwrap();
+    b.eval(&spy, "document.querySelector('#terminal textarea').focus()")
+        .unwrap();
     b.type_line(&spy, "from the spy").unwrap();
 
     // A second writer (alice in another tab) meets the same write lock as a CLI client.
     let second = open(&mut b, &link(&d, "cn:alice", "10m"));
     wait_device(&mut b, &second, "vm1/serial0");
-    b.eval(&second, "ringcast.openConsole('vm1/serial0', 'write')").unwrap();
-    let busy = b
-        .wait_for(&second, "the second writer refused", "ringcast.console().refused", T)
+    b.eval(&second, "ringcast.openConsole('vm1/serial0', 'write')")
         .unwrap();
-    assert!(busy.as_str().unwrap().contains("already attached for writing"), "{busy}");
+    let busy = b
+        .wait_for(
+            &second,
+            "the second writer refused",
+            "ringcast.console().refused",
+            T,
+        )
+        .unwrap();
+    assert!(
+        busy.as_str()
+            .unwrap()
+            .contains("already attached for writing"),
+        "{busy}"
+    );
 
-    b.eval(&writer, "document.querySelector('#terminal textarea').focus()").unwrap();
+    b.eval(
+        &writer,
+        "document.querySelector('#terminal textarea').focus()",
+    )
+    .unwrap();
     b.type_line(&writer, "ok").unwrap();
     d.wait_until("the writer's keystrokes arrived", T, || {
         d.stat("vm1/serial0", "INPUT").as_deref() == Some("3")
@@ -211,7 +269,12 @@ fn an_expired_link_is_refused_and_logout_ends_the_session() {
     let mut b = browser();
     let tab = b.open(&expired).unwrap();
     let status = b
-        .wait_for(&tab, "the expired link refused", "ringcast.status().includes('refused') && ringcast.status()", T)
+        .wait_for(
+            &tab,
+            "the expired link refused",
+            "ringcast.status().includes('refused') && ringcast.status()",
+            T,
+        )
         .unwrap();
     assert!(status.as_str().unwrap().contains("expired"), "{status}");
 
@@ -221,13 +284,27 @@ fn an_expired_link_is_refused_and_logout_ends_the_session() {
     let token = b.eval(&tab, "ringcast.sessionToken()").unwrap();
     let token = token.as_str().unwrap().to_owned();
     let out = b
-        .eval(&tab, &format!("fetch('/api/logout', {{method: 'POST', body: {token:?}}}).then(r => r.status)"))
+        .eval(
+            &tab,
+            &format!(
+                "fetch('/api/logout', {{method: 'POST', body: {token:?}}}).then(r => r.status)"
+            ),
+        )
         .unwrap();
     assert_eq!(out, json!(200));
     let status = b
-        .wait_for(&tab, "the session closed by ringcastd", "!ringcast.connected() && ringcast.status()", T)
+        .wait_for(
+            &tab,
+            "the session closed by ringcastd",
+            "!ringcast.connected() && ringcast.status()",
+            T,
+        )
         .unwrap();
     assert!(status.as_str().unwrap().contains("logged out"), "{status}");
     let probe = b.eval(&tab, &format!("ringcast.probe({token:?})")).unwrap();
-    assert_ne!(probe, json!("ok"), "a logged-out token still opens a session");
+    assert_ne!(
+        probe,
+        json!("ok"),
+        "a logged-out token still opens a session"
+    );
 }

@@ -7,8 +7,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testbed::kit::browser::{Browser, Tab};
 use testbed::kit::bins::plugin;
+use testbed::kit::browser::{Browser, Tab};
 use testbed::kit::Ringcastd;
 use testbed::qemu::{self, GuestRun, SoundCard};
 use testbed::stream::GuestStream;
@@ -28,8 +28,7 @@ fn skip() -> bool {
 fn web_ringcastd(dir: &std::path::Path) -> Ringcastd {
     let d = Ringcastd::start(dir, &dir.join("state"), &["--web"]);
     for rule in ["cn:alice */* all", "cn:bob */* spy"] {
-        transport_quic::local::authorize(&d.control_socket(), &Rule::parse(rule).unwrap())
-            .unwrap();
+        transport_quic::local::authorize(&d.control_socket(), &Rule::parse(rule).unwrap()).unwrap();
     }
     d
 }
@@ -40,14 +39,23 @@ fn link(d: &Ringcastd, who: &str) -> String {
         .args(["web-link", who, "--host", "127.0.0.1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn open(b: &mut Browser, url: &str) -> Tab {
     let tab = b.open(url).unwrap();
-    b.wait_for(&tab, "the page connected", "window.ringcast && ringcast.connected()", T)
-        .unwrap();
+    b.wait_for(
+        &tab,
+        "the page connected",
+        "window.ringcast && ringcast.connected()",
+        T,
+    )
+    .unwrap();
     tab
 }
 
@@ -55,7 +63,8 @@ fn wait_device(b: &mut Browser, tab: &Tab, name: &str) {
     let expr = format!(
         "ringcast.refresh().then(() => ringcast.devices().some(d => d.vm + '/' + d.device === {name:?}))"
     );
-    b.wait_for(tab, &format!("{name} listed"), &expr, BOOT).unwrap();
+    b.wait_for(tab, &format!("{name} listed"), &expr, BOOT)
+        .unwrap();
 }
 
 fn guest(dir: &std::path::Path, d: &Ringcastd, params: &str, sound: Option<SoundCard>) -> GuestRun {
@@ -77,12 +86,18 @@ fn wait_exit(mut child: Child, log: &std::path::Path) {
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("QEMU did not exit; guest log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "QEMU did not exit; guest log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let guest_log = std::fs::read_to_string(log).unwrap_or_default();
-    assert!(guest_log.contains(" done"), "the guest did not finish:\n{guest_log}");
+    assert!(
+        guest_log.contains(" done"),
+        "the guest did not finish:\n{guest_log}"
+    );
 }
 
 /// Kills QEMU if the test fails before it exits.
@@ -109,27 +124,48 @@ fn typing_in_the_page_reaches_the_guest_and_a_spy_tab_sees_the_answer() {
     let mut b = Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"));
     let writer = open(&mut b, &link(&d, "cn:alice"));
     wait_device(&mut b, &writer, "e2e/serial0");
-    b.eval(&writer, "ringcast.openConsole('e2e/serial0', 'write')").unwrap();
+    b.eval(&writer, "ringcast.openConsole('e2e/serial0', 'write')")
+        .unwrap();
     let spy = open(&mut b, &link(&d, "cn:bob"));
     wait_device(&mut b, &spy, "e2e/serial0");
-    b.eval(&spy, "ringcast.openConsole('e2e/serial0', 'spy')").unwrap();
-    b.wait_for(&writer, "the guest's echo ready", "ringcast.screen().includes('rc-echo-ready')", BOOT)
+    b.eval(&spy, "ringcast.openConsole('e2e/serial0', 'spy')")
         .unwrap();
-    b.wait_for(&spy, "spy attached", "ringcast.console().attached", T).unwrap();
+    b.wait_for(
+        &writer,
+        "the guest's echo ready",
+        "ringcast.screen().includes('rc-echo-ready')",
+        BOOT,
+    )
+    .unwrap();
+    b.wait_for(&spy, "spy attached", "ringcast.console().attached", T)
+        .unwrap();
     // The spy's keystrokes go nowhere: the guest would answer "got:" to them.
-    b.eval(&spy, "document.querySelector('#terminal textarea').focus()").unwrap();
+    b.eval(&spy, "document.querySelector('#terminal textarea').focus()")
+        .unwrap();
     b.type_line(&spy, "typed by the spy").unwrap();
-    b.eval(&writer, "document.querySelector('#terminal textarea').focus()").unwrap();
+    b.eval(
+        &writer,
+        "document.querySelector('#terminal textarea').focus()",
+    )
+    .unwrap();
     b.type_line(&writer, "hello from the browser").unwrap();
     for tab in [&writer, &spy] {
-        b.wait_for(tab, "the guest's answer", "ringcast.screen().includes('got:hello from the browser')", T)
-            .unwrap();
+        b.wait_for(
+            tab,
+            "the guest's answer",
+            "ringcast.screen().includes('got:hello from the browser')",
+            T,
+        )
+        .unwrap();
     }
     b.type_line(&writer, "quit").unwrap();
     wait_exit(vm.0.take().unwrap(), &g.log_file);
     for tab in [&writer, &spy] {
         let screen = b.eval(tab, "ringcast.screen()").unwrap();
-        assert!(!screen.as_str().unwrap().contains("got:typed by the spy"), "{screen}");
+        assert!(
+            !screen.as_str().unwrap().contains("got:typed by the spy"),
+            "{screen}"
+        );
     }
     let shot = std::env::var_os("RINGCAST_WEB_SCREENSHOT");
     if let Some(path) = shot {
@@ -155,13 +191,16 @@ fn the_page_captures_the_guest_console_exactly_and_plays_its_tone() {
     let mut b = Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"));
     let tab = open(&mut b, &link(&d, "cn:alice"));
     wait_device(&mut b, &tab, "e2e/snd0");
-    b.eval(&tab, "document.getElementById('jitter').value = 200").unwrap();
+    b.eval(&tab, "document.getElementById('jitter').value = 200")
+        .unwrap();
     b.eval(&tab, "ringcast.play('e2e/snd0')").unwrap();
     // The worklet's own count of what it played in the last second, while the tone plays.
     let expr = format!(
         "(a => a && a.played > a.rate && Math.abs(a.frequency - {hz}) < 7 && a)(ringcast.audio())"
     );
-    let a = b.wait_for(&tab, "the tone played at its frequency", &expr, BOOT).unwrap();
+    let a = b
+        .wait_for(&tab, "the tone played at its frequency", &expr, BOOT)
+        .unwrap();
     assert_eq!(a["underruns"], json!(0), "{a}");
     eprintln!("the page's audio counters while the tone played: {a}");
     let mut vm = vm;

@@ -130,9 +130,17 @@ fn web_link(conn: &UnixStream, handle: &Handle, args: &str) -> Result<String, St
         "-".to_owned()
     } else {
         let hex = |h: &[u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
-        minted.cert_hashes.iter().map(hex).collect::<Vec<_>>().join(",")
+        minted
+            .cert_hashes
+            .iter()
+            .map(hex)
+            .collect::<Vec<_>>()
+            .join(",")
     };
-    Ok(format!("web-link {} {} {hashes}\n", minted.token, minted.port))
+    Ok(format!(
+        "web-link {} {} {hashes}\n",
+        minted.token, minted.port
+    ))
 }
 
 /// Adds a locally granted rule for an asker that is root or ringcastd's own user.

@@ -204,10 +204,8 @@ impl BoundServer {
             Some(w) => {
                 let port = socket.local_addr().map_err(bind_err)?.port();
                 let tcp = std::net::SocketAddr::new(cfg.listen.ip(), port);
-                let listener = std::net::TcpListener::bind(tcp).map_err(|source| NetError::Bind {
-                    addr: tcp,
-                    source,
-                })?;
+                let listener = std::net::TcpListener::bind(tcp)
+                    .map_err(|source| NetError::Bind { addr: tcp, source })?;
                 Some((Arc::new(crate::web::WebState::new(w, port)), listener))
             }
             None => None,
@@ -252,7 +250,9 @@ impl BoundServer {
             web,
         });
         let page = match (page, &shared.web) {
-            (Some(listener), Some(web)) => crate::web::serve_page(web.clone(), &shared.handle, listener),
+            (Some(listener), Some(web)) => {
+                crate::web::serve_page(web.clone(), &shared.handle, listener)
+            }
             _ => None,
         };
         let ep = self.endpoint.clone();

@@ -110,7 +110,9 @@ pub enum Refused {
     #[error("this link expired before it was used: ask the host's operator for a new one (ringcast web-link)")]
     Expired,
     /// Too many sessions.
-    #[error("ringcastd has too many browser sessions open: log out of some, or wait for them to expire")]
+    #[error(
+        "ringcastd has too many browser sessions open: log out of some, or wait for them to expire"
+    )]
     Full,
 }
 
@@ -136,11 +138,16 @@ impl WebAuth {
     ) -> Result<Minted, String> {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
-        let serving = inner.serving.clone().ok_or_else(|| {
-            "ringcastd does not serve browsers: start it with --web".to_owned()
-        })?;
+        let serving = inner
+            .serving
+            .clone()
+            .ok_or_else(|| "ringcastd does not serve browsers: start it with --web".to_owned())?;
         inner.purge(now);
-        let pending = inner.links.values().filter(|l| !l.used && l.expires > now).count();
+        let pending = inner
+            .links
+            .values()
+            .filter(|l| !l.used && l.expires > now)
+            .count();
         if pending >= MAX_PENDING_LINKS {
             return Err(format!(
                 "{pending} links are waiting to be used already; wait for some to expire"
@@ -275,7 +282,9 @@ mod tests {
     #[test]
     fn a_link_is_exchanged_once_for_a_session_of_its_identity() {
         let a = auth();
-        let m = a.mint(who(), Duration::from_secs(60), Duration::from_secs(60)).unwrap();
+        let m = a
+            .mint(who(), Duration::from_secs(60), Duration::from_secs(60))
+            .unwrap();
         assert_eq!((m.port, m.cert_hashes.len()), (4433, 1));
         let (session, info) = a.exchange(&m.token).unwrap();
         assert_eq!(info.who, who());
@@ -288,9 +297,13 @@ mod tests {
     #[test]
     fn an_expired_link_is_refused_and_an_expired_session_ends() {
         let a = auth();
-        let m = a.mint(who(), Duration::ZERO, Duration::from_secs(60)).unwrap();
+        let m = a
+            .mint(who(), Duration::ZERO, Duration::from_secs(60))
+            .unwrap();
         assert_eq!(a.exchange(&m.token).unwrap_err(), Refused::Expired);
-        let m = a.mint(who(), Duration::from_secs(60), Duration::ZERO).unwrap();
+        let m = a
+            .mint(who(), Duration::from_secs(60), Duration::ZERO)
+            .unwrap();
         let (session, _) = a.exchange(&m.token).unwrap();
         assert!(a.session(&session).is_none());
         assert!(a.check_session(&session).unwrap_err().contains("expired"));
@@ -299,11 +312,16 @@ mod tests {
     #[test]
     fn logout_ends_a_session() {
         let a = auth();
-        let m = a.mint(who(), Duration::from_secs(60), Duration::from_secs(60)).unwrap();
+        let m = a
+            .mint(who(), Duration::from_secs(60), Duration::from_secs(60))
+            .unwrap();
         let (session, _) = a.exchange(&m.token).unwrap();
         assert!(a.logout(&session));
         assert!(a.session(&session).is_none());
-        assert!(a.check_session(&session).unwrap_err().contains("logged out"));
+        assert!(a
+            .check_session(&session)
+            .unwrap_err()
+            .contains("logged out"));
         assert!(!a.logout(&session));
     }
 

@@ -131,13 +131,17 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, conn: quinn::Connection) 
     let auth = shared.handle.web_auth();
     let Some((token, session)) = token.and_then(|t| auth.session(&t).map(|s| (t, s))) else {
         tracing::warn!(%addr, "WebTransport session refused: no valid session token");
-        let _ = request.reject(web_transport_quinn::http::StatusCode::FORBIDDEN).await;
+        let _ = request
+            .reject(web_transport_quinn::http::StatusCode::FORBIDDEN)
+            .await;
         return;
     };
     let Ok(wt) = request.ok().await else { return };
     let peer = peer_of(addr, &session.who);
     tracing::info!(%peer, "browser session opened");
-    let streams = WebStreams { session: wt.clone() };
+    let streams = WebStreams {
+        session: wt.clone(),
+    };
     // The session ends when its token does (expiry or logout).
     let watch = {
         let auth = auth.clone();
@@ -185,7 +189,8 @@ impl WebStreams {
     /// Closes the session with the error table's code and a reason the page shows.
     pub(crate) fn close(&self, code: ErrorCode, why: &str) {
         let reason = crate::net::close_reason(code, why);
-        self.session.close(u32::from(code.code()), reason.as_bytes());
+        self.session
+            .close(u32::from(code.code()), reason.as_bytes());
     }
 
     /// Reads a stream's WebTransport header (within the frame deadline); the rest of the
@@ -199,7 +204,9 @@ impl WebStreams {
         let header = async {
             let signal = read_varint(&mut recv).await?;
             if signal != WEBTRANSPORT_STREAM {
-                return Err(format!("a stream of type {signal:#x} is not a WebTransport stream"));
+                return Err(format!(
+                    "a stream of type {signal:#x} is not a WebTransport stream"
+                ));
             }
             read_varint(&mut recv).await.map(|_session| ())
         };

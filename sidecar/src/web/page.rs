@@ -56,7 +56,11 @@ pub fn serve_page(
     };
     tracing::info!(
         port = web.port,
-        certificate = if web.cfg.certs.self_signed() { "self-signed, short-lived" } else { "the admin's" },
+        certificate = if web.cfg.certs.self_signed() {
+            "self-signed, short-lived"
+        } else {
+            "the admin's"
+        },
         "serving browsers: the page over HTTPS (TCP) and WebTransport (UDP) on this port"
     );
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -190,7 +194,11 @@ async fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
                     Ok(bytes) => response(200, content_type(a), &bytes),
                     Err(e) => {
                         tracing::warn!(file = %a, error = %e, "a page file cannot be read");
-                        response(500, "text/plain", b"a page file is missing: run web/build.sh")
+                        response(
+                            500,
+                            "text/plain",
+                            b"a page file is missing: run web/build.sh",
+                        )
                     }
                 },
                 None => response(404, "text/plain", b"not found"),

@@ -88,7 +88,10 @@ impl Browser {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if !sent {
                     if let Some(url) = line.strip_prefix("DevTools listening on ") {
                         let _ = tx.send(url.trim().to_owned());
@@ -129,7 +132,12 @@ impl Browser {
     }
 
     /// Sends a command and waits for its answer (events in between are dropped).
-    pub fn call(&mut self, tab: Option<&Tab>, method: &str, params: Value) -> Result<Value, String> {
+    pub fn call(
+        &mut self,
+        tab: Option<&Tab>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         let id = self.next_id;
         self.next_id += 1;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -140,7 +148,10 @@ impl Browser {
             .send(Message::text(msg.to_string()))
             .map_err(|e| format!("DevTools {method}: {e}"))?;
         loop {
-            let m = self.ws.read().map_err(|e| format!("DevTools {method}: {e}"))?;
+            let m = self
+                .ws
+                .read()
+                .map_err(|e| format!("DevTools {method}: {e}"))?;
             let Message::Text(t) = m else { continue };
             let v: Value = serde_json::from_str(t.as_str()).map_err(|e| e.to_string())?;
             if v["id"] == json!(id) {
@@ -176,13 +187,24 @@ impl Browser {
             json!({ "expression": expr, "awaitPromise": true, "returnByValue": true }),
         )?;
         if let Some(e) = r.get("exceptionDetails") {
-            return Err(format!("{expr}: {}", e["exception"]["description"].as_str().unwrap_or(&e.to_string())));
+            return Err(format!(
+                "{expr}: {}",
+                e["exception"]["description"]
+                    .as_str()
+                    .unwrap_or(&e.to_string())
+            ));
         }
         Ok(r["result"]["value"].clone())
     }
 
     /// Evaluates `expr` until it is truthy; its last value on timeout is in the error.
-    pub fn wait_for(&mut self, tab: &Tab, what: &str, expr: &str, timeout: Duration) -> Result<Value, String> {
+    pub fn wait_for(
+        &mut self,
+        tab: &Tab,
+        what: &str,
+        expr: &str,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.eval(tab, expr);
@@ -192,8 +214,12 @@ impl Browser {
                 }
             }
             if Instant::now() > deadline {
-                let status = self.eval(tab, "window.ringcast && ringcast.status()").unwrap_or_default();
-                return Err(format!("{what}: not within {timeout:?}; last {v:?}; page status {status}"));
+                let status = self
+                    .eval(tab, "window.ringcast && ringcast.status()")
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{what}: not within {timeout:?}; last {v:?}; page status {status}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -227,7 +253,11 @@ impl Browser {
             "Emulation.setDeviceMetricsOverride",
             json!({ "width": 1100, "height": 760, "deviceScaleFactor": 1, "mobile": false }),
         )?;
-        let r = self.call(Some(tab), "Page.captureScreenshot", json!({ "format": "png" }))?;
+        let r = self.call(
+            Some(tab),
+            "Page.captureScreenshot",
+            json!({ "format": "png" }),
+        )?;
         let b64 = r["data"].as_str().ok_or("no screenshot data")?;
         let png = base64_decode(b64).ok_or("bad screenshot data")?;
         std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))

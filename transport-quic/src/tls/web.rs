@@ -96,10 +96,15 @@ impl WebCerts {
                 if age >= EPHEMERAL_ROTATE_AFTER {
                     match make_ephemeral(&self.provider, names, now) {
                         Ok(fresh) => {
-                            tracing::info!("the browser certificate was replaced (it was {} days old)", age.as_secs() / 86400);
+                            tracing::info!(
+                                "the browser certificate was replaced (it was {} days old)",
+                                age.as_secs() / 86400
+                            );
                             *cur = fresh;
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot make a new browser certificate; keeping the old one"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot make a new browser certificate; keeping the old one")
+                        }
                     }
                 }
                 cur.key.clone()
