@@ -57,8 +57,9 @@ client=("$bin/ringcast" --known-hosts "$work/known_hosts" --identity-dir "$work/
 say "starting ringcastd (journals in $work/state)"
 # Port 0: the kernel picks a free UDP port, and ringcastd names it on its readiness line
 # (`ready quic=ADDR socket=PATH`), printed once QEMU can register and clients can connect.
+# --web: the same port number also serves the browser client (docs/web.md).
 "$bin/ringcastd" --socket "$work/run/ringcastd.sock" --state-dir "$work/state" \
-    --listen 127.0.0.1:0 >"$work/ringcastd.ready" 2>"$work/ringcastd.log" &
+    --listen 127.0.0.1:0 --web >"$work/ringcastd.ready" 2>"$work/ringcastd.log" &
 pids+=($!)
 for _ in $(seq 600); do
     grep -q '^ready ' "$work/ringcastd.ready" 2>/dev/null && break
@@ -72,6 +73,12 @@ export RINGCAST_SERVER=${quic%% *}
 # The client asks this ringcastd's control socket to authorize it on first use (as root).
 export RINGCAST_CONTROL_SOCKET=$work/run/ringcastd.ctl
 say "ringcastd is ready: QUIC on $RINGCAST_SERVER"
+# A browser link for this client's identity (which the client authorizes on first use):
+# single-use, 10 minutes to open it. The page's self-signed certificate gets the browser's
+# warning (docs/web.md says why and what to do); WebTransport is pinned by the link's hash.
+if link=$("${client[@]}" web-link 2>/dev/null); then
+    say "the same, in a browser on this host: $link"
+fi
 
 say "booting the guest: serial0 (16550), hvc0 (virtconsole), snd0 (intel-hda) on the plugin"
 opts="socket=$work/run/ringcastd.sock"
