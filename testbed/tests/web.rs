@@ -308,3 +308,31 @@ fn an_expired_link_is_refused_and_logout_ends_the_session() {
         "a logged-out token still opens a session"
     );
 }
+
+#[test]
+fn webtransport_accepts_ringcastds_certificate_by_the_hash_in_the_link_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let url = link(&d, "cn:alice", "10m");
+    let hash = url.rsplit("&cert=").next().unwrap().to_owned();
+    assert_eq!(hash.len(), 64, "{url}");
+    let mut b = browser();
+    let tab = open(&mut b, &url);
+    let token = b.eval(&tab, "ringcast.sessionToken()").unwrap();
+    let token = token.as_str().unwrap().to_owned();
+    // The certificate is one a browser accepts by hash (ECDSA, at most 14 days), and it is
+    // the one the link names; a different hash is refused even with the right token.
+    let probe = |b: &mut Browser, h: &str| {
+        b.eval(&tab, &format!("ringcast.probe({token:?}, [{h:?}])"))
+            .unwrap()
+    };
+    assert_eq!(probe(&mut b, &hash), json!("ok"));
+    let mut wrong = hash.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let refused = probe(&mut b, &wrong);
+    assert!(
+        refused.as_str().unwrap().starts_with("refused"),
+        "{refused}"
+    );
+}

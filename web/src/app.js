@@ -96,7 +96,7 @@ async function connect() {
   try {
     await wt.ready;
   } catch (e) {
-    setStatus(`cannot open the session (expired or logged out?): ${e.message}`, 'refused');
+    setStatus(`cannot open the session: ${e.message} (a session that expired or was logged out, or a certificate the link does not name: ask for a new link)`, 'refused');
     return false;
   }
   state.wt = wt;
@@ -477,8 +477,9 @@ window.ringcast = {
   logout,
   sessionToken: () => state.session && state.session.token,
   // Whether `token` opens a WebTransport session now ('ok', or the browser's error).
-  probe: async (token) => {
-    const hashes = await currentHashes();
+  // `hashes`: the certificate hashes to offer instead of the current ones.
+  probe: async (token, hashes) => {
+    hashes = hashes || await currentHashes();
     const opts = hashes.length ? { serverCertificateHashes: hashes.map((h) => ({ algorithm: 'sha-256', value: hexBytes(h) })) } : {};
     const wt = new WebTransport(`https://${location.host}/session?token=${encodeURIComponent(token)}`, opts);
     try { await wt.ready; wt.close(); return 'ok'; } catch (e) { return `refused: ${e.message}`; }

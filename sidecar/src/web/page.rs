@@ -66,8 +66,14 @@ pub fn serve_page(
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Some(tokio::spawn(async move {
         loop {
-            let Ok((tcp, addr)) = listener.accept().await else {
-                continue;
+            let (tcp, addr) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a page connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 continue;
