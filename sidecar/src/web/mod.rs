@@ -54,6 +54,7 @@ pub fn default_assets() -> PathBuf {
 pub const ASSETS: &[&str] = &[
     "index.html",
     "app.js",
+    "audio.js",
     "proto.js",
     "worklet.js",
     "style.css",
