@@ -336,3 +336,23 @@ fn webtransport_accepts_ringcastds_certificate_by_the_hash_in_the_link_and_no_ot
         "{refused}"
     );
 }
+
+#[test]
+fn without_web_nothing_new_listens_and_no_link_is_minted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Ringcastd::start(dir.path(), &dir.path().join("state"), &[]);
+    let addr: std::net::SocketAddr = d.server().parse().unwrap();
+    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    assert!(
+        tcp.is_err(),
+        "something listens on TCP {addr} without --web"
+    );
+    let out = d
+        .ringcast()
+        .args(["web-link", "cn:alice"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("start it with --web"), "{err}");
+}
