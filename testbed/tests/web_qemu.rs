@@ -203,6 +203,12 @@ fn the_page_captures_the_guest_console_exactly_and_plays_its_tone() {
         .unwrap();
     assert_eq!(a["underruns"], json!(0), "{a}");
     eprintln!("the page's audio counters while the tone played: {a}");
+    // On the stream every period arrives, in order: the only gaps are periods the plugin
+    // itself dropped (counted by ringcastd).
+    let plugin_lost: u64 = d.stat("e2e/snd0", "LOST:AUDIO").unwrap().parse().unwrap();
+    assert_eq!(a["lost"], json!(plugin_lost), "{a}");
+    assert_eq!(a["skippedByServer"], json!(0), "{a}");
+    assert_eq!(a["reordered"], json!(0), "{a}");
     let mut vm = vm;
     wait_exit(vm.0.take().unwrap(), &g.log_file);
     let cap = b.eval(&tab, "ringcast.capture('e2e/serial0')").unwrap();

@@ -345,7 +345,9 @@ async function playAudio(d) {
   const s = await state.wt.createBidirectionalStream();
   const writer = s.writable.getWriter();
   const frames = new P.FrameStream(s.readable);
-  await writer.write(P.attach(d.vm, d.device, 'read', { now: true }, true));
+  // On the stream by default, as `ringcast play`: every period, in order. As datagrams when
+  // asked: a lost period is skipped rather than waited for.
+  await writer.write(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked));
   const first = await frames.next();
   if (!first || first.type !== P.T.ATTACHED || !first.audio) {
     setStatus(`${d.vm}/${d.device}: ${first && first.type === P.T.ERROR ? P.errorText(first) : 'no audio format yet'}`, 'refused');

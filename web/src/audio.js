@@ -29,7 +29,7 @@ export function decodePcm(fmt, pcm) {
 export class AudioView {
   constructor(d, format, jitterMs) {
     this.d = d; this.format = format; this.jitterMs = jitterMs;
-    this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
+    this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
     this.lastSeq = null; this.clock = null; this.pending = [];
   }
 
@@ -64,6 +64,9 @@ export class AudioView {
   }
 
   period(p) {
+    // Datagrams overtake periods sent on the stream (those too large for a datagram):
+    // one that comes after a later one is dropped, as late (late is worse than lost).
+    if (this.lastSeq !== null && p.seq <= this.lastSeq) { this.counts.reordered++; return; }
     this.counts.periods++;
     // As `ringcast play` counts them: periods ringcastd dropped for this client
     // (skippedBefore) and periods that never arrived (gaps in seq: lost datagrams).
@@ -96,7 +99,7 @@ export class AudioView {
   render() {
     const c = this.counts;
     $('audio-counters').textContent = `${this.d.vm}/${this.d.device}: periods ${c.periods}, late ${c.late}, ` +
-      `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}), played ${(c.played / this.format.rate).toFixed(1)} s, ` +
+      `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}, out of order ${c.reordered}), played ${(c.played / this.format.rate).toFixed(1)} s, ` +
       `frequency ${this.frequency().toFixed(1)} Hz`;
   }
 
