@@ -8,6 +8,10 @@ const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
 const SOFTWARE = 'ringcast-web 0.1';
 const STORE = 'ringcast.session';
+// Bytes handed to the terminal and not yet drawn: above HIGH the console view stops
+// reading until they are down to LOW.
+const SHOW_HIGH = 1 << 20;
+const SHOW_LOW = 256 << 10;
 
 const state = {
   session: null, // {token, expires, identity, hashes}
@@ -246,7 +250,7 @@ class ConsoleView {
         if (f.type === P.T.DATA || f.type === P.T.GAP) {
           const report = this.reader.onItem(f);
           if (f.type === P.T.DATA) {
-            this.term.write(f.bytes);
+            await this.show(f.bytes);
             this.received += f.bytes.length;
           } else {
             this.gaps += f.len;
@@ -262,6 +266,19 @@ class ConsoleView {
       }
     } catch (_) { /* the connection went away: resume() attaches again */ }
     if (this.stream === stream) this.stream = null;
+  }
+
+  // Hands bytes to the terminal; beyond a backlog it waits until the terminal has drawn
+  // them, so a flood is read (and credited to the server) only as fast as it is shown, and
+  // the page's main thread stays free for the rest (audio periods).
+  async show(bytes) {
+    const n = bytes.length;
+    this.backlog = (this.backlog || 0) + n;
+    this.term.write(bytes, () => {
+      this.backlog -= n;
+      if (this.drained && this.backlog <= SHOW_LOW) { const d = this.drained; this.drained = null; d(); }
+    });
+    if (this.backlog > SHOW_HIGH) await new Promise((r) => { this.drained = r; });
   }
 
   type(data) {
@@ -334,7 +351,7 @@ async function readDatagrams(wt) {
       const { value, done } = await reader.read();
       if (done) break;
       try {
-        if (state.audio) state.audio.period(P.decodeDatagram(value));
+        if (state.audio) state.audio.period(P.decodeDatagram(value), true);
       } catch (e) { console.warn('an audio datagram was dropped:', e.message); }
     }
   } catch (_) { /* the session ended */ }

@@ -29,7 +29,7 @@ export function decodePcm(fmt, pcm) {
 export class AudioView {
   constructor(d, format, jitterMs) {
     this.d = d; this.format = format; this.jitterMs = jitterMs;
-    this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
+    this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, datagrams: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
     this.lastSeq = null; this.clock = null; this.pending = [];
   }
 
@@ -63,11 +63,12 @@ export class AudioView {
     })();
   }
 
-  period(p) {
+  period(p, datagram = false) {
     // Datagrams overtake periods sent on the stream (those too large for a datagram):
     // one that comes after a later one is dropped, as late (late is worse than lost).
     if (this.lastSeq !== null && p.seq <= this.lastSeq) { this.counts.reordered++; return; }
     this.counts.periods++;
+    if (datagram) this.counts.datagrams++;
     // As `ringcast play` counts them: periods ringcastd dropped for this client
     // (skippedBefore) and periods that never arrived (gaps in seq: lost datagrams).
     this.counts.skipped += p.skippedBefore;
