@@ -430,3 +430,82 @@ fn audio_as_datagrams_arrives_in_order_and_at_its_frequency_beside_a_console_flo
     let c = b.eval(&tab, "ringcast.console()").unwrap();
     assert!(c["received"].as_u64().unwrap() > 0, "{c}");
 }
+
+#[test]
+fn bytes_the_journal_no_longer_has_are_marked_as_a_gap_on_resume_and_zeros_in_a_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Ringcastd::start(
+        dir.path(),
+        &dir.path().join("state"),
+        &[
+            "--web",
+            "--journal-window",
+            "64KiB",
+            "--segment-size",
+            "64KiB",
+            "--retention",
+            "128KiB",
+        ],
+    );
+    transport_quic::local::authorize(
+        &d.control_socket(),
+        &Rule::parse("cn:alice */* all").unwrap(),
+    )
+    .unwrap();
+    let mut con = FakeConsole::new(&d.socket(), "vm1", "serial0", 1, 1 << 16);
+    con.connect();
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/serial0");
+    b.eval(&tab, "ringcast.openConsole('vm1/serial0', 'spy')")
+        .unwrap();
+    b.wait_for(&tab, "attached", "ringcast.console().attached", T)
+        .unwrap();
+    let all = stream(5, 0, 1 << 20);
+    con.write_all(&all[..10_000]);
+    b.wait_for(
+        &tab,
+        "the first bytes",
+        "ringcast.console().offset === 10000",
+        T,
+    )
+    .unwrap();
+    // While the page is away, far more than the retention is written: the bytes after its
+    // offset are gone when it resumes.
+    b.eval(&tab, "ringcast.dropConnection()").unwrap();
+    con.write_all(&all[10_000..]);
+    let end = all.len();
+    b.wait_for(
+        &tab,
+        "resumed to the end",
+        &format!("ringcast.console().offset === {end} && ringcast.connected()"),
+        T,
+    )
+    .unwrap();
+    let c = b.eval(&tab, "ringcast.console()").unwrap();
+    let gap = c["gaps"].as_u64().unwrap();
+    assert!(gap > 0, "{c}");
+    assert_eq!(c["received"].as_u64().unwrap() + gap, end as u64, "{c}");
+    let screen = b.eval(&tab, "ringcast.screen()").unwrap();
+    assert!(
+        screen
+            .as_str()
+            .unwrap()
+            .contains(&format!("[ringcast: {gap} bytes missing: retention]")),
+        "no gap mark on screen"
+    );
+    // A capture: what is gone is zeros, counted; the rest is the bytes written.
+    let cap = b.eval(&tab, "ringcast.capture('vm1/serial0')").unwrap();
+    let missing = cap["missing"].as_u64().unwrap() as usize;
+    assert!(missing > 0, "{cap}");
+    let file = b.downloads.join("vm1-serial0.log");
+    testbed::kit::wait_until("the capture downloaded", T, || {
+        std::fs::metadata(&file).is_ok_and(|m| m.len() == end as u64)
+    });
+    let got = std::fs::read(&file).unwrap();
+    assert!(got[..missing].iter().all(|&b| b == 0));
+    assert!(
+        got[missing..] == all[missing..],
+        "the capture's bytes differ"
+    );
+}
