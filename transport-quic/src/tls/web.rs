@@ -50,7 +50,6 @@ enum Source {
 #[derive(Debug)]
 struct Ephemeral {
     key: Arc<CertifiedKey>,
-    hash: [u8; 32],
     made: SystemTime,
 }
 
@@ -117,13 +116,8 @@ impl WebCerts {
     pub fn hashes(&self) -> Vec<[u8; 32]> {
         match &self.source {
             Source::Admin(_) => Vec::new(),
-            Source::Ephemeral { .. } => {
-                self.current();
-                let Source::Ephemeral { current, .. } = &self.source else {
-                    return Vec::new();
-                };
-                vec![current.lock().unwrap_or_else(|p| p.into_inner()).hash]
-            }
+            // The hash of what `current` presents now (replaced first if it is old).
+            Source::Ephemeral { .. } => vec![Sha256::digest(&self.current().cert[0]).into()],
         }
     }
 }
@@ -151,14 +145,12 @@ fn make_ephemeral(
     params.not_before = time::OffsetDateTime::from(from);
     params.not_after = time::OffsetDateTime::from(from + EPHEMERAL_VALIDITY);
     let cert = params.self_signed(&key).map_err(Error::Cert)?;
-    let hash: [u8; 32] = Sha256::digest(cert.der()).into();
     let id = Identity {
         certs: vec![cert.der().clone()],
         key: PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::Pem(e.to_string()))?,
     };
     Ok(Ephemeral {
         key: Arc::new(certified(provider, id)?),
-        hash,
         made: now,
     })
 }
@@ -252,6 +244,36 @@ mod tests {
         let has = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
         assert!(has(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]));
         assert!(has(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]));
+    }
+
+    #[test]
+    fn an_old_ephemeral_certificate_is_replaced_and_its_hash_follows() {
+        let w = WebCerts::ephemeral(&["localhost".into()]).unwrap();
+        let before = w.hashes();
+        assert_eq!(w.hashes(), before, "a young certificate is kept");
+        let Source::Ephemeral { names, current } = &w.source else {
+            unreachable!()
+        };
+        let old = SystemTime::now() - EPHEMERAL_ROTATE_AFTER - Duration::from_secs(1);
+        *current.lock().unwrap() = make_ephemeral(&w.provider, names, old).unwrap();
+        let aged: [u8; 32] = Sha256::digest(w.source_cert()).into();
+        let after = w.hashes();
+        assert_ne!(after, vec![aged], "an old certificate is still presented");
+        assert_ne!(after, before);
+        assert_eq!(
+            after,
+            vec![<[u8; 32]>::from(Sha256::digest(&w.current().cert[0]))]
+        );
+    }
+
+    impl WebCerts {
+        /// The certificate held now, without replacing it.
+        fn source_cert(&self) -> Vec<u8> {
+            match &self.source {
+                Source::Ephemeral { current, .. } => current.lock().unwrap().key.cert[0].to_vec(),
+                Source::Admin(k) => k.cert[0].to_vec(),
+            }
+        }
     }
 
     /// (not before, seconds of validity) from the first two UTCTime values of a certificate.
