@@ -24,7 +24,10 @@ done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-scripts/install-build-deps.sh npm
+# npm for the browser client's page, unless a Node.js from elsewhere brought its own.
+npm_pkg=()
+command -v npm >/dev/null || npm_pkg=(npm)
+scripts/install-build-deps.sh "${npm_pkg[@]}"
 say "building the browser client's page (web/build.sh)"
 web/build.sh >/dev/null
 say "building the patched QEMU and the test guest (cached after the first run)"
