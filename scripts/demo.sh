@@ -24,7 +24,12 @@ done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-scripts/install-build-deps.sh
+# npm for the browser client's page, unless a Node.js from elsewhere brought its own.
+npm_pkg=()
+command -v npm >/dev/null || npm_pkg=(npm)
+scripts/install-build-deps.sh "${npm_pkg[@]}"
+say "building the browser client's page (web/build.sh)"
+web/build.sh >/dev/null
 say "building the patched QEMU and the test guest (cached after the first run)"
 qemu=$(qemu-patches/build.sh | tail -n1)
 guest=$(testbed/guest/build.sh | tail -n1)
@@ -55,8 +60,9 @@ client=("$bin/ringcast" --known-hosts "$work/known_hosts" --identity-dir "$work/
 say "starting ringcastd (journals in $work/state)"
 # Port 0: the kernel picks a free UDP port, and ringcastd names it on its readiness line
 # (`ready quic=ADDR socket=PATH`), printed once QEMU can register and clients can connect.
+# --web: the same port number also serves the browser client (docs/web.md).
 "$bin/ringcastd" --socket "$work/run/ringcastd.sock" --state-dir "$work/state" \
-    --listen 127.0.0.1:0 >"$work/ringcastd.ready" 2>"$work/ringcastd.log" &
+    --listen 127.0.0.1:0 --web >"$work/ringcastd.ready" 2>"$work/ringcastd.log" &
 pids+=($!)
 for _ in $(seq 600); do
     grep -q '^ready ' "$work/ringcastd.ready" 2>/dev/null && break
@@ -70,18 +76,24 @@ export RINGCAST_SERVER=${quic%% *}
 # The client asks this ringcastd's control socket to authorize it on first use (as root).
 export RINGCAST_CONTROL_SOCKET=$work/run/ringcastd.ctl
 say "ringcastd is ready: QUIC on $RINGCAST_SERVER"
+# A browser link for this client's identity (which the client authorizes on first use):
+# single-use, 10 minutes to open it. The page's self-signed certificate gets the browser's
+# warning (docs/web.md says why and what to do); WebTransport is pinned by the link's hash.
+if link=$("${client[@]}" web-link 2>/dev/null); then
+    say "the same, in a browser on this host: $link"
+fi
 
 say "booting the guest: serial0 (16550), hvc0 (virtconsole), snd0 (intel-hda) on the plugin"
-config="socket=$work/run/ringcastd.sock"
+plugin_config="socket=$work/run/ringcastd.sock"
 "$qemu" -M q35 -accel tcg -nodefaults -display none -no-reboot -m 256 \
     -L /usr/share/seabios -L /usr/share/qemu -name guest=demo \
     -kernel "$guest/vmlinuz" -initrd "$guest/initrd.gz" \
     -append "console=ttyS1 quiet loglevel=3 panic=-1 rc.scenario=demo rc.tone_hz=440 rc.tone_ms=2000 rc.rate=44100" \
-    -chardev "plugin,id=serial0,path=$so,config=$opts" -serial chardev:serial0 \
+    -chardev "plugin,id=serial0,path=$so,config=$plugin_config" -serial chardev:serial0 \
     -chardev "file,id=log,path=$work/guest-init.log" -serial chardev:log \
     -device virtio-serial-pci \
-    -chardev "plugin,id=hvc0,path=$so,config=$opts" -device virtconsole,chardev=hvc0 \
-    -audiodev "plugin,id=snd0,path=$so,config=$opts" -device intel-hda -device hda-output,audiodev=snd0 \
+    -chardev "plugin,id=hvc0,path=$so,config=$plugin_config" -device virtconsole,chardev=hvc0 \
+    -audiodev "plugin,id=snd0,path=$so,config=$plugin_config" -device intel-hda -device hda-output,audiodev=snd0 \
     </dev/null >"$work/qemu.log" 2>&1 &
 qemu_pid=$!
 pids+=($qemu_pid)

@@ -26,9 +26,17 @@ done
 started=$(date +%s)
 step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
 
-# A C compiler, ALSA's headers (`ringcast play`), and tmux, which drives the interactive
-# `ringcast console` test.
-scripts/install-build-deps.sh tmux
+# A C compiler, ALSA's headers (`ringcast play`), tmux, which drives the interactive
+# `ringcast console` test, npm for the browser client's page, and Chromium, the browser its
+# tests drive.
+# (npm only where no npm is installed: a Node.js from elsewhere, e.g. NodeSource, brings its
+# own, and Debian's npm package would conflict with it.)
+npm_pkg=()
+command -v npm >/dev/null || npm_pkg=(npm)
+scripts/install-build-deps.sh tmux chromium "${npm_pkg[@]}"
+
+step "the browser client's page (web/build.sh: xterm.js from npm, cached)"
+web/build.sh >/dev/null
 
 step "baseline tools for the benchmark harness (socat, openssl, ssh, iperf3)"
 benches/baselines/install.sh >&2

@@ -74,6 +74,7 @@ mod private;
 mod signal;
 mod subscribe;
 mod uring;
+pub mod web;
 
 pub use daemon::{
     control_socket_for, default_state_dir, query_stats, raise_fd_limit, Config, Daemon, DeviceInfo,

@@ -48,6 +48,7 @@ use sidecar::{Config, Daemon};
 ///   ringcastd
 ///   ringcastd --state-dir /srv/ringcast --journal-window 8MiB --segment-size 64MiB
 ///   ringcastd --listen 0.0.0.0:7878 --authorized-clients /etc/ringcast/authorized_clients
+///   ringcastd --web        (then: ringcast web-link SHA256:3f1c... prints a link to open)
 ///   ringcastd stats
 ///   ringcastd authorize SHA256:3f1c... --devices 'vm1/*' --rights read,spy
 #[derive(Debug, Parser)]
@@ -125,6 +126,28 @@ struct Cli {
     /// ingest and the control socket have their own
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     net_threads: u16,
+
+    /// Also serve browsers: the page over HTTPS on the TCP port of --listen's number, and
+    /// WebTransport sessions on the QUIC endpoint (ALPN h3). Browsers get in with a link
+    /// the host's operator mints (`ringcast web-link IDENTITY`); see docs/web.md
+    #[arg(long)]
+    web: bool,
+
+    /// PEM certificate chain browsers see (one a CA they trust signed, for the host's
+    /// name) [default: a self-signed ECDSA certificate valid 13 days, replaced after 6,
+    /// which WebTransport accepts by the hash the link carries; the page itself then
+    /// shows the browser's certificate warning]
+    #[arg(long, requires_all = ["web", "web_key"])]
+    web_cert: Option<PathBuf>,
+
+    /// PEM private key of --web-cert
+    #[arg(long, requires_all = ["web", "web_cert"])]
+    web_key: Option<PathBuf>,
+
+    /// Directory of the page's files [default: web/dist of the source tree, which
+    /// web/build.sh makes]
+    #[arg(long, requires = "web")]
+    web_assets: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,9 +336,25 @@ fn real_main() -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("cannot start the network runtime")?;
+        let web = if cli.web {
+            let certs = match (&cli.web_cert, &cli.web_key) {
+                (Some(c), Some(k)) => transport_quic::tls::web::WebCerts::load(c, k)
+                    .with_context(|| format!("cannot use --web-cert {}", c.display()))?,
+                _ => transport_quic::tls::web::WebCerts::ephemeral(&web_names())
+                    .context("cannot make the browser certificate")?,
+            };
+            let web = sidecar::web::WebConfig {
+                certs: std::sync::Arc::new(certs),
+                assets: cli.web_assets.unwrap_or_else(sidecar::web::default_assets),
+            };
+            web.check_assets().map_err(|e| anyhow::anyhow!(e))?;
+            Some(web)
+        } else {
+            None
+        };
         let bound = {
             let _guard = rt.enter();
-            sidecar::net::BoundServer::bind(net_cfg)
+            sidecar::net::BoundServer::bind_with_web(net_cfg, web)
         };
         // A port that is taken stops ringcastd: whoever holds it would otherwise be the
         // server new clients reach and pin.
@@ -342,6 +381,18 @@ fn real_main() -> anyhow::Result<()> {
     );
     daemon.wait();
     Ok(())
+}
+
+/// Names in the self-signed browser certificate: this host's and loopback's.
+fn web_names() -> Vec<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if !host.is_empty() {
+        names.insert(0, host);
+    }
+    names
 }
 
 /// The readiness line on stdout (see the help text): printed after the registration socket,

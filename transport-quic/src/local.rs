@@ -4,8 +4,10 @@
 //! (`SO_PEERCRED`) again before granting anything.
 //!
 //! Requests: `stats` (the device table), `authorize RULE` (adds an authorization rule,
-//! in the authorization file's syntax, to ringcastd's `local_clients`). Answers to
-//! `authorize`: `authorized RULE` or `error: WHY`.
+//! in the authorization file's syntax, to ringcastd's `local_clients`), `web-link IDENTITY
+//! LINK_SECONDS SESSION_SECONDS` (mints a browser link). Answers to `authorize`:
+//! `authorized RULE` or `error: WHY`; to `web-link`: `web-link TOKEN PORT HASHES` (HASHES:
+//! comma-separated hex, or `-`) or `error: WHY`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -56,4 +58,64 @@ pub fn authorize(control_socket: &Path, rule: &Rule) -> Result<(), String> {
         None if answer.starts_with("authorized ") => Ok(()),
         None => Err(format!("unexpected answer from ringcastd: {answer:?}")),
     }
+}
+
+/// A browser link ringcastd minted (`web-link`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebLink {
+    /// The link's secret.
+    pub token: String,
+    /// The port of the page and of WebTransport.
+    pub port: u16,
+    /// Hex SHA-256 of the self-signed certificate browsers must accept (none with an
+    /// admin's certificate).
+    pub cert_hashes: Vec<String>,
+}
+
+impl WebLink {
+    /// The URL to open: the secrets are in the fragment, which browsers do not send.
+    pub fn url(&self, host: &str) -> String {
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let mut url = format!("https://{host}:{}/#link={}", self.port, self.token);
+        if !self.cert_hashes.is_empty() {
+            url.push_str("&cert=");
+            url.push_str(&self.cert_hashes.join(","));
+        }
+        url
+    }
+}
+
+/// Asks the ringcastd behind `control_socket` for a browser link for `who` (an identity as
+/// the authorization file writes it), usable once within `link`, for a session of
+/// `session`.
+pub fn web_link(
+    control_socket: &Path,
+    who: &str,
+    link: Duration,
+    session: Duration,
+) -> Result<WebLink, String> {
+    let line = format!("web-link {who} {} {}", link.as_secs(), session.as_secs());
+    let answer = request(control_socket, &line)
+        .map_err(|e| format!("cannot ask ringcastd at {}: {e}", control_socket.display()))?;
+    let answer = answer.trim();
+    if let Some(why) = answer.strip_prefix("error: ") {
+        return Err(why.to_owned());
+    }
+    let bad = || format!("unexpected answer from ringcastd: {answer:?}");
+    let fields: Vec<&str> = answer.split(' ').collect();
+    let ["web-link", token, port, hashes] = fields[..] else {
+        return Err(bad());
+    };
+    Ok(WebLink {
+        token: token.to_owned(),
+        port: port.parse().map_err(|_| bad())?,
+        cert_hashes: match hashes {
+            "-" => Vec::new(),
+            h => h.split(',').map(str::to_owned).collect(),
+        },
+    })
 }

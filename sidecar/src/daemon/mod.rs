@@ -101,6 +101,8 @@ pub(crate) struct Registry {
     pub closed: Arc<AtomicBool>,
     /// Rights the admin granted on this host.
     pub grants: crate::grants::LocalGrants,
+    /// The browser client's links and sessions (minted through the control socket).
+    pub web: Arc<crate::web::auth::WebAuth>,
 }
 
 impl Registry {
@@ -187,6 +189,7 @@ impl Daemon {
         let grants = crate::grants::LocalGrants::open(&cfg.state_dir)?;
         let registry = Arc::new(Registry {
             grants,
+            web: Default::default(),
             cfg,
             devices: Mutex::new(BTreeMap::new()),
             changed: Signal::default(),
@@ -294,6 +297,11 @@ impl Handle {
     /// Rights the host's admin granted through the control socket.
     pub fn local_grants(&self) -> &crate::grants::LocalGrants {
         &self.reg.grants
+    }
+
+    /// The browser client's links and sessions.
+    pub fn web_auth(&self) -> Arc<crate::web::auth::WebAuth> {
+        self.reg.web.clone()
     }
 
     /// All known devices (registered now, or with a journal from before).

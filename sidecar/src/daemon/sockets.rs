@@ -75,24 +75,77 @@ pub(super) fn serve_control(listener: UnixListener, handle: Handle) {
                     format!("error: {why}\n")
                 }
             },
-            _ => format!("error: unknown request {line:?}; known: stats, authorize RULE\n"),
+            ("web-link", args) => match web_link(&conn, &handle, args) {
+                Ok(answer) => answer,
+                Err(why) => {
+                    tracing::warn!(%why, "control socket: web link refused");
+                    format!("error: {why}\n")
+                }
+            },
+            _ => format!(
+                "error: unknown request {line:?}; known: stats, authorize RULE, \
+                 web-link IDENTITY LINK_SECONDS SESSION_SECONDS\n"
+            ),
         };
         let _ = conn.write_all(answer.as_bytes());
     }
 }
 
-/// Adds a locally granted rule for an asker that is root or ringcastd's own user.
-fn authorize(conn: &UnixStream, handle: &Handle, rule: &str) -> Result<String, String> {
+/// Who asks, if it is root or ringcastd's own user (the only ones who may grant).
+fn admin(conn: &UnixStream, what: &str) -> Result<rustix::net::UCred, String> {
     let cred = rustix::net::sockopt::socket_peercred(conn)
         .map_err(|e| format!("cannot tell who is asking: {e}"))?;
     let me = rustix::process::geteuid();
     if !cred.uid.is_root() && cred.uid != me {
         return Err(format!(
-            "uid {} may not authorize clients; only root and ringcastd's user (uid {}) may",
+            "uid {} may not {what}; only root and ringcastd's user (uid {}) may",
             cred.uid.as_raw(),
             me.as_raw()
         ));
     }
+    Ok(cred)
+}
+
+/// Mints a browser link (`web-link IDENTITY LINK_SECONDS SESSION_SECONDS`); the answer is
+/// `web-link TOKEN PORT HASHES` (HASHES: comma-separated hex SHA-256, or `-`).
+fn web_link(conn: &UnixStream, handle: &Handle, args: &str) -> Result<String, String> {
+    let cred = admin(conn, "mint browser links")?;
+    let fields: Vec<&str> = args.split_whitespace().collect();
+    let [who, link, session] = fields[..] else {
+        return Err("expected: web-link IDENTITY LINK_SECONDS SESSION_SECONDS".into());
+    };
+    let rule = transport_quic::authz::Rule::parse(&format!("{who} */* read"))?;
+    let secs = |s: &str| {
+        s.parse::<u64>()
+            .ok()
+            .filter(|&n| n <= 366 * 24 * 3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is not a number of seconds (up to a year)"))
+    };
+    let minted = handle
+        .web_auth()
+        .mint(rule.who.clone(), secs(link)?, secs(session)?)?;
+    tracing::info!(identity = %rule.who, uid = cred.uid.as_raw(), "browser link minted");
+    let hashes = if minted.cert_hashes.is_empty() {
+        "-".to_owned()
+    } else {
+        let hex = |h: &[u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        minted
+            .cert_hashes
+            .iter()
+            .map(hex)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Ok(format!(
+        "web-link {} {} {hashes}\n",
+        minted.token, minted.port
+    ))
+}
+
+/// Adds a locally granted rule for an asker that is root or ringcastd's own user.
+fn authorize(conn: &UnixStream, handle: &Handle, rule: &str) -> Result<String, String> {
+    let cred = admin(conn, "authorize clients")?;
     let rule = transport_quic::authz::Rule::parse(rule)?;
     let line = rule.to_line();
     handle

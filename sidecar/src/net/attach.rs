@@ -284,9 +284,7 @@ pub(super) async fn audio(
                 };
                 if datagrams {
                     if let Ok(d) = codec::encode_datagram(stream_id, &data) {
-                        if c.conn.max_datagram_size().is_some_and(|m| d.len() <= m)
-                            && c.conn.send_datagram(Bytes::from(d)).is_ok()
-                        {
+                        if c.send_datagram(d) {
                             continue;
                         }
                     }

@@ -5,9 +5,14 @@
 use super::*;
 
 pub(super) fn close(conn: &quinn::Connection, code: ErrorCode, why: &str) {
+    conn.close(code.varint(), close_reason(code, why).as_bytes());
+}
+
+/// The reason text a connection or session is closed with: the code's name and why.
+pub(crate) fn close_reason(code: ErrorCode, why: &str) -> String {
     let mut reason = format!("{}: {why}", code.name());
     codec::truncate_text(&mut reason, 512);
-    conn.close(code.varint(), reason.as_bytes());
+    reason
 }
 
 pub(super) struct ClientConnection {
@@ -18,6 +23,9 @@ pub(super) struct ClientConnection {
     /// Audio attachments live on this connection; console streams watch it to pick their
     /// in-flight bound.
     pub(super) audio_live: tokio::sync::watch::Sender<usize>,
+    /// The WebTransport session, when the client is a browser (its streams carry a header,
+    /// its datagrams a session prefix, and it is closed with a code the page can read).
+    pub(super) web: Option<crate::web::WebStreams>,
 }
 
 impl ClientConnection {
@@ -43,7 +51,35 @@ impl ClientConnection {
             ReadFrameError::Read(_) => return,
         };
         tracing::warn!(peer = %self.peer, code = code.name(), %why, "closing a client");
-        close(&self.conn, code, &why);
+        self.close(code, &why);
+    }
+
+    /// Closes the connection (a browser's: its WebTransport session) with `code`.
+    pub(super) fn close(&self, code: ErrorCode, why: &str) {
+        match &self.web {
+            Some(web) => web.close(code, why),
+            None => close(&self.conn, code, why),
+        }
+    }
+
+    /// The next attachment stream the client opens (a browser's with its header read).
+    async fn accept_bi(&self) -> Result<(quinn::SendStream, quinn::RecvStream), String> {
+        let (send, recv) = self.conn.accept_bi().await.map_err(|e| e.to_string())?;
+        match &self.web {
+            Some(web) => web.stream(send, recv, &self.shared.limits).await,
+            None => Ok((send, recv)),
+        }
+    }
+
+    /// Sends an audio datagram if it fits; false when it must go on the stream instead.
+    pub(super) fn send_datagram(&self, d: Vec<u8>) -> bool {
+        match &self.web {
+            Some(web) => web.send_datagram(d),
+            None => {
+                self.conn.max_datagram_size().is_some_and(|m| d.len() <= m)
+                    && self.conn.send_datagram(Bytes::from(d)).is_ok()
+            }
+        }
     }
 
     fn close_for(&self, end: &End) {
@@ -53,7 +89,7 @@ impl ClientConnection {
             message: reason,
         } = end
         {
-            close(&self.conn, *code, reason);
+            self.close(*code, reason);
         }
     }
 
@@ -109,10 +145,24 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
         fingerprint,
         verified_cn,
     };
+    serve_client(shared, conn, peer, None).await
+}
+
+/// Serves a client known as `peer`: the QUIC client's certificate, or the identity a
+/// browser's WebTransport session was minted for (`web`). The same rules either way.
+pub(crate) async fn serve_client(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    peer: Peer,
+    web: Option<crate::web::WebStreams>,
+) {
+    let closer = |code: ErrorCode, why: &str| match &web {
+        Some(w) => w.close(code, why),
+        None => close(&conn, code, why),
+    };
     if !shared.admits(&peer) {
         tracing::warn!(%peer, "refused: no authorization rule names this client");
-        close(
-            &conn,
+        closer(
             ErrorCode::NotAuthorized,
             &format!(
                 "client {} is not authorized here; the host's admin can run: ringcastd authorize {}",
@@ -129,7 +179,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
     let counted = lock(&shared.connections).open(&peer.fingerprint);
     if let Err(End::Close { code, reason }) = &counted {
         tracing::warn!(%peer, %reason, "connection refused");
-        close(&conn, *code, reason);
+        closer(*code, reason);
         return;
     }
     let _counted = Counted {
@@ -147,11 +197,12 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
         conn,
         peer,
         audio_live: tokio::sync::watch::Sender::new(0),
+        web,
     });
     let handshake = Handshake::new(Instant::now(), &limits);
     // The control stream and its handshake come first, before the Hello deadline.
     let control = async {
-        let (mut send, recv) = c.conn.accept_bi().await.ok()?;
+        let (mut send, recv) = c.accept_bi().await.ok()?;
         let mut reader = FrameReader::from_client(recv, &limits);
         let frame = match reader.next().await {
             Ok(f) => f,
@@ -196,7 +247,18 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connectio
                 if !c.spend() {
                     break;
                 }
-                tokio::spawn(attachment(c.clone(), send, recv));
+                let c = c.clone();
+                tokio::spawn(async move {
+                    // A browser's stream begins with its WebTransport header.
+                    let stream = match &c.web {
+                        Some(web) => web.stream(send, recv, &c.shared.limits).await,
+                        None => Ok((send, recv)),
+                    };
+                    match stream {
+                        Ok((send, recv)) => attachment(c, send, recv).await,
+                        Err(why) => tracing::info!(peer = %c.peer, %why, "stream dropped"),
+                    }
+                });
             }
             Err(e) => {
                 tracing::info!(peer = %c.peer, reason = %e, "client gone");

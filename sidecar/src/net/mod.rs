@@ -23,7 +23,8 @@
 //! Modules: this one (configuration, binding, the accept loop; the endpoint's stateless
 //! reset key and connection ids come from transport-quic's `endpoint`), `connection` (a
 //! client: its handshake, control stream and requests), `attach` (one console or audio
-//! attachment stream), `wire` (the daemon's types as the wire's).
+//! attachment stream), `wire` (the daemon's types as the wire's). Browsers (`--web`) are
+//! served by the `web` module through the same client code.
 
 mod attach;
 mod connection;
@@ -52,6 +53,8 @@ use crate::device::{lock, DeviceStats};
 use crate::{DeviceKey, Handle, Item};
 
 use attach::*;
+pub(crate) use connection::close_reason;
+pub(crate) use connection::serve_client;
 use connection::*;
 pub use wire::wire_stats;
 use wire::*;
@@ -98,16 +101,18 @@ pub enum NetError {
     },
 }
 
-struct Shared {
-    handle: Handle,
+pub(crate) struct Shared {
+    pub(crate) handle: Handle,
     /// The authorization file's rules (the local grants are the handle's).
     access: AuthorizedClients,
     client_ca: Option<ClientCa>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// Console → who holds its write lock.
     writers: Mutex<WriteLocks<DeviceKey>>,
     /// Connections open, in total and per client identity.
     connections: Mutex<server::Connections<Option<Fingerprint>>>,
+    /// The browser client (`--web`), when enabled.
+    pub(crate) web: Option<Arc<crate::web::WebState>>,
 }
 
 impl Shared {
@@ -130,6 +135,8 @@ pub struct NetServer {
     endpoint: quinn::Endpoint,
     fingerprint: Fingerprint,
     task: tokio::task::JoinHandle<()>,
+    /// The HTTPS page server (`--web`).
+    page: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -149,6 +156,7 @@ pub struct BoundServer {
     access: AuthorizedClients,
     client_ca: Option<ClientCa>,
     limits: Limits,
+    web: Option<(Arc<crate::web::WebState>, std::net::TcpListener)>,
 }
 
 impl BoundServer {
@@ -156,6 +164,16 @@ impl BoundServer {
     /// called within a tokio runtime. Connections that arrive before [`BoundServer::serve`]
     /// wait in the endpoint.
     pub fn bind(cfg: NetConfig) -> Result<BoundServer, NetError> {
+        Self::bind_with_web(cfg, None)
+    }
+
+    /// [`BoundServer::bind`], and with `web` the browser client too: WebTransport (ALPN
+    /// `h3`) on the same QUIC endpoint and the page over HTTPS on the TCP port of the same
+    /// number.
+    pub fn bind_with_web(
+        cfg: NetConfig,
+        web: Option<crate::web::WebConfig>,
+    ) -> Result<BoundServer, NetError> {
         // Only a file that is certainly absent means "no file": one that cannot be looked
         // at or read (permissions, a dangling symlink, a directory) stops the server.
         let access = match std::fs::symlink_metadata(&cfg.authorized_clients) {
@@ -174,12 +192,25 @@ impl BoundServer {
             tracing::info!(%fingerprint, dir = %cfg.identity_dir.display(), "server identity created");
         }
         let client_ca = cfg.client_ca.as_deref().map(ClientCa::load).transpose()?;
-        let server_cfg = tls::server_config(&identity, &cfg.limits)?;
+        let server_cfg = match &web {
+            Some(w) => tls::web::server_config_with_web(&identity, &cfg.limits, w.certs.clone())?,
+            None => tls::server_config(&identity, &cfg.limits)?,
+        };
         let bind_err = |source| NetError::Bind {
             addr: cfg.listen,
             source,
         };
         let socket = transport_quic::endpoint::udp_socket(cfg.listen).map_err(bind_err)?;
+        let web = match web {
+            Some(w) => {
+                let port = socket.local_addr().map_err(bind_err)?.port();
+                let tcp = std::net::SocketAddr::new(cfg.listen.ip(), port);
+                let listener = std::net::TcpListener::bind(tcp)
+                    .map_err(|source| NetError::Bind { addr: tcp, source })?;
+                Some((Arc::new(crate::web::WebState::new(w, port)), listener))
+            }
+            None => None,
+        };
         let endpoint = quinn::Endpoint::new(
             transport_quic::endpoint::server_endpoint_config(&identity),
             Some(server_cfg),
@@ -199,12 +230,17 @@ impl BoundServer {
             access,
             client_ca,
             limits: cfg.limits,
+            web,
         })
     }
 
     /// Starts accepting connections for the devices of `handle`. Must be called within a
     /// tokio runtime.
     pub fn serve(self, handle: Handle) -> NetServer {
+        let (web, page) = match self.web {
+            Some((state, listener)) => (Some(state), Some(listener)),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             handle,
             access: self.access,
@@ -212,13 +248,23 @@ impl BoundServer {
             connections: Mutex::new(server::Connections::new(&self.limits)),
             limits: self.limits,
             writers: Mutex::new(WriteLocks::default()),
+            web,
         });
+        let page = match (page, &shared.web) {
+            (Some(listener), Some(web)) => {
+                crate::web::serve_page(web.clone(), &shared.handle, listener)
+            }
+            _ => None,
+        };
         let ep = self.endpoint.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     match incoming.await {
+                        Ok(conn) if crate::web::is_h3(&conn) => {
+                            crate::web::serve_session(shared, conn).await
+                        }
                         Ok(conn) => serve_connection(shared, conn).await,
                         Err(e) => tracing::debug!(error = %e, "handshake failed"),
                     }
@@ -229,6 +275,7 @@ impl BoundServer {
             endpoint: self.endpoint,
             fingerprint: self.fingerprint,
             task,
+            page,
         }
     }
 }
@@ -259,6 +306,9 @@ impl NetServer {
             ErrorCode::ShuttingDown.meaning().as_bytes(),
         );
         self.task.abort();
+        if let Some(page) = &self.page {
+            page.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }

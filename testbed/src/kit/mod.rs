@@ -1,6 +1,7 @@
 //! The test kit: what the tests and the benchmark harness share to run ringcast as users
 //! do.
 //!
+//! * [`browser`]: headless Chromium driven over the DevTools protocol (the web client).
 //! * [`bins`]: the workspace's binaries and the plugin library, from the build that runs
 //!   the tests (never built from inside a test).
 //! * [`clients`]: library sessions to a kit ringcastd that explain a failure to connect.
@@ -16,6 +17,7 @@
 //!   failed.
 
 pub mod bins;
+pub mod browser;
 pub mod clients;
 pub mod daemon;
 pub mod data;

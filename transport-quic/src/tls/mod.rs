@@ -3,12 +3,14 @@
 //! configurations (TLS 1.3 only, ring provider, ALPN `ringcast/1`).
 //!
 //! Modules: [`identity`] (certificates, keys, fingerprints), [`known_hosts`] (trust on first
-//! use), [`client_auth`] (client certificates and a CA for `cn:` names); this one builds
+//! use), [`client_auth`] (client certificates and a CA for `cn:` names), [`web`] (browsers:
+//! the certificate they see, the endpoint that also speaks HTTP/3); this one builds
 //! the quinn/rustls configurations from them.
 
 pub mod client_auth;
 pub mod identity;
 pub mod known_hosts;
+pub mod web;
 
 use std::fmt;
 use std::io::Write;

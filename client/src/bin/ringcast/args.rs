@@ -274,6 +274,38 @@ pub enum Command {
     ///   ringcast identity show
     #[command(subcommand, verbatim_doc_comment)]
     Identity(IdentityCommand),
+
+    /// Mint a link that opens the browser client (ringcastd --web) as IDENTITY.
+    ///
+    /// Run it on ringcastd's host as root or as ringcastd's user: it asks ringcastd's
+    /// control socket. The link can be used once, within --expires; the browser that opens
+    /// it gets a session (--session long) with IDENTITY's rights, as the authorization file
+    /// and the local grants give them (removing the rule removes them). Send the link
+    /// privately, like a password: whoever opens it first gets the session.
+    ///
+    /// IDENTITY is a fingerprint (SHA256:..., what `ringcast identity show` prints) or
+    /// cn:NAME [default: this client's own identity]. The link's host is --host [default:
+    /// the host of --server]. Without an admin certificate (ringcastd --web-cert) the link
+    /// also carries the hash of ringcastd's short-lived certificate, which WebTransport
+    /// accepts; the page itself then shows the browser's certificate warning (docs/web.md).
+    ///
+    /// Examples:
+    ///   ringcast web-link
+    ///   ringcast web-link SHA256:3f1c... --host vmhost.example.org --expires 5m
+    #[command(verbatim_doc_comment)]
+    WebLink {
+        /// Whose rights the browser gets [default: this client's identity]
+        identity: Option<String>,
+        /// How long the link may wait to be opened (e.g. 90s, 10m)
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        expires: Duration,
+        /// How long the browser's session lasts once opened (e.g. 1h, 8h)
+        #[arg(long, default_value = "8h", value_parser = parse_duration)]
+        session: Duration,
+        /// Host name the browser reaches ringcastd by [default: the host of --server]
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 /// Waiting for a device that does not exist yet (`console`, `capture`).

@@ -16,6 +16,7 @@ mod sound_card;
 mod terminal;
 mod wait;
 mod wav;
+mod web_link;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ fn real_main() -> anyhow::Result<Exit> {
         .unwrap_or_else(transport_quic::tls::config_dir);
     if let Command::Identity(cmd) = &cli.command {
         return identity::identity(cmd, &id_dir).map(|()| Exit::Success);
+    }
+    if let Command::WebLink { .. } = &cli.command {
+        return web_link::web_link(&cli, &id_dir).map(|()| Exit::Success);
     }
     // Say it before connecting: nothing the server says changes it.
     #[cfg(not(feature = "sound-card"))]
@@ -138,7 +142,9 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
             command,
             timeout,
         } => qmp::qmp(&session, &device, &command, Duration::from_secs(timeout)).await?,
-        Command::Identity(_) => unreachable!("handled before connecting"),
+        Command::Identity(_) | Command::WebLink { .. } => {
+            unreachable!("handled before connecting")
+        }
     };
     session.close().await;
     Ok(exit)

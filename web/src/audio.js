@@ -1,0 +1,111 @@
+// Audio on the page: PCM periods decoded to float samples and handed to the AudioWorklet
+// (worklet.js), with the counters of `ringcast play` (periods, late, skipped) and the
+// worklet's own (underruns, played, zero crossings, hence the frequency).
+import * as P from './proto.js';
+
+const $ = (id) => document.getElementById(id);
+
+export function decodePcm(fmt, pcm) {
+  const v = new DataView(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+  const le = !fmt.bigEndian;
+  const width = [1, 1, 2, 2, 4, 4, 4][fmt.sampleFormat];
+  const n = Math.floor(pcm.byteLength / width);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const o = i * width;
+    switch (fmt.sampleFormat) {
+      case 0: out[i] = (v.getUint8(o) - 128) / 128; break;
+      case 1: out[i] = v.getInt8(o) / 128; break;
+      case 2: out[i] = (v.getUint16(o, le) - 32768) / 32768; break;
+      case 3: out[i] = v.getInt16(o, le) / 32768; break;
+      case 4: out[i] = (v.getUint32(o, le) - 2147483648) / 2147483648; break;
+      case 5: out[i] = v.getInt32(o, le) / 2147483648; break;
+      default: out[i] = v.getFloat32(o, le);
+    }
+  }
+  return out;
+}
+
+export class AudioView {
+  constructor(d, format, jitterMs) {
+    this.d = d; this.format = format; this.jitterMs = jitterMs;
+    this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, datagrams: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
+    this.lastSeq = null; this.clock = null; this.pending = [];
+  }
+
+  async start(stream) {
+    this.stream = stream;
+    this.ctx = new AudioContext({ sampleRate: this.format.rate, latencyHint: 'interactive' });
+    await this.ctx.audioWorklet.addModule('worklet.js');
+    this.node = new AudioWorkletNode(this.ctx, 'ringcast-player', {
+      numberOfInputs: 0, outputChannelCount: [Math.min(2, this.format.channels)],
+      processorOptions: { channels: this.format.channels, jitterMs: this.jitterMs },
+    });
+    this.history = [];
+    this.node.port.onmessage = (e) => {
+      Object.assign(this.counts, { underruns: e.data.underruns, played: e.data.played, crossings: e.data.crossings, dropped: e.data.dropped, buffered: e.data.buffered });
+      this.history.push({ played: e.data.played, crossings: e.data.crossings });
+      if (this.history.length > 11) this.history.shift();
+      this.render();
+    };
+    this.node.connect(this.ctx.destination);
+    for (const samples of this.pending.splice(0)) this.node.port.postMessage(samples, [samples.buffer]);
+    await this.ctx.resume();
+    // Periods on the stream (when a datagram does not fit) go the same way.
+    (async () => {
+      try {
+        for (;;) {
+          const f = await stream.frames.next();
+          if (!f || f.type !== P.T.AUDIO) break;
+          this.period(f);
+        }
+      } catch (_) { /* ended */ }
+    })();
+  }
+
+  period(p, datagram = false) {
+    // Datagrams overtake periods sent on the stream (those too large for a datagram):
+    // one that comes after a later one is dropped, as late (late is worse than lost).
+    if (this.lastSeq !== null && p.seq <= this.lastSeq) { this.counts.reordered++; return; }
+    this.counts.periods++;
+    if (datagram) this.counts.datagrams++;
+    // As `ringcast play` counts them: periods ringcastd dropped for this client
+    // (skippedBefore) and periods that never arrived (gaps in seq: lost datagrams).
+    this.counts.skipped += p.skippedBefore;
+    this.counts.skippedByServer += p.skippedBefore;
+    if (this.lastSeq !== null && p.seq > this.lastSeq + 1) {
+      this.counts.skipped += p.seq - this.lastSeq - 1;
+      this.counts.lost += p.seq - this.lastSeq - 1;
+    }
+    this.lastSeq = p.seq;
+    const now = performance.now();
+    if (!this.clock) this.clock = { t0: now, ts0: p.timestampNs };
+    const due = this.clock.t0 + this.jitterMs + (p.timestampNs - this.clock.ts0) / 1e6;
+    if (now > due) this.counts.late++;
+    const samples = decodePcm(this.format, p.pcm);
+    // Periods that come before the worklet is loaded wait for it.
+    if (!this.node) { this.pending.push(samples); return; }
+    this.node.port.postMessage(samples, [samples.buffer]);
+  }
+
+  // Of what played in the last second (the worklet reports ten times a second).
+  frequency() {
+    const h = this.history || [];
+    if (h.length < 2) return 0;
+    const a = h[0]; const b = h[h.length - 1];
+    const played = b.played - a.played;
+    return played > 0 ? (b.crossings - a.crossings) / (played / this.format.rate) : 0;
+  }
+
+  render() {
+    const c = this.counts;
+    $('audio-counters').textContent = `${this.d.vm}/${this.d.device}: periods ${c.periods}, late ${c.late}, ` +
+      `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}, out of order ${c.reordered}), played ${(c.played / this.format.rate).toFixed(1)} s, ` +
+      `frequency ${this.frequency().toFixed(1)} Hz`;
+  }
+
+  stop() {
+    if (this.stream) this.stream.writer.write(P.detach()).catch(() => {});
+    if (this.ctx) this.ctx.close();
+  }
+}

@@ -1,0 +1,68 @@
+// Audio play-out with the jitter-buffer rules of `ringcast play`: playback starts once the
+// jitter target is buffered, an underrun (the buffer runs dry while playing) is counted
+// and buffering starts again, and more than 8 targets buffered drops the oldest samples.
+// It also counts positive-going zero crossings of the first channel, from which the page
+// tells the frequency of what is played.
+class RingcastPlayer extends AudioWorkletProcessor {
+  constructor(options) {
+    super();
+    const o = options.processorOptions;
+    this.channels = o.channels;
+    this.target = Math.max(1, Math.floor(o.jitterMs / 1000 * sampleRate)) * this.channels;
+    this.max = this.target * 8;
+    this.queue = [];
+    this.head = 0; // read position in queue[0]
+    this.buffered = 0;
+    this.playing = false;
+    this.counts = { underruns: 0, dropped: 0, played: 0, crossings: 0, buffered: 0, playing: false };
+    this.last = 0;
+    this.sinceReport = 0;
+    this.port.onmessage = (e) => {
+      this.queue.push(e.data);
+      this.buffered += e.data.length;
+      while (this.buffered > this.max && this.queue.length) {
+        const first = this.queue[0].length - this.head;
+        const drop = Math.min(first, this.buffered - this.max);
+        this.head += drop; this.buffered -= drop; this.counts.dropped += drop;
+        if (this.head >= this.queue[0].length) { this.queue.shift(); this.head = 0; }
+      }
+    };
+  }
+
+  process(_inputs, outputs) {
+    const out = outputs[0];
+    const frames = out[0].length;
+    if (!this.playing && this.buffered >= this.target) this.playing = true;
+    for (let i = 0; i < frames; i++) {
+      for (let c = 0; c < out.length; c++) {
+        let s = 0;
+        if (this.playing && this.buffered > 0 && c < this.channels) {
+          s = this.queue[0][this.head++];
+          this.buffered--;
+          if (this.head >= this.queue[0].length) { this.queue.shift(); this.head = 0; }
+        }
+        out[c][i] = s;
+        if (c === 0 && this.playing) {
+          if (this.last <= 0 && s > 0) this.counts.crossings++;
+          this.last = s;
+        }
+      }
+      // Channels the output does not have are skipped in the queue.
+      for (let c = out.length; c < this.channels && this.playing && this.buffered > 0; c++) {
+        this.head++; this.buffered--;
+        if (this.head >= this.queue[0].length) { this.queue.shift(); this.head = 0; }
+      }
+      if (this.playing) this.counts.played++;
+      if (this.playing && this.buffered === 0) { this.playing = false; this.counts.underruns++; }
+    }
+    this.sinceReport += frames;
+    if (this.sinceReport >= sampleRate / 10) {
+      this.sinceReport = 0;
+      this.counts.buffered = this.buffered;
+      this.counts.playing = this.playing;
+      this.port.postMessage(this.counts);
+    }
+    return true;
+  }
+}
+registerProcessor('ringcast-player', RingcastPlayer);
