@@ -173,6 +173,7 @@ pub(super) async fn measure(
         mode: Mode::Read,
         start: StartAt::Now,
         datagrams: false,
+        codecs: vec![],
     };
     send_frame(&mut send, &attach)
         .await
