@@ -212,7 +212,9 @@ pub enum Command {
     /// kHz stereo s16); --codec opus is Opus at 48 kHz (64 kbit/s by default, set by
     /// ringcastd's --opus-bitrate) with in-band FEC; --codec auto (the default) takes PCM
     /// on a loopback path wide enough for it, Opus anywhere else. With Opus, --wav and
-    /// --raw write s16 little-endian at 48000 Hz.
+    /// --raw write s16 little-endian at 48000 Hz. A file has no clock to miss: --wav and
+    /// --raw get every unit as it comes (a few units behind, for reordering), lost ones
+    /// concealed or rebuilt from FEC; the sound card plays on its clock, as below.
     ///
     /// An adaptive jitter buffer absorbs network delay variation: its delay grows when
     /// units arrive late (conceals one unit, then plays the late one) and shrinks again

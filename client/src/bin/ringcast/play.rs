@@ -99,6 +99,24 @@ pub async fn play(s: &Session, device: &str, o: PlayOptions) -> anyhow::Result<E
     let now_ns = || t0.elapsed().as_nanos() as u64;
     let mut next_tick: Option<tokio::time::Instant> = None;
     let mut stream_done = false;
+    // The sound card plays on a clock: a unit not here at its tick is concealed. A file has
+    // no clock to miss: each unit is written as the buffer lets it go (a few units behind
+    // the newest, for reordering), lost ones concealed or rebuilt from FEC.
+    let clocked = o.wav.is_none() && !o.raw;
+    let keep = (floor.as_nanos() as u64 / player.tick_ns().unwrap_or(10_000_000).max(1)) as usize;
+    let mut write = |t: client::playout::Tick, frames_done: &mut u64| -> anyhow::Result<bool> {
+        if let (true, Some(stamp)) = (same_host, t.stamp_ns) {
+            from_qemu_us.push(monotonic_ns().saturating_sub(stamp) / 1000);
+        }
+        let mut pcm = &t.pcm[..];
+        if let Some(limit) = limit_frames {
+            let left = limit.saturating_sub(*frames_done) * frame_bytes;
+            pcm = &pcm[..pcm.len().min(left as usize)];
+        }
+        sink(pcm)?;
+        *frames_done += pcm.len() as u64 / frame_bytes.max(1);
+        Ok(limit_frames.is_some_and(|l| *frames_done >= l))
+    };
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -108,11 +126,23 @@ pub async fn play(s: &Session, device: &str, o: PlayOptions) -> anyhow::Result<E
             p = audio.next(), if !stream_done => match p? {
                 Some(p) => {
                     player.push(now_ns(), p);
-                    if next_tick.is_none() {
+                    if !clocked {
+                        if drain(&mut player, keep, now_ns(), &mut write, &mut frames_done)? {
+                            break;
+                        }
+                    } else if next_tick.is_none() {
                         next_tick = player.tick_ns().map(|_| tokio::time::Instant::now());
                     }
                 }
-                None => stream_done = true,
+                None => {
+                    stream_done = true;
+                    if !clocked {
+                        // Past the first unit's play-out time: all that is held goes out.
+                        let end = now_ns() + floor.as_nanos() as u64;
+                        drain(&mut player, 0, end, &mut write, &mut frames_done)?;
+                        break;
+                    }
+                }
             },
             _ = tokio::time::sleep_until(tick_at), if next_tick.is_some() => {
                 let step = Duration::from_nanos(player.tick_ns().unwrap_or(10_000_000));
@@ -120,17 +150,7 @@ pub async fn play(s: &Session, device: &str, o: PlayOptions) -> anyhow::Result<E
                 let Some(t) = player.tick(now_ns()) else {
                     continue;
                 };
-                if let (true, Some(stamp)) = (same_host, t.stamp_ns) {
-                    from_qemu_us.push(monotonic_ns().saturating_sub(stamp) / 1000);
-                }
-                let mut pcm = &t.pcm[..];
-                if let Some(limit) = limit_frames {
-                    let left = limit.saturating_sub(frames_done) * frame_bytes;
-                    pcm = &pcm[..pcm.len().min(left as usize)];
-                }
-                sink(pcm)?;
-                frames_done += pcm.len() as u64 / frame_bytes.max(1);
-                if limit_frames.is_some_and(|l| frames_done >= l) {
+                if write(t, &mut frames_done)? {
                     break;
                 }
                 if stream_done && player.buffered() == 0 {
@@ -156,6 +176,28 @@ pub async fn play(s: &Session, device: &str, o: PlayOptions) -> anyhow::Result<E
         )
     );
     Ok(Exit::Success)
+}
+
+/// Writes what the buffer lets go while it holds more than `keep` units (at most one pass
+/// over them); true when the --seconds limit was reached.
+fn drain(
+    player: &mut Player,
+    keep: usize,
+    now_ns: u64,
+    write: &mut impl FnMut(client::playout::Tick, &mut u64) -> anyhow::Result<bool>,
+    frames_done: &mut u64,
+) -> anyhow::Result<bool> {
+    let mut budget = player.buffered() + 8;
+    while player.buffered() > keep && budget > 0 {
+        budget -= 1;
+        let Some(t) = player.tick(now_ns) else {
+            return Ok(false);
+        };
+        if write(t, frames_done)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The closing line: what was played and how, and the delays.
