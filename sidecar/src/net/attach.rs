@@ -289,10 +289,14 @@ pub(super) async fn audio(
                 };
                 if datagrams {
                     if let Ok(d) = codec::encode_datagram(stream_id, &data) {
-                        if c.conn.max_datagram_size().is_some_and(|m| d.len() <= m)
-                            && c.conn.send_datagram(Bytes::from(d)).is_ok()
-                        {
-                            continue;
+                        let max = c.conn.max_datagram_size();
+                        if max.is_some_and(|m| d.len() <= m) {
+                            match c.conn.send_datagram(Bytes::from(d)) {
+                                Ok(()) => continue,
+                                Err(e) => tracing::debug!(peer = %c.peer, device = %key, error = %e, "audio datagram not sent; on the stream instead"),
+                            }
+                        } else {
+                            tracing::debug!(peer = %c.peer, device = %key, len = d.len(), ?max, "audio datagram too large; on the stream instead");
                         }
                     }
                 }
