@@ -737,6 +737,7 @@ fn opus_over_a_lossy_narrow_link_rebuilds_lost_frames_from_fec_and_keeps_the_ton
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no number after {what:?} in {line}"))
     };
+    eprintln!("{line}");
     let (recovered, concealed) = (count("recovered by FEC"), count("concealed"));
     // About 5% of 800 frames are lost: FEC rebuilds the ones whose next frame arrived.
     assert!(recovered >= 10, "{line}\n{:?}\n{}", s.link.stats(), s.log());
