@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building ringcast needs from Debian's packages, if missing: a C compiler, and
-# ALSA's headers with pkg-config (cpal, behind `ringcast play` to the sound card, links ALSA).
+# Installs what building ringcast needs from Debian's packages, if missing: a C compiler,
+# ALSA's headers with pkg-config (cpal, behind `ringcast play` to the sound card, links ALSA),
+# and libopus (ringcastd encodes Opus, `ringcast play` decodes it; found through pkg-config).
 #
 #   scripts/install-build-deps.sh [PACKAGE...]   also install these Debian packages
 #
@@ -14,7 +15,7 @@ command -v cargo >/dev/null || {
 }
 missing=()
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
-for pkg in libasound2-dev pkg-config "$@"; do
+for pkg in libasound2-dev libopus-dev pkg-config "$@"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -471,6 +471,7 @@ fn run(opts: &Options) -> Result<Outcome, String> {
             retention: 256 << 20,
         },
         audio_queue: 64,
+        opus: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

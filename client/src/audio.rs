@@ -9,6 +9,7 @@ pub struct AudioStream {
     pub(crate) _send: quinn::SendStream,
     pub(crate) reader: FrameReader,
     pub(crate) format: Option<AudioFormat>,
+    pub(crate) encoding: AudioEncoding,
     pub(crate) datagrams: Option<mpsc::Receiver<AudioData>>,
     pub(crate) stream_done: bool,
 }
@@ -17,6 +18,11 @@ impl AudioStream {
     /// The PCM format (None if the device has not registered since ringcastd started).
     pub fn format(&self) -> Option<AudioFormat> {
         self.format
+    }
+
+    /// What the periods carry: PCM in [`AudioStream::format`], or Opus packets.
+    pub fn encoding(&self) -> AudioEncoding {
+        self.encoding
     }
 
     /// The next period; `Ok(None)` when the server ended the attachment.

@@ -22,12 +22,16 @@
 #![forbid(unsafe_code)]
 //!
 //! Modules: [`session`] (connecting, listing, attaching, QMP), [`console`] and [`audio`]
-//! (one attachment each), [`link`] (is the link alive), [`error`].
+//! (one attachment each), [`jitter`] and [`playout`] (received audio to samples to play:
+//! the adaptive jitter buffer, PCM and Opus decoding with loss concealment and FEC), [`link`]
+//! (is the link alive), [`error`].
 
 pub mod audio;
 pub mod console;
 pub mod error;
+pub mod jitter;
 pub mod link;
+pub mod playout;
 pub mod session;
 
 use std::collections::HashMap;
@@ -40,8 +44,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use transport_quic::codec::{decode_datagram, Frame, MAX_INPUT};
 pub use transport_quic::codec::{
-    AudioData, AudioFormat, DeviceEntry, DeviceKind, DeviceState, GapReason, Mode, StartAt,
-    StatsEntry,
+    AudioCodec, AudioData, AudioEncoding, AudioFormat, DeviceEntry, DeviceKind, DeviceState,
+    GapReason, Mode, OpusParams, StartAt, StatsEntry, OPUS_RATE,
 };
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
 use transport_quic::rules::{self, Refusal};

@@ -157,33 +157,32 @@ impl Session {
         }
     }
 
+    /// Opens an attachment stream with `attach` (a `Frame::Attach`) to a device expected to
+    /// be of `kind`.
     async fn attach(
         &self,
-        vm: &str,
-        device: &str,
         kind: DeviceKind,
-        mode: Mode,
-        start: StartAt,
-        datagrams: bool,
+        attach: Frame,
     ) -> Result<(quinn::SendStream, FrameReader, rules::client::Attached), Error> {
+        let Frame::Attach {
+            vm, device, codecs, ..
+        } = &attach
+        else {
+            return Err(Error::Protocol("not an Attach".into()));
+        };
+        let (what, codecs) = (format!("{vm}/{device}"), codecs.clone());
         let (mut send, recv) = self
             .conn
             .open_bi()
             .await
             .map_err(|e| from_connection(&self.addr, e))?;
-        let attach = Frame::Attach {
-            vm: vm.into(),
-            device: device.into(),
-            mode,
-            start,
-            datagrams,
-        };
         send_frame(&mut send, &attach)
             .await
             .map_err(|e| from_write(&self.addr, e))?;
         let mut reader = FrameReader::new(recv);
         let answer = reader.next().await.map_err(|e| from_read(&self.addr, e))?;
-        let attached = rules::client::on_attached(&format!("{vm}/{device}"), kind, answer)?;
+        let mut attached = rules::client::on_attached(&what, kind, answer)?;
+        attached.encoding = rules::audio::check_answer(&codecs, attached.encoding)?;
         Ok((send, reader, attached))
     }
 
@@ -197,7 +196,17 @@ impl Session {
         start: StartAt,
     ) -> Result<ConsoleStream, Error> {
         let (send, reader, attached) = self
-            .attach(vm, device, DeviceKind::Console, mode, start, false)
+            .attach(
+                DeviceKind::Console,
+                Frame::Attach {
+                    vm: vm.into(),
+                    device: device.into(),
+                    mode,
+                    start,
+                    datagrams: false,
+                    codecs: Vec::new(),
+                },
+            )
             .await?;
         Ok(ConsoleStream {
             addr: self.addr.clone(),
@@ -210,22 +219,38 @@ impl Session {
         })
     }
 
-    /// Listens to an audio device live. With `datagrams`, periods come as QUIC datagrams
-    /// (late is worse than lost); ones too large for a datagram still come on the stream.
+    /// Listens to an audio device live, as PCM. With `datagrams`, periods come as QUIC
+    /// datagrams (late is worse than lost); ones too large for a datagram still come on
+    /// the stream.
     pub async fn attach_audio(
         &self,
         vm: &str,
         device: &str,
         datagrams: bool,
     ) -> Result<AudioStream, Error> {
+        self.attach_audio_with(vm, device, datagrams, &[]).await
+    }
+
+    /// [`Session::attach_audio`] offering `codecs` in order of preference (empty: PCM
+    /// only); [`AudioStream::encoding`] says which one the server chose.
+    pub async fn attach_audio_with(
+        &self,
+        vm: &str,
+        device: &str,
+        datagrams: bool,
+        codecs: &[AudioCodec],
+    ) -> Result<AudioStream, Error> {
         let (send, reader, attached) = self
             .attach(
-                vm,
-                device,
                 DeviceKind::Audio,
-                Mode::Read,
-                StartAt::Now,
-                datagrams,
+                Frame::Attach {
+                    vm: vm.into(),
+                    device: device.into(),
+                    mode: Mode::Read,
+                    start: StartAt::Now,
+                    datagrams,
+                    codecs: codecs.to_vec(),
+                },
             )
             .await?;
         let dgrams = if datagrams {
@@ -244,6 +269,7 @@ impl Session {
             _send: send,
             reader,
             format: attached.audio,
+            encoding: attached.encoding,
             datagrams: dgrams,
             stream_done: false,
         })

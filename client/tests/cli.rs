@@ -230,12 +230,17 @@ fn play_to_a_wav_file_records_consecutive_periods_and_reports_counts() {
     stop.store(true, Relaxed);
     let pushed = producer.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    // On loopback `auto` takes PCM; the counts and the buffer's delays are reported.
     assert!(
-        err.contains("late") && err.contains("underruns") && err.contains("skipped 0"),
+        err.contains("pcm: ")
+            && err.contains("units played")
+            && err.contains("late")
+            && err.contains("underruns")
+            && err.contains("play-out delay p50"),
         "{err}"
     );
-    // The server is on this host (loopback): stamp-to-arrival latency is reported.
-    assert!(err.contains("latency from QEMU to here p50"), "{err}");
+    // The server is on this host (loopback): the delay from the guest's stamp is reported.
+    assert!(err.contains("from QEMU to play-out p50"), "{err}");
     let mut r = hound::WavReader::open(&wav).unwrap();
     let spec = r.spec();
     assert_eq!(
@@ -245,12 +250,93 @@ fn play_to_a_wav_file_records_consecutive_periods_and_reports_counts() {
     let samples: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
     assert_eq!(samples.len(), 2400 * 2);
     let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    // What was played: consecutive periods, with a period of silence wherever the jitter
+    // buffer had to conceal one (a loaded machine can make a period late).
+    let blocks: Vec<&[u8]> = bytes.chunks(480).collect();
+    let heard: Vec<&[u8]> = blocks
+        .iter()
+        .copied()
+        .filter(|b| b.iter().any(|&x| x != 0))
+        .collect();
     let first = (0..pushed)
-        .find(|&s| bytes[..480] == stream(s, 0, 480)[..])
+        .find(|&s| heard[0] == &stream(s, 0, 480)[..])
         .expect("the first period is one the producer pushed");
-    for (i, block) in bytes.chunks(480).enumerate() {
-        assert_eq!(block, &stream(first + i as u64, 0, 480)[..], "period {i}");
+    let mut seq = first;
+    for (i, block) in heard.iter().enumerate() {
+        while seq < pushed && *block != &stream(seq, 0, 480)[..] {
+            seq += 1;
+        }
+        assert!(
+            seq < pushed,
+            "block {i} is no period the producer pushed, in order"
+        );
+        seq += 1;
     }
+    let concealed = blocks.len() - heard.len();
+    assert!(
+        seq - first - heard.len() as u64 <= concealed as u64,
+        "periods went missing without a concealed period in their place: {err}"
+    );
+}
+
+#[test]
+fn play_with_opus_writes_the_tone_at_48_khz_to_a_wav_file() {
+    let env = Env::start();
+    let mut audio = FakeAudio::new(&env.socket(), "vm", "snd0");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    // A 1 kHz stereo s16 tone at 48 kHz, in 10 ms periods at the sound card's pace.
+    let producer = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !s2.load(Relaxed) {
+            let pcm: Vec<u8> = (n * 480..(n + 1) * 480)
+                .flat_map(|i| {
+                    let t = i as f64 / 48_000.0;
+                    let v = (12_000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16;
+                    [v.to_le_bytes(), v.to_le_bytes()].concat()
+                })
+                .collect();
+            audio.try_push_pcm(n * 10_000_000, 480, &pcm).unwrap();
+            n += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let wav = env.path("opus.wav");
+    let out = ok(env
+        .ringcast()
+        .args([
+            "play",
+            "vm/snd0",
+            "--codec",
+            "opus",
+            "--seconds",
+            "1",
+            "--wav",
+        ])
+        .arg(&wav)
+        .output()
+        .unwrap());
+    stop.store(true, Relaxed);
+    producer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("opus 64 kbit/s 10.0 ms frames")
+            && err.contains("recovered by FEC")
+            && err.contains("concealed"),
+        "{err}"
+    );
+    let mut r = hound::WavReader::open(&wav).unwrap();
+    let spec = r.spec();
+    assert_eq!(
+        (spec.sample_rate, spec.channels, spec.bits_per_sample),
+        (48_000, 2, 16)
+    );
+    let samples: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
+    assert_eq!(samples.len(), 48_000 * 2);
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let tone = testbed::tone::analyze_s16le(&bytes, 2, 48_000);
+    assert!((tone.frequency_hz - 1000.0).abs() < 5.0, "{tone:?}");
+    assert!(tone.active_frames > 48_000 * 9 / 10, "{tone:?} {err}");
 }
 
 /// The `"id"` member of a QMP command line, ready to be put in the reply (QEMU echoes it).

@@ -114,6 +114,7 @@ fn attach_frame(vm: &str, device: &str, mode: Mode) -> Frame {
         mode,
         start: StartAt::Now,
         datagrams: false,
+        codecs: vec![],
     }
 }
 
@@ -611,5 +612,105 @@ async fn a_writer_never_types_into_the_process_that_registered_the_name_after_it
     wait_until("typing into the new QEMU", WAIT, || {
         second.rx.read(&mut buf).unwrap().bytes == 2
     });
+    env.stop().await;
+}
+
+/// A stereo s16 tone of `hz` at 48 kHz: period `n` of `frames` frames.
+fn tone_period(hz: f64, n: u64, frames: u64) -> Vec<u8> {
+    (n * frames..(n + 1) * frames)
+        .flat_map(|i| {
+            let v = (0.5 * 32767.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 48_000.0).sin())
+                as i16;
+            [v.to_le_bytes(), v.to_le_bytes()].concat()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_subscribers_share_one_encoder_and_a_pcm_only_client_still_gets_pcm() {
+    use client::playout::Player;
+    use client::{AudioCodec, AudioEncoding};
+    let env = Env::start(None);
+    let mut audio = FakeAudio::new(&env.socket(), "vm", "snd0");
+    let s = env.session().await;
+    // A client that offers nothing (as every client before codecs) gets PCM.
+    let mut pcm = s.attach_audio("vm", "snd0", false).await.unwrap();
+    assert_eq!(pcm.encoding(), AudioEncoding::Pcm);
+    let mut first = s
+        .attach_audio_with("vm", "snd0", false, &[AudioCodec::Opus, AudioCodec::Pcm])
+        .await
+        .unwrap();
+    let AudioEncoding::Opus(params) = first.encoding() else {
+        panic!(
+            "Opus was offered and the device is stereo s16, got {:?}",
+            first.encoding()
+        );
+    };
+    assert_eq!((params.channels, params.frame_samples), (2, 480));
+    const PERIODS: u64 = 100; // 1 s of 10 ms periods
+    let push = |audio: &mut FakeAudio, range: std::ops::Range<u64>| {
+        for n in range {
+            let pcm = tone_period(440.0, n, 480);
+            assert!(audio.try_push_pcm(n * 10_000_000, 480, &pcm).unwrap());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    push(&mut audio, 0..20);
+    // The second Opus subscriber joins the running encoder: its frames continue the
+    // first one's numbering and are the same packets.
+    let mut second = s
+        .attach_audio_with("vm", "snd0", false, &[AudioCodec::Opus])
+        .await
+        .unwrap();
+    assert_eq!(second.encoding(), AudioEncoding::Opus(params));
+    push(&mut audio, 20..PERIODS);
+    let mut opus_frames = Vec::new();
+    while opus_frames.len() < 90 {
+        let f = tokio::time::timeout(WAIT, first.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        opus_frames.push(f);
+    }
+    let joined = tokio::time::timeout(WAIT, second.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        joined.seq > 0,
+        "the second subscriber started its own encoder"
+    );
+    let same = opus_frames.iter().find(|f| f.seq == joined.seq).unwrap();
+    assert_eq!(same.pcm, joined.pcm);
+    // PCM is the device's own bytes, untouched.
+    let p = tokio::time::timeout(WAIT, pcm.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&p.pcm[..], &tone_period(440.0, 0, 480)[..]);
+    // Opus decodes to the tone: 48 kHz, its frequency, no holes.
+    let mut player = Player::new(first.encoding(), first.format().unwrap(), 0, true).unwrap();
+    for f in opus_frames {
+        player.push(0, f);
+    }
+    let mut decoded = Vec::new();
+    while player.buffered() > 0 {
+        if let Some(t) = player.tick(1_000_000_000) {
+            decoded.extend(t.pcm);
+        }
+    }
+    let tone = testbed::tone::analyze_s16le(&decoded, 2, 48_000);
+    assert!((tone.frequency_hz - 440.0).abs() < 2.0, "{tone:?}");
+    assert!(tone.active_frames > 48_000 * 8 / 10, "{tone:?}");
+    assert_eq!(tone.holes, 0, "{tone:?}");
+    assert_eq!(player.stats().jitter.concealed, 0);
+    // Three subscribers: the encoder's own input is not counted as one.
+    let stats = s.stats().await.unwrap();
+    let snd = stats.iter().find(|e| e.device.device == "snd0").unwrap();
+    assert_eq!(snd.device.subscribers, 3);
+    drop((pcm, first, second));
     env.stop().await;
 }

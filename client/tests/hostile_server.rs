@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use transport_quic::codec::{DeviceEntry, DeviceKind, DeviceState, Frame, GapReason};
+use transport_quic::codec::{
+    AudioEncoding, DeviceEntry, DeviceKind, DeviceState, Frame, GapReason,
+};
 use transport_quic::io::{send_frame, FrameReader};
 use transport_quic::tls::Identity;
 
@@ -74,6 +76,7 @@ async fn serve(conn: quinn::Connection) {
                     kind: DeviceKind::Console,
                     offset: 0,
                     audio: None,
+                    encoding: AudioEncoding::Pcm,
                 },
                 Frame::Data {
                     offset: 0,

@@ -65,11 +65,36 @@ fn main() {
             mode: Mode::Write,
             start: StartAt::Offset(4096),
             datagrams: false,
+            codecs: vec![],
+        },
+        Frame::Attach {
+            vm: "vm1".into(),
+            device: "sound0".into(),
+            mode: Mode::Read,
+            start: StartAt::Now,
+            datagrams: true,
+            codecs: vec![AudioCodec::Opus, AudioCodec::Pcm],
+        },
+        Frame::Attached {
+            kind: DeviceKind::Audio,
+            offset: 0,
+            audio: Some(AudioFormat {
+                rate: 44_100,
+                channels: 2,
+                sample_format: 3,
+                big_endian: false,
+            }),
+            encoding: AudioEncoding::Opus(OpusParams {
+                channels: 2,
+                frame_samples: 480,
+                bitrate: 96_000,
+            }),
         },
         Frame::Attached {
             kind: DeviceKind::Console,
             offset: 4096,
             audio: None,
+            encoding: AudioEncoding::Pcm,
         },
         Frame::Data {
             offset: 4096,

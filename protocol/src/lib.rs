@@ -20,7 +20,7 @@
 //! use protocol::codec::{Frame, StartAt, Mode};
 //! let attach = Frame::Attach {
 //!     vm: "vm1".into(), device: "serial0".into(), mode: Mode::Spy,
-//!     start: StartAt::TailBytes(4096), datagrams: false,
+//!     start: StartAt::TailBytes(4096), datagrams: false, codecs: vec![],
 //! };
 //! let bytes = attach.to_bytes().unwrap();
 //! let (decoded, used) = Frame::decode(&bytes).unwrap().unwrap();

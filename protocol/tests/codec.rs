@@ -23,6 +23,28 @@ fn audio_format() -> impl Strategy<Value = Option<AudioFormat>> {
     )
 }
 
+fn codecs() -> impl Strategy<Value = Vec<AudioCodec>> {
+    prop_oneof![
+        Just(vec![]),
+        Just(vec![AudioCodec::Opus]),
+        Just(vec![AudioCodec::Opus, AudioCodec::Pcm]),
+        Just(vec![AudioCodec::Pcm, AudioCodec::Opus]),
+    ]
+}
+
+fn encoding() -> impl Strategy<Value = AudioEncoding> {
+    prop_oneof![
+        Just(AudioEncoding::Pcm),
+        (1u16..3, 1u32..5000, any::<u32>()).prop_map(|(channels, frame_samples, bitrate)| {
+            AudioEncoding::Opus(OpusParams {
+                channels,
+                frame_samples,
+                bitrate,
+            })
+        }),
+    ]
+}
+
 fn entry() -> impl Strategy<Value = DeviceEntry> {
     (
         name(),
@@ -101,8 +123,16 @@ fn frame() -> impl Strategy<Value = Frame> {
                     })
                     .collect()
             }),
-        (name(), name(), 0u8..3, 0u8..3, any::<u64>(), any::<bool>()).prop_map(
-            |(vm, device, m, s, n, datagrams)| Frame::Attach {
+        (
+            name(),
+            name(),
+            0u8..3,
+            0u8..3,
+            any::<u64>(),
+            any::<bool>(),
+            codecs()
+        )
+            .prop_map(|(vm, device, m, s, n, datagrams, codecs)| Frame::Attach {
                 vm,
                 device,
                 mode: [Mode::Read, Mode::Write, Mode::Spy][m as usize],
@@ -111,20 +141,23 @@ fn frame() -> impl Strategy<Value = Frame> {
                     1 => StartAt::TailBytes(n),
                     _ => StartAt::Now,
                 },
-                datagrams
+                datagrams,
+                codecs
+            }),
+        (any::<bool>(), any::<u64>(), audio_format(), encoding()).prop_map(
+            |(a, offset, audio, encoding)| {
+                Frame::Attached {
+                    kind: if a {
+                        DeviceKind::Audio
+                    } else {
+                        DeviceKind::Console
+                    },
+                    offset,
+                    audio,
+                    encoding,
+                }
             }
         ),
-        (any::<bool>(), any::<u64>(), audio_format()).prop_map(|(a, offset, audio)| {
-            Frame::Attached {
-                kind: if a {
-                    DeviceKind::Audio
-                } else {
-                    DeviceKind::Console
-                },
-                offset,
-                audio,
-            }
-        }),
         (any::<u64>(), bytes(3000)).prop_map(|(offset, bytes)| Frame::Data { offset, bytes }),
         (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(offset, len, r)| Frame::Gap {
             offset,
@@ -185,17 +218,35 @@ proptest! {
             prop_assert_eq!(Frame::decode(&b[..cut]), Ok(None));
         }
         // The payload view: removing bytes from the end of a payload is an error, since
-        // every known field is required; except a Stats payload cut right after its
-        // entries, which is what a server older than the extra counters sends.
+        // every known field is required; except a payload cut right before the fields a
+        // later version appended: a Stats payload after its entries (a server older than
+        // the extra counters), an Attach before its codecs (a client older than codecs:
+        // PCM only), an Attached before its encoding (PCM).
         let payload = &b[HEADER_LEN..];
         let older = match &f {
-            Frame::Stats { devices, .. } => Some(payload.len() - 1 - 8 * devices.len()),
+            Frame::Stats { devices, .. } => {
+                Some((payload.len() - 1 - 8 * devices.len(), without_extra_counters(&f)))
+            }
+            Frame::Attach { codecs, .. } if !codecs.is_empty() => {
+                let mut g = f.clone();
+                if let Frame::Attach { codecs, .. } = &mut g {
+                    codecs.clear();
+                }
+                Some((payload.len() - 1 - codecs.len(), g))
+            }
+            Frame::Attached { encoding: AudioEncoding::Opus(_), .. } => {
+                let mut g = f.clone();
+                if let Frame::Attached { encoding, .. } = &mut g {
+                    *encoding = AudioEncoding::Pcm;
+                }
+                Some((payload.len() - 11, g))
+            }
             _ => None,
         };
         for cut in 0..payload.len() {
             let r = Frame::decode_payload(b[0], &payload[..cut]);
-            if Some(cut) == older {
-                prop_assert_eq!(r, Ok(without_extra_counters(&f)));
+            if let Some((_, g)) = older.as_ref().filter(|(at, _)| *at == cut) {
+                prop_assert_eq!(r, Ok(g.clone()));
             } else {
                 prop_assert!(r.is_err());
             }

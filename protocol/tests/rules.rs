@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol::codec::{
-    AudioData, AudioFormat, DeviceKind, Frame, GapReason, Mode, StartAt, MAX_INPUT,
+    AudioCodec, AudioData, AudioEncoding, AudioFormat, DeviceKind, Frame, GapReason, Mode, StartAt,
+    MAX_INPUT,
 };
 use protocol::proto::{Limits, RequestBudget, MAX_VERSION, MIN_VERSION};
 use protocol::rules::client::{self, ConsoleItem, ConsoleReader, REPORT_EVERY};
@@ -165,6 +166,7 @@ fn an_attachment_stream_must_start_with_attach_in_time() {
         mode: Mode::Write,
         start: StartAt::TailBytes(9),
         datagrams: true,
+        codecs: vec![AudioCodec::Opus],
     };
     assert_eq!(
         a.on_first_frame(Some(attach)),
@@ -173,7 +175,8 @@ fn an_attachment_stream_must_start_with_attach_in_time() {
             device: "serial0".into(),
             mode: Mode::Write,
             start: StartAt::TailBytes(9),
-            datagrams: true
+            datagrams: true,
+            codecs: vec![AudioCodec::Opus],
         })
     );
     closes_with(
@@ -426,13 +429,15 @@ fn the_client_refuses_an_attachment_of_the_wrong_kind() {
             kind,
             offset: 42,
             audio: Some(fmt),
+            encoding: AudioEncoding::Pcm,
         })
     };
     assert_eq!(
         client::on_attached("vm/snd", DeviceKind::Audio, attached(DeviceKind::Audio)),
         Ok(client::Attached {
             offset: 42,
-            audio: Some(fmt)
+            audio: Some(fmt),
+            encoding: AudioEncoding::Pcm,
         })
     );
     assert_eq!(

@@ -109,9 +109,20 @@ pub(crate) struct AudioQueue {
     pub capacity: usize,
 }
 
+impl AudioQueue {
+    pub fn new(capacity: usize) -> Self {
+        AudioQueue {
+            state: Default::default(),
+            signal: Default::default(),
+            capacity: capacity.max(1),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct AudioQueueState {
     pub items: VecDeque<AudioPeriod>,
+    /// Units not delivered just before the next one (dropped here, or left out upstream).
     pub skipped: u64,
     /// The device's QEMU went away (or broke its ring): no more periods will come.
     pub ended: bool,
@@ -124,6 +135,10 @@ pub(crate) struct Mutable {
     pub poisoned: Option<String>,
     pub audio_format: Option<AudioFormat>,
     pub audio_queues: Vec<Arc<AudioQueue>>,
+    /// Queues of the Opus subscribers, fed by the device's encoder thread.
+    pub opus_queues: Vec<Arc<AudioQueue>>,
+    /// The encoder thread runs (it clears this as it stops).
+    pub opus_running: bool,
     /// The UUID of the VM that registered the device ("" when none did with one); a console
     /// keeps it in its journal's metadata across restarts.
     pub vm_uuid: String,
@@ -162,6 +177,8 @@ impl Device {
                 poisoned: None,
                 audio_format: None,
                 audio_queues: Vec::new(),
+                opus_queues: Vec::new(),
+                opus_running: false,
                 vm_uuid,
             }),
             signal: Signal::default(),
@@ -191,21 +208,29 @@ impl Device {
         self.input_signal.notify();
     }
 
-    /// Hands an audio period to every subscriber, dropping the oldest of a full queue.
+    /// Hands an audio period to every PCM subscriber, dropping the oldest of a full queue.
     pub fn fan_out(&self, period: &AudioPeriod) {
         let queues = lock(&self.state).audio_queues.clone();
+        self.fan_out_to(&queues, period);
+    }
+
+    /// Hands a period (or Opus frame) to each of `queues`, dropping the oldest of a full
+    /// queue. What was not delivered before an item (dropped here, or counted in the item's
+    /// own `skipped_before` upstream) is carried by the next item delivered.
+    pub fn fan_out_to(&self, queues: &[Arc<AudioQueue>], period: &AudioPeriod) {
         for q in queues {
             {
                 let mut s = lock(&q.state);
                 if s.items.len() >= q.capacity {
-                    s.items.pop_front();
-                    s.skipped += 1;
+                    if let Some(dropped) = s.items.pop_front() {
+                        s.skipped += 1 + dropped.skipped_before;
+                    }
                     self.counters
                         .subscriber_dropped_periods
                         .fetch_add(1, Relaxed);
                 }
                 let mut p = period.clone();
-                p.skipped_before = std::mem::take(&mut s.skipped);
+                p.skipped_before += std::mem::take(&mut s.skipped);
                 s.items.push_back(p);
             }
             q.signal.notify();

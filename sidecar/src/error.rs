@@ -51,6 +51,13 @@ pub enum Error {
     /// The operation needs a console device, or an audio device, and this is the other kind.
     #[error("device {0} is not a {1} device")]
     WrongKind(String, &'static str),
+    /// Opus cannot carry this device's audio (no format yet, more than two channels, an
+    /// unknown sample format): its subscribers get PCM.
+    #[error("device {0} has no audio Opus can carry; ask for PCM")]
+    NoOpus(String),
+    /// The device's Opus encoder could not be started.
+    #[error("device {0}: cannot encode Opus: {1}")]
+    Opus(String, String),
     /// The device's QEMU is not connected (console input cannot be delivered).
     #[error("device {0} is not attached to a running QEMU")]
     NotAttached(String),

@@ -73,6 +73,7 @@ pub mod net;
 mod private;
 mod signal;
 mod subscribe;
+pub mod transcode;
 mod uring;
 pub mod web;
 

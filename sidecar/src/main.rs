@@ -91,6 +91,21 @@ struct Cli {
     #[arg(long, default_value_t = 64)]
     audio_queue: usize,
 
+    /// Opus frame duration for clients that ask for Opus, in milliseconds: 2.5, 5, 10, 20,
+    /// 40 or 60. Shorter frames cut delay but cost bitrate; in-band FEC needs 10 or more
+    #[arg(long, default_value_t = 10.0)]
+    opus_frame_ms: f64,
+
+    /// Opus target bitrate in bits per second (K suffix: 64K); one encoder per audio
+    /// device serves every Opus client
+    #[arg(long, default_value = "64K", value_parser = parse_bitrate)]
+    opus_bitrate: u32,
+
+    /// Packet loss the Opus in-band FEC is planned for, percent: more protects more of
+    /// each frame in the next one, at the cost of bitrate for the audio itself
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
+    opus_loss_percent: u8,
+
     /// UDP address of the QUIC server for ringcast clients [default: 127.0.0.1:7878]; if it
     /// cannot be bound (the port is taken), ringcastd does not start
     #[arg(long)]
@@ -223,6 +238,22 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// A bitrate in bits per second: `64000`, `64K` or `1M` (decimal, as bitrates are).
+fn parse_bitrate(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1000),
+        Some((i, 'm' | 'M')) => (&t[..i], 1_000_000),
+        _ => (t, 1),
+    };
+    let n: u32 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a bitrate (e.g. 64000 or 64K)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -298,6 +329,14 @@ fn real_main() -> anyhow::Result<()> {
     cfg.journal.segment_age = cli.segment_age;
     cfg.journal.retention = cli.retention;
     cfg.audio_queue = cli.audio_queue.max(1);
+    cfg.opus = sidecar::transcode::OpusConfig {
+        frame_us: (cli.opus_frame_ms * 1000.0).round() as u32,
+        bitrate: cli.opus_bitrate,
+        loss_percent: cli.opus_loss_percent,
+    };
+    cfg.opus
+        .check()
+        .map_err(|e| anyhow::anyhow!("{e} (--opus-frame-ms, --opus-bitrate)"))?;
     sidecar::raise_fd_limit();
     // A file named on the command line must be there: without it ringcastd would fall
     // back to the default rules, not the ones the operator asked for.

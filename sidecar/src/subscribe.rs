@@ -14,6 +14,8 @@ use crate::device::{lock, AudioPeriod, AudioQueue, Device};
 use crate::error::Error;
 use crate::journal::{GapReason, ReadAt, DISK_READ};
 use crate::names::DeviceKey;
+use crate::transcode::OpusConfig;
+use protocol::codec::OpusParams;
 
 pub use protocol::codec::StartAt;
 
@@ -284,6 +286,8 @@ pub struct AudioSubscription {
     device: Arc<Device>,
     closed: Arc<std::sync::atomic::AtomicBool>,
     queue: Arc<AudioQueue>,
+    /// Fed Opus frames by the device's encoder (else PCM periods by the ingest).
+    opus: Option<OpusParams>,
 }
 
 impl AudioSubscription {
@@ -292,18 +296,44 @@ impl AudioSubscription {
         closed: Arc<std::sync::atomic::AtomicBool>,
         capacity: usize,
     ) -> Self {
-        let queue = Arc::new(AudioQueue {
-            state: Default::default(),
-            signal: Default::default(),
-            capacity: capacity.max(1),
-        });
+        let queue = Arc::new(AudioQueue::new(capacity));
         lock(&device.state).audio_queues.push(queue.clone());
         device.counters.subscribers.fetch_add(1, Relaxed);
         AudioSubscription {
             device,
             closed,
             queue,
+            opus: None,
         }
+    }
+
+    /// A subscriber of the device's Opus frames (starting its encoder if it is the first),
+    /// with a queue of `capacity` frames.
+    pub(crate) fn new_opus(
+        device: Arc<Device>,
+        closed: Arc<std::sync::atomic::AtomicBool>,
+        capacity: usize,
+        config: &OpusConfig,
+    ) -> Result<Self, Error> {
+        let queue = Arc::new(AudioQueue::new(capacity));
+        let params = lock(&device.state)
+            .audio_format
+            .and_then(|f| config.params_for(&f));
+        let params = params.ok_or_else(|| Error::NoOpus(device.key.to_string()))?;
+        crate::transcode::join(&device, &closed, config, queue.clone())
+            .map_err(|reason| Error::Opus(device.key.to_string(), reason))?;
+        device.counters.subscribers.fetch_add(1, Relaxed);
+        Ok(AudioSubscription {
+            device,
+            closed,
+            queue,
+            opus: Some(params),
+        })
+    }
+
+    /// The Opus stream's parameters, if this subscriber receives Opus.
+    pub fn opus(&self) -> Option<OpusParams> {
+        self.opus
     }
 
     /// The device.
@@ -368,9 +398,14 @@ impl AudioSubscription {
 
 impl Drop for AudioSubscription {
     fn drop(&mut self) {
-        lock(&self.device.state)
-            .audio_queues
-            .retain(|q| !Arc::ptr_eq(q, &self.queue));
+        let mut s = lock(&self.device.state);
+        let queues = if self.opus.is_some() {
+            &mut s.opus_queues
+        } else {
+            &mut s.audio_queues
+        };
+        queues.retain(|q| !Arc::ptr_eq(q, &self.queue));
+        drop(s);
         self.device.counters.subscribers.fetch_sub(1, Relaxed);
     }
 }

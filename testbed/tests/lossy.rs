@@ -438,7 +438,11 @@ impl Served {
             .find(|w| w.starts_with("SHA256:"))
             .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
             .to_owned();
-        std::fs::write(d.join("authorized_clients"), format!("{fp} */* read,spy\n")).unwrap();
+        std::fs::write(
+            d.join("authorized_clients"),
+            format!("{fp} */* read,spy,audio\n"),
+        )
+        .unwrap();
         let server = format!("{}:7878", link.addr_a());
         let mut ringcastd = Ringcastd::with_launcher(
             d,
@@ -446,6 +450,7 @@ impl Served {
             link.launcher_in_a(testbed::kit::bins::binary("ringcastd")),
         )
         .listen(&server)
+        .rust_log("info,sidecar::net::attach=debug")
         .args(&[
             std::ffi::OsString::from("--authorized-clients"),
             d.join("authorized_clients").into(),
@@ -651,4 +656,98 @@ fn a_cut_longer_than_the_idle_timeout_ends_the_capture_and_resume_completes_it_e
     assert!(st.success(), "{err}");
     assert!(err.contains(&format!("offsets {kept}..{TOTAL}")), "{err}");
     assert_capture_is_the_stream(&s, &file, SEED, TOTAL);
+}
+
+/// A stereo s16 tone of `hz` at 48 kHz: period `n` of 480 frames (10 ms).
+fn tone_period(hz: f64, n: u64) -> Vec<u8> {
+    (n * 480..(n + 1) * 480)
+        .flat_map(|i| {
+            let t = i as f64 / 48_000.0;
+            let v = (12_000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+            [v.to_le_bytes(), v.to_le_bytes()].concat()
+        })
+        .collect()
+}
+
+#[test]
+fn opus_over_a_lossy_narrow_link_rebuilds_lost_frames_from_fec_and_keeps_the_tone() {
+    if testbed::kit::skip_slow("lossy-link test") {
+        return;
+    }
+    // 5% loss each way, 40 ms round trip, 1 Mbit/s: PCM (1.5 Mbit/s) cannot fit.
+    let s = Served::start(
+        LinkSpec {
+            loss_pct: 5.0,
+            delay_ms: 20.0,
+            rate_mbit: 1.0,
+            seed: 17,
+            ..LinkSpec::default()
+        },
+        &[],
+    );
+    let sock = s.dir.path().join("run/ringcastd.sock");
+    s.wait("ringcastd's socket", WAIT, || sock.exists());
+    let mut audio = testbed::kit::FakeAudio::new(&sock, "vml", "snd0");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // The sound card's pace: a 10 ms period every 10 ms, on a schedule (no drift).
+    let producer = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = audio.try_push_pcm(n * 10_000_000, 480, &tone_period(1000.0, n));
+            n += 1;
+            let next = t0 + Duration::from_millis(10 * n);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    });
+    let d = s.dir.path();
+    let wav = d.join("opus.wav");
+    let out = s
+        .link
+        .command_in_b(testbed::kit::bins::binary("ringcast"))
+        .args(["--server", &s.server, "--known-hosts"])
+        .arg(d.join("known_hosts"))
+        .arg("--identity-dir")
+        .arg(d.join("id"))
+        .args(["play", "vml/snd0", "--codec", "opus", "--datagrams"])
+        .args(["--seconds", "8", "--wav"])
+        .arg(&wav)
+        .env("HOME", d.join("home"))
+        .env_remove("RINGCAST_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", s.log());
+    let line = err
+        .lines()
+        .find(|l| l.contains("units played"))
+        .unwrap_or_else(|| panic!("no summary: {err}"));
+    let count = |what: &str| -> u64 {
+        let at = line
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in {line}"));
+        line[at + what.len()..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {what:?} in {line}"))
+    };
+    eprintln!("{line}");
+    let (recovered, concealed) = (count("recovered by FEC"), count("concealed"));
+    // About 5% of 800 frames are lost: FEC rebuilds the ones whose next frame arrived.
+    assert!(recovered >= 10, "{line}\n{:?}\n{}", s.link.stats(), s.log());
+    assert!(concealed < recovered * 2, "{line}");
+    // A canonical 44-byte WAV header, then 48 kHz stereo s16.
+    let file = std::fs::read(&wav).unwrap();
+    assert_eq!(u32::from_le_bytes(file[24..28].try_into().unwrap()), 48_000);
+    let bytes = &file[44..];
+    assert_eq!(bytes.len(), 8 * 48_000 * 4, "{line}");
+    let tone = testbed::tone::analyze_s16le(bytes, 2, 48_000);
+    assert!((tone.frequency_hz - 1000.0).abs() < 5.0, "{tone:?} {line}");
+    assert!(tone.active_frames > 48_000 * 79 / 10, "{tone:?} {line}");
 }

@@ -88,9 +88,21 @@ fn guest_play_ms(guest_log: &std::path::Path) -> Option<f64> {
 /// `ms` - 60 ms (the 10 ms periods at either end) to 60 ms more than the tone or than the
 /// guest took to play it (`guest_log`), whichever is longer.
 fn assert_tone(pcm: &[u8], hz: f64, tol_hz: f64, ms: f64, guest_log: &std::path::Path) {
-    let t = analyze_s16le(pcm, 2, 44100);
+    assert_tone_at(pcm, 44_100, hz, tol_hz, ms, guest_log);
+}
+
+/// [`assert_tone`] for stereo s16 at `rate`.
+fn assert_tone_at(
+    pcm: &[u8],
+    rate: u32,
+    hz: f64,
+    tol_hz: f64,
+    ms: f64,
+    guest_log: &std::path::Path,
+) {
+    let t = analyze_s16le(pcm, 2, rate);
     assert!((t.frequency_hz - hz).abs() < tol_hz, "tone {t:?}");
-    let lasted = t.active_frames as f64 / 44.1;
+    let lasted = t.active_frames as f64 * 1000.0 / f64::from(rate);
     let played = guest_play_ms(guest_log).unwrap_or(ms).max(ms);
     assert!(
         lasted > ms - 60.0 && lasted < played + 60.0,
@@ -747,4 +759,54 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The guest's tone through `card`, played by `ringcast play --codec opus --wav`: Opus at
+/// 48 kHz out of QEMU's 44.1 kHz, at the tone's frequency and length.
+fn opus_tone_through(card: SoundCard, hz: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = start_ringcastd(dir.path());
+    let params = format!("rc.scenario=tone rc.tone_hz={hz} rc.tone_ms=900 rc.rate=44100");
+    let opts = format!("socket={}", d.socket().display());
+    let g = run(dir.path(), &params, &opts, Some(card));
+    let qemu = g.spawn().unwrap();
+    wait_for_device(&d, "e2e/snd0");
+    let wav = dir.path().join("tone.wav");
+    let play = d
+        .ringcast()
+        .args(["play", "e2e/snd0", "--codec", "opus", "--wav"])
+        .arg(&wav)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_exit(qemu, &g.log_file);
+    let out = play.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ringcast play failed: {err}");
+    assert!(err.contains("opus 64 kbit/s"), "not Opus: {err}");
+    // Shown when the tone is wrong: what the jitter buffer did.
+    eprintln!("{err}");
+    let wav_bytes = std::fs::read(&wav).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(wav_bytes[24..28].try_into().unwrap()),
+        48_000
+    );
+    assert_eq!(u16::from_le_bytes(wav_bytes[22..24].try_into().unwrap()), 2);
+    assert_tone_at(&wav_bytes[44..], 48_000, hz, 7.0, 900.0, &g.log_file);
+}
+
+#[test]
+fn opus_tone_through_ac97_arrives_at_the_right_frequency_and_length() {
+    if skip() {
+        return;
+    }
+    opus_tone_through(SoundCard::Ac97, 660.0);
+}
+
+#[test]
+fn opus_tone_through_intel_hda_arrives_at_the_right_frequency_and_length() {
+    if skip() {
+        return;
+    }
+    opus_tone_through(SoundCard::IntelHda, 440.0);
 }

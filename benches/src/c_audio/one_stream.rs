@@ -180,6 +180,7 @@ pub(super) async fn measure(
         mode: Mode::Read,
         start: StartAt::Now,
         datagrams: false,
+        codecs: vec![],
     };
     send_frame(&mut send, &attach)
         .await

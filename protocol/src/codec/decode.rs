@@ -105,6 +105,7 @@ impl Frame {
                     }
                 },
                 datagrams: r.bool("datagrams")?,
+                codecs: r.codecs()?,
             },
             ty::ATTACHED => Frame::Attached {
                 kind: match r.u8()? {
@@ -114,6 +115,7 @@ impl Frame {
                 },
                 offset: r.u64()?,
                 audio: r.audio_format()?,
+                encoding: r.encoding()?,
             },
             ty::DATA => Frame::Data {
                 offset: r.u64()?,

@@ -96,6 +96,7 @@ impl Frame {
                 mode,
                 start,
                 datagrams,
+                codecs,
             } => {
                 put_str(o, vm, MAX_NAME, "vm")?;
                 put_str(o, device, MAX_NAME, "device")?;
@@ -115,12 +116,14 @@ impl Frame {
                     }
                 }
                 o.put_u8(u8::from(*datagrams));
+                put_codecs(o, codecs)?;
                 ty::ATTACH
             }
             Frame::Attached {
                 kind,
                 offset,
                 audio,
+                encoding,
             } => {
                 o.put_u8(match kind {
                     DeviceKind::Console => 0,
@@ -128,6 +131,7 @@ impl Frame {
                 });
                 o.put_u64(*offset);
                 put_audio_format(o, audio);
+                put_encoding(o, encoding);
                 ty::ATTACHED
             }
             Frame::Data { offset, bytes } => {

@@ -62,6 +62,9 @@ pub enum Frame {
         start: StartAt,
         /// Audio: send periods as QUIC datagrams instead of on the stream.
         datagrams: bool,
+        /// Audio: the codecs the client can decode, in its order of preference (see
+        /// [`encoding`]); empty: PCM only, as every client before codecs existed.
+        codecs: Vec<AudioCodec>,
     },
     /// Server → client: the attachment is live.
     Attached {
@@ -69,8 +72,10 @@ pub enum Frame {
         kind: DeviceKind,
         /// The offset the first console item will have.
         offset: u64,
-        /// Audio format.
+        /// Audio format of the device.
         audio: Option<AudioFormat>,
+        /// Audio: what the `Audio` frames carry, chosen among the offered codecs.
+        encoding: AudioEncoding,
     },
     /// Console output bytes at an absolute journal offset.
     Data {

@@ -24,6 +24,8 @@
 //!   client sends [`Frame::Input`] (write mode only) and [`Frame::Consumed`] (how far it
 //!   has read, which bounds what the server keeps in flight) on the same stream, and
 //!   [`Frame::Detach`] or finishes the stream to leave.
+//! - Audio codecs: the `Attach` may offer codecs beside PCM, the `Attached` names the one
+//!   chosen ([`encoding`]); without those fields, PCM.
 //! - Audio in datagram mode: each QUIC datagram is `attach stream id: u64` followed by
 //!   one encoded [`Frame::Audio`].
 
@@ -31,12 +33,14 @@
 //! # Modules
 //!
 //! [`types`] (the values frames carry), [`frame`] (the frame table), `encode` and `decode`
-//! (bytes out and in, every field bounds-checked), [`buffer`] (frames from a byte stream,
+//! (bytes out and in, every field bounds-checked), [`encoding`] (audio codecs and their
+//! negotiation fields), [`buffer`] (frames from a byte stream,
 //! audio datagrams).
 
 pub mod buffer;
 mod decode;
 mod encode;
+pub mod encoding;
 pub mod frame;
 pub mod types;
 
@@ -45,6 +49,8 @@ use bytes::{BufMut, Bytes};
 pub use buffer::*;
 use decode::*;
 pub use encode::*;
+use encoding::{put_codecs, put_encoding};
+pub use encoding::{AudioCodec, AudioEncoding, OpusParams, OPUS_RATE};
 pub use frame::*;
 pub use types::*;
 

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::Refusal;
-use crate::codec::{AudioData, AudioFormat, DeviceKind, Frame, GapReason};
+use crate::codec::{AudioData, AudioEncoding, AudioFormat, DeviceKind, Frame, GapReason};
 use crate::proto;
 use crate::ErrorCode;
 
@@ -53,6 +53,8 @@ pub struct Attached {
     pub offset: u64,
     /// The audio format, if the device has one.
     pub audio: Option<AudioFormat>,
+    /// What the audio frames carry (PCM for a console).
+    pub encoding: AudioEncoding,
 }
 
 /// The answer to an `Attach` for a device expected to be of `kind` (`what` names it).
@@ -66,6 +68,7 @@ pub fn on_attached(
             kind: k,
             offset,
             audio,
+            encoding,
         }) => {
             if k != kind {
                 let is = match kind {
@@ -77,7 +80,11 @@ pub fn on_attached(
                     format!("{what} is not {is}"),
                 ));
             }
-            Ok(Attached { offset, audio })
+            Ok(Attached {
+                offset,
+                audio,
+                encoding,
+            })
         }
         Some(f) => Err(Refusal::from_error_frame(&f)
             .unwrap_or_else(|| Refusal::violation(format!("expected Attached, got {}", f.name())))),

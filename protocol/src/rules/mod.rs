@@ -6,12 +6,15 @@
 //! - [`server`]: the control stream (Hello, then list and stats requests), the first frame
 //!   of an attachment stream, the frames a console or an audio attachment may carry, the
 //!   console's in-flight credit.
+//! - [`audio`]: the codec of an audio attachment: the client's offer (`auto`), the
+//!   server's choice, the client's check of it.
 //! - [`client`]: the Welcome the client expects, the Attached answer, the console items in
 //!   offset order with the `Consumed` reports they trigger, audio periods.
 //! - [`Rights`] and [`authorize_attach`]: who may attach to what, in which mode, from where
 //!   (authorization before existence: a name the client has no right on looks missing).
 //! - [`WriteLocks`]: one writer per console.
 
+pub mod audio;
 pub mod client;
 mod rights;
 pub mod server;

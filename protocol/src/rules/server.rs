@@ -5,7 +5,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::End;
-use crate::codec::{Frame, Mode, StartAt, MAX_INPUT};
+use crate::codec::{AudioCodec, Frame, Mode, StartAt, MAX_INPUT};
 use crate::proto::{self, ConsoleCredit, Limits, RequestBudget};
 use crate::ErrorCode;
 
@@ -127,6 +127,8 @@ pub struct AttachRequest {
     pub start: StartAt,
     /// Audio: periods as datagrams.
     pub datagrams: bool,
+    /// Audio: the codecs offered, in order of preference (empty: PCM only).
+    pub codecs: Vec<AudioCodec>,
 }
 
 /// A new attachment stream: it must start with `Attach` within the handshake deadline.
@@ -167,12 +169,14 @@ impl AttachmentStream {
                 mode,
                 start,
                 datagrams,
+                codecs,
             }) => Ok(AttachRequest {
                 vm,
                 device,
                 mode,
                 start,
                 datagrams,
+                codecs,
             }),
             Some(other) => Err(End::close(
                 ErrorCode::ProtocolViolation,

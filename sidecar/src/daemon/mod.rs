@@ -41,6 +41,8 @@ pub struct Config {
     pub journal: JournalConfig,
     /// Audio periods queued per subscriber before the oldest are dropped.
     pub audio_queue: usize,
+    /// How audio devices are encoded for Opus subscribers.
+    pub opus: crate::transcode::OpusConfig,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
                 retention: 256 << 20,
             },
             audio_queue: 64,
+            opus: Default::default(),
         }
     }
 }
@@ -370,6 +373,34 @@ impl Handle {
             queue_periods
         };
         Ok(AudioSubscription::new(d, self.reg.closed.clone(), cap))
+    }
+
+    /// Listens to an audio device as Opus frames from its one shared encoder, which starts
+    /// with its first Opus subscriber. Fails with [`Error::NoOpus`] when Opus cannot carry
+    /// the device's audio (the caller falls back to PCM).
+    pub fn subscribe_opus(
+        &self,
+        key: &DeviceKey,
+        queue_frames: usize,
+    ) -> Result<AudioSubscription, Error> {
+        let d = self.reg.get(key)?;
+        if d.kind != DeviceKind::Audio {
+            return Err(Error::WrongKind(key.to_string(), "audio"));
+        }
+        let cap = if queue_frames == 0 {
+            self.reg.cfg.audio_queue
+        } else {
+            queue_frames
+        };
+        AudioSubscription::new_opus(d, self.reg.closed.clone(), cap, &self.reg.cfg.opus)
+    }
+
+    /// The Opus parameters a subscriber of `key` would get now, `None` when Opus cannot
+    /// carry its audio.
+    pub fn opus_params(&self, key: &DeviceKey) -> Option<protocol::codec::OpusParams> {
+        let d = self.reg.get(key).ok()?;
+        let format = lock(&d.state).audio_format?;
+        self.reg.cfg.opus.params_for(&format)
     }
 
     fn console(&self, key: &DeviceKey) -> Result<Arc<Device>, Error> {

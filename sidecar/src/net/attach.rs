@@ -50,6 +50,7 @@ pub(super) async fn attachment(
         mode,
         start,
         datagrams,
+        codecs,
     } = match first {
         Ok(request) => request,
         Err(end) => return c.end(&mut send, end).await,
@@ -73,7 +74,7 @@ pub(super) async fn attachment(
     };
     match info.kind {
         DeviceKind::Console => console(c, send, reader, key, mode, start).await,
-        DeviceKind::Audio => audio(c, send, reader, key, datagrams).await,
+        DeviceKind::Audio => audio(c, send, reader, key, datagrams, &codecs).await,
     }
 }
 
@@ -120,6 +121,7 @@ pub(super) async fn console(
         kind: DeviceKind::Console,
         offset: sub.position(),
         audio: None,
+        encoding: codec::AudioEncoding::Pcm,
     };
     if send_frame(&mut send, &attached).await.is_err() {
         return;
@@ -222,12 +224,19 @@ pub(super) async fn audio(
     mut reader: FrameReader,
     key: DeviceKey,
     datagrams: bool,
+    codecs: &[codec::AudioCodec],
 ) {
-    let mut sub = match c
-        .shared
-        .handle
-        .subscribe_audio(&key, c.shared.limits.audio_queue)
-    {
+    let handle = &c.shared.handle;
+    let queue = c.shared.limits.audio_queue;
+    // The codec: the first offered that the device's audio allows (PCM when none does).
+    let subscribed = match audio_rules::choose(codecs, handle.opus_params(&key)) {
+        codec::AudioEncoding::Opus(_) => match handle.subscribe_opus(&key, queue) {
+            Err(crate::Error::NoOpus(_)) => handle.subscribe_audio(&key, queue),
+            other => other,
+        },
+        codec::AudioEncoding::Pcm => handle.subscribe_audio(&key, queue),
+    };
+    let mut sub = match subscribed {
         Ok(s) => s,
         Err(e) => {
             let end = End::Refuse {
@@ -242,6 +251,9 @@ pub(super) async fn audio(
         kind: DeviceKind::Audio,
         offset: 0,
         audio: sub.format().map(wire_format),
+        encoding: sub
+            .opus()
+            .map_or(codec::AudioEncoding::Pcm, codec::AudioEncoding::Opus),
     };
     if send_frame(&mut send, &attached).await.is_err() {
         return;
@@ -249,7 +261,7 @@ pub(super) async fn audio(
     let _live = AudioLive::new(&c.audio_live);
     let what = key.to_string();
     let stream_id = send.id().index();
-    tracing::info!(peer = %c.peer, device = %key, datagrams, "audio attached");
+    tracing::info!(peer = %c.peer, device = %key, datagrams, codec = ?sub.opus(), "audio attached");
     loop {
         tokio::select! {
             frame = reader.next() => {

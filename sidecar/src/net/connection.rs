@@ -76,8 +76,18 @@ impl ClientConnection {
         match &self.web {
             Some(web) => web.send_datagram(d),
             None => {
-                self.conn.max_datagram_size().is_some_and(|m| d.len() <= m)
-                    && self.conn.send_datagram(Bytes::from(d)).is_ok()
+                let max = self.conn.max_datagram_size();
+                if !max.is_some_and(|m| d.len() <= m) {
+                    tracing::debug!(peer = %self.peer, len = d.len(), ?max, "datagram too large; on the stream instead");
+                    return false;
+                }
+                match self.conn.send_datagram(Bytes::from(d)) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "datagram not sent; on the stream instead");
+                        false
+                    }
+                }
             }
         }
     }

@@ -41,6 +41,7 @@ use transport_quic::authz::{AuthorizedClients, Peer, Rights};
 use transport_quic::codec::{self, DeviceEntry, DeviceKind, Frame, Mode, StartAt, StatsEntry};
 use transport_quic::io::{send_frame, FrameReader, ReadFrameError};
 use transport_quic::proto::{Limits, RequestBudget};
+use transport_quic::rules::audio as audio_rules;
 use transport_quic::rules::server::{
     self, AttachRequest, AttachmentStream, ConsoleAction, ConsoleRules, ControlRequest, Handshake,
     Welcome,

@@ -22,6 +22,7 @@ pub fn config(dir: &Path) -> Config {
             retention: 1 << 30,
         },
         audio_queue: 64,
+        opus: Default::default(),
     }
 }
 

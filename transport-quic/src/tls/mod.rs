@@ -59,10 +59,12 @@ pub(super) fn transport(limits: &Limits, client: bool) -> Arc<quinn::TransportCo
             .datagram_receive_buffer_size(Some(1 << 20));
     } else {
         // The server reads small frames only (input, requests; `Limits::max_client_frame`)
-        // and never reads datagrams: buffer little, and no datagram at all.
+        // and never reads datagrams: buffer little. The datagram buffer cannot be `None`:
+        // quinn then refuses to *send* datagrams too (audio with `--datagrams` would silently
+        // fall back to the stream), so it is one datagram's worth, never read.
         t.stream_receive_window(quinn::VarInt::from_u32(SERVER_STREAM_WINDOW))
             .receive_window(quinn::VarInt::from_u32(4 * SERVER_STREAM_WINDOW))
-            .datagram_receive_buffer_size(None);
+            .datagram_receive_buffer_size(Some(1500));
     }
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))

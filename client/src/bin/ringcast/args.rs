@@ -208,9 +208,23 @@ pub enum Command {
 
     /// Play an audio device live: the default sound output, a WAV file, or raw PCM.
     ///
-    /// A jitter buffer of --jitter-ms absorbs network delay variation; periods that arrive
-    /// after their play-out time are counted late, empty buffers as underruns, both printed
-    /// at the end with the periods the server skipped.
+    /// The codec: --codec pcm is the device's own samples, lossless (1.4 Mbit/s for 44.1
+    /// kHz stereo s16); --codec opus is Opus at 48 kHz (64 kbit/s by default, set by
+    /// ringcastd's --opus-bitrate) with in-band FEC; --codec auto (the default) takes PCM
+    /// on a loopback path wide enough for it, Opus anywhere else. With Opus, --wav and
+    /// --raw write s16 little-endian at 48000 Hz. A file has no clock to miss: --wav and
+    /// --raw get every unit as it comes (a few units behind, for reordering), lost ones
+    /// concealed or rebuilt from FEC; the sound card plays on its clock, as below.
+    ///
+    /// An adaptive jitter buffer absorbs network delay variation: its delay grows when
+    /// units arrive late (conceals one unit, then plays the late one) and shrinks again
+    /// in silence when the path is calm (drops a silent unit), never cutting sound.
+    /// --jitter-ms is its floor (the least time the fastest units wait); with
+    /// --fixed-jitter it is the delay, and late units are concealed and skipped. A lost
+    /// Opus frame is rebuilt from the next frame's FEC data when that one is there, else
+    /// concealed by libopus. At the end `play` prints units played, recovered by FEC,
+    /// concealed, late, underruns, silent (left out by the server), and the time units
+    /// waited in the buffer (p50/p99), plus the delay from QEMU on the same host.
     ///
     /// The sound card needs a build with the `sound-card` cargo feature (the default; it
     /// links ALSA). A build without it plays only to --wav or --raw.
@@ -230,9 +244,16 @@ pub enum Command {
         /// a pipe, not a terminal)
         #[arg(long)]
         raw: bool,
-        /// Jitter-buffer target in milliseconds
-        #[arg(long, default_value_t = 60)]
+        /// The jitter buffer's floor in milliseconds: the least time any unit waits before
+        /// it plays (the buffer adds what the path's jitter needs)
+        #[arg(long, default_value_t = 20)]
         jitter_ms: u64,
+        /// Keep the jitter buffer's delay at exactly --jitter-ms (no adaptation)
+        #[arg(long)]
+        fixed_jitter: bool,
+        /// pcm (lossless), opus, or auto (PCM on a wide loopback path, else Opus)
+        #[arg(long, default_value = "auto")]
+        codec: protocol::rules::audio::CodecChoice,
         /// Stop after this many seconds of audio (default: until interrupted)
         #[arg(long)]
         seconds: Option<f64>,

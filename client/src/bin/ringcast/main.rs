@@ -134,9 +134,22 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
             wav,
             raw,
             jitter_ms,
+            fixed_jitter,
             seconds,
             datagrams,
-        } => play::play(&session, &device, wav, raw, jitter_ms, seconds, datagrams).await?,
+            codec,
+        } => {
+            let opts = play::PlayOptions {
+                wav,
+                raw,
+                jitter_ms,
+                fixed_jitter,
+                seconds,
+                datagrams,
+                codec,
+            };
+            play::play(&session, &device, opts).await?
+        }
         Command::Qmp {
             device,
             command,
