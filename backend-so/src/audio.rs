@@ -24,6 +24,8 @@ pub(crate) struct AudioStats {
     pub dropped_full: u64,
     /// Periods dropped because no daemon was attached (or the ring was being replaced).
     pub dropped_unattached: u64,
+    /// Records lost with a ring the daemon broke: stored but not taken, or being written.
+    pub dropped_poisoned: u64,
     /// Frames of silence handed to the guest's input voice.
     pub silent_input_frames: u64,
 }
@@ -143,7 +145,14 @@ impl Voice {
         }
     }
 
-    /// Stores one period (split into records that fit), stamped with `now_ns`.
+    /// Records stored in the ring that the daemon has not taken (lost if the ring is
+    /// abandoned now).
+    pub(crate) fn undelivered(&self) -> u64 {
+        self.tx.unconsumed_records()
+    }
+
+    /// Stores one period (split into records that fit), stamped with `now_ns`. On a broken
+    /// ring the records of this period that were not stored are counted as lost.
     pub(crate) fn write(
         &mut self,
         buf: &[u8],
@@ -152,9 +161,16 @@ impl Voice {
     ) -> Result<(), Poison> {
         // Whole frames per record, so every record is playable on its own.
         let max = (self.tx.max_payload() / self.frame_bytes).max(1) * self.frame_bytes;
-        for chunk in buf.chunks(max) {
+        let records = buf.len().div_ceil(max) as u64;
+        for (i, chunk) in buf.chunks(max).enumerate() {
             let frames = (chunk.len() / self.frame_bytes) as u32;
-            let p = self.tx.push(now_ns, frames, 0, chunk)?;
+            let p = match self.tx.push(now_ns, frames, 0, chunk) {
+                Ok(p) => p,
+                Err(e) => {
+                    stats.dropped_poisoned += records - i as u64;
+                    return Err(e);
+                }
+            };
             if p.wake_consumer {
                 self.data.ring();
             }

@@ -291,10 +291,17 @@ impl Instance {
                  rings the daemon broke",
                 inner.label, c.stats.written, c.stats.flight_dropped, c.stats.poison_lost
             ),
-            Device::Audio { stats, .. } if stats.dropped_full + stats.dropped_unattached > 0 => {
+            Device::Audio { stats, .. }
+                if stats.dropped_full + stats.dropped_unattached + stats.dropped_poisoned > 0 =>
+            {
                 format!(
-                    "{}: {} audio periods sent, {} dropped (ring full), {} dropped (no daemon)",
-                    inner.label, stats.periods, stats.dropped_full, stats.dropped_unattached
+                    "{}: {} audio records sent, {} dropped (ring full), {} dropped (no daemon), \
+                     {} lost with rings the daemon broke",
+                    inner.label,
+                    stats.periods,
+                    stats.dropped_full,
+                    stats.dropped_unattached,
+                    stats.dropped_poisoned
                 )
             }
             _ => return,

@@ -2,31 +2,64 @@
 //!
 //! # Protocol
 //!
-//! * `write_pos` is advanced only by the producer, `read_pos` only by the consumer, except
-//!   in flight-recorder mode, where the producer (which then has no consumer to wait for)
-//!   pushes `read_pos` forward to discard the oldest bytes. A consumer that is present
-//!   anyway notices: its compare-and-swap on `read_pos` fails, it throws away what it copied
-//!   and reports the exact number of bytes lost.
-//! * Positions never wrap; `write - read <= capacity` always holds.
-//! * Doorbell suppression: before it sleeps, the consumer raises bit 63 in `write_pos` with
-//!   a compare-and-swap that succeeds only while the ring is empty. The producer publishes
-//!   with a `swap`, which returns the old word: if the bit was set, the producer rings the
-//!   doorbell. Both are read-modify-writes of one atomic, so one of them always sees the
-//!   other: a wakeup cannot be lost, and a busy stream costs no syscall. The "space
-//!   available" direction is the mirror image on `read_pos`.
-//! * Each side keeps its own copy of its position and validates the peer's: a position
-//!   that goes back, or runs past the capacity, poisons the ring for good.
+//! Every header word has one writer, and every write is a plain store: no locked
+//! read-modify-write on the hot path (on x86 each one drains the store buffer and pulls the
+//! peer's cache line in synchronously).
+//!
+//! | word              | writer   | meaning                                                |
+//! |-------------------|----------|--------------------------------------------------------|
+//! | `write_pos` (W)   | producer | bytes below it are written                             |
+//! | `read_pos` (R)    | consumer | slots below it are free again                          |
+//! | `discard_floor` (F)| producer | positions below it are given up (flight recorder)     |
+//! | `consumer_sleeps` | consumer | bit 63: asleep on the data doorbell; a sleep count     |
+//! | `producer_waits`  | producer | bit 63: waiting on the space doorbell; a wait count    |
+//!
+//! Positions are monotonic byte counts; `W - max(R, F) <= capacity` always holds. Each side
+//! keeps its own copy of its position, validates the peer's (a position that goes back or
+//! runs past the capacity poisons the ring for good) and re-reads the peer's position only
+//! when its cached value says "full" or "empty".
+//!
+//! Why it is correct, as happens-before edges (bytes are copied with relaxed atomics, see
+//! `shared`):
+//!
+//! 1. Publish. The producer copies bytes in, then stores W with Release; the consumer loads
+//!    W with Acquire, then copies out. The Release/Acquire pair makes the copies in happen
+//!    before the copies out of every position below the W it saw.
+//! 2. Release. The consumer copies out, then stores R with Release; the producer loads R
+//!    with Acquire before it overwrites slots below `R + capacity`. The consumer's copies
+//!    out happen before those overwrites.
+//! 3. Sleep. The consumer stores its flag, executes the heavy fence, loads W; the producer
+//!    stores W, executes the light fence, loads the flag. The fences act as a pair of SeqCst
+//!    fences (see `fence`), so at least one load sees the other side's store: the consumer
+//!    sees the new bytes and does not sleep, or the producer sees the flag and reports
+//!    `wake_consumer`. A wakeup cannot be lost. The waker rings once per sleep: the flag
+//!    word carries the sleeper's sleep count, and the waker remembers the word it rang for.
+//!    "Producer waits for space" is the mirror image (flag in `producer_waits`, loads of R).
+//! 4. Overwrite (flight-recorder mode, used while no consumer is attached). The producer does
+//!    not touch R. Before it reuses the slots of positions below `end - capacity` it stores F
+//!    (Relaxed), executes a Release fence, then overwrites (Relaxed stores), then publishes
+//!    W. The consumer copies out (Relaxed loads), executes an Acquire fence, then loads F. If
+//!    any byte it loaded came from an overwrite, that byte's store follows the producer's
+//!    Release fence and its load precedes the consumer's Acquire fence: the fences
+//!    synchronize, and the F load returns the floor stored before that overwrite or a later
+//!    one, which is above the overwritten byte's position. So a consumer that finds F at or
+//!    below its position copied only the stream's own bytes; one that finds F above it jumps
+//!    there, counts the skipped bytes as lost and copies again. Torn bytes are never
+//!    delivered, and a peeked copy stays valid whatever the producer does afterwards.
+//!    F is stored before W (which is Release), so a consumer that acquired W sees
+//!    `F >= W - capacity`: that is how it explains a W more than a capacity ahead.
+//!
+//! Loops: only a consumer's copy is retried when the producer laps it (at most
+//! [`MAX_ATTEMPTS`] times, then it returns what was lost and nothing else).
 
 use std::sync::Arc;
 
 use crate::error::{Poison, RingError};
-use crate::layout::{RingKind, POS_MASK};
-use crate::memory::RingMemory;
+use crate::layout::RingKind;
+use crate::memory::{RingMemory, Word};
 use crate::sync::Ordering::Acquire;
 
 mod consumer;
-#[cfg(all(test, not(loom)))]
-mod interference_tests;
 mod producer;
 
 pub use consumer::ByteConsumer;
@@ -56,72 +89,68 @@ pub struct Read {
     pub wake_producer: bool,
 }
 
-/// What [`ByteConsumer::consume`] did.
+/// What [`ByteConsumer::consume`] did: the bytes are consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consumed {
-    /// The bytes are consumed; ring the producer's doorbell if `wake_producer`.
-    Done {
-        /// The producer waits for space.
-        wake_producer: bool,
-    },
-    /// The producer overwrote the peeked bytes meanwhile (flight-recorder mode): the copy
-    /// is void, the position jumped by `lost` bytes; peek again.
-    Overwritten {
-        /// Bytes discarded by the producer.
-        lost: u64,
-    },
+pub struct Consumed {
+    /// The producer waits for space: ring its doorbell.
+    pub wake_producer: bool,
 }
 
-/// Failed compare-and-swap attempts (or unstable snapshots) a call accepts before it
-/// blames the peer. An honest peer can make one of our attempts fail only by making
-/// progress itself (releasing, publishing, raising its flag once), which ends the loop on
-/// the next look; a peer that keeps changing the word without progress would otherwise
-/// keep us spinning (inside QEMU: a vCPU with the big lock held).
+/// Copies a read makes while a flight-recording producer keeps overwriting them, before it
+/// returns with only the loss counted (a bounded loop even against a hostile producer).
 pub(crate) const MAX_ATTEMPTS: u32 = 32;
 
-/// Checks the ring's kind and takes a stable snapshot of both positions for a side taking
-/// its role: returns (capacity, write, read). A side may (re)attach to a ring in use, e.g. a
-/// restarted daemon, while a flight-recording producer moves both positions: the read
-/// position is loaded before and after the write position, and the pair is used only when
-/// both loads agree (then the write position was read while the read position held still).
+/// The positions a side finds when it takes its role.
+pub(crate) struct Settled {
+    pub cap: u64,
+    pub write: u64,
+    /// For a consumer: where it starts (the read position, or the floor if that is higher).
+    /// For a producer: the consumer's position.
+    pub read: u64,
+    pub floor: u64,
+}
+
+/// Checks the ring's kind and reads the positions for a side taking its role. A side may
+/// (re)attach to a ring in use, e.g. a restarted daemon while a flight-recording producer
+/// moves W and F. No snapshot loop is needed: R has no writer but the consumer role being
+/// taken (or the consumer, for a producer, which only moves it forwards and never past W),
+/// and W is loaded (Acquire) before F, so F >= W - capacity (F is stored before W).
 ///
-/// A flight-recording producer moves read_pos before it publishes write_pos, so a consumer
-/// may find the read position ahead of the write position for a moment: it starts there
-/// and finds nothing to read until the producer's publish catches up. A producer taking its
-/// role finds no other producer at work, so for it that is a broken ring.
+/// A consumer may find the floor ahead of W for a moment (the producer stores F before it
+/// publishes): it starts at the floor and finds nothing to read until W catches up. A
+/// producer taking its role finds no other producer at work, so for it that is a broken ring.
 pub(crate) fn settled_positions(
     mem: &RingMemory,
     kind: RingKind,
     consumer: bool,
-) -> Result<(u64, u64, u64), RingError> {
+) -> Result<Settled, RingError> {
     if mem.geometry().kind != kind {
         return Err(RingError::BadRegion("ring kind is not the expected one"));
     }
     let cap = mem.geometry().capacity;
-    let mut last = Poison::PeerInterference;
-    for _ in 0..MAX_ATTEMPTS {
-        // Acquire: pairs with the peer's last release, so the bytes below the write
-        // position are visible and the slots below the read position are free.
-        let r = mem.read_pos().load(Acquire) & POS_MASK;
-        let w = mem.write_pos().load(Acquire) & POS_MASK;
-        let r2 = mem.read_pos().load(Acquire) & POS_MASK;
-        if r != r2 {
-            last = Poison::PeerInterference;
-            continue;
+    // Acquire: pairs with the peer's last Release, so the bytes below W are visible and the
+    // slots below R are free.
+    let w = mem.write_pos().load(Acquire);
+    let floor = mem.word(Word::DiscardFloor).load(Acquire);
+    let r = mem.read_pos().load(Acquire);
+    let read = if consumer {
+        r.max(floor)
+    } else {
+        if r > w || floor > w {
+            return Err(Poison::PositionWentBack.into());
         }
-        if r > w {
-            if consumer {
-                return Ok((cap, w, r));
-            }
-            last = Poison::PositionWentBack;
-            continue;
-        }
-        if w - r > cap {
-            return Err(Poison::PositionPastCapacity.into());
-        }
-        return Ok((cap, w, r));
+        r
+    };
+    let oldest = read.max(floor);
+    if w > oldest && w - oldest > cap {
+        return Err(Poison::PositionPastCapacity.into());
     }
-    Err(last.into())
+    Ok(Settled {
+        cap,
+        write: w,
+        read,
+        floor,
+    })
 }
 
 /// Creates a producer and a consumer over one ring (both ends in this process).

@@ -26,6 +26,26 @@ pub enum RingError {
          power of two between 4 KiB and 1 GiB"
     )]
     RegionSize(u64),
+    /// The peer's ring has another layout version than this side's.
+    #[error(
+        "shared ring rejected: it has ring layout version {found}, this side uses version \
+         {ours}: {}",
+        upgrade_hint(*found, *ours)
+    )]
+    LayoutVersion {
+        /// The version in the peer's ring.
+        found: u32,
+        /// This side's version.
+        ours: u32,
+    },
+    /// The peer's ring relies on membarrier, which this process cannot use.
+    #[error(
+        "shared ring rejected: its creator skips the hot-path fence and relies on \
+         membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), which this process cannot use (a kernel \
+         older than 4.16, or a seccomp filter that denies it): allow membarrier here, or run \
+         the creator with SHM_RING_FENCE=seqcst"
+    )]
+    FenceUnsupported,
     /// A descriptor handed over as a doorbell is not an eventfd.
     #[error("doorbell rejected: the descriptor is {0}, not an eventfd")]
     NotAnEventfd(String),
@@ -35,6 +55,17 @@ pub enum RingError {
     /// A registration message was malformed.
     #[error("bad registration message: {0}")]
     BadMessage(&'static str),
+}
+
+/// Which side to upgrade when the two speak different ring layouts.
+fn upgrade_hint(found: u32, ours: u32) -> &'static str {
+    if found < ours {
+        "the peer is older; upgrade it (the ringcast QEMU plugin or ringcastd) to this side's \
+         release"
+    } else {
+        "this program is older; upgrade it to the peer's release (the ringcast QEMU plugin and \
+         ringcastd must come from the same release)"
+    }
 }
 
 impl RingError {

@@ -31,6 +31,7 @@ pub mod byte_ring;
 #[cfg(not(loom))]
 pub mod doorbell;
 mod error;
+pub mod fence;
 #[cfg(not(loom))]
 pub mod handover;
 pub mod layout;
@@ -43,6 +44,7 @@ pub use byte_ring::{byte_ring_pair, ByteConsumer, ByteProducer, Consumed, Read, 
 #[cfg(not(loom))]
 pub use doorbell::Doorbell;
 pub use error::{Poison, RingError};
+pub use fence::FenceMode;
 pub use layout::RingKind;
 pub use memory::{RingGeometry, RingMemory};
 pub use record_ring::{

@@ -9,10 +9,11 @@ use std::ptr::{addr_of_mut, NonNull};
 
 #[cfg(loom)]
 use crate::error::RingError;
+use crate::fence::FenceMode;
 use crate::layout::{RingHeader, RingKind};
 #[cfg(loom)]
 use crate::layout::{HEADER_SIZE, MAGIC, VERSION};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::AtomicU64;
 
 /// The immutable description of a ring, copied out of the header once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct RingGeometry {
     pub capacity: u64,
     /// Largest record payload in bytes (records rings only; 0 for byte rings).
     pub max_record: u32,
+    /// How the ring's sleep handshake is fenced.
+    pub fence: FenceMode,
 }
 
 /// One mapped ring region: header plus data area.
@@ -55,14 +58,25 @@ enum Backing {
     /// allocation, reached through the same raw pointers and atomic copies.
     #[cfg(all(miri, not(loom)))]
     MiriHeap(miri_heap::Region),
-    /// Model checking: loom's atomics cannot live in a mapping. The data area is one loom
-    /// atomic byte per slot, accessed Relaxed like the production copies, so loom explores
-    /// stale values of every byte and a publish that is too weak shows up as a wrong byte.
+    /// Model checking: loom's atomics cannot live in a mapping.
     #[cfg(loom)]
     Heap {
         header: *mut RingHeader,
-        data: Box<[loom::sync::atomic::AtomicU8]>,
+        data: LoomData,
     },
+}
+
+/// The data area of a model-checked ring.
+#[cfg(loom)]
+enum LoomData {
+    /// One loom `UnsafeCell` per slot: loom fails the model on any access to a slot that
+    /// is not ordered after the peer's last access by the positions' happens-before (a
+    /// publish or release that is too weak). For rings whose producer never overwrites.
+    Cells(Box<[loom::cell::UnsafeCell<u8>]>),
+    /// One loom atomic byte per slot, accessed Relaxed like the production copies: for the
+    /// flight recorder, whose overwrites race with a consumer's copy by design (the copy is
+    /// validated by the discard floor afterwards, and a wrong byte fails the model).
+    Atomics(Box<[loom::sync::atomic::AtomicU8]>),
 }
 
 // SAFETY: the region is shared memory accessed only through atomics; the pointers stay
@@ -79,6 +93,9 @@ pub(crate) enum Word {
     DroppedOldestBytes,
     DroppedRecords,
     DroppedRecordBytes,
+    DiscardFloor,
+    ProducerWaits,
+    ConsumerSleeps,
 }
 
 impl RingMemory {
@@ -102,24 +119,11 @@ impl RingMemory {
                 Word::DroppedOldestBytes => addr_of_mut!((*h).dropped_oldest_bytes),
                 Word::DroppedRecords => addr_of_mut!((*h).dropped_records),
                 Word::DroppedRecordBytes => addr_of_mut!((*h).dropped_record_bytes),
+                Word::DiscardFloor => addr_of_mut!((*h).discard_floor),
+                Word::ProducerWaits => addr_of_mut!((*h).producer_waits),
+                Word::ConsumerSleeps => addr_of_mut!((*h).consumer_sleeps),
             }
         }
-    }
-
-    /// Compare-and-swap of a header word. Every retry loop on peer-controlled state goes
-    /// through here, so the unit tests can play a peer that interferes before each attempt.
-    pub(crate) fn compare_exchange(
-        &self,
-        w: Word,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        #[cfg(all(test, not(loom)))]
-        interference::before_attempt(self.word(w));
-        self.word(w)
-            .compare_exchange(current, new, success, failure)
     }
 
     pub(crate) fn write_pos(&self) -> &AtomicU64 {
@@ -158,7 +162,11 @@ impl RingMemory {
             let Backing::Heap { data, .. } = &self.backing;
             for (i, b) in src.iter().enumerate() {
                 let slot = if i < first { start + i } else { i - first };
-                data[slot].store(*b, crate::sync::Ordering::Relaxed);
+                match data {
+                    // SAFETY: loom checks that no other access to the slot is concurrent.
+                    LoomData::Cells(c) => c[slot].with_mut(|p| unsafe { *p = *b }),
+                    LoomData::Atomics(a) => a[slot].store(*b, crate::sync::Ordering::Relaxed),
+                }
             }
         }
     }
@@ -184,7 +192,11 @@ impl RingMemory {
             let Backing::Heap { data, .. } = &self.backing;
             for (i, b) in dst.iter_mut().enumerate() {
                 let slot = if i < first { start + i } else { i - first };
-                *b = data[slot].load(crate::sync::Ordering::Relaxed);
+                *b = match data {
+                    // SAFETY: loom checks that no write to the slot is concurrent.
+                    LoomData::Cells(c) => c[slot].with(|p| unsafe { *p }),
+                    LoomData::Atomics(a) => a[slot].load(crate::sync::Ordering::Relaxed),
+                };
             }
         }
     }
@@ -198,8 +210,24 @@ mod miri_heap;
 
 #[cfg(loom)]
 impl RingMemory {
-    /// Heap-backed ring for model checking: loom's atomics cannot live in a mapping.
+    /// Heap-backed ring for model checking, its data area of loom `UnsafeCell`s (any
+    /// unordered access fails the model). For rings whose producer never overwrites.
     pub fn create_heap(kind: RingKind, capacity: u64, max_record: u32) -> Result<Self, RingError> {
+        Self::create_heap_with(kind, capacity, max_record, false)
+    }
+
+    /// Heap-backed ring whose data area is loom atomics, for flight-recorder models (the
+    /// producer's overwrites race with the consumer's copies by design).
+    pub fn create_heap_racy(kind: RingKind, capacity: u64) -> Result<Self, RingError> {
+        Self::create_heap_with(kind, capacity, 0, true)
+    }
+
+    fn create_heap_with(
+        kind: RingKind,
+        capacity: u64,
+        max_record: u32,
+        racy: bool,
+    ) -> Result<Self, RingError> {
         // Model checking wants tiny rings; any power of two of at least 8 bytes works.
         if !capacity.is_power_of_two() || capacity < 8 {
             return Err(RingError::BadCapacity(capacity));
@@ -208,10 +236,26 @@ impl RingMemory {
             RingKind::Bytes => 0,
             RingKind::Records => max_record.min((capacity / 4) as u32),
         };
-        let header = Box::into_raw(Box::new(RingHeader::new(kind, capacity, max_record)));
-        let data = (0..capacity)
-            .map(|_| loom::sync::atomic::AtomicU8::new(0))
-            .collect();
+        let fence = FenceMode::of_this_process();
+        let header = Box::into_raw(Box::new(RingHeader::new(
+            kind,
+            capacity,
+            max_record,
+            fence as u32,
+        )));
+        let data = if racy {
+            LoomData::Atomics(
+                (0..capacity)
+                    .map(|_| loom::sync::atomic::AtomicU8::new(0))
+                    .collect(),
+            )
+        } else {
+            LoomData::Cells(
+                (0..capacity)
+                    .map(|_| loom::cell::UnsafeCell::new(0))
+                    .collect(),
+            )
+        };
         Ok(RingMemory {
             // SAFETY: Box::into_raw never returns null.
             header: unsafe { NonNull::new_unchecked(header) },
@@ -219,6 +263,7 @@ impl RingMemory {
                 kind,
                 capacity,
                 max_record,
+                fence,
             },
             backing: Backing::Heap { header, data },
         })
@@ -237,32 +282,3 @@ impl Drop for Backing {
 // Keep the identity constants referenced in loom builds too.
 #[cfg(loom)]
 const _: (u64, u32, usize) = (MAGIC, VERSION, HEADER_SIZE);
-
-/// A hostile peer for the unit tests: a function run on the target word just before each
-/// compare-and-swap of this thread.
-#[cfg(all(test, not(loom)))]
-pub(crate) mod interference {
-    use std::cell::RefCell;
-
-    use crate::sync::AtomicU64;
-
-    /// What the interfering peer does to a word.
-    pub(crate) type Peer = Box<dyn FnMut(&AtomicU64)>;
-
-    thread_local! {
-        static PEER: RefCell<Option<Peer>> = RefCell::new(None);
-    }
-
-    /// Installs `f` for this thread (None removes it).
-    pub(crate) fn set(f: Option<Peer>) {
-        PEER.with(|p| *p.borrow_mut() = f);
-    }
-
-    pub(super) fn before_attempt(word: &AtomicU64) {
-        PEER.with(|p| {
-            if let Some(f) = p.borrow_mut().as_mut() {
-                f(word);
-            }
-        });
-    }
-}

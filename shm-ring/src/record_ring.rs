@@ -116,6 +116,32 @@ impl RecordProducer {
         self.inner.poisoned()
     }
 
+    /// Records stored that the consumer had not taken when this side last looked: what is
+    /// lost if the ring is abandoned now (after a poison, say). Walks the record headers
+    /// this side wrote between the consumer's last released position and its own; a header
+    /// the peer scribbled over ends the walk and counts as one more record lost (the bytes
+    /// after it cannot be told apart any more). At most capacity / 32 steps.
+    pub fn unconsumed_records(&self) -> u64 {
+        let inner = &self.inner;
+        let (mut pos, end) = (inner.cached_read, inner.write);
+        let mut n = 0;
+        while pos < end {
+            let mut hdr = [0u8; RECORD_HEADER_SIZE];
+            if end - pos < RECORD_HEADER_SIZE as u64 {
+                return n + 1;
+            }
+            inner.mem.copy_out(pos, &mut hdr);
+            let len = RecordMeta::decode(&hdr).len;
+            let next = pos + framed_len(len as usize);
+            if len > self.max_record || next > end {
+                return n + 1;
+            }
+            n += 1;
+            pos = next;
+        }
+        n
+    }
+
     /// Appends one record, or drops it (counted) when it does not fit. Payloads larger than
     /// [`RecordProducer::max_payload`] are dropped too: the caller splits them.
     pub fn push(
@@ -135,10 +161,15 @@ impl RecordProducer {
         if payload.len() > self.max_record as usize || self.inner.free_for(need)? < need {
             self.dropped += 1;
             let m = &self.inner.mem;
-            // Relaxed: informational counters for the peer's statistics.
-            m.word(Word::DroppedRecords).fetch_add(1, Relaxed);
-            m.word(Word::DroppedRecordBytes)
-                .fetch_add(payload.len() as u64, Relaxed);
+            // Relaxed: informational counters for the peer's statistics. This side is their
+            // only writer: a load and a store, no locked read-modify-write.
+            for (w, n) in [
+                (Word::DroppedRecords, 1),
+                (Word::DroppedRecordBytes, payload.len() as u64),
+            ] {
+                let c = m.word(w);
+                c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+            }
             return Ok(Pushed {
                 stored: false,
                 seq,
@@ -161,7 +192,7 @@ impl RecordProducer {
                 .mem
                 .copy_in(pos + RECORD_HEADER_SIZE as u64, payload);
         }
-        let wake_consumer = self.inner.publish(pos + need)?;
+        let wake_consumer = self.inner.publish(pos + need);
         Ok(Pushed {
             stored: true,
             seq,
@@ -205,7 +236,8 @@ impl RecordConsumer {
     /// Takes the next record, copying its payload into `payload` (cleared first). Returns
     /// `None` when the ring is empty.
     pub fn pop(&mut self, payload: &mut Vec<u8>) -> Result<Option<Popped>, Poison> {
-        let (avail, lost) = self.inner.sync()?;
+        // Records are published whole: one available byte means a whole record.
+        let (avail, lost) = self.inner.sync_for(1)?;
         if lost != 0 {
             // Records producers never overwrite: a moved read position is an attack.
             return Err(self.inner.poison(Poison::PositionWentBack));
@@ -228,13 +260,19 @@ impl RecordConsumer {
         self.inner
             .mem
             .copy_out(self.inner.read + RECORD_HEADER_SIZE as u64, payload);
-        match self.inner.release(need)? {
-            Ok(wake_producer) => Ok(Some(Popped {
-                meta,
-                wake_producer,
-            })),
-            Err(_) => Err(self.inner.poison(Poison::PositionWentBack)),
+        if self.inner.after_copy()? != 0 {
+            // Records producers never overwrite: a moved floor is an attack.
+            return Err(self.inner.poison(Poison::PositionWentBack));
         }
+        Ok(Some(Popped {
+            meta,
+            wake_producer: self.inner.release(need),
+        }))
+    }
+
+    /// The ring memory this consumer reads.
+    pub fn memory(&self) -> &Arc<RingMemory> {
+        self.inner.memory()
     }
 
     /// Same as [`ByteConsumer::prepare_sleep`].

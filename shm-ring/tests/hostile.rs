@@ -28,6 +28,9 @@ fn scribble(mem: &RingMemory, offset: usize, value: u64) {
 
 const WRITE_POS: usize = 64;
 const READ_POS: usize = 128;
+const DISCARD_FLOOR: usize = 192;
+const PRODUCER_WAITS: usize = 200;
+const CONSUMER_SLEEPS: usize = 208;
 
 #[test]
 fn write_position_moving_backwards_poisons_the_consumer() {
@@ -36,6 +39,8 @@ fn write_position_moving_backwards_poisons_the_consumer() {
     let mut rx = ByteConsumer::new(mem.clone()).unwrap();
     tx.write(&[1; 100]).unwrap();
     let mut buf = [0u8; 50];
+    rx.read(&mut buf).unwrap();
+    // The consumer looks at the producer's position again once its cached copy says empty.
     rx.read(&mut buf).unwrap();
     scribble(&mem, WRITE_POS, 10);
     assert_eq!(rx.read(&mut buf).unwrap_err(), Poison::PositionWentBack);
@@ -137,6 +142,30 @@ fn bad_regions_are_refused_with_a_reason() {
 }
 
 #[test]
+fn a_region_of_another_layout_version_is_refused_saying_which_side_to_upgrade() {
+    for (version, upgrade) in [
+        (1u64, "the peer is older; upgrade it"),
+        (3, "this program is older; upgrade it"),
+    ] {
+        let mem = RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap();
+        // The version (u32 at offset 8) and the kind (u32 at 12, 1 = bytes).
+        scribble(&mem, 8, version | 1 << 32);
+        let err = reopen(&mem, RingKind::Bytes).unwrap_err();
+        assert!(
+            matches!(err, RingError::LayoutVersion { found, ours: 2 } if u64::from(found) == version),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!(
+                "ring layout version {version}, this side uses version 2"
+            )) && msg.contains(upgrade),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
 fn sealed_region_cannot_be_shrunk_by_its_creator() {
     let mem = RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap();
     assert!(rustix::fs::ftruncate(mem.fd().as_fd(), 100).is_err());
@@ -153,27 +182,37 @@ fn bad_capacities_are_refused() {
 }
 
 #[test]
-fn peeked_bytes_overwritten_by_a_flight_recording_producer_are_reported_not_returned() {
+fn bytes_peeked_before_an_overwrite_stay_valid_and_a_later_copy_counts_the_discarded() {
     let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
     let mut tx = ByteProducer::new(mem.clone()).unwrap();
     let mut rx = ByteConsumer::new(mem).unwrap();
     tx.write(&[1; 4000]).unwrap();
     let mut buf = vec![0u8; 4096];
     let p = rx.peek(&mut buf).unwrap();
-    assert_eq!((p.bytes, p.position), (4000, 0));
-    tx.write_overwriting(&[2; 1000]).unwrap();
+    assert_eq!((p.bytes, p.position, p.lost), (4000, 0, 0));
+    assert!(buf[..4000].iter().all(|&b| b == 1));
+    // The flight recorder gives up positions below 904 and overwrites their slots.
+    assert_eq!(tx.write_overwriting(&[2; 1000]).unwrap().dropped, 904);
+    // The copy was checked against the discard floor when it was made: it holds the
+    // stream's bytes, and consuming it is fine.
     assert_eq!(
         rx.consume(p.bytes).unwrap(),
-        shm_ring::Consumed::Overwritten { lost: 904 }
-    );
-    let p = rx.peek(&mut buf).unwrap();
-    assert_eq!((p.bytes, p.position), (4096, 904));
-    assert_eq!(
-        rx.consume(p.bytes).unwrap(),
-        shm_ring::Consumed::Done {
+        shm_ring::Consumed {
             wake_producer: false
         }
     );
+    let p = rx.peek(&mut buf).unwrap();
+    assert_eq!((p.bytes, p.position, p.lost), (1000, 4000, 0));
+    assert!(buf[..1000].iter().all(|&b| b == 2));
+    rx.consume(p.bytes).unwrap();
+
+    // A copy made after an overwrite starts at the floor and reports the bytes before it.
+    tx.write(&[3; 3000]).unwrap();
+    tx.write_overwriting(&[4; 2000]).unwrap();
+    let p = rx.peek(&mut buf).unwrap();
+    assert_eq!((p.lost, p.position, p.bytes), (904, 5904, 4096));
+    assert!(buf[..2096].iter().all(|&b| b == 3));
+    assert!(buf[2096..4096].iter().all(|&b| b == 4));
 }
 
 #[test]
@@ -217,7 +256,7 @@ fn a_poisoned_record_producer_refuses_every_push() {
     assert_eq!(mem_counters(&mem), counters);
 }
 
-/// The producer's drop counters (header words 25 and 26), read through a second mapping.
+/// The producer's drop counters (header words 10 and 11), read through a second mapping.
 fn mem_counters(mem: &RingMemory) -> (u64, u64) {
     let fd: OwnedFd = mem.fd().try_clone_to_owned().unwrap();
     let file = std::fs::File::from(fd);
@@ -225,7 +264,7 @@ fn mem_counters(mem: &RingMemory) -> (u64, u64) {
     // SAFETY: both words are inside the header of a live mapping.
     unsafe {
         let p = map.as_ptr().cast::<u64>();
-        (p.add(25).read_volatile(), p.add(26).read_volatile())
+        (p.add(10).read_volatile(), p.add(11).read_volatile())
     }
 }
 
@@ -277,14 +316,8 @@ fn consuming_more_than_the_last_peek_stops_the_ring() {
     let mut buf = [0u8; 60];
     assert_eq!(rx.peek(&mut buf).unwrap().bytes, 60);
     // Part of a peek, then the rest of it: fine.
-    assert!(matches!(
-        rx.consume(20).unwrap(),
-        shm_ring::Consumed::Done { .. }
-    ));
-    assert!(matches!(
-        rx.consume(40).unwrap(),
-        shm_ring::Consumed::Done { .. }
-    ));
+    assert!(!rx.consume(20).unwrap().wake_producer);
+    assert!(!rx.consume(40).unwrap().wake_producer);
     // One byte more than was peeked: refused, and the position stays.
     assert_eq!(rx.consume(1).unwrap_err(), Poison::ConsumedUnpeeked);
     assert_eq!(rx.position(), 60);
@@ -353,22 +386,23 @@ fn a_hostile_thread_flipping_flags_and_nudging_positions_never_makes_a_call_hang
         let file = std::fs::File::from(mem.fd().try_clone_to_owned().unwrap());
         std::thread::spawn(move || {
             let map = memmap2::MmapOptions::new().map_raw(&file).unwrap();
-            // SAFETY: both words are 8-byte aligned and inside the live mapping; every
+            // SAFETY: the words are 8-byte aligned and inside the live mapping; every
             // access to them in this process is atomic.
-            let (w, r) = unsafe {
-                (
-                    AtomicU64::from_ptr(map.as_mut_ptr().add(WRITE_POS).cast()),
-                    AtomicU64::from_ptr(map.as_mut_ptr().add(READ_POS).cast()),
-                )
-            };
+            let word =
+                |off: usize| unsafe { AtomicU64::from_ptr(map.as_mut_ptr().add(off).cast()) };
+            let (w, r, f) = (word(WRITE_POS), word(READ_POS), word(DISCARD_FLOOR));
+            let (pw, cs) = (word(PRODUCER_WAITS), word(CONSUMER_SLEEPS));
             let mut i = 0u64;
             while !stop.load(Relaxed) {
                 w.fetch_xor(FLAG, Relaxed);
                 r.fetch_xor(FLAG, Relaxed);
+                pw.fetch_xor(FLAG, Relaxed);
+                cs.fetch_add(1, Relaxed);
                 i += 1;
                 if i % 4096 == 0 {
                     // Now and then a nudge of a position (forwards, as progress would).
                     r.fetch_add(1, Relaxed);
+                    f.fetch_add(1, Relaxed);
                 }
             }
         })

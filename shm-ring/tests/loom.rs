@@ -1,6 +1,11 @@
 //! Model checking of the ring protocol with loom (`RUSTFLAGS="--cfg loom"`): every
 //! interleaving of a producer and a consumer that sleep on doorbells, at tiny capacity.
-//! A lost wakeup shows up as a deadlock, a protocol error as a wrong byte or count.
+//! A lost wakeup shows up as a deadlock, a protocol error as a wrong byte or count, and
+//! (rings from `create_heap`, whose data area is loom `UnsafeCell`s) a publish or release
+//! too weak to order the copies as a causality violation. Flight-recorder rings
+//! (`create_heap_racy`) have atomic slots: their overwrites race with copies by design.
+//! Loom cannot model membarrier; the rings' light and heavy fences are both SeqCst fences
+//! under loom, which is the pair membarrier stands for (see `shm_ring::fence`).
 #![cfg(loom)]
 
 use loom::sync::{Arc, Condvar, Mutex};
@@ -90,7 +95,7 @@ fn a_full_ring_wakes_the_waiting_producer() {
 #[test]
 fn flight_recorder_overwrite_races_a_consumer_without_tearing() {
     loom::model(|| {
-        let mem = std::sync::Arc::new(RingMemory::create_heap(RingKind::Bytes, 8, 0).unwrap());
+        let mem = std::sync::Arc::new(RingMemory::create_heap_racy(RingKind::Bytes, 8).unwrap());
         let mut tx = ByteProducer::new(mem.clone()).unwrap();
         let mut rx = ByteConsumer::new(mem).unwrap();
         let producer = thread::spawn(move || {
@@ -191,10 +196,7 @@ fn peeked_bytes_consumed_under_backpressure_arrive_once_in_order() {
             // Take at most 3 of what was peeked, as a consumer that stores in pieces does.
             let n = r.bytes.min(3);
             got.extend_from_slice(&buf[..n]);
-            assert!(matches!(
-                rx.consume(n).unwrap(),
-                shm_ring::Consumed::Done { .. }
-            ));
+            rx.consume(n).unwrap();
             if n == 0 {
                 thread::yield_now();
             }
@@ -207,7 +209,7 @@ fn peeked_bytes_consumed_under_backpressure_arrive_once_in_order() {
 #[test]
 fn a_flight_recorder_wakes_its_sleeping_consumer_and_every_byte_is_read_or_counted() {
     model(|| {
-        let mem = std::sync::Arc::new(RingMemory::create_heap(RingKind::Bytes, 8, 0).unwrap());
+        let mem = std::sync::Arc::new(RingMemory::create_heap_racy(RingKind::Bytes, 8).unwrap());
         let mut tx = ByteProducer::new(mem.clone()).unwrap();
         let mut rx = ByteConsumer::new(mem).unwrap();
         let bell = Arc::new(Bell::default());
@@ -252,7 +254,7 @@ fn a_flight_recorder_wakes_its_sleeping_consumer_and_every_byte_is_read_or_count
 #[test]
 fn attaching_during_flight_recording_sees_a_consistent_ring() {
     model(|| {
-        let mem = std::sync::Arc::new(RingMemory::create_heap(RingKind::Bytes, 8, 0).unwrap());
+        let mem = std::sync::Arc::new(RingMemory::create_heap_racy(RingKind::Bytes, 8).unwrap());
         let mut tx = ByteProducer::new(mem.clone()).unwrap();
         tx.write(&[0, 1, 2, 3, 4, 5]).unwrap();
         let producer = thread::spawn(move || {

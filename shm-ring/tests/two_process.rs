@@ -9,10 +9,30 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use shm_ring::{ByteConsumer, ByteProducer, Doorbell, RingKind, RingMemory};
+use shm_ring::{ByteConsumer, ByteProducer, Doorbell, FenceMode, RingError, RingKind, RingMemory};
 
 const TOTAL: u64 = 256 << 20;
 const CHILD_ENV: &str = "SHM_RING_TEST_PRODUCER_FDS";
+const OPEN_ENV: &str = "SHM_RING_TEST_OPEN_FD";
+/// Set in the environment, it makes this process use the SeqCst fence fallback.
+const FALLBACK: (&str, &str) = ("SHM_RING_FENCE", "seqcst");
+
+/// The mode a ring created by this process gets: the fallback when asked for (or when the
+/// kernel has no membarrier), membarrier otherwise.
+fn expected_mode() -> FenceMode {
+    let forced = std::env::var(FALLBACK.0).is_ok_and(|v| v == FALLBACK.1);
+    let mode = FenceMode::of_this_process();
+    if forced {
+        assert_eq!(
+            mode,
+            FenceMode::SeqCst,
+            "{}={} must force the fallback",
+            FALLBACK.0,
+            FALLBACK.1
+        );
+    }
+    mode
+}
 
 /// A deterministic byte stream both sides can regenerate.
 fn fill(buf: &mut [u8], pos: u64) {
@@ -45,6 +65,8 @@ fn producer(fds: &str) {
         )
     };
     let mem = Arc::new(RingMemory::open(mem, RingKind::Bytes).unwrap());
+    // The ring's mode is its creator's, whatever this process could do.
+    assert_eq!(mem.geometry().fence, expected_mode());
     let data = Doorbell::from_fd(data).unwrap();
     let space = Doorbell::from_fd(space).unwrap();
     let mut tx = ByteProducer::new(mem).unwrap();
@@ -87,6 +109,7 @@ fn two_processes_move_256_mib_with_equal_checksums() {
         return;
     }
     let mem = Arc::new(RingMemory::create("two-process", RingKind::Bytes, 1 << 16, 0).unwrap());
+    assert_eq!(mem.geometry().fence, expected_mode());
     let data = Doorbell::new().unwrap();
     let space = Doorbell::new().unwrap();
     let fds = format!(
@@ -150,4 +173,60 @@ fn two_processes_move_256_mib_with_equal_checksums() {
         "producer said {line}, consumer computed {ours}"
     );
     eprintln!("consumer sleeps={sleeps}; producer {line}");
+}
+
+/// Runs this test binary's `test` in a child process with the fence fallback forced (and
+/// `env`); returns its output.
+fn run_with_fallback(test: &str, env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture"])
+        .env(FALLBACK.0, FALLBACK.1);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn two_processes_with_the_seqcst_fence_fallback_move_256_mib_with_equal_checksums() {
+    // Both processes in the fallback: SeqCst fences on the hot path and the sleeping side.
+    // A lost wakeup would stall the consumer ("producer went silent").
+    let out = run_with_fallback("two_processes_move_256_mib_with_equal_checksums", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_process_without_membarrier_refuses_a_ring_that_relies_on_it() {
+    if let Ok(fd) = std::env::var(OPEN_ENV) {
+        // SAFETY: the parent passed this descriptor through exec; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd.parse().unwrap()) };
+        match RingMemory::open(fd, RingKind::Bytes) {
+            Err(e @ RingError::FenceUnsupported) => println!("refused: {e}"),
+            other => println!("accepted: {:?}", other.map(|m| m.geometry())),
+        }
+        return;
+    }
+    if FenceMode::of_this_process() != FenceMode::Membarrier {
+        // No membarrier on this kernel: every ring is a SeqCst ring, nothing to refuse.
+        eprintln!("membarrier unavailable here: every ring uses the SeqCst fallback");
+        return;
+    }
+    let mem = RingMemory::create("membarrier", RingKind::Bytes, 4096, 0).unwrap();
+    assert_eq!(mem.geometry().fence, FenceMode::Membarrier);
+    let out = run_with_fallback(
+        "a_process_without_membarrier_refuses_a_ring_that_relies_on_it",
+        &[(OPEN_ENV, inheritable(mem.fd()).to_string())],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("refused:")
+            && said.contains("membarrier")
+            && said.contains("SHM_RING_FENCE=seqcst"),
+        "{said}"
+    );
 }

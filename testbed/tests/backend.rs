@@ -338,6 +338,53 @@ fn audio_overflow_drops_the_newest_periods_and_counts_them() {
     }
 }
 
+#[test]
+fn audio_records_lost_with_a_ring_the_daemon_broke_are_counted() {
+    // Load (and, on a first run, build) the library before any timed wait starts.
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), "");
+    let lp = MainLoop::new();
+    let audio = p.open_audio("vm", "snd0", &opts).unwrap();
+    assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
+    let mut a = consumer.accept(T).unwrap().audio();
+    wait_attached(&lp);
+    // 44.1 kHz stereo s16 gets a 512 KiB ring; a 1764-byte period is a 1800-byte record,
+    // so 291 fit.
+    let period = [5u8; 1764];
+    for _ in 0..291 {
+        audio.out_write(&period);
+    }
+    let mut payload = Vec::new();
+    for seq in 0..3 {
+        assert_eq!(a.rx.pop(&mut payload).unwrap().unwrap().meta.seq, seq);
+    }
+    // The next record does not fit the plugin's last look: it sees the 3 taken records.
+    audio.out_write(&period);
+    // The "daemon" moves the read position far past the write position.
+    scribble(
+        a.rx.memory().fd().try_clone_to_owned().unwrap(),
+        128,
+        1 << 40,
+    );
+    // Two more fit the space it knows of; the third makes it look, and find the ring broken.
+    for _ in 0..3 {
+        assert_eq!(
+            audio.out_write(&period),
+            period.len(),
+            "QEMU is never pushed back"
+        );
+    }
+    assert!(lp.logged("corrupted the shared ring"), "{:?}", lp.logs());
+    // 294 stored, 3 taken: 291 lost in the ring, and the period that found it broken.
+    let want = "291 audio records it had not taken are lost";
+    assert!(lp.logged(want), "expected {want:?} in {:?}", lp.logs());
+    drop(audio);
+    let want = "292 lost with rings the daemon broke";
+    assert!(lp.logged(want), "expected {want:?} in {:?}", lp.logs());
+}
+
 /// What QEMU does for a sound card with capture voices (AC97's line-in and microphone):
 /// it opens an input voice beside the output and reads a period of it on every audio tick.
 /// The plugin must offer the voice (else QEMU logs "Could not create a backend for voice"),
@@ -440,7 +487,9 @@ fn corrupted_ring_from_the_consumer_side_is_survived_and_replaced() {
         128,
         1 << 40,
     );
-    for _ in 0..100 {
+    // The plugin looks at the read position again when its cached copy says the 4 KiB ring
+    // is full: write more than that.
+    for _ in 0..500 {
         assert!(chr.write(b"more output") >= 0, "writes never fail hard");
         chr.write_ready();
     }

@@ -211,7 +211,11 @@ impl Instance {
                 c.stats.poison_lost += n;
                 format!("; {n} console bytes it had not taken are lost")
             }
-            Device::Audio { .. } => String::new(),
+            Device::Audio { voice, stats, .. } => {
+                let n = voice.as_ref().map_or(0, |v| v.undelivered());
+                stats.dropped_poisoned += n;
+                format!("; {n} audio records it had not taken are lost")
+            }
         };
         self.host.log(
             Level::Error,

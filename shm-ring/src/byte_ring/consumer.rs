@@ -4,20 +4,32 @@ use std::sync::Arc;
 
 use super::{settled_positions, Consumed, Read, MAX_ATTEMPTS};
 use crate::error::{Poison, RingError};
+use crate::fence::FenceMode;
 use crate::layout::{RingKind, FLAG, POS_MASK};
 use crate::memory::{RingMemory, Word};
-use crate::sync::Ordering::{AcqRel, Acquire, Relaxed};
+use crate::sync::{
+    fence,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// The reading end of a byte ring.
 #[derive(Debug)]
 pub struct ByteConsumer {
     pub(crate) mem: Arc<RingMemory>,
     pub(crate) read: u64,
+    /// The producer's write position when this side last looked.
     pub(crate) cached_write: u64,
+    /// The producer's discard floor when this side last looked.
+    floor: u64,
     pub(crate) cap: u64,
     pub(crate) poisoned: Option<Poison>,
+    fence: FenceMode,
     /// Bytes from `read` on that the last peek returned and nobody consumed yet.
     peeked: u64,
+    /// How many times this side has slept (the count in its sleep word).
+    sleeps: u64,
+    /// The producer's wait word this side last rang the doorbell for: one ring per wait.
+    rung_for: u64,
 }
 
 impl ByteConsumer {
@@ -28,14 +40,19 @@ impl ByteConsumer {
     }
 
     pub(crate) fn with_kind(mem: Arc<RingMemory>, kind: RingKind) -> Result<Self, RingError> {
-        let (cap, w, r) = settled_positions(&mem, kind, true)?;
+        let s = settled_positions(&mem, kind, true)?;
+        let sleeps = mem.word(Word::ConsumerSleeps).load(Relaxed) & POS_MASK;
         Ok(ByteConsumer {
-            mem,
-            read: r,
-            cached_write: w,
-            cap,
+            read: s.read,
+            cached_write: s.write,
+            floor: s.floor,
+            cap: s.cap,
             poisoned: None,
+            fence: mem.geometry().fence,
             peeked: 0,
+            sleeps,
+            rung_for: 0,
+            mem,
         })
     }
 
@@ -59,44 +76,64 @@ impl ByteConsumer {
         p
     }
 
-    /// Reads and validates the producer's position. Returns the bytes available and, if the
-    /// producer discarded bytes we had not read yet, how many (our position jumps past them).
-    pub(crate) fn sync(&mut self) -> Result<(u64, u64), Poison> {
-        if let Some(p) = self.poisoned {
-            return Err(p);
-        }
-        // Acquire: pairs with the producer's publishing swap: the slots below w are written.
-        let w = self.mem.write_pos().load(Acquire) & POS_MASK;
+    /// Loads, validates and caches the producer's position.
+    fn reload_write(&mut self) -> Result<u64, Poison> {
+        // Acquire: pairs with the producer's Release store: the slots below w are written,
+        // and so is the discard floor it stored before.
+        let w = self.mem.write_pos().load(Acquire);
         if w < self.cached_write {
             return Err(self.poison(Poison::PositionWentBack));
         }
         self.cached_write = w;
-        let mut lost = 0;
-        if w > self.read && w - self.read > self.cap {
-            // Only a flight-recording producer may run ahead of us, and then it must have
-            // moved read_pos first.
-            lost = self.resync_after_overrun()?;
-        }
-        // After a jump our position can be ahead of the last published write for a moment
-        // (the producer moves read_pos before it publishes): nothing to read yet.
-        Ok((w.saturating_sub(self.read).min(self.cap), lost))
+        Ok(w)
     }
 
-    /// The producer moved read_pos past us: adopt its value and report the jump. The upper
-    /// bound is checked by the next `sync` (a write position more than a capacity ahead).
-    fn resync_after_overrun(&mut self) -> Result<u64, Poison> {
-        let r = self.mem.read_pos().load(Acquire) & POS_MASK;
-        if r <= self.read {
-            return Err(self.poison(Poison::PositionPastCapacity));
+    /// Loads and validates the discard floor; when it passed our position, jumps to it and
+    /// returns how many bytes were given up.
+    fn jump_to_floor(&mut self) -> Result<u64, Poison> {
+        let f = self.mem.word(Word::DiscardFloor).load(Relaxed);
+        if f < self.floor {
+            return Err(self.poison(Poison::PositionWentBack));
         }
-        let lost = r - self.read;
-        self.read = r;
+        self.floor = f;
+        if f <= self.read {
+            return Ok(0);
+        }
+        let lost = f - self.read;
+        self.read = f;
+        self.peeked = 0;
         Ok(lost)
+    }
+
+    /// Bytes available (re-reading the producer's position only when the cached one says
+    /// there are fewer than `want`, at least one) and bytes the producer discarded before our
+    /// position, which then jumps past them.
+    pub(crate) fn sync_for(&mut self, want: u64) -> Result<(u64, u64), Poison> {
+        if let Some(p) = self.poisoned {
+            return Err(p);
+        }
+        let cached = self.cached_write.saturating_sub(self.read);
+        if cached >= want.max(1) && cached <= self.cap {
+            return Ok((cached, 0));
+        }
+        let w = self.reload_write()?;
+        let mut lost = 0;
+        if w > self.read && w - self.read > self.cap {
+            // Only a flight-recording producer may run ahead of us, and it raised the floor
+            // (to at least w - cap) before it published w.
+            lost = self.jump_to_floor()?;
+            if w > self.read && w - self.read > self.cap {
+                return Err(self.poison(Poison::PositionPastCapacity));
+            }
+        }
+        // After a jump our position can be ahead of the last published write for a moment
+        // (the producer raises the floor before it publishes): nothing to read yet.
+        Ok((w.saturating_sub(self.read), lost))
     }
 
     /// Bytes ready to read now.
     pub fn available(&mut self) -> Result<usize, Poison> {
-        Ok(self.sync()?.0 as usize)
+        Ok(self.sync_for(u64::MAX)?.0 as usize)
     }
 
     /// Copies up to `out.len()` bytes without consuming them. Returns the count.
@@ -106,86 +143,72 @@ impl ByteConsumer {
         n
     }
 
-    /// Marks `n` peeked bytes consumed. `Err(Ok(lost))` means the producer overwrote them
-    /// meanwhile: the copy is void and our position jumped by `lost`.
-    pub(crate) fn release(&mut self, n: u64) -> Result<Result<bool, u64>, Poison> {
-        // A poisoned ring is never touched again, even by a consume of an earlier peek.
-        if let Some(p) = self.poisoned {
-            return Err(p);
+    /// After a copy: whether the producer overwrote any of it. Returns the bytes given up
+    /// (our position jumps past them); the copy is void when that is not zero.
+    pub(crate) fn after_copy(&mut self) -> Result<u64, Poison> {
+        // Acquire fence, then the floor: if the copy read any byte of an overwrite, the
+        // producer's Release fence (after its floor store, before the overwrite)
+        // synchronizes with this fence, so the floor load sees that floor or a later one.
+        fence(Acquire);
+        self.jump_to_floor()
+    }
+
+    /// Marks `n` copied bytes consumed. Returns whether the producer waits for space and
+    /// has not been rung for this wait yet.
+    pub(crate) fn release(&mut self, n: u64) -> bool {
+        self.read += n;
+        // Release: our copies out of the slots happen before the producer's overwrites
+        // (its Acquire load of read_pos). A plain store: the word has no other writer.
+        self.mem.read_pos().store(self.read, Release);
+        // The handshake's hot side (see `fence`).
+        self.fence.light();
+        let s = self.mem.word(Word::ProducerWaits).load(Relaxed);
+        if s & FLAG != 0 && s != self.rung_for {
+            self.rung_for = s;
+            return true;
         }
-        let new_read = self.read + n;
-        let mut cur = self.mem.read_pos().load(Relaxed);
+        false
+    }
+
+    /// Copies up to `out.len()` valid bytes: retries (bounded) while a flight-recording
+    /// producer overwrites what we copy. Returns (bytes, lost before them, their position).
+    fn copy_valid(&mut self, out: &mut [u8]) -> Result<(usize, u64, u64), Poison> {
+        let mut lost_total = 0;
         for _ in 0..MAX_ATTEMPTS {
-            if cur & POS_MASK != self.read {
-                self.peeked = 0;
-                return Ok(Err(self.resync_after_overrun()?));
+            let (avail, lost) = self.sync_for(out.len() as u64)?;
+            lost_total += lost;
+            let position = self.read;
+            let n = self.peek_raw(out, avail);
+            let lost = self.after_copy()?;
+            if lost == 0 {
+                return Ok((n, lost_total, position));
             }
-            // AcqRel: Release hands the slots we copied out back to the producer (its
-            // Acquire load of read_pos); success also clears the producer's wait flag and
-            // tells us, in the same atomic step, whether it was waiting. A strong CAS: a
-            // failure then always means the word changed (the producer raised its flag).
-            match self
-                .mem
-                .compare_exchange(Word::ReadPos, cur, new_read, AcqRel, Relaxed)
-            {
-                Ok(old) => {
-                    self.read = new_read;
-                    self.peeked = self.peeked.saturating_sub(n);
-                    return Ok(Ok(old & FLAG != 0));
-                }
-                Err(actual) => cur = actual,
-            }
+            lost_total += lost;
         }
-        Err(self.poison(Poison::PeerInterference))
+        // A flight-recording producer lapped every copy: report what it discarded and let
+        // the caller come back, rather than chase it here.
+        Ok((0, lost_total, self.read))
     }
 
     /// Reads up to `out.len()` bytes. Never blocks: returns 0 bytes when the ring is empty.
     pub fn read(&mut self, out: &mut [u8]) -> Result<Read, Poison> {
-        let mut lost_total = 0;
-        let mut position = self.read;
-        for _ in 0..MAX_ATTEMPTS {
-            let (avail, lost) = self.sync()?;
-            lost_total += lost;
-            position = self.read;
-            let n = self.peek_raw(out, avail);
-            if n == 0 {
-                return Ok(Read {
-                    bytes: 0,
-                    lost: lost_total,
-                    position,
-                    wake_producer: false,
-                });
-            }
-            match self.release(n as u64)? {
-                Ok(wake_producer) => {
-                    return Ok(Read {
-                        bytes: n,
-                        lost: lost_total,
-                        position,
-                        wake_producer,
-                    })
-                }
-                Err(lost) => lost_total += lost,
-            }
-        }
-        // A flight-recording producer lapped every copy: report what it discarded and let
-        // the caller come back, rather than chase it here.
+        let (bytes, lost, position) = self.copy_valid(out)?;
+        let wake_producer = bytes > 0 && self.release(bytes as u64);
         Ok(Read {
-            bytes: 0,
-            lost: lost_total,
+            bytes,
+            lost,
             position,
-            wake_producer: false,
+            wake_producer,
         })
     }
 
     /// Copies up to `out.len()` bytes without consuming them, for a consumer that must
     /// store the bytes durably before it lets the producer reuse their slots. Follow with
-    /// [`ByteConsumer::consume`]. `lost` reports bytes the producer discarded before
-    /// `position` (flight-recorder mode); `wake_producer` is always false here.
+    /// [`ByteConsumer::consume`]. The bytes returned are the stream's, even if a
+    /// flight-recording producer discards them meanwhile. `lost` reports bytes the producer
+    /// discarded before `position`; `wake_producer` is always false here.
     pub fn peek(&mut self, out: &mut [u8]) -> Result<Read, Poison> {
-        let (avail, lost) = self.sync()?;
-        let position = self.read;
-        let bytes = self.peek_raw(out, avail);
+        let (bytes, lost, position) = self.copy_valid(out)?;
         self.peeked = bytes as u64;
         Ok(Read {
             bytes,
@@ -203,42 +226,34 @@ impl ByteConsumer {
         if n as u64 > self.peeked {
             return Err(self.poison(Poison::ConsumedUnpeeked));
         }
-        Ok(match self.release(n as u64)? {
-            Ok(wake_producer) => Consumed::Done { wake_producer },
-            Err(lost) => Consumed::Overwritten { lost },
+        self.peeked -= n as u64;
+        Ok(Consumed {
+            wake_producer: self.release(n as u64),
         })
     }
 
     /// Before waiting on the data doorbell: raises the "consumer sleeps" flag if the ring is
     /// still empty and returns true (now it is safe to wait). Returns false when data is
-    /// there (the flag is not raised; read instead).
+    /// there (the flag is not left up; read instead).
     pub fn prepare_sleep(&mut self) -> Result<bool, Poison> {
         if let Some(p) = self.poisoned {
             return Err(p);
         }
-        let mut cur = self.mem.write_pos().load(Acquire);
-        for _ in 0..MAX_ATTEMPTS {
-            let w = cur & POS_MASK;
-            if w < self.cached_write {
-                return Err(self.poison(Poison::PositionWentBack));
-            }
-            if w > self.read {
-                return Ok(false);
-            }
-            if cur & FLAG != 0 {
-                return Ok(true);
-            }
-            // AcqRel: the flag and the producer's publishing swap are RMWs of the same word,
-            // so exactly one of "we see new data" or "the producer sees our flag" happens.
-            match self
-                .mem
-                .compare_exchange(Word::WritePos, cur, cur | FLAG, AcqRel, Acquire)
-            {
-                Ok(_) => return Ok(true),
-                Err(actual) => cur = actual,
-            }
+        if self.reload_write()? > self.read {
+            return Ok(false);
         }
-        Err(self.poison(Poison::PeerInterference))
+        self.sleeps = (self.sleeps + 1) & POS_MASK;
+        let mem = self.mem.clone();
+        let word = mem.word(Word::ConsumerSleeps);
+        word.store(self.sleeps | FLAG, Relaxed);
+        // The handshake's sleeping side: the flag store above, then one more look at the
+        // producer's position, ordered against the producer's publish-then-look-at-flag.
+        self.fence.heavy();
+        if self.reload_write()? > self.read {
+            word.store(self.sleeps, Relaxed);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Bytes the producer reports having discarded from the old end (informational: the

@@ -2,20 +2,36 @@
 
 use std::sync::Arc;
 
-use super::{settled_positions, Written, MAX_ATTEMPTS};
+use super::{settled_positions, Written};
 use crate::error::{Poison, RingError};
+use crate::fence::FenceMode;
 use crate::layout::{RingKind, FLAG, POS_MASK};
 use crate::memory::{RingMemory, Word};
-use crate::sync::Ordering::{AcqRel, Acquire, Relaxed};
+use crate::sync::{
+    fence,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 /// The writing end of a byte ring.
 #[derive(Debug)]
 pub struct ByteProducer {
     pub(crate) mem: Arc<RingMemory>,
     pub(crate) write: u64,
+    /// The consumer's read position when this side last looked.
     pub(crate) cached_read: u64,
+    /// The discard floor this side last stored (positions below it are given up).
+    floor: u64,
     pub(crate) cap: u64,
     pub(crate) poisoned: Option<Poison>,
+    fence: FenceMode,
+    /// The consumer's sleep word this side last rang the doorbell for: one ring per sleep.
+    rung_for: u64,
+    /// How many times this side has waited for space (the count in its wait word).
+    waits: u64,
+    /// While waiting for space: the consumer's position when the flag was raised. The
+    /// consumer rings only when it releases, so while its position has not moved the
+    /// doorbell has not been rung for this wait and need not be drained again.
+    armed_at: Option<u64>,
 }
 
 impl ByteProducer {
@@ -25,13 +41,21 @@ impl ByteProducer {
     }
 
     pub(crate) fn with_kind(mem: Arc<RingMemory>, kind: RingKind) -> Result<Self, RingError> {
-        let (cap, w, r) = settled_positions(&mem, kind, false)?;
+        let s = settled_positions(&mem, kind, false)?;
+        let waits = mem.word(Word::ProducerWaits).load(Relaxed) & POS_MASK;
+        // Lower a flag a predecessor left up: this side is not waiting.
+        mem.word(Word::ProducerWaits).store(waits, Relaxed);
         Ok(ByteProducer {
-            mem,
-            write: w,
-            cached_read: r,
-            cap,
+            write: s.write,
+            cached_read: s.read,
+            floor: s.floor,
+            cap: s.cap,
             poisoned: None,
+            fence: mem.geometry().fence,
+            rung_for: 0,
+            waits,
+            armed_at: None,
+            mem,
         })
     }
 
@@ -48,7 +72,7 @@ impl ByteProducer {
     /// Bytes written that the consumer had not released when this side last looked: what
     /// is lost if the ring is abandoned now.
     pub fn unconsumed(&self) -> u64 {
-        self.write - self.cached_read
+        self.write - self.oldest_kept()
     }
 
     /// The ring memory this producer writes.
@@ -68,9 +92,16 @@ impl ByteProducer {
         p
     }
 
-    /// Validates a `read_pos` word read from shared memory and caches its position.
-    fn accept_read_word(&mut self, word: u64) -> Result<u64, Poison> {
-        let r = word & POS_MASK;
+    /// The oldest position whose slot is not free: the consumer's, or the discard floor.
+    fn oldest_kept(&self) -> u64 {
+        self.cached_read.max(self.floor)
+    }
+
+    /// Loads, validates and caches the consumer's position.
+    fn reload_read(&mut self) -> Result<u64, Poison> {
+        // Acquire: pairs with the consumer's Release store of read_pos, so its copies out
+        // of the slots below it happen before our overwrites of them.
+        let r = self.mem.read_pos().load(Acquire);
         if r < self.cached_read {
             return Err(self.poison(Poison::PositionWentBack));
         }
@@ -81,18 +112,16 @@ impl ByteProducer {
         Ok(r)
     }
 
-    /// Free bytes, re-reading the consumer's position only when the cached one says full.
+    /// Free bytes, re-reading the consumer's position only when the cached one says there
+    /// are fewer than `want`.
     pub(crate) fn free_for(&mut self, want: u64) -> Result<u64, Poison> {
         self.check()?;
-        let free = self.cap - (self.write - self.cached_read);
+        let free = self.cap - (self.write - self.oldest_kept());
         if free >= want {
             return Ok(free);
         }
-        // Acquire: pairs with the consumer's release RMW on read_pos, so the slots it
-        // has finished copying out are really free before we overwrite them.
-        let word = self.mem.read_pos().load(Acquire);
-        self.accept_read_word(word)?;
-        Ok(self.cap - (self.write - self.cached_read))
+        self.reload_read()?;
+        Ok(self.cap - (self.write - self.oldest_kept()))
     }
 
     /// Free bytes right now.
@@ -100,18 +129,22 @@ impl ByteProducer {
         Ok(self.free_for(u64::MAX)? as usize)
     }
 
-    /// Publishes everything up to `new_write`. Returns whether the consumer sleeps.
-    pub(crate) fn publish(&mut self, new_write: u64) -> Result<bool, Poison> {
-        // Release (in AcqRel): the bytes copied into the slots become visible to the
-        // consumer's Acquire load of write_pos. The swap also fetches the consumer's sleep
-        // flag atomically with the publish, which is what makes a lost wakeup impossible.
-        let old = self.mem.write_pos().swap(new_write, AcqRel);
-        if old & POS_MASK != self.write {
-            // Only the consumer's flag may change in our word; the position is ours.
-            return Err(self.poison(Poison::PositionWentBack));
-        }
+    /// Publishes everything up to `new_write`. Returns whether the consumer sleeps and has
+    /// not been rung for this sleep yet.
+    pub(crate) fn publish(&mut self, new_write: u64) -> bool {
+        // Release: the bytes copied into the slots happen before the consumer's Acquire
+        // load that sees this position. A plain store: the word has no other writer.
+        self.mem.write_pos().store(new_write, Release);
         self.write = new_write;
-        Ok(old & FLAG != 0)
+        // The handshake's hot side: the store above, then the load of the sleep flag,
+        // ordered by the fence pair (see `fence`).
+        self.fence.light();
+        let s = self.mem.word(Word::ConsumerSleeps).load(Relaxed);
+        if s & FLAG != 0 && s != self.rung_for {
+            self.rung_for = s;
+            return true;
+        }
+        false
     }
 
     /// Writes as much of `buf` as fits without overwriting unread bytes (backpressure).
@@ -124,7 +157,7 @@ impl ByteProducer {
         }
         // SAFETY: [write, write + n) are free slots: n <= free = cap - (write - read).
         unsafe { self.mem.copy_in(self.write, &buf[..n]) };
-        let wake_consumer = self.publish(self.write + n as u64)?;
+        let wake_consumer = self.publish(self.write + n as u64);
         Ok(Written {
             bytes: n,
             dropped: 0,
@@ -143,51 +176,34 @@ impl ByteProducer {
         let keep = &buf[(len - kept) as usize..];
         let mut dropped = 0;
         if self.free_for(kept)? < kept || kept < len {
-            // The oldest byte we may keep is end - cap.
-            let target = end.saturating_sub(self.cap).max(self.cached_read);
-            let mut cur = self.mem.read_pos().load(Acquire);
-            let mut moved = false;
-            for _ in 0..MAX_ATTEMPTS {
-                let r = self.accept_read_word(cur)?;
-                if r >= target {
-                    moved = true;
-                    break;
-                }
-                // AcqRel: Acquire for the slots a racing consumer released; Release so that a
-                // consumer that later fails its own CAS against this value knows its copy of
-                // the slots we are about to overwrite is void. Clears our own wait flag.
-                match self
-                    .mem
-                    .compare_exchange(Word::ReadPos, cur, target, AcqRel, Acquire)
-                {
-                    Ok(_) => {
-                        dropped = target - r;
-                        self.cached_read = target;
-                        moved = true;
-                        break;
-                    }
-                    Err(actual) => cur = actual,
-                }
-            }
-            if !moved {
-                return Err(self.poison(Poison::PeerInterference));
+            // The oldest byte we may keep is end - cap; everything below is given up. Then
+            // `end - cap > oldest_kept()`: either the kept bytes do not fit, or some bytes
+            // of `buf` itself never enter the ring (end - cap > write).
+            let floor = end - self.cap;
+            dropped = floor - self.oldest_kept();
+            self.floor = floor;
+            // The floor store, then a Release fence, then the overwrites (`copy_in` below):
+            // a consumer whose copy read any overwritten byte has, through that byte, its
+            // Acquire fence synchronized with this one, and sees this floor or a later one
+            // (see the protocol in `byte_ring`).
+            self.mem.word(Word::DiscardFloor).store(floor, Relaxed);
+            fence(Release);
+            if self.armed_at.take().is_some() {
+                // No more waiting for space: lower the flag so the consumer does not ring.
+                self.mem
+                    .word(Word::ProducerWaits)
+                    .store(self.waits, Relaxed);
             }
         }
-        let start = end - kept;
-        if start > self.write {
-            // Bytes that never entered the ring still occupy positions: skip them. The
-            // read position was moved to at least `start` above, so no slot is exposed.
-            debug_assert!(self.cached_read >= start);
-        }
-        // SAFETY: read >= end - cap, so [start, end) with end - start <= cap are free slots
-        // (any consumer has been told, through read_pos, to not trust them any more).
-        unsafe { self.mem.copy_in(start, keep) };
-        let wake_consumer = self.publish(end)?;
+        // SAFETY: oldest_kept() >= end - cap, so [end - kept, end) with kept <= cap are free
+        // slots (a consumer copying them is told by the floor to discard its copy).
+        unsafe { self.mem.copy_in(end - kept, keep) };
+        let wake_consumer = self.publish(end);
         if dropped > 0 {
-            // Relaxed: an informational counter for the peer's statistics.
-            self.mem
-                .word(Word::DroppedOldestBytes)
-                .fetch_add(dropped, Relaxed);
+            // Relaxed: an informational counter for the peer's statistics; this side is
+            // its only writer, so a load and a store (no locked read-modify-write).
+            let c = self.mem.word(Word::DroppedOldestBytes);
+            c.store(c.load(Relaxed).wrapping_add(dropped), Relaxed);
         }
         Ok(Written {
             bytes: buf.len(),
@@ -198,40 +214,34 @@ impl ByteProducer {
 
     /// Backpressure: true when `want` bytes fit now. Otherwise raises the "producer waits"
     /// flag so the consumer's next release rings the space doorbell, and returns false.
-    /// `before_arming` runs just before the flag is raised (not when it is already up):
-    /// drain the space doorbell there, so a wakeup from an earlier wait cannot be mistaken
-    /// for a new one and the caller never spins.
+    /// `before_arming` runs just before the flag is raised (not when it is already up and
+    /// the consumer has not released since): drain the space doorbell there, so a wakeup
+    /// from an earlier wait cannot be mistaken for a new one and the caller never spins.
     pub fn space_or_arm(
         &mut self,
         want: usize,
         before_arming: impl FnOnce(),
     ) -> Result<bool, Poison> {
-        self.check()?;
         let want = (want as u64).clamp(1, self.cap);
-        let mut before_arming = Some(before_arming);
-        let mut cur = self.mem.read_pos().load(Acquire);
-        for _ in 0..MAX_ATTEMPTS {
-            self.accept_read_word(cur)?;
-            if self.cap - (self.write - self.cached_read) >= want {
-                return Ok(true);
-            }
-            if cur & FLAG != 0 {
-                return Ok(false);
-            }
-            if let Some(f) = before_arming.take() {
-                f();
-            }
-            // AcqRel on success: the flag must be ordered against the consumer's release,
-            // which reads it in the same atomic word. On failure (Acquire) the consumer moved
-            // read_pos: re-check the space with the new value.
-            match self
-                .mem
-                .compare_exchange(Word::ReadPos, cur, cur | FLAG, AcqRel, Acquire)
-            {
-                Ok(_) => return Ok(false),
-                Err(actual) => cur = actual,
-            }
+        // Space: the flag, if up, stays up; the consumer's next release may ring once more
+        // and the next arming drains that.
+        if self.free_for(want)? >= want {
+            return Ok(true);
         }
-        Err(self.poison(Poison::PeerInterference))
+        // free_for just reloaded the consumer's position: it is current.
+        if self.armed_at == Some(self.cached_read) {
+            return Ok(false);
+        }
+        before_arming();
+        self.waits = (self.waits + 1) & POS_MASK;
+        self.mem
+            .word(Word::ProducerWaits)
+            .store(self.waits | FLAG, Relaxed);
+        self.armed_at = Some(self.cached_read);
+        // The handshake's sleeping side: the flag store above, then one more look at the
+        // consumer's position, ordered against the consumer's release-then-look-at-flag.
+        self.fence.heavy();
+        self.reload_read()?;
+        Ok(self.cap - (self.write - self.oldest_kept()) >= want)
     }
 }

@@ -9,6 +9,7 @@ use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, MemfdFlags,
 
 use super::{Backing, RingGeometry, RingMemory};
 use crate::error::RingError;
+use crate::fence::FenceMode;
 use crate::layout::{check_capacity, RingHeader, RingKind, HEADER_SIZE};
 
 /// Seals a region must carry before the peer maps it: without them the creator could
@@ -48,20 +49,23 @@ impl RingMemory {
         let file = File::from(fd);
         let map = map(&file, len as usize)?;
         let header = map.as_mut_ptr().cast::<RingHeader>();
+        let fence = FenceMode::of_this_process();
         // SAFETY: the mapping is `len >= HEADER_SIZE` bytes, page aligned (so 64-byte
         // aligned), freshly created and not yet shared with anyone: writing a whole
         // initialised header is the first and only access.
-        unsafe { header.write(RingHeader::new(kind, capacity, max_record)) };
+        unsafe { header.write(RingHeader::new(kind, capacity, max_record, fence as u32)) };
         let geometry = RingGeometry {
             kind,
             capacity,
             max_record,
+            fence,
         };
         Ok(Self::from_map(map, file, geometry))
     }
 
     /// Maps a ring region received from a peer, checking everything before use: seals,
-    /// size, magic, version, kind and geometry. `expected` is the kind this side needs.
+    /// size, magic, version, kind, geometry and fence mode. `expected` is the kind this side
+    /// needs.
     pub fn open(fd: OwnedFd, expected: RingKind) -> Result<Self, RingError> {
         let seals = fcntl_get_seals(&fd)
             .map_err(|_| RingError::BadRegion("not a sealable memfd (F_GET_SEALS failed)"))?;
@@ -93,24 +97,16 @@ impl RingMemory {
             b.copy_from_slice(&line[i..i + 8]);
             u64::from_ne_bytes(b)
         };
-        let (magic, version, kind, capacity, data_offset, max_record) = (
-            u64_at(offset_of!(RingHeader, magic)),
-            u32_at(offset_of!(RingHeader, version)),
-            u32_at(offset_of!(RingHeader, kind)),
-            u64_at(offset_of!(RingHeader, capacity)),
-            u64_at(offset_of!(RingHeader, data_offset)),
-            u32_at(offset_of!(RingHeader, max_record)),
-        );
-        let geometry = validate_identity(
-            magic,
-            version,
-            kind,
-            capacity,
-            data_offset,
-            max_record,
-            len,
-            expected,
-        )?;
+        let identity = Identity {
+            magic: u64_at(offset_of!(RingHeader, magic)),
+            version: u32_at(offset_of!(RingHeader, version)),
+            kind: u32_at(offset_of!(RingHeader, kind)),
+            capacity: u64_at(offset_of!(RingHeader, capacity)),
+            data_offset: u64_at(offset_of!(RingHeader, data_offset)),
+            max_record: u32_at(offset_of!(RingHeader, max_record)),
+            fence: u32_at(offset_of!(RingHeader, fence)),
+        };
+        let geometry = identity.validate(len, expected)?;
         Ok(Self::from_map(map, file, geometry))
     }
 
@@ -153,49 +149,63 @@ fn map(file: &File, len: usize) -> Result<memmap2::MmapRaw, RingError> {
         .map_err(|e| RingError::io("mmap ring memfd", e))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn validate_identity(
+/// The identity line of a peer's region, as copied out.
+struct Identity {
     magic: u64,
     version: u32,
     kind: u32,
     capacity: u64,
     data_offset: u64,
     max_record: u32,
-    len: u64,
-    expected: RingKind,
-) -> Result<RingGeometry, RingError> {
-    if magic != crate::layout::MAGIC {
-        return Err(RingError::BadRegion("bad magic"));
-    }
-    if version != crate::layout::VERSION {
-        return Err(RingError::BadRegion("unsupported ring layout version"));
-    }
-    let kind = RingKind::from_u32(kind).ok_or(RingError::BadRegion("unknown ring kind"))?;
-    if kind != expected {
-        return Err(RingError::BadRegion("ring kind is not the expected one"));
-    }
-    if !check_capacity(capacity) {
-        return Err(RingError::BadRegion(
-            "capacity is not a power of two in range",
-        ));
-    }
-    if data_offset != HEADER_SIZE as u64 || len != HEADER_SIZE as u64 + capacity {
-        return Err(RingError::BadRegion(
-            "region size does not match its header",
-        ));
-    }
-    let max_record = match kind {
-        RingKind::Bytes => 0,
-        RingKind::Records => {
-            if max_record == 0 || u64::from(max_record) > capacity / 4 {
-                return Err(RingError::BadRegion("largest record size out of range"));
-            }
-            max_record
+    fence: u32,
+}
+
+impl Identity {
+    fn validate(self, len: u64, expected: RingKind) -> Result<RingGeometry, RingError> {
+        if self.magic != crate::layout::MAGIC {
+            return Err(RingError::BadRegion("bad magic"));
         }
-    };
-    Ok(RingGeometry {
-        kind,
-        capacity,
-        max_record,
-    })
+        // The version comes right after the magic in every layout, so a region from another
+        // release is told apart from garbage, and the error says which side to upgrade.
+        if self.version != crate::layout::VERSION {
+            return Err(RingError::LayoutVersion {
+                found: self.version,
+                ours: crate::layout::VERSION,
+            });
+        }
+        let kind =
+            RingKind::from_u32(self.kind).ok_or(RingError::BadRegion("unknown ring kind"))?;
+        if kind != expected {
+            return Err(RingError::BadRegion("ring kind is not the expected one"));
+        }
+        let capacity = self.capacity;
+        if !check_capacity(capacity) {
+            return Err(RingError::BadRegion(
+                "capacity is not a power of two in range",
+            ));
+        }
+        if self.data_offset != HEADER_SIZE as u64 || len != HEADER_SIZE as u64 + capacity {
+            return Err(RingError::BadRegion(
+                "region size does not match its header",
+            ));
+        }
+        let max_record = match kind {
+            RingKind::Bytes => 0,
+            RingKind::Records => {
+                if self.max_record == 0 || u64::from(self.max_record) > capacity / 4 {
+                    return Err(RingError::BadRegion("largest record size out of range"));
+                }
+                self.max_record
+            }
+        };
+        let fence = FenceMode::from_u32(self.fence)
+            .ok_or(RingError::BadRegion("unknown fence mode"))?
+            .check_attach()?;
+        Ok(RingGeometry {
+            kind,
+            capacity,
+            max_record,
+            fence,
+        })
+    }
 }

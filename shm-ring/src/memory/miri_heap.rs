@@ -20,15 +20,19 @@ impl Drop for Region {
 }
 
 pub(super) fn create(kind: RingKind, capacity: u64, max_record: u32) -> RingMemory {
+    let fence = crate::fence::FenceMode::of_this_process();
     let layout =
         Layout::from_size_align(HEADER_SIZE + capacity as usize, 64).expect("a ring layout");
     // SAFETY: the layout has a non-zero size.
     let base = NonNull::new(unsafe { alloc_zeroed(layout) }).expect("heap for a ring");
     // SAFETY: the allocation holds a header and is 64-byte aligned; first access.
     unsafe {
-        base.as_ptr()
-            .cast::<RingHeader>()
-            .write(RingHeader::new(kind, capacity, max_record))
+        base.as_ptr().cast::<RingHeader>().write(RingHeader::new(
+            kind,
+            capacity,
+            max_record,
+            fence as u32,
+        ))
     };
     RingMemory {
         header: base.cast(),
@@ -38,6 +42,7 @@ pub(super) fn create(kind: RingKind, capacity: u64, max_record: u32) -> RingMemo
             kind,
             capacity,
             max_record,
+            fence,
         },
         backing: Backing::MiriHeap(Region { base, layout }),
     }

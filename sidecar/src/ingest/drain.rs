@@ -165,7 +165,7 @@ impl Ingest {
             let skip = ((end - jpos) as usize).min(r.bytes);
             att.buf = Some(buf);
             return match rx.consume(skip) {
-                Ok(Consumed::Done { wake_producer }) => {
+                Ok(Consumed { wake_producer }) => {
                     if wake_producer {
                         if let Some(b) = &att.out_space {
                             b.ring();
@@ -173,7 +173,6 @@ impl Ingest {
                     }
                     Step::Again
                 }
-                Ok(Consumed::Overwritten { .. }) => Step::Again,
                 Err(p) => Step::Poisoned(p),
             };
         }
@@ -199,7 +198,7 @@ impl Ingest {
             None => {
                 // RAM only (the spool failed): release, then keep.
                 let step = match rx.consume(r.bytes) {
-                    Ok(Consumed::Done { wake_producer }) => {
+                    Ok(Consumed { wake_producer }) => {
                         j.commit(&buf[..r.bytes], false);
                         att.dev.counters.bytes.fetch_add(r.bytes as u64, Relaxed);
                         if wake_producer {
@@ -209,7 +208,6 @@ impl Ingest {
                         }
                         Step::Again
                     }
-                    Ok(Consumed::Overwritten { .. }) => Step::Again,
                     Err(p) => Step::Poisoned(p),
                 };
                 drop(j);
@@ -295,7 +293,7 @@ impl Ingest {
                 if result > 0 {
                     let r = (result as usize).min(n);
                     match rx.consume(r) {
-                        Ok(Consumed::Done { wake_producer }) => {
+                        Ok(Consumed { wake_producer }) => {
                             j.commit(&buf[..r], true);
                             att.dev.counters.bytes.fetch_add(r as u64, Relaxed);
                             if wake_producer {
@@ -304,7 +302,6 @@ impl Ingest {
                                 }
                             }
                         }
-                        Ok(Consumed::Overwritten { .. }) => j.void_uncommitted(),
                         Err(p) => {
                             j.void_uncommitted();
                             poisoned = Some(p);
