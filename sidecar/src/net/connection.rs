@@ -77,7 +77,7 @@ impl ClientConnection {
             Some(web) => web.send_datagram(d),
             None => {
                 let max = self.conn.max_datagram_size();
-                if !max.is_some_and(|m| d.len() <= m) {
+                if max.is_none_or(|m| d.len() > m) {
                     tracing::debug!(peer = %self.peer, len = d.len(), ?max, "datagram too large; on the stream instead");
                     return false;
                 }
