@@ -208,7 +208,10 @@ impl<P: Clone> JitterBuffer<P> {
         silent: bool,
         packet: P,
     ) -> Arrival {
-        let first_left_out = seq.saturating_sub(skipped_before);
+        // Units further back than the maximum delay can never be played: a huge count from
+        // the network costs no more than the buffer's reach.
+        let reach = self.cfg.max_ns / self.cfg.unit_ns.max(1) + 1;
+        let first_left_out = seq.saturating_sub(skipped_before.min(reach));
         for s in first_left_out..seq {
             self.on_left_out(s);
         }
@@ -221,7 +224,13 @@ impl<P: Clone> JitterBuffer<P> {
                     .iter()
                     .find(|(s, _)| *s == seq)
                     .map(|(_, t)| *t)
-                    .unwrap_or_else(|| tick.saturating_sub((tick_seq - seq) * self.cfg.unit_ns));
+                    .unwrap_or_else(|| {
+                        tick.saturating_sub(
+                            tick_seq
+                                .saturating_sub(seq)
+                                .saturating_mul(self.cfg.unit_ns),
+                        )
+                    });
                 self.note_delay(due as i64 - now as i64);
                 return Arrival::Late;
             }
@@ -395,11 +404,16 @@ impl<P: Clone> JitterBuffer<P> {
         let (Some(n), Some((&newest, _))) = (self.next, self.held.last_key_value()) else {
             return;
         };
-        let span = (newest.saturating_sub(n) + 1) * self.cfg.unit_ns;
+        let span = newest
+            .saturating_sub(n)
+            .saturating_add(1)
+            .saturating_mul(self.cfg.unit_ns);
         if span <= self.cfg.max_ns || !self.started {
             return;
         }
-        let keep_from = newest + 1 - self.cfg.max_ns / self.cfg.unit_ns;
+        let keep_from = newest
+            .saturating_add(1)
+            .saturating_sub(self.cfg.max_ns / self.cfg.unit_ns.max(1));
         let dropped = self.held.range(..keep_from).count() as u64;
         self.held = self.held.split_off(&keep_from);
         self.stats.overflow += dropped;

@@ -10,6 +10,8 @@ use crate::{AudioData, AudioEncoding, AudioFormat, OpusParams, OPUS_RATE};
 
 /// Longest Opus frame (60 ms at 48 kHz), per channel.
 const MAX_OPUS_FRAME: usize = 2880;
+/// The longest PCM period believed for concealment: one second at 192 kHz.
+const MAX_PCM_FRAMES: u32 = 192_000;
 
 /// Opus packets this short are the encoder's DTX frames: silence.
 const DTX_PACKET: usize = 2;
@@ -161,7 +163,9 @@ impl Player {
                 sample,
                 frames,
             } => {
-                if *frames == 0 && unit.frames > 0 {
+                // A period's length comes from the server: one beyond a second of audio
+                // (at any rate QEMU offers) is not believed for concealment.
+                if *frames == 0 && unit.frames > 0 && unit.frames <= MAX_PCM_FRAMES {
                     *frames = unit.frames;
                 }
                 is_silent(*sample, format.big_endian, &unit.pcm)

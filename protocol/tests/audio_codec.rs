@@ -213,3 +213,33 @@ fn auto_takes_pcm_only_on_a_wide_loopback_path() {
         None
     );
 }
+
+/// An Opus frame size libopus cannot decode (here 5000 samples) is refused when decoded, so
+/// a client never sizes its buffers by it.
+#[test]
+fn an_opus_frame_size_that_is_not_opus_is_refused() {
+    let format = AudioFormat {
+        rate: 48_000,
+        channels: 2,
+        sample_format: 3,
+        big_endian: false,
+    };
+    for frame_samples in [480, 5000] {
+        let f = Frame::Attached {
+            kind: DeviceKind::Audio,
+            offset: 0,
+            audio: Some(format),
+            encoding: AudioEncoding::Opus(OpusParams {
+                frame_samples,
+                ..OPUS
+            }),
+        };
+        let bytes = f.to_bytes().unwrap();
+        let got = Frame::decode(&bytes);
+        assert_eq!(
+            got.is_ok(),
+            frame_samples == 480,
+            "{frame_samples}: {got:?}"
+        );
+    }
+}

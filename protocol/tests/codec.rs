@@ -35,13 +35,18 @@ fn codecs() -> impl Strategy<Value = Vec<AudioCodec>> {
 fn encoding() -> impl Strategy<Value = AudioEncoding> {
     prop_oneof![
         Just(AudioEncoding::Pcm),
-        (1u16..3, 1u32..5000, any::<u32>()).prop_map(|(channels, frame_samples, bitrate)| {
-            AudioEncoding::Opus(OpusParams {
-                channels,
-                frame_samples,
-                bitrate,
-            })
-        }),
+        (
+            1u16..3,
+            prop::sample::select(vec![120u32, 240, 480, 960, 1920, 2880]),
+            any::<u32>()
+        )
+            .prop_map(|(channels, frame_samples, bitrate)| {
+                AudioEncoding::Opus(OpusParams {
+                    channels,
+                    frame_samples,
+                    bitrate,
+                })
+            }),
     ]
 }
 

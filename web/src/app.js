@@ -54,7 +54,12 @@ async function start() {
     }
     const body = await r.json().catch(() => ({}));
     if (!r.ok) return setStatus(`This link was refused: ${body.error || r.status}`, 'refused');
-    state.session = { token: body.session, expires: body.expires, identity: body.identity, hashes: body.hashes };
+    // WebTransport is pinned to the certificate hashes the link names: the link came from
+    // the operator, while this page came over HTTPS the browser could not check. No hash in
+    // the link: ringcastd has a certificate the browser verifies itself.
+    const cert = params.get('cert');
+    const hashes = cert ? cert.split(',').filter((h) => /^[0-9a-f]{64}$/.test(h)) : [];
+    state.session = { token: body.session, expires: body.expires, identity: body.identity, hashes };
     sessionStorage.setItem(STORE, JSON.stringify(state.session));
   } else {
     const saved = sessionStorage.getItem(STORE);
@@ -81,17 +86,8 @@ async function logout() {
 
 // ---- WebTransport ----
 
-async function currentHashes() {
-  // The self-signed certificate is replaced every few days: ask for today's hash.
-  try {
-    const r = await fetch('/api/certificate', { cache: 'no-store' });
-    if (r.ok) return (await r.json()).hashes;
-  } catch (_) { /* keep the hashes the session came with */ }
-  return state.session.hashes;
-}
-
 async function connect() {
-  const hashes = await currentHashes();
+  const hashes = state.session.hashes;
   const url = `https://${location.host}/session?token=${encodeURIComponent(state.session.token)}`;
   const opts = hashes.length
     ? { serverCertificateHashes: hashes.map((h) => ({ algorithm: 'sha-256', value: hexBytes(h) })) }
@@ -396,9 +392,9 @@ window.ringcast = {
   logout,
   sessionToken: () => state.session && state.session.token,
   // Whether `token` opens a WebTransport session now ('ok', or the browser's error).
-  // `hashes`: the certificate hashes to offer instead of the current ones.
+  // `hashes`: the certificate hashes to offer instead of the session's (the link's).
   probe: async (token, hashes) => {
-    hashes = hashes || await currentHashes();
+    hashes = hashes || (state.session ? state.session.hashes : []);
     const opts = hashes.length ? { serverCertificateHashes: hashes.map((h) => ({ algorithm: 'sha-256', value: hexBytes(h) })) } : {};
     const wt = new WebTransport(`https://${location.host}/session?token=${encodeURIComponent(token)}`, opts);
     try { await wt.ready; wt.close(); return 'ok'; } catch (e) { return `refused: ${e.message}`; }

@@ -1,4 +1,4 @@
-// Audio play-out with the jitter-buffer rules of `ringcast play`: playback starts once the
+// Audio play-out with a fixed jitter target (`ringcast play` adapts its own): playback starts once the
 // jitter target is buffered, an underrun (the buffer runs dry while playing) is counted
 // and buffering starts again, and more than 8 targets buffered drops the oldest samples.
 // It also counts positive-going zero crossings of the first channel, from which the page

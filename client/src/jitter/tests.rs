@@ -327,3 +327,19 @@ fn units_beyond_the_maximum_delay_are_dropped_and_counted() {
     );
     assert!(heard(&slots).windows(2).all(|w| w[0] < w[1]));
 }
+
+/// Sequence numbers and counts come from the network: absurd ones cost no more than the
+/// buffer's reach and never panic.
+#[test]
+fn absurd_sequence_numbers_and_skip_counts_are_bounded() {
+    let mut b = JitterBuffer::new(JitterConfig::adaptive(UNIT, 20 * MS, true));
+    // Would loop 2^64 times if the skip count were trusted.
+    b.push(1000 * MS, u64::MAX - 1, u64::MAX, false, 1u64);
+    assert!(b.left_out.len() as u64 <= 1_000 * MS / UNIT + 1);
+    b.push(1000 * MS, 3, 0, false, 2u64);
+    for t in 0..300 {
+        b.pop(1000 * MS + t * UNIT);
+    }
+    b.push(4000 * MS, 0, 7, false, 3u64);
+    b.push(4000 * MS, u64::MAX, u64::MAX, true, 4u64);
+}

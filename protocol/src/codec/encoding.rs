@@ -144,7 +144,9 @@ impl Reader<'_> {
                     frame_samples: self.u32()?,
                     bitrate: self.u32()?,
                 };
-                if !(1..=2).contains(&p.channels) || p.frame_samples == 0 {
+                // Opus frames at 48 kHz: 2.5, 5, 10, 20, 40 or 60 ms.
+                const FRAMES: [u32; 6] = [120, 240, 480, 960, 1920, 2880];
+                if !(1..=2).contains(&p.channels) || !FRAMES.contains(&p.frame_samples) {
                     return Err(DecodeError::InvalidValue("opus parameters"));
                 }
                 Ok(AudioEncoding::Opus(p))

@@ -147,7 +147,11 @@ impl Ingest {
         let Some(journal) = &att.dev.journal else {
             return Step::Wait;
         };
-        let jpos = att.base + r.position;
+        // The ring's positions come from QEMU's process: one that would overflow the
+        // journal's position is treated as a broken ring, not trusted.
+        let Some(jpos) = att.base.checked_add(r.position) else {
+            return Step::Poisoned(Poison::PositionPastCapacity);
+        };
         let mut j = lock(journal);
         let end = j.end();
         if jpos > end {
