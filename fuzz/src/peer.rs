@@ -12,6 +12,8 @@ use crate::input::Input;
 pub const WRITE_POS: usize = 8;
 /// Header word index of the read position (byte offset 128).
 pub const READ_POS: usize = 16;
+/// Header word index of the producer's discard floor (byte offset 192).
+pub const DISCARD_FLOOR: usize = 24;
 /// Bytes before the data area.
 pub const HEADER: usize = 256;
 /// Bit 63 of a position word: the peer's sleep/wait flag.
