@@ -95,12 +95,6 @@ impl ByteConsumer {
         if f < self.floor {
             return Err(self.poison(Poison::PositionWentBack));
         }
-        // An honest producer raises the floor only to bytes it has already published, so a
-        // floor past the producer's position is not acted on until that position passes it
-        // (a peer cannot make us skip, and count as lost, bytes that never existed).
-        if f > self.cached_write && f > self.reload_write()? {
-            return Ok(0);
-        }
         self.floor = f;
         if f <= self.read {
             return Ok(0);
