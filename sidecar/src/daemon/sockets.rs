@@ -129,11 +129,10 @@ fn web_link(conn: &UnixStream, handle: &Handle, args: &str) -> Result<String, St
     let hashes = if minted.cert_hashes.is_empty() {
         "-".to_owned()
     } else {
-        let hex = |h: &[u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
         minted
             .cert_hashes
             .iter()
-            .map(hex)
+            .map(|h| crate::web::hex(h))
             .collect::<Vec<_>>()
             .join(",")
     };

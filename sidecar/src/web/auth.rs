@@ -120,7 +120,7 @@ fn random_token() -> Result<String, String> {
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| "the system's random number generator failed".to_owned())?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(super::hex(&b))
 }
 
 impl WebAuth {

@@ -94,6 +94,11 @@ impl WebState {
 }
 
 /// Whether a QUIC connection chose HTTP/3 (a browser's WebTransport).
+/// Lowercase hex of `bytes`: certificate hashes and tokens as links and the page spell them.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn is_h3(conn: &quinn::Connection) -> bool {
     conn.handshake_data()
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())

@@ -145,16 +145,12 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Requ
     Some(Request { method, path, body })
 }
 
-fn hex(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
     let path = req.path.split('?').next().unwrap_or("");
     let body = String::from_utf8_lossy(&req.body).trim().to_owned();
     match (req.method.as_str(), path) {
         ("GET", "/api/certificate") => {
-            let hashes: Vec<String> = auth.cert_hashes().iter().map(hex).collect();
+            let hashes: Vec<String> = auth.cert_hashes().iter().map(|h| super::hex(h)).collect();
             json(200, serde_json::json!({ "hashes": hashes }))
         }
         ("POST", "/api/session") => match auth.exchange(&body) {
@@ -164,7 +160,8 @@ async fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
-                let hashes: Vec<String> = auth.cert_hashes().iter().map(hex).collect();
+                let hashes: Vec<String> =
+                    auth.cert_hashes().iter().map(|h| super::hex(h)).collect();
                 tracing::info!(identity = %info.who, "browser link exchanged for a session");
                 json(
                     200,
