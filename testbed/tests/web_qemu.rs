@@ -48,23 +48,11 @@ fn link(d: &Ringcastd, who: &str) -> String {
 }
 
 fn open(b: &mut Browser, url: &str) -> Tab {
-    let tab = b.open(url).unwrap();
-    b.wait_for(
-        &tab,
-        "the page connected",
-        "window.ringcast && ringcast.connected()",
-        T,
-    )
-    .unwrap();
-    tab
+    b.open_connected(url, T).unwrap()
 }
 
 fn wait_device(b: &mut Browser, tab: &Tab, name: &str) {
-    let expr = format!(
-        "ringcast.refresh().then(() => ringcast.devices().some(d => d.vm + '/' + d.device === {name:?}))"
-    );
-    b.wait_for(tab, &format!("{name} listed"), &expr, BOOT)
-        .unwrap();
+    b.wait_listed(tab, name, BOOT).unwrap();
 }
 
 fn guest(dir: &std::path::Path, d: &Ringcastd, params: &str, sound: Option<SoundCard>) -> GuestRun {

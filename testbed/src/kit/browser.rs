@@ -225,6 +225,27 @@ impl Browser {
         }
     }
 
+    /// Opens the page at `url` and waits until it has connected to ringcastd.
+    pub fn open_connected(&mut self, url: &str, timeout: Duration) -> Result<Tab, String> {
+        let tab = self.open(url)?;
+        self.wait_for(
+            &tab,
+            "the page connected",
+            "window.ringcast && ringcast.connected()",
+            timeout,
+        )?;
+        Ok(tab)
+    }
+
+    /// Waits until the page's device list shows `name` (`VM/DEVICE`).
+    pub fn wait_listed(&mut self, tab: &Tab, name: &str, timeout: Duration) -> Result<(), String> {
+        let expr = format!(
+            "ringcast.refresh().then(() => ringcast.devices().some(d => d.vm + '/' + d.device === {name:?}))"
+        );
+        self.wait_for(tab, &format!("{name} listed"), &expr, timeout)
+            .map(drop)
+    }
+
     /// Types `text` into the focused element, as a keyboard's text input does.
     pub fn type_text(&mut self, tab: &Tab, text: &str) -> Result<(), String> {
         self.call(Some(tab), "Input.insertText", json!({ "text": text }))
