@@ -44,8 +44,13 @@ export class AudioView {
     this.history = [];
     this.node.port.onmessage = (e) => {
       Object.assign(this.counts, { underruns: e.data.underruns, played: e.data.played, crossings: e.data.crossings, dropped: e.data.dropped, buffered: e.data.buffered });
-      this.history.push({ played: e.data.played, crossings: e.data.crossings });
-      if (this.history.length > 11) this.history.shift();
+      // Reports while nothing plays (before the jitter target fills, after the stream
+      // ends) are left out, so the frequency stays that of the last second played.
+      const last = this.history[this.history.length - 1];
+      if (!last || e.data.played !== last.played) {
+        this.history.push({ played: e.data.played, crossings: e.data.crossings });
+        if (this.history.length > 11) this.history.shift();
+      }
       this.render();
     };
     this.node.connect(this.ctx.destination);
@@ -88,7 +93,7 @@ export class AudioView {
     this.node.port.postMessage(samples, [samples.buffer]);
   }
 
-  // Of what played in the last second (the worklet reports ten times a second).
+  // Of the last second played (the worklet reports ten times a second).
   frequency() {
     const h = this.history || [];
     if (h.length < 2) return 0;
