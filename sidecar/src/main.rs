@@ -282,10 +282,10 @@ fn main() {
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
+        .with_env_filter(sidecar::web::redact_secrets(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        ))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -382,11 +382,11 @@ fn real_main() -> anyhow::Result<()> {
                 _ => transport_quic::tls::web::WebCerts::ephemeral(&web_names())
                     .context("cannot make the browser certificate")?,
             };
-            let web = sidecar::web::WebConfig {
-                certs: std::sync::Arc::new(certs),
-                assets: cli.web_assets.unwrap_or_else(sidecar::web::default_assets),
-            };
-            web.check_assets().map_err(|e| anyhow::anyhow!(e))?;
+            let web = sidecar::web::WebConfig::new(
+                std::sync::Arc::new(certs),
+                cli.web_assets.unwrap_or_else(sidecar::web::default_assets),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
             Some(web)
         } else {
             None

@@ -497,3 +497,110 @@ fn bytes_the_journal_no_longer_has_are_marked_as_a_gap_on_resume_and_zeros_in_a_
         "the capture's bytes differ"
     );
 }
+
+/// The page server's slots: idle TCP clients (connected, sending nothing) hold more than
+/// all of them, and a person opening the page still gets it while they do.
+#[test]
+fn idle_connections_holding_every_page_slot_do_not_keep_a_person_from_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let url = link(&d, "cn:alice", "10m");
+    let mut b = browser();
+    let addr: std::net::SocketAddr = d.server().parse().unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    // Within the time an idle connection may hold its slot (5 s), the page must come:
+    // after it, a server that let the idle ones keep every slot until they time out would
+    // serve the page too, and this would show nothing.
+    let t0 = std::time::Instant::now();
+    b.open_connected(&url, Duration::from_secs(4))
+        .unwrap_or_else(|e| panic!("the page did not come while idle clients held the slots: {e}"));
+    eprintln!(
+        "the page connected after {:?} beside 100 idle connections",
+        t0.elapsed()
+    );
+    drop(idle);
+}
+
+/// The page's files are read once at start: serving them does not touch the file system
+/// (and a rebuild or removal of the files meanwhile does not break the page).
+#[test]
+fn the_page_is_served_from_the_files_read_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir(&assets).unwrap();
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/dist");
+    for f in sidecar::web::ASSETS {
+        std::fs::copy(dist.join(f), assets.join(f)).unwrap();
+    }
+    let d = Ringcastd::start(
+        dir.path(),
+        &dir.path().join("state"),
+        &["--web", "--web-assets", assets.to_str().unwrap()],
+    );
+    transport_quic::local::authorize(
+        &d.control_socket(),
+        &Rule::parse("cn:alice */* all").unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&assets).unwrap();
+    let mut b = browser();
+    open(&mut b, &link(&d, "cn:alice", "10m"));
+}
+
+/// With debug logs on, neither the link's token nor the session's appears in the log
+/// (the session token rides in the WebTransport URL, which a library logs at debug level).
+#[test]
+fn tokens_stay_out_of_ringcastds_debug_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Ringcastd::new(dir.path(), &dir.path().join("state"), &["--web"])
+        .unwrap()
+        .rust_log("debug");
+    d.spawn();
+    transport_quic::local::authorize(
+        &d.control_socket(),
+        &Rule::parse("cn:alice */* all").unwrap(),
+    )
+    .unwrap();
+    let url = link(&d, "cn:alice", "10m");
+    let link_token = url
+        .split("#link=")
+        .nth(1)
+        .and_then(|r| r.split('&').next())
+        .unwrap()
+        .to_owned();
+    let mut b = browser();
+    let tab = open(&mut b, &url);
+    let session = b.eval(&tab, "ringcast.sessionToken()").unwrap();
+    let session = session.as_str().unwrap().to_owned();
+    assert!(session.len() >= 32 && link_token.len() >= 32);
+    let log = d.log();
+    // Debug lines are there and the session opened; its token is not there.
+    assert!(log.contains(" DEBUG "), "{log}");
+    assert!(log.contains("browser session opened"), "{log}");
+    assert!(!log.contains(&session), "the session token is in the log");
+    assert!(!log.contains(&link_token), "the link token is in the log");
+}
+
+/// Several ringcastd started at once on port 0 each serve the page on TCP at the port
+/// number of their QUIC endpoint.
+#[test]
+fn several_ringcastd_on_port_0_at_once_each_serve_the_page_on_their_quic_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let starts: Vec<_> = (0..4)
+        .map(|i| {
+            let dir = dir.path().join(format!("d{i}"));
+            std::thread::spawn(move || {
+                std::fs::create_dir_all(&dir).unwrap();
+                Ringcastd::start(&dir, &dir.join("state"), &["--web"])
+            })
+        })
+        .collect();
+    let daemons: Vec<Ringcastd> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+    for d in &daemons {
+        let addr: std::net::SocketAddr = d.server().parse().unwrap();
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("no page on TCP {addr}: {e}"));
+    }
+}

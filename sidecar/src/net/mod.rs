@@ -201,16 +201,18 @@ impl BoundServer {
             addr: cfg.listen,
             source,
         };
-        let socket = transport_quic::endpoint::udp_socket(cfg.listen).map_err(bind_err)?;
-        let web = match web {
+        let (socket, web) = match web {
             Some(w) => {
+                let (socket, listener) = crate::web::bind_same_port(cfg.listen)
+                    .map_err(|(addr, source)| NetError::Bind { addr, source })?;
                 let port = socket.local_addr().map_err(bind_err)?.port();
-                let tcp = std::net::SocketAddr::new(cfg.listen.ip(), port);
-                let listener = std::net::TcpListener::bind(tcp)
-                    .map_err(|source| NetError::Bind { addr: tcp, source })?;
-                Some((Arc::new(crate::web::WebState::new(w, port)), listener))
+                let state = Arc::new(crate::web::WebState::new(w, port));
+                (socket, Some((state, listener)))
             }
-            None => None,
+            None => (
+                transport_quic::endpoint::udp_socket(cfg.listen).map_err(bind_err)?,
+                None,
+            ),
         };
         let endpoint = quinn::Endpoint::new(
             transport_quic::endpoint::server_endpoint_config(&identity),

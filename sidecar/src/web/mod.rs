@@ -16,9 +16,10 @@
 //! session per connection (browsers do not pool WebTransport sessions unless asked).
 //!
 //! Modules: `auth` (links and sessions), `page` (the HTTPS server: the page's files and
-//! the link exchange).
+//! the link exchange), `bind` (the UDP and TCP sockets of one port number).
 
 pub mod auth;
+mod bind;
 mod page;
 
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use transport_quic::ErrorCode;
 
 use crate::net::Shared;
 
+pub use bind::bind_same_port;
 pub use page::serve_page;
 
 /// How the browser client is set up.
@@ -40,8 +42,11 @@ pub use page::serve_page;
 pub struct WebConfig {
     /// The certificate browsers see (the admin's, or a short-lived one ringcastd makes).
     pub certs: Arc<WebCerts>,
-    /// The page's files (`web/build.sh` makes them).
+    /// Where the page's files were read from (`web/build.sh` makes them).
     pub assets: PathBuf,
+    /// The page's files, read once at start: serving them never waits on the file system
+    /// (and a rebuild of the page while ringcastd runs does not mix two versions).
+    files: Arc<Vec<(&'static str, Bytes)>>,
 }
 
 /// The page files ringcastd serves unless told otherwise: those `web/build.sh` builds in
@@ -63,19 +68,47 @@ pub const ASSETS: &[&str] = &[
 ];
 
 impl WebConfig {
-    /// Checks that the page's files are there; the error says how to build them.
-    pub fn check_assets(&self) -> Result<(), String> {
+    /// Reads the page's files from `assets`; the error says how to build them.
+    pub fn new(certs: Arc<WebCerts>, assets: PathBuf) -> Result<Self, String> {
+        let mut files = Vec::with_capacity(ASSETS.len());
         for f in ASSETS {
-            let p = self.assets.join(f);
-            if !p.is_file() {
-                return Err(format!(
-                    "the web page's file {} is missing: run web/build.sh (it needs npm) or \
-                     pass --web-assets DIR",
+            let p = assets.join(f);
+            let missing = |e: std::io::Error| {
+                format!(
+                    "the web page's file {} cannot be read ({e}): run web/build.sh (it needs \
+                     npm) or pass --web-assets DIR",
                     p.display()
-                ));
+                )
+            };
+            if !p.is_file() {
+                return Err(missing(std::io::ErrorKind::NotFound.into()));
             }
+            files.push((*f, Bytes::from(std::fs::read(&p).map_err(missing)?)));
         }
-        Ok(())
+        Ok(WebConfig {
+            certs,
+            assets,
+            files: Arc::new(files),
+        })
+    }
+
+    /// One of the page's files, by name.
+    pub(crate) fn file(&self, name: &str) -> Option<(&'static str, Bytes)> {
+        self.files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, b)| (*n, b.clone()))
+    }
+}
+
+/// Keeps secrets out of the log at every level: the WebTransport library logs each
+/// session's CONNECT request at debug level, URL and all, and the URL carries the session
+/// token (`/session?token=…`), which opens a session to whoever reads it. Its requests are
+/// logged here instead, without the token (`serve_session`).
+pub fn redact_secrets(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    match "web_transport_quinn::connect=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
     }
 }
 
@@ -125,6 +158,7 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, conn: quinn::Connection) 
         Ok(Err(e)) => return tracing::info!(%addr, error = %e, "not a WebTransport session"),
         Err(_) => return tracing::info!(%addr, "WebTransport handshake not completed in time"),
     };
+    tracing::debug!(%addr, path = request.url.path(), "WebTransport session requested");
     let token = (request.url.path() == SESSION_PATH)
         .then(|| {
             request

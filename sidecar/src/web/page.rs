@@ -9,8 +9,9 @@
 //! - `POST /api/logout` (body: a session token): the session ends, and its WebTransport
 //!   sessions are closed.
 //!
-//! One request per connection, small bounded requests, a deadline on each: a minimal
-//! HTTP/1.1 server, enough for the page and nothing else.
+//! One request per connection, small bounded requests, a deadline on each, and a bounded
+//! number of connections where a new one takes the place of the oldest still reading its
+//! request: a minimal HTTP/1.1 server, enough for the page and nothing else.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -18,14 +19,16 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::auth::WebAuth;
-use super::{WebState, ASSETS};
+use super::WebState;
 use crate::Handle;
 
 /// Longest request head and body read.
 const MAX_HEAD: usize = 8 << 10;
 const MAX_BODY: usize = 1 << 10;
-/// Time one request may take, from connecting to the end of its body.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Time a connection may take from connecting to the end of its request (TLS handshake,
+/// head, body), and then to write its answer.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// Page connections served at once.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -63,7 +66,7 @@ pub fn serve_page(
         },
         "serving browsers: the page over HTTPS (TCP) and WebTransport (UDP) on this port"
     );
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Slots::default());
     Some(tokio::spawn(async move {
         loop {
             let (tcp, addr) = match listener.accept().await {
@@ -75,26 +78,106 @@ pub fn serve_page(
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let Some((id, evicted)) = slots.admit() else {
+                tracing::debug!(%addr, "page connection refused: every slot is answering");
                 continue;
             };
-            let (tls, web, auth) = (tls.clone(), web.clone(), auth.clone());
+            let (tls, web, auth, slots) = (tls.clone(), web.clone(), auth.clone(), slots.clone());
             tokio::spawn(async move {
-                let _slot = slot;
-                let served = tokio::time::timeout(REQUEST_DEADLINE, async {
+                let mut slot = Slot {
+                    slots,
+                    id,
+                    answering: false,
+                };
+                let read = async {
                     let mut s = tls.accept(tcp).await.ok()?;
                     let req = read_request(&mut s).await?;
-                    let resp = answer(&web, &auth, &req).await;
+                    Some((s, req))
+                };
+                let (mut s, req) = tokio::select! {
+                    _ = evicted => {
+                        return tracing::debug!(%addr, "an idle page connection dropped for a new one");
+                    }
+                    r = tokio::time::timeout(READ_DEADLINE, read) => match r {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return,
+                        Err(_) => return tracing::debug!(%addr, "a page request took too long"),
+                    },
+                };
+                slot.answering();
+                let resp = answer(&web, &auth, &req);
+                let written = tokio::time::timeout(WRITE_DEADLINE, async {
                     s.write_all(&resp).await.ok()?;
                     s.shutdown().await.ok()
                 })
                 .await;
-                if served.is_err() {
-                    tracing::debug!(%addr, "a page request took too long");
+                if written.is_err() {
+                    tracing::debug!(%addr, "a page answer took too long to send");
                 }
             });
         }
     }))
+}
+
+/// The page server's connections: those still reading their request (oldest first, each
+/// with the means to drop it) and those answering. When all are taken, a new connection
+/// takes the place of the oldest still reading: slow or idle clients cannot keep a person
+/// from the page, whose own request is the newest and takes milliseconds.
+#[derive(Debug, Default)]
+struct Slots(std::sync::Mutex<SlotsInner>);
+
+#[derive(Debug, Default)]
+struct SlotsInner {
+    next: u64,
+    reading: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
+    answering: usize,
+}
+
+impl Slots {
+    /// A slot for a new connection, and what says it was dropped for a newer one; None
+    /// when every slot is answering.
+    fn admit(&self) -> Option<(u64, tokio::sync::oneshot::Receiver<()>)> {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if s.reading.len() + s.answering >= MAX_CONNECTIONS {
+            // Dropping the sender ends the oldest reader's wait.
+            s.reading.pop_front()?;
+        }
+        let id = s.next;
+        s.next += 1;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.reading.push_back((id, tx));
+        Some((id, rx))
+    }
+}
+
+/// One connection's hold on a slot, given back when its task ends (or is dropped).
+struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    answering: bool,
+}
+
+impl Slot {
+    /// The request is read: the connection is no longer one to drop for a newer one.
+    fn answering(&mut self) {
+        let mut s = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = s.reading.iter().position(|(id, _)| *id == self.id) {
+            s.reading.remove(i);
+        }
+        s.answering += 1;
+        self.answering = true;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if self.answering {
+            s.answering -= 1;
+        } else if let Some(i) = s.reading.iter().position(|(id, _)| *id == self.id) {
+            s.reading.remove(i);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -145,7 +228,7 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Requ
     Some(Request { method, path, body })
 }
 
-async fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
+fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
     let path = req.path.split('?').next().unwrap_or("");
     let body = String::from_utf8_lossy(&req.body).trim().to_owned();
     match (req.method.as_str(), path) {
@@ -191,19 +274,10 @@ async fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
                 "" => "index.html",
                 n => n,
             };
-            // Only the page's own files: no path from the request reaches the file system.
-            match ASSETS.iter().find(|a| **a == name) {
-                Some(a) => match std::fs::read(web.cfg.assets.join(a)) {
-                    Ok(bytes) => response(200, content_type(a), &bytes),
-                    Err(e) => {
-                        tracing::warn!(file = %a, error = %e, "a page file cannot be read");
-                        response(
-                            500,
-                            "text/plain",
-                            b"a page file is missing: run web/build.sh",
-                        )
-                    }
-                },
+            // Only the page's own files, read at start: no path from the request reaches
+            // the file system, and nothing here waits on it.
+            match web.cfg.file(name) {
+                Some((a, bytes)) => response(200, content_type(a), &bytes),
                 None => response(404, "text/plain", b"not found"),
             }
         }
