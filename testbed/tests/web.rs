@@ -363,6 +363,8 @@ fn audio_as_datagrams_arrives_in_order_and_at_its_frequency_beside_a_console_flo
         .unwrap();
     b.eval(&tab, "document.getElementById('jitter').value = 150")
         .unwrap();
+    b.eval(&tab, "document.getElementById('codec').value = 'pcm'")
+        .unwrap();
     // 1 kHz, 48 kHz stereo s16, in 5 ms periods (960 bytes: one datagram each), paced in
     // real time for 4 s, while the console floods the same page.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -412,6 +414,7 @@ fn audio_as_datagrams_arrives_in_order_and_at_its_frequency_beside_a_console_flo
     // The periods came as datagrams, in order, none dropped by ringcastd. (Underruns are
     // the real-guest test's: here the producer is a test thread paced on a shared machine,
     // and a stalled producer makes the page underrun, as it should.)
+    assert_eq!(a["codec"], json!("pcm"), "{a}");
     assert_eq!(a["datagrams"], a["periods"], "{a}");
     assert_eq!(a["reordered"], json!(0), "{a}");
     assert_eq!(a["skippedByServer"], json!(0), "{a}");
@@ -496,6 +499,102 @@ fn bytes_the_journal_no_longer_has_are_marked_as_a_gap_on_resume_and_zeros_in_a_
         got[missing..] == all[missing..],
         "the capture's bytes differ"
     );
+}
+
+/// `samples` frames of a `hz` tone, 48 kHz stereo s16 little-endian, from frame `from`.
+fn tone(hz: f64, from: u64, samples: u64) -> Vec<u8> {
+    let mut pcm = Vec::with_capacity(samples as usize * 4);
+    for i in from..from + samples {
+        let t = i as f64 / 48_000.0;
+        let v = ((t * hz * std::f64::consts::TAU).sin() * 12_000.0) as i16;
+        pcm.extend_from_slice(&v.to_le_bytes());
+        pcm.extend_from_slice(&v.to_le_bytes());
+    }
+    pcm
+}
+
+#[test]
+fn the_page_asks_for_opus_decodes_it_with_webcodecs_and_plays_the_tone_at_its_frequency() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut snd = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/snd0");
+    // The codec choice is left at auto: Opus, as Debian's Chromium decodes it.
+    assert_eq!(
+        b.eval(&tab, "document.getElementById('codec').value")
+            .unwrap(),
+        json!("auto")
+    );
+    b.eval(&tab, "document.getElementById('jitter').value = 150")
+        .unwrap();
+    b.eval(&tab, "ringcast.play('vm1/snd0')").unwrap();
+    // 750 Hz in 10 ms periods, paced in real time for 4 s.
+    let t0 = std::time::Instant::now();
+    for n in 0..400u64 {
+        let due = t0 + Duration::from_millis(n * 10);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        snd.try_push_pcm(n * 10_000_000, 480, &tone(750.0, n * 480, 480))
+            .unwrap();
+    }
+    let a = b
+        .wait_for(
+            &tab,
+            "the tone played",
+            "(a => a && a.periods >= 380 && a.played > 2 * a.rate && a)(ringcast.audio())",
+            T,
+        )
+        .unwrap();
+    eprintln!("the page's audio counters: {a}");
+    assert_eq!(a["codec"], json!("opus"), "{a}");
+    // Opus plays at its own 48 kHz rate.
+    assert_eq!(a["rate"], json!(48_000), "{a}");
+    assert!(
+        (a["frequency"].as_f64().unwrap() - 750.0).abs() < 10.0,
+        "{a}"
+    );
+    // On the stream every frame arrives, in order, and each decodes.
+    assert_eq!(a["lost"], json!(0), "{a}");
+    assert_eq!(a["concealed"], json!(0), "{a}");
+    assert_eq!(a["reordered"], json!(0), "{a}");
+    assert_eq!(a["decodeErrors"], json!(0), "{a}");
+    let status = b.eval(&tab, "ringcast.audioText()").unwrap();
+    assert!(
+        status
+            .as_str()
+            .unwrap()
+            .contains("opus 64 kbit/s 10 ms frames"),
+        "{status}"
+    );
+}
+
+#[test]
+fn pcm_chosen_on_the_page_is_what_ringcastd_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut snd = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/snd0");
+    b.eval(&tab, "document.getElementById('codec').value = 'pcm'")
+        .unwrap();
+    b.eval(&tab, "ringcast.play('vm1/snd0')").unwrap();
+    for n in 0..50u64 {
+        std::thread::sleep(Duration::from_millis(10));
+        snd.try_push_pcm(n * 10_000_000, 480, &tone(750.0, n * 480, 480))
+            .unwrap();
+    }
+    let a = b
+        .wait_for(
+            &tab,
+            "periods arrived",
+            "(a => a && a.periods >= 50 && a)(ringcast.audio())",
+            T,
+        )
+        .unwrap();
+    assert_eq!(a["codec"], json!("pcm"), "{a}");
+    assert_eq!(a["rate"], json!(48_000), "{a}");
 }
 
 /// The page server's slots: idle TCP clients (connected, sending nothing) hold more than

@@ -3,6 +3,7 @@
 // reconnect, gaps marked), console captures, audio through an AudioWorklet.
 import * as P from './proto.js';
 import { AudioView } from './audio.js';
+import { opusSupported, OPUS_RATE } from './opus.js';
 
 const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
@@ -353,21 +354,38 @@ async function readDatagrams(wt) {
   } catch (_) { /* the session ended */ }
 }
 
+// The codecs to offer, preferred first: the page's choice, Opus only where this browser's
+// WebCodecs AudioDecoder decodes it (an error if Opus was asked for and it cannot).
+async function codecOffer(d) {
+  const choice = $('codec').value;
+  if (choice === 'pcm') return ['pcm'];
+  const opus = await opusSupported(Math.min(2, (d.audio && d.audio.channels) || 2));
+  if (opus) return ['opus', 'pcm'];
+  if (choice === 'opus') throw new Error('this browser cannot decode Opus (no WebCodecs AudioDecoder for it): choose PCM or auto');
+  return ['pcm'];
+}
+
 async function playAudio(d) {
   if (state.audio) state.audio.stop();
+  let codecs;
+  try { codecs = await codecOffer(d); } catch (e) { setStatus(`${d.vm}/${d.device}: ${e.message}`, 'refused'); return; }
   const s = await state.wt.createBidirectionalStream();
   const writer = s.writable.getWriter();
   const frames = new P.FrameStream(s.readable);
   // On the stream by default, as `ringcast play`: every period, in order. As datagrams when
   // asked: a lost period is skipped rather than waited for.
-  await writer.write(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked));
+  await writer.write(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked, codecs));
   const first = await frames.next();
   if (!first || first.type !== P.T.ATTACHED || !first.audio) {
     setStatus(`${d.vm}/${d.device}: ${first && first.type === P.T.ERROR ? P.errorText(first) : 'no audio format yet'}`, 'refused');
     return;
   }
   const jitter = Number($('jitter').value) || 60;
-  state.audio = new AudioView(d, first.audio, jitter);
+  const enc = first.encoding;
+  if (enc.codec === 'pcm' && codecs[0] === 'opus') setStatus(`${d.vm}/${d.device}: ringcastd sends PCM (it cannot encode this device as Opus)`, 'info');
+  // Opus decodes to 48 kHz float samples with the encoding's channels.
+  const format = enc.codec === 'opus' ? { rate: OPUS_RATE, channels: enc.channels, sampleFormat: 6, bigEndian: false } : first.audio;
+  state.audio = new AudioView(d, format, jitter, enc);
   $('audio-pane').hidden = false;
   await state.audio.start({ writer, frames });
 }
@@ -388,7 +406,8 @@ window.ringcast = {
   },
   capture: async (name) => { await capture(state.devices.find((d) => `${d.vm}/${d.device}` === name)); return state.lastCapture; },
   play: (name) => playAudio(state.devices.find((d) => `${d.vm}/${d.device}` === name)),
-  audio: () => state.audio && { ...state.audio.counts, frequency: state.audio.frequency(), rate: state.audio.format.rate },
+  audio: () => state.audio && { ...state.audio.counts, ...(state.audio.opus ? state.audio.opus.counts : {}), codec: state.audio.encoding.codec, frequency: state.audio.frequency(), rate: state.audio.format.rate },
+  audioText: () => $('audio-counters').textContent,
   logout,
   sessionToken: () => state.session && state.session.token,
   // Whether `token` opens a WebTransport session now ('ok', or the browser's error).

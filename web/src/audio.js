@@ -2,6 +2,7 @@
 // (worklet.js), with the counters of `ringcast play` (periods, late, skipped) and the
 // worklet's own (underruns, played, zero crossings, hence the frequency).
 import * as P from './proto.js';
+import { OpusDecoder } from './opus.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,8 +28,11 @@ export function decodePcm(fmt, pcm) {
 }
 
 export class AudioView {
-  constructor(d, format, jitterMs) {
-    this.d = d; this.format = format; this.jitterMs = jitterMs;
+  // format: what the worklet plays (for Opus: 48 kHz, the encoding's channels);
+  // encoding: the Attached's ({codec: 'pcm'} or the Opus parameters).
+  constructor(d, format, jitterMs, encoding = { codec: 'pcm' }) {
+    this.d = d; this.format = format; this.jitterMs = jitterMs; this.encoding = encoding;
+    if (encoding.codec === 'opus') this.opus = new OpusDecoder(encoding, (samples) => this.deliver(samples));
     this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, datagrams: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
     this.lastSeq = null; this.clock = null; this.pending = [];
   }
@@ -78,16 +82,19 @@ export class AudioView {
     // (skippedBefore) and periods that never arrived (gaps in seq: lost datagrams).
     this.counts.skipped += p.skippedBefore;
     this.counts.skippedByServer += p.skippedBefore;
-    if (this.lastSeq !== null && p.seq > this.lastSeq + 1) {
-      this.counts.skipped += p.seq - this.lastSeq - 1;
-      this.counts.lost += p.seq - this.lastSeq - 1;
-    }
+    const lost = this.lastSeq !== null && p.seq > this.lastSeq + 1 ? p.seq - this.lastSeq - 1 : 0;
+    this.counts.skipped += lost;
+    this.counts.lost += lost;
     this.lastSeq = p.seq;
     const now = performance.now();
     if (!this.clock) this.clock = { t0: now, ts0: p.timestampNs };
     const due = this.clock.t0 + this.jitterMs + (p.timestampNs - this.clock.ts0) / 1e6;
     if (now > due) this.counts.late++;
-    const samples = decodePcm(this.format, p.pcm);
+    if (this.opus) this.opus.packet(p, lost);
+    else this.deliver(decodePcm(this.format, p.pcm));
+  }
+
+  deliver(samples) {
     // Periods that come before the worklet is loaded wait for it.
     if (!this.node) { this.pending.push(samples); return; }
     this.node.port.postMessage(samples, [samples.buffer]);
@@ -104,13 +111,21 @@ export class AudioView {
 
   render() {
     const c = this.counts;
-    $('audio-counters').textContent = `${this.d.vm}/${this.d.device}: periods ${c.periods}, late ${c.late}, ` +
+    const o = this.opus ? this.opus.counts : null;
+    $('audio-counters').textContent = `${this.d.vm}/${this.d.device} (${this.codecText()}): periods ${c.periods}, late ${c.late}, ` +
       `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}, out of order ${c.reordered}), played ${(c.played / this.format.rate).toFixed(1)} s, ` +
-      `frequency ${this.frequency().toFixed(1)} Hz`;
+      `frequency ${this.frequency().toFixed(1)} Hz` +
+      (o ? `; concealed ${o.concealed}, silent ${o.dtx}, decode errors ${o.decodeErrors}` : '');
+  }
+
+  codecText() {
+    const e = this.encoding;
+    return e.codec === 'opus' ? `opus ${Math.round(e.bitrate / 1000)} kbit/s ${e.frameSamples / 48} ms frames` : 'pcm';
   }
 
   stop() {
     if (this.stream) this.stream.writer.write(P.detach()).catch(() => {});
     if (this.ctx) this.ctx.close();
+    if (this.opus) this.opus.close();
   }
 }

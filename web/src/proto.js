@@ -11,6 +11,8 @@ export const T = {
   GAP: 0x46, AUDIO: 0x47, ERROR: 0x7f,
 };
 export const MODE = { read: 0, write: 1, spy: 2 };
+// Audio codecs on the wire (an Attach offers some, the Attached names the one chosen).
+export const CODEC = { pcm: 0, opus: 1 };
 // Largest payload a frame may have (the server's limit).
 export const MAX_FRAME_PAYLOAD = 1 << 20;
 // A console reader reports what it read every so many bytes (the server's in-flight credit).
@@ -47,12 +49,15 @@ export function hello(software) {
 export function listDevices(request) { const w = new Writer(); w.u32(request); return w.frame(T.LIST); }
 export function getStats(request) { const w = new Writer(); w.u32(request); return w.frame(T.GET_STATS); }
 // start: {offset: n} | {tail: n} | {now: true}
-export function attach(vm, device, mode, start, datagrams) {
+// codecs: the audio codecs the page can decode, preferred first ('pcm', 'opus'); PCM only
+// writes nothing, as the first version's Attach.
+export function attach(vm, device, mode, start, datagrams, codecs = ['pcm']) {
   const w = new Writer(); w.str(vm); w.str(device); w.u8(MODE[mode]);
   if (start.offset !== undefined) { w.u8(0); w.u64(start.offset); }
   else if (start.tail !== undefined) { w.u8(1); w.u64(start.tail); }
   else { w.u8(2); w.u64(0); }
   w.u8(datagrams ? 1 : 0);
+  if (codecs.some((c) => c !== 'pcm')) { w.u8(codecs.length); for (const c of codecs) w.u8(CODEC[c]); }
   return w.frame(T.ATTACH);
 }
 export function input(bytes) { const w = new Writer(); w.bytes(bytes); return w.frame(T.INPUT); }
@@ -73,6 +78,14 @@ class Reader {
     if (this.u8() === 0) return null;
     return { rate: this.u32(), channels: this.u16(), sampleFormat: this.u16(), bigEndian: this.u8() === 1 };
   }
+  // The encoding an Attached names: PCM when the payload ends (every older server).
+  encoding() {
+    if (this.at === this.b.length) return { codec: 'pcm' };
+    const c = this.u8();
+    if (c === CODEC.pcm) return { codec: 'pcm' };
+    if (c !== CODEC.opus) throw new Error(`ringcastd chose audio codec ${c}, which the page did not offer`);
+    return { codec: 'opus', channels: this.u16(), frameSamples: this.u32(), bitrate: this.u32() };
+  }
   entry() {
     return {
       vm: this.str(), device: this.str(), kind: ['console', 'audio'][this.u8()],
@@ -92,7 +105,7 @@ export function decodePayload(type, p) {
       for (let i = 0; i < n; i++) devices.push(r.entry());
       return { type, request, devices };
     }
-    case T.ATTACHED: return { type, kind: ['console', 'audio'][r.u8()], offset: r.u64(), audio: r.audioFormat() };
+    case T.ATTACHED: return { type, kind: ['console', 'audio'][r.u8()], offset: r.u64(), audio: r.audioFormat(), encoding: r.encoding() };
     case T.DATA: return { type, offset: r.u64(), bytes: r.bytes() };
     case T.GAP: return { type, offset: r.u64(), len: r.u64(), reason: GAP_REASONS[r.u8()] || 'unknown' };
     case T.AUDIO: return { type, seq: r.u64(), timestampNs: r.u64(), frames: r.u32(), skippedBefore: r.u64(), pcm: r.bytes() };

@@ -60,6 +60,7 @@ pub const ASSETS: &[&str] = &[
     "index.html",
     "app.js",
     "audio.js",
+    "opus.js",
     "proto.js",
     "worklet.js",
     "style.css",
