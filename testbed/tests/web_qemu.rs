@@ -182,6 +182,9 @@ fn the_page_captures_the_guest_console_exactly_and_plays_its_tone() {
     wait_device(&mut b, &tab, "e2e/snd0");
     b.eval(&tab, "document.getElementById('jitter').value = 200")
         .unwrap();
+    // PCM: its periods are the plugin's, so the page's count of lost ones is ringcastd's.
+    b.eval(&tab, "document.getElementById('codec').value = 'pcm'")
+        .unwrap();
     b.eval(&tab, "ringcast.play('e2e/snd0')").unwrap();
     // The worklet's own count of what it played in the last second, while the tone plays.
     let expr = format!(
@@ -191,6 +194,7 @@ fn the_page_captures_the_guest_console_exactly_and_plays_its_tone() {
         .wait_for(&tab, "the tone played at its frequency", &expr, BOOT)
         .unwrap();
     assert_eq!(a["underruns"], json!(0), "{a}");
+    assert_eq!(a["codec"], json!("pcm"), "{a}");
     eprintln!("the page's audio counters while the tone played: {a}");
     // On the stream every period arrives, in order: the only gaps are periods the plugin
     // itself dropped (counted by ringcastd).
@@ -210,4 +214,42 @@ fn the_page_captures_the_guest_console_exactly_and_plays_its_tone() {
         std::fs::read(&file).unwrap() == GuestStream::bytes(61, serial_len),
         "the capture downloaded from the page differs from what the guest wrote"
     );
+}
+
+#[test]
+fn the_page_plays_the_guests_tone_as_opus_at_its_frequency_without_underruns() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let hz = 660.0;
+    // QEMU's 44.1 kHz, which ringcastd resamples to Opus's 48 kHz.
+    let params = format!("rc.scenario=tone rc.tone_hz={hz} rc.tone_ms=4000 rc.rate=44100");
+    let g = guest(dir.path(), &d, &params, Some(SoundCard::Ac97));
+    let vm = Qemu(Some(g.spawn().unwrap()));
+    let mut b = Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"));
+    let tab = open(&mut b, &link(&d, "cn:alice"));
+    wait_device(&mut b, &tab, "e2e/snd0");
+    b.eval(&tab, "document.getElementById('jitter').value = 200")
+        .unwrap();
+    b.eval(&tab, "document.getElementById('codec').value = 'opus'")
+        .unwrap();
+    b.eval(&tab, "ringcast.play('e2e/snd0')").unwrap();
+    let expr = format!(
+        "(a => a && a.played > a.rate && Math.abs(a.frequency - {hz}) < 7 && a)(ringcast.audio())"
+    );
+    let a = b
+        .wait_for(&tab, "the tone played at its frequency", &expr, BOOT)
+        .unwrap();
+    eprintln!("the page's audio counters while the tone played: {a}");
+    assert_eq!(a["codec"], json!("opus"), "{a}");
+    assert_eq!(a["rate"], json!(48_000), "{a}");
+    assert_eq!(a["underruns"], json!(0), "{a}");
+    // On the stream every Opus frame arrives and decodes: none concealed.
+    assert_eq!(a["lost"], json!(0), "{a}");
+    assert_eq!(a["concealed"], json!(0), "{a}");
+    assert_eq!(a["decodeErrors"], json!(0), "{a}");
+    let mut vm = vm;
+    wait_exit(vm.0.take().unwrap(), &g.log_file);
 }
