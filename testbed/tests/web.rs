@@ -570,6 +570,49 @@ fn the_page_asks_for_opus_decodes_it_with_webcodecs_and_plays_the_tone_at_its_fr
 }
 
 #[test]
+fn opus_frames_lost_on_the_way_are_concealed_and_counted_and_the_rest_play_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut snd = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/snd0");
+    b.eval(&tab, "document.getElementById('datagrams').checked = true")
+        .unwrap();
+    b.eval(&tab, "document.getElementById('jitter').value = 150")
+        .unwrap();
+    // A lossy path: every 10th datagram never reaches the page.
+    b.eval(&tab, "ringcast.loseDatagrams(10)").unwrap();
+    b.eval(&tab, "ringcast.play('vm1/snd0')").unwrap();
+    let t0 = std::time::Instant::now();
+    for n in 0..400u64 {
+        let due = t0 + Duration::from_millis(n * 10);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        snd.try_push_pcm(n * 10_000_000, 480, &tone(750.0, n * 480, 480))
+            .unwrap();
+    }
+    let a = b
+        .wait_for(
+            &tab,
+            "the frames arrived or were lost",
+            "(a => a && a.periods + a.lost >= 395 && a)(ringcast.audio())",
+            T,
+        )
+        .unwrap();
+    eprintln!("the page's audio counters: {a}");
+    assert_eq!(a["codec"], json!("opus"), "{a}");
+    let lost = a["lost"].as_u64().unwrap();
+    assert!(lost >= 30, "{a}");
+    // Every lost frame was concealed (a frame of silence in its place), none decoded badly.
+    assert_eq!(a["concealed"], json!(lost), "{a}");
+    assert_eq!(a["decodeErrors"], json!(0), "{a}");
+    assert_eq!(a["datagrams"], a["periods"], "{a}");
+    // A tenth of the frames silent: the tone measures lower, not faster.
+    let f = a["frequency"].as_f64().unwrap();
+    assert!((600.0..760.0).contains(&f), "{a}");
+}
+
+#[test]
 fn pcm_chosen_on_the_page_is_what_ringcastd_sends() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_ringcastd(dir.path());

@@ -347,6 +347,8 @@ async function readDatagrams(wt) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
+      // A lossy path, when a test asks for one: every n-th audio datagram is dropped.
+      if (state.loseEvery && ++state.datagramsSeen % state.loseEvery === 0) continue;
       try {
         if (state.audio) state.audio.period(P.decodeDatagram(value), true);
       } catch (e) { console.warn('an audio datagram was dropped:', e.message); }
@@ -418,6 +420,7 @@ window.ringcast = {
     const wt = new WebTransport(`https://${location.host}/session?token=${encodeURIComponent(token)}`, opts);
     try { await wt.ready; wt.close(); return 'ok'; } catch (e) { return `refused: ${e.message}`; }
   },
+  loseDatagrams: (every) => { state.loseEvery = every; state.datagramsSeen = 0; },
   dropConnection: () => state.wt && state.wt.close({ closeCode: 0, reason: 'test: network change' }),
 };
 
