@@ -613,6 +613,53 @@ fn opus_frames_lost_on_the_way_are_concealed_and_counted_and_the_rest_play_on() 
 }
 
 #[test]
+fn an_opus_silence_left_out_under_dtx_is_counted_as_left_out_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut snd = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/snd0");
+    b.eval(&tab, "document.getElementById('jitter').value = 150")
+        .unwrap();
+    b.eval(&tab, "ringcast.play('vm1/snd0')").unwrap();
+    // 1 s of tone, 1.5 s of digital silence, 1.5 s of tone, in 10 ms periods.
+    let t0 = std::time::Instant::now();
+    for n in 0..400u64 {
+        let due = t0 + Duration::from_millis(n * 10);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let pcm = if (100..250).contains(&n) {
+            vec![0u8; 480 * 4]
+        } else {
+            tone(750.0, n * 480, 480)
+        };
+        snd.try_push_pcm(n * 10_000_000, 480, &pcm).unwrap();
+    }
+    let a = b
+        .wait_for(
+            &tab,
+            "the frames arrived or were left out",
+            "(a => a && a.periods + a.skippedByServer >= 395 && a.played > 3 * a.rate && a)(ringcast.audio())",
+            T,
+        )
+        .unwrap();
+    eprintln!("the page's audio counters: {a}");
+    assert_eq!(a["codec"], json!("opus"), "{a}");
+    // The encoder found the silence and ringcastd left most of it out: the page was told
+    // (skipped by ringcastd), it did not take it for loss, and nothing was concealed.
+    assert!(a["dtx"].as_u64().unwrap() >= 1, "{a}");
+    assert!(a["skippedByServer"].as_u64().unwrap() >= 50, "{a}");
+    assert_eq!(a["lost"], json!(0), "{a}");
+    assert_eq!(a["concealed"], json!(0), "{a}");
+    assert_eq!(a["decodeErrors"], json!(0), "{a}");
+    // After the silence, the tone again, at its frequency.
+    assert!(
+        (a["frequency"].as_f64().unwrap() - 750.0).abs() < 10.0,
+        "{a}"
+    );
+}
+
+#[test]
 fn pcm_chosen_on_the_page_is_what_ringcastd_sends() {
     let dir = tempfile::tempdir().unwrap();
     let d = web_ringcastd(dir.path());

@@ -82,7 +82,10 @@ export class AudioView {
     // (skippedBefore) and periods that never arrived (gaps in seq: lost datagrams).
     this.counts.skipped += p.skippedBefore;
     this.counts.skippedByServer += p.skippedBefore;
-    const lost = this.lastSeq !== null && p.seq > this.lastSeq + 1 ? p.seq - this.lastSeq - 1 : 0;
+    // Numbers in the gap are those of the units ringcastd left out (the last skippedBefore
+    // of them) and of those lost on the way (the rest).
+    const gap = this.lastSeq !== null && p.seq > this.lastSeq + 1 ? p.seq - this.lastSeq - 1 : 0;
+    const lost = Math.max(0, gap - p.skippedBefore);
     this.counts.skipped += lost;
     this.counts.lost += lost;
     this.lastSeq = p.seq;
