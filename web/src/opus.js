@@ -77,8 +77,17 @@ export class OpusDecoder {
       this.queue.push({ decode: timestamp });
       this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data: p.pcm }));
     }
-    // A silence began: ringcastd sends nothing more until sound comes back.
-    if (silent) this.silenceTimer = setInterval(() => this.silence(1), this.frameUs / 1000);
+    // A silence began: ringcastd sends nothing more until sound comes back. The frames of
+    // silence due are counted from the clock, so a timer that fires late (a busy page)
+    // catches up instead of letting the buffer run dry.
+    if (silent) {
+      const start = performance.now();
+      let played = 0;
+      this.silenceTimer = setInterval(() => {
+        const due = Math.floor((performance.now() - start) * 1000 / this.frameUs);
+        if (due > played) { this.silence(due - played); played = due; }
+      }, this.frameUs / 1000);
+    }
   }
 
   stopSilence() {
