@@ -77,7 +77,9 @@ async fn play(
         tokio::select! {
             p = tokio::time::timeout(WAIT, audio.next()) => match p {
                 Ok(Ok(Some(p))) => {
-                    out.periods += 1;
+                    if tokio::time::Instant::now() >= measure_from {
+                        out.periods += 1;
+                    }
                     player.push(now_ns(), p);
                     if next_tick.is_none() {
                         next_tick = player.tick_ns().map(|_| tokio::time::Instant::now());
