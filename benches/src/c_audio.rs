@@ -30,7 +30,7 @@
 //! underruns (late + lost), the flood's MB/s, and the ratios the targets need (p99 against
 //! the audio-alone floor, ringcast's p99 against one-stream's).
 
-mod devices;
+pub(crate) mod devices;
 mod one_stream;
 mod tcp_tls;
 
@@ -230,7 +230,7 @@ pub(crate) fn mono_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

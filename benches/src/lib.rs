@@ -6,7 +6,7 @@
 //!   scenario and JSON lines under `target/bench-results/<scenario>.jsonl`.
 //!
 //! Scenarios live in [`scenario::registry`]: A ([`a_ring`]), B ([`b_capture`]), C
-//! ([`c_audio`]), D ([`d_scale`]) and E ([`e_real_qemu`]).
+//! ([`c_audio`]), D ([`d_scale`]), E ([`e_real_qemu`]) and web-latency ([`web_latency`]).
 
 pub mod a_ring;
 pub mod b_capture;
@@ -18,3 +18,4 @@ pub mod procs;
 pub mod report;
 pub mod scenario;
 pub mod uptime;
+pub mod web_latency;

@@ -75,6 +75,7 @@ pub fn registry() -> &'static [Scenario] {
         crate::c_audio::SCENARIO,
         crate::d_scale::SCENARIO,
         crate::e_real_qemu::SCENARIO,
+        crate::web_latency::SCENARIO,
     ]
 }
 

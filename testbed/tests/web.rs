@@ -793,3 +793,113 @@ fn several_ringcastd_on_port_0_at_once_each_serve_the_page_on_their_quic_port() 
             .unwrap_or_else(|e| panic!("no page on TCP {addr}: {e}"));
     }
 }
+
+#[test]
+fn the_page_measures_each_periods_play_out_delay_from_its_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut snd = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/snd0");
+    b.eval(&tab, "document.getElementById('jitter').value = 60")
+        .unwrap();
+    b.eval(&tab, "ringcast.play('vm1/snd0')").unwrap();
+    // 440 Hz, 48 kHz stereo s16, 10 ms periods stamped 10 ms apart, paced in real time
+    // for 3 s, on the attachment's stream.
+    let t0 = std::time::Instant::now();
+    for n in 0..300u64 {
+        let mut pcm = Vec::with_capacity(1920);
+        for i in 0..480u64 {
+            let t = (n * 480 + i) as f64 / 48_000.0;
+            let v = ((t * 440.0 * std::f64::consts::TAU).sin() * 12_000.0) as i16;
+            pcm.extend_from_slice(&v.to_le_bytes());
+            pcm.extend_from_slice(&v.to_le_bytes());
+        }
+        let due = t0 + Duration::from_millis(n * 10);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        snd.try_push_pcm(n * 10_000_000, 480, &pcm).unwrap();
+    }
+    let a = b
+        .wait_for(
+            &tab,
+            "delays measured",
+            "(a => a.delays >= 200 && a)(ringcast.audio())",
+            T,
+        )
+        .unwrap();
+    eprintln!("the page's audio counters: {a}");
+    let (p50, p99) = (
+        a["delayP50"].as_f64().unwrap(),
+        a["delayP99"].as_f64().unwrap(),
+    );
+    // A period is played no sooner than the jitter target after its stamp (mapped through
+    // the first period, which waits for the target to fill), and every delay measured is
+    // that of a period the page received.
+    assert!(p50 >= 30.0, "{a}");
+    assert!(p99 >= p50, "{a}");
+    assert!(
+        a["delays"].as_u64().unwrap() <= a["periods"].as_u64().unwrap(),
+        "{a}"
+    );
+    assert!(
+        b.eval(
+            &tab,
+            "document.getElementById('audio-counters').textContent"
+        )
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("stamp to play-out p50"),
+        "the counters on the page show the delay"
+    );
+}
+
+#[test]
+fn the_delay_meter_maps_stamps_and_the_audio_clock_and_takes_percentiles_as_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut b = browser();
+    let tab = b.open(&format!("https://{}/", d.server())).unwrap();
+    b.wait_for(&tab, "the page loaded", "window.ringcast && 1", T)
+        .unwrap();
+    let v = b
+        .eval(
+            &tab,
+            "import('/delay.js').then(m => {
+               const hundred = Array.from({ length: 100 }, (_, i) => 100 - i);
+               const first = new m.StampClock();
+               const firstMapped = [first.map(5e9, 100), first.map(5.01e9, 999)];
+               const given = new m.StampClock(4900);
+               const meter = new m.DelayMeter(new m.StampClock());
+               meter.sent(0, 5e9, 100); meter.sent(1, 5.01e9, 115); meter.sent(2, 5.02e9, 116);
+               meter.played(0, 160); meter.played(1, 171); meter.played(7, 1); meter.played(0, 999);
+               meter.forget(2); meter.played(2, 500);
+               return {
+                 p50: m.percentile([5, 1, 3, 2, 4], 0.5), p99: m.percentile(hundred, 0.99),
+                 p0: m.percentile(hundred, 0), empty: m.percentile([], 0.5),
+                 frame: m.frameToPageMs(48000, 48000, { contextTime: 0.5, performanceTime: 1000 }),
+                 firstMapped, given: given.map(5e9, 12345), delays: meter.delays, summary: meter.summary(),
+               };
+             })",
+        )
+        .unwrap();
+    eprintln!("{v}");
+    // `ringcast play`'s percentile: element round((n - 1) q) of the sorted values.
+    assert_eq!(v["p50"], json!(3));
+    assert_eq!(v["p99"], json!(99));
+    assert_eq!(v["p0"], json!(1));
+    assert_eq!(v["empty"], json!(0));
+    // Frame 48000 at 48 kHz is 1 s of context time; the output was at 0.5 s at page 1000 ms.
+    assert_eq!(v["frame"], json!(1500));
+    // The first period maps its stamp to its arrival; later stamps keep their distance.
+    assert_eq!(v["firstMapped"], json!([100, 110]));
+    // A given offset (stamps' clock minus the page's) maps without a first period.
+    assert_eq!(v["given"], json!(100));
+    // Each period once, unknown and forgotten ones ignored.
+    assert_eq!(v["delays"], json!([60, 61]));
+    assert_eq!(
+        v["summary"],
+        json!({ "delays": 2, "delayP50": 61, "delayP99": 61 })
+    );
+}

@@ -4,6 +4,7 @@
 import * as P from './proto.js';
 import { AudioView } from './audio.js';
 import { opusSupported, OPUS_RATE } from './opus.js';
+import { WsTransport } from './ws.js';
 
 const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
@@ -24,6 +25,11 @@ const state = {
   audio: null,
   status: '',
   closedReason: null,
+  // ?ws=wss://HOST:PORT/: everything over one WebSocket to a relay (the benchmark's
+  // baseline, ws.js) instead of WebTransport to ringcastd.
+  ws: new URLSearchParams(location.search).get('ws'),
+  // The stamps' clock minus the page's, ms, when a caller on ringcastd's host knows it.
+  stampOffsetMs: null,
 };
 
 function setStatus(text, kind = 'info') {
@@ -46,7 +52,7 @@ async function start() {
   const link = params.get('link');
   if (link) {
     // The link is single-use: take it out of the address bar and history at once.
-    history.replaceState(null, '', location.pathname);
+    history.replaceState(null, '', location.pathname + location.search);
     let r;
     try {
       r = await fetch('/api/session', { method: 'POST', body: link, cache: 'no-store' });
@@ -94,7 +100,7 @@ async function connect() {
     ? { serverCertificateHashes: hashes.map((h) => ({ algorithm: 'sha-256', value: hexBytes(h) })) }
     : {};
   setStatus('connecting…');
-  const wt = new WebTransport(url, opts);
+  const wt = state.ws ? new WsTransport(state.ws) : new WebTransport(url, opts);
   try {
     await wt.ready;
   } catch (e) {
@@ -376,7 +382,7 @@ async function playAudio(d) {
   const frames = new P.FrameStream(s.readable);
   // On the stream by default, as `ringcast play`: every period, in order. As datagrams when
   // asked: a lost period is skipped rather than waited for.
-  await writer.write(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked, codecs));
+  await writer.write(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked && !state.ws, codecs));
   const first = await frames.next();
   if (!first || first.type !== P.T.ATTACHED || !first.audio) {
     setStatus(`${d.vm}/${d.device}: ${first && first.type === P.T.ERROR ? P.errorText(first) : 'no audio format yet'}`, 'refused');
@@ -387,7 +393,7 @@ async function playAudio(d) {
   if (enc.codec === 'pcm' && codecs[0] === 'opus') setStatus(`${d.vm}/${d.device}: ringcastd sends PCM (it cannot encode this device as Opus)`, 'info');
   // Opus decodes to 48 kHz float samples with the encoding's channels.
   const format = enc.codec === 'opus' ? { rate: OPUS_RATE, channels: enc.channels, sampleFormat: 6, bigEndian: false } : first.audio;
-  state.audio = new AudioView(d, format, jitter, enc);
+  state.audio = new AudioView(d, format, jitter, enc, state.stampOffsetMs);
   $('audio-pane').hidden = false;
   await state.audio.start({ writer, frames });
 }
@@ -408,8 +414,14 @@ window.ringcast = {
   },
   capture: async (name) => { await capture(state.devices.find((d) => `${d.vm}/${d.device}` === name)); return state.lastCapture; },
   play: (name) => playAudio(state.devices.find((d) => `${d.vm}/${d.device}` === name)),
-  audio: () => state.audio && { ...state.audio.counts, ...(state.audio.opus ? state.audio.opus.counts : {}), codec: state.audio.encoding.codec, frequency: state.audio.frequency(), rate: state.audio.format.rate },
+  audio: () => state.audio && { ...state.audio.counts, ...(state.audio.opus ? state.audio.opus.counts : {}), codec: state.audio.encoding.codec, frequency: state.audio.frequency(), rate: state.audio.format.rate, ...state.audio.meter.summary() },
   audioText: () => $('audio-counters').textContent,
+  // For the audio played next: the stamps' clock (CLOCK_MONOTONIC of ringcastd's host, ms)
+  // minus performance.now(), so that the delay is measured from the stamp itself.
+  // Each period's play-out delay (ms), in the order they were played.
+  audioDelays: () => (state.audio ? state.audio.meter.delays.slice() : []),
+  setStampClock: (offsetMs) => { state.stampOffsetMs = offsetMs; },
+  transport: () => (state.ws ? 'websocket' : 'webtransport'),
   logout,
   sessionToken: () => state.session && state.session.token,
   // Whether `token` opens a WebTransport session now ('ok', or the browser's error).

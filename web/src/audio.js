@@ -1,8 +1,10 @@
 // Audio on the page: PCM periods decoded to float samples and handed to the AudioWorklet
 // (worklet.js), with the counters of `ringcast play` (periods, late, skipped) and the
-// worklet's own (underruns, played, zero crossings, hence the frequency).
+// worklet's own (underruns, played, zero crossings, hence the frequency), and the play-out
+// delay from the guest's stamp to the worklet's first sample of each period (delay.js).
 import * as P from './proto.js';
 import { OpusDecoder } from './opus.js';
+import { DelayMeter, StampClock, frameToPageMs } from './delay.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,10 +31,14 @@ export function decodePcm(fmt, pcm) {
 
 export class AudioView {
   // format: what the worklet plays (for Opus: 48 kHz, the encoding's channels);
-  // encoding: the Attached's ({codec: 'pcm'} or the Opus parameters).
-  constructor(d, format, jitterMs, encoding = { codec: 'pcm' }) {
+  // encoding: the Attached's ({codec: 'pcm'} or the Opus parameters); stampOffsetMs: the
+  // stamps' clock minus the page's (ms), when known; else the first period maps one to
+  // the other.
+  constructor(d, format, jitterMs, encoding = { codec: 'pcm' }, stampOffsetMs = null) {
     this.d = d; this.format = format; this.jitterMs = jitterMs; this.encoding = encoding;
-    if (encoding.codec === 'opus') this.opus = new OpusDecoder(encoding, (samples) => this.deliver(samples));
+    if (encoding.codec === 'opus') this.opus = new OpusDecoder(encoding, (samples, stampNs, arrivedMs) => this.deliver(samples, stampNs, arrivedMs));
+    this.meter = new DelayMeter(new StampClock(stampOffsetMs));
+    this.nextId = 0; this.heard = [];
     this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, datagrams: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
     this.lastSeq = null; this.clock = null; this.pending = [];
   }
@@ -48,6 +54,13 @@ export class AudioView {
     this.history = [];
     this.node.port.onmessage = (e) => {
       Object.assign(this.counts, { underruns: e.data.underruns, played: e.data.played, crossings: e.data.crossings, dropped: e.data.dropped, buffered: e.data.buffered });
+      for (const id of e.data.unplayed) this.meter.forget(id);
+      this.heard.push(...e.data.playedAt);
+      // The output clock pair is there once the context plays; until then the frames wait.
+      const ts = this.ctx.getOutputTimestamp();
+      if (ts.contextTime > 0 && ts.performanceTime > 0) {
+        for (const [id, frame] of this.heard.splice(0)) this.meter.played(id, frameToPageMs(frame, this.ctx.sampleRate, ts));
+      }
       // Reports while nothing plays (before the jitter target fills, after the stream
       // ends) are left out, so the frequency stays that of the last second played.
       const last = this.history[this.history.length - 1];
@@ -58,7 +71,7 @@ export class AudioView {
       this.render();
     };
     this.node.connect(this.ctx.destination);
-    for (const samples of this.pending.splice(0)) this.node.port.postMessage(samples, [samples.buffer]);
+    for (const m of this.pending.splice(0)) this.node.port.postMessage(m, [m.samples.buffer]);
     await this.ctx.resume();
     // Periods on the stream (when a datagram does not fit) go the same way.
     (async () => {
@@ -93,14 +106,18 @@ export class AudioView {
     if (!this.clock) this.clock = { t0: now, ts0: p.timestampNs };
     const due = this.clock.t0 + this.jitterMs + (p.timestampNs - this.clock.ts0) / 1e6;
     if (now > due) this.counts.late++;
-    if (this.opus) this.opus.packet(p, lost);
-    else this.deliver(decodePcm(this.format, p.pcm));
+    if (this.opus) this.opus.packet(p, lost, now);
+    else this.deliver(decodePcm(this.format, p.pcm), p.timestampNs, now);
   }
 
-  deliver(samples) {
+  // Samples for the worklet; with the stamp of the period they begin (and when it
+  // arrived), their play-out delay is measured (silence the page plays has none).
+  deliver(samples, stampNs = null, arrivedMs = 0) {
+    const m = { id: this.nextId++, samples };
+    if (stampNs !== null) this.meter.sent(m.id, stampNs, arrivedMs);
     // Periods that come before the worklet is loaded wait for it.
-    if (!this.node) { this.pending.push(samples); return; }
-    this.node.port.postMessage(samples, [samples.buffer]);
+    if (!this.node) { this.pending.push(m); return; }
+    this.node.port.postMessage(m, [m.samples.buffer]);
   }
 
   // Of the last second played (the worklet reports ten times a second).
@@ -114,11 +131,13 @@ export class AudioView {
 
   render() {
     const c = this.counts;
+    const d = this.meter.summary();
     const o = this.opus ? this.opus.counts : null;
     $('audio-counters').textContent = `${this.d.vm}/${this.d.device} (${this.codecText()}): periods ${c.periods}, late ${c.late}, ` +
       `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}, out of order ${c.reordered}), played ${(c.played / this.format.rate).toFixed(1)} s, ` +
       `frequency ${this.frequency().toFixed(1)} Hz` +
-      (o ? `; concealed ${o.concealed}, silent ${o.dtx}, decode errors ${o.decodeErrors}` : '');
+      (o ? `; concealed ${o.concealed}, silent ${o.dtx}, decode errors ${o.decodeErrors}` : '') +
+      `; stamp to play-out p50 ${d.delayP50.toFixed(1)} ms, p99 ${d.delayP99.toFixed(1)} ms`;
   }
 
   codecText() {

@@ -29,8 +29,10 @@ export async function opusSupported(channels) {
 }
 
 export class OpusDecoder {
-  // params: the Attached's encoding ({channels, frameSamples, bitrate}); deliver(samples):
-  // interleaved float samples, in the order of the frames.
+  // params: the Attached's encoding ({channels, frameSamples, bitrate});
+  // deliver(samples, stampNs, arrivedMs): interleaved float samples, in the order of the
+  // frames, with the stamp of the packet they were decoded from and when it arrived (no
+  // stamp for silence).
   constructor(params, deliver) {
     this.channels = params.channels;
     this.frameSamples = params.frameSamples;
@@ -61,8 +63,9 @@ export class OpusDecoder {
     this.decoder.configure({ codec: 'opus', sampleRate: OPUS_RATE, numberOfChannels: this.channels });
   }
 
-  // One packet (an Audio frame's payload); `lost` frames before it never arrived.
-  packet(p, lost) {
+  // One packet (an Audio frame's payload), arrived at `nowMs`; `lost` frames before it
+  // never arrived.
+  packet(p, lost, nowMs) {
     this.stopSilence();
     if (lost > 0) {
       this.counts.concealed += lost;
@@ -74,7 +77,7 @@ export class OpusDecoder {
       this.silence(1);
     } else {
       const timestamp = Math.round(p.seq * this.frameUs);
-      this.queue.push({ decode: timestamp });
+      this.queue.push({ decode: timestamp, stampNs: p.timestampNs, arrivedMs: nowMs });
       this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp, data: p.pcm }));
     }
     // A silence began: ringcastd sends nothing more until sound comes back. The frames of
@@ -104,7 +107,7 @@ export class OpusDecoder {
     while (this.queue.length && this.queue[0].silence !== undefined) {
       this.deliver(new Float32Array(this.queue.shift().silence * this.frameSamples * this.channels));
     }
-    this.queue.shift();
+    const frame = this.queue.shift();
     const n = a.numberOfFrames;
     const planes = [];
     for (let c = 0; c < Math.min(a.numberOfChannels, this.channels); c++) {
@@ -118,7 +121,8 @@ export class OpusDecoder {
     for (let i = 0; i < n; i++) {
       for (let c = 0; c < this.channels; c++) out[i * this.channels + c] = planes[Math.min(c, planes.length - 1)][i];
     }
-    this.deliver(out);
+    if (frame && frame.decode !== undefined) this.deliver(out, frame.stampNs, frame.arrivedMs);
+    else this.deliver(out);
     while (this.queue.length && this.queue[0].silence !== undefined) {
       this.deliver(new Float32Array(this.queue.shift().silence * this.frameSamples * this.channels));
     }

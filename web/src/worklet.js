@@ -2,7 +2,9 @@
 // jitter target is buffered, an underrun (the buffer runs dry while playing) is counted
 // and buffering starts again, and more than 8 targets buffered drops the oldest samples.
 // It also counts positive-going zero crossings of the first channel, from which the page
-// tells the frequency of what is played.
+// tells the frequency of what is played, and reports the context frame at which each
+// period's first sample was played (or that it was dropped unplayed), from which the page
+// measures the play-out delay (delay.js).
 class RingcastPlayer extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -10,7 +12,10 @@ class RingcastPlayer extends AudioWorkletProcessor {
     this.channels = o.channels;
     this.target = Math.max(1, Math.floor(o.jitterMs / 1000 * sampleRate)) * this.channels;
     this.max = this.target * 8;
-    this.queue = [];
+    this.queue = []; // sample arrays
+    this.ids = []; // the period id of each queue entry
+    this.playedAt = []; // [id, frame] since the last report
+    this.unplayed = []; // ids dropped before their first sample played
     this.head = 0; // read position in queue[0]
     this.buffered = 0;
     this.playing = false;
@@ -18,15 +23,21 @@ class RingcastPlayer extends AudioWorkletProcessor {
     this.last = 0;
     this.sinceReport = 0;
     this.port.onmessage = (e) => {
-      this.queue.push(e.data);
-      this.buffered += e.data.length;
+      this.queue.push(e.data.samples);
+      this.ids.push(e.data.id);
+      this.buffered += e.data.samples.length;
       while (this.buffered > this.max && this.queue.length) {
         const first = this.queue[0].length - this.head;
         const drop = Math.min(first, this.buffered - this.max);
+        if (this.head === 0) this.unplayed.push(this.ids[0]);
         this.head += drop; this.buffered -= drop; this.counts.dropped += drop;
-        if (this.head >= this.queue[0].length) { this.queue.shift(); this.head = 0; }
+        if (this.head >= this.queue[0].length) this.next();
       }
     };
+  }
+
+  next() {
+    this.queue.shift(); this.ids.shift(); this.head = 0;
   }
 
   process(_inputs, outputs) {
@@ -37,9 +48,10 @@ class RingcastPlayer extends AudioWorkletProcessor {
       for (let c = 0; c < out.length; c++) {
         let s = 0;
         if (this.playing && this.buffered > 0 && c < this.channels) {
+          if (this.head === 0) this.playedAt.push([this.ids[0], currentFrame + i]);
           s = this.queue[0][this.head++];
           this.buffered--;
-          if (this.head >= this.queue[0].length) { this.queue.shift(); this.head = 0; }
+          if (this.head >= this.queue[0].length) this.next();
         }
         out[c][i] = s;
         if (c === 0 && this.playing) {
@@ -50,7 +62,7 @@ class RingcastPlayer extends AudioWorkletProcessor {
       // Channels the output does not have are skipped in the queue.
       for (let c = out.length; c < this.channels && this.playing && this.buffered > 0; c++) {
         this.head++; this.buffered--;
-        if (this.head >= this.queue[0].length) { this.queue.shift(); this.head = 0; }
+        if (this.head >= this.queue[0].length) this.next();
       }
       if (this.playing) this.counts.played++;
       if (this.playing && this.buffered === 0) { this.playing = false; this.counts.underruns++; }
@@ -60,7 +72,8 @@ class RingcastPlayer extends AudioWorkletProcessor {
       this.sinceReport = 0;
       this.counts.buffered = this.buffered;
       this.counts.playing = this.playing;
-      this.port.postMessage(this.counts);
+      this.port.postMessage({ ...this.counts, playedAt: this.playedAt, unplayed: this.unplayed });
+      this.playedAt = []; this.unplayed = [];
     }
     return true;
   }

@@ -12,12 +12,12 @@ use testbed::devices::{FakeAudio, FakeConsole};
 use super::{mono_ns, AUDIO_DEV, CONSOLE_DEV, RATE, VM};
 
 /// The longest period the producer writes (10 ms at 48 kHz).
-pub(super) const MAX_FRAMES: u32 = 480;
+pub(crate) const MAX_FRAMES: u32 = 480;
 
 /// The audio producer: a thread pushing one stamped period of `frames` frames (read before
 /// each period, so the period length can change between runs) every `frames / 48 kHz` until
 /// stopped. Returns (periods pushed, periods the ring refused).
-pub(super) fn start_audio(
+pub(crate) fn start_audio(
     socket: &Path,
     frames: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -52,7 +52,7 @@ pub(super) fn start_audio(
 }
 
 /// The console flood: writes as fast as the ring takes bytes while `on` is set.
-pub(super) fn start_flood(
+pub(crate) fn start_flood(
     socket: &Path,
     on: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,

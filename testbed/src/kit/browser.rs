@@ -48,6 +48,7 @@ pub struct Browser {
 #[derive(Debug, Clone)]
 pub struct Tab {
     session: String,
+    target: String,
 }
 
 impl Browser {
@@ -170,12 +171,22 @@ impl Browser {
         let a = self.call(
             None,
             "Target.attachToTarget",
-            json!({ "targetId": target, "flatten": true }),
+            json!({ "targetId": &target, "flatten": true }),
         )?;
         let session = a["sessionId"].as_str().ok_or("no sessionId")?.to_owned();
-        let tab = Tab { session };
+        let tab = Tab { session, target };
         self.call(Some(&tab), "Runtime.enable", json!({}))?;
         Ok(tab)
+    }
+
+    /// Closes the tab (its page, and the connections it had open).
+    pub fn close(&mut self, tab: Tab) -> Result<(), String> {
+        self.call(
+            None,
+            "Target.closeTarget",
+            json!({ "targetId": tab.target }),
+        )
+        .map(drop)
     }
 
     /// Evaluates `expr` in the tab (awaiting a promise); its value as JSON, or the
