@@ -117,6 +117,7 @@ impl FakeConsole {
                 vm_uuid: String::new(),
                 device_id: device.into(),
                 audio: None,
+                audio_in: None,
             },
             tx: ByteProducer::new(out_mem.clone()).map_err(s)?,
             rx: ByteConsumer::new(in_mem.clone()).map_err(s)?,
@@ -284,6 +285,7 @@ impl FakeAudio {
                 sample_format: 3,
                 big_endian: false,
             }),
+            audio_in: None,
         };
         let data = Doorbell::new().map_err(s)?;
         let msg = desc.encode().map_err(|e| e.to_string())?;

@@ -253,10 +253,10 @@ impl Ingest {
         }
         let desc = DeviceDescription::decode(msg).map_err(|e| e.to_string())?;
         crate::names::check_description(&desc)?;
-        if fds != desc.kind.fd_count() {
+        if fds != desc.fd_count() {
             return Err(format!(
                 "expected {} file descriptors, got {fds}",
-                desc.kind.fd_count()
+                desc.fd_count()
             ));
         }
         Ok(desc)
