@@ -198,6 +198,7 @@ impl Ingest {
         {
             let mut s = lock(&dev.state);
             s.audio_format = desc.audio;
+            s.audio_in_format = desc.audio_in;
         }
         *lock(&dev.input) = input;
         dev.set_attachment(DeviceState::Attached, None);

@@ -10,6 +10,8 @@ mod exit;
 mod identity;
 mod link;
 mod listing;
+mod mic;
+mod mic_source;
 mod play;
 mod qmp;
 mod sound_card;
@@ -149,6 +151,21 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
                 codec,
             };
             play::play(&session, &device, opts).await?
+        }
+        Command::Mic {
+            device,
+            tone,
+            wav,
+            raw,
+            seconds,
+        } => {
+            let opts = mic::MicOptions {
+                tone,
+                wav,
+                raw,
+                seconds,
+            };
+            mic::mic(&session, &device, opts).await?
         }
         Command::Qmp {
             device,
