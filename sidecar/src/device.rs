@@ -75,8 +75,6 @@ pub(crate) struct Counters {
     pub subscribers: AtomicUsize,
     pub spool_errors: AtomicU64,
     pub input_bytes: AtomicU64,
-    /// Microphone PCM bytes dropped because the guest's input ring was full.
-    pub mic_dropped_bytes: AtomicU64,
     pub journal_read_errors: AtomicU64,
     pub registrations: AtomicU64,
 }

@@ -3,8 +3,9 @@
 //!
 //! Audio keeps real time on both ends: the client sends at the pace of its source and QEMU
 //! reads at the pace of the guest's sound card. What does not fit in the ring is dropped
-//! (whole frames) and counted, never queued: a queue would only make the guest hear the
-//! client later and later.
+//! (whole frames), never queued: a queue would only make the guest hear the client later
+//! and later. The device's input counter counts what went in; each sender's attachment
+//! logs what went in and what was dropped when it ends.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -62,11 +63,10 @@ impl Handle {
         } else {
             0
         };
-        let dropped = pcm.len() - written;
         d.counters.input_bytes.fetch_add(written as u64, Relaxed);
-        d.counters
-            .mic_dropped_bytes
-            .fetch_add(dropped as u64, Relaxed);
-        Ok(MicWrite { written, dropped })
+        Ok(MicWrite {
+            written,
+            dropped: pcm.len() - written,
+        })
     }
 }

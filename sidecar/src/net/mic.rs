@@ -48,11 +48,15 @@ pub(super) async fn mic(
     }
     tracing::info!(peer = %c.peer, device = %key, rate = format.frequency, channels = format.channels, "microphone attached");
     let rules = MicRules::new(key.to_string(), frame_bytes);
+    // What went into the ring and what did not fit, said when the sender leaves.
     let (mut written, mut dropped) = (0u64, 0u64);
-    loop {
+    let end = loop {
         let frame = match reader.next().await {
             Ok(f) => f,
-            Err(e) => return c.refuse(e),
+            Err(e) => {
+                tracing::info!(peer = %c.peer, device = %key, written, dropped, "microphone detached");
+                return c.refuse(e);
+            }
         };
         match rules.on_frame(frame) {
             MicAction::Continue => {}
@@ -63,30 +67,21 @@ pub(super) async fn mic(
                     Ok(f) if f == format => {}
                     Ok(_) => {
                         let why = format!("{key} records in another format since this attachment began (its QEMU restarted): attach again");
-                        return c.end(&mut send, refuse(ErrorCode::NotAttached, why)).await;
+                        break refuse(ErrorCode::NotAttached, why);
                     }
-                    Err(e) => {
-                        return c
-                            .end(&mut send, refuse(ErrorCode::NotAttached, e.to_string()))
-                            .await
-                    }
+                    Err(e) => break refuse(ErrorCode::NotAttached, e.to_string()),
                 }
                 match handle.write_mic(&key, &pcm) {
                     Ok(w) => {
                         written += w.written as u64;
                         dropped += w.dropped as u64;
                     }
-                    Err(e) => {
-                        return c
-                            .end(&mut send, refuse(ErrorCode::NotAttached, e.to_string()))
-                            .await
-                    }
+                    Err(e) => break refuse(ErrorCode::NotAttached, e.to_string()),
                 }
             }
-            MicAction::End(end) => {
-                tracing::info!(peer = %c.peer, device = %key, written, dropped, "microphone detached");
-                return c.end(&mut send, end).await;
-            }
+            MicAction::End(end) => break end,
         }
-    }
+    };
+    tracing::info!(peer = %c.peer, device = %key, written, dropped, "microphone detached");
+    c.end(&mut send, end).await
 }

@@ -76,6 +76,15 @@ fn real_main() -> anyhow::Result<Exit> {
     {
         anyhow::bail!("{}", sound_card::NO_SOUND_CARD);
     }
+    if let Command::Mic {
+        tone: None,
+        wav: None,
+        raw: None,
+        ..
+    } = &cli.command
+    {
+        anyhow::bail!("{}", mic::NO_SOURCE);
+    }
     if let Command::Play { raw: true, .. } = &cli.command {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             anyhow::bail!(

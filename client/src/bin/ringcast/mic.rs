@@ -18,6 +18,11 @@ const TICK: Duration = Duration::from_millis(10);
 /// Sent at once when starting, so a late tick does not leave the guest without sound.
 const LEAD_TICKS: u32 = 2;
 
+/// Said (before connecting) when `mic` has no source.
+pub const NO_SOURCE: &str = "ringcast mic needs a source: this build takes no sound from a \
+     sound card; pass --wav FILE, --raw FILE (s16 little-endian at the guest's rate and \
+     channels, - for stdin) or --tone HZ";
+
 /// Where the sound comes from.
 #[derive(Debug)]
 pub struct MicOptions {
@@ -30,11 +35,7 @@ pub struct MicOptions {
 /// `ringcast mic`: sends until the source ends, `seconds` went out, or the server ends it.
 pub async fn mic(s: &Session, device: &str, o: MicOptions) -> anyhow::Result<Exit> {
     if o.tone.is_none() && o.wav.is_none() && o.raw.is_none() {
-        anyhow::bail!(
-            "ringcast mic needs a source: this build takes no sound from a sound card; pass \
-             --wav FILE, --raw FILE (s16 little-endian at the guest's rate and channels) or \
-             --tone HZ"
-        );
+        anyhow::bail!("{NO_SOURCE}");
     }
     let (vm, dev) = split_device(device)?;
     let mut m = s.attach_mic(&vm, &dev).await?;
