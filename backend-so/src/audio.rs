@@ -3,11 +3,6 @@
 //! Audio keeps real time: QEMU paces the calls, and the plugin takes everything. When the
 //! ring is full the newest period is dropped and counted; while no daemon is attached
 //! periods are counted as dropped without touching the ring.
-//!
-//! An audio input (a sound card's line-in or microphone voice): ringcast has no capture
-//! path yet, so the plugin offers input voices that deliver silence, counted. Without
-//! them QEMU cannot create the card's capture voices and logs "Could not create a backend
-//! for voice" on every boot.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
@@ -26,63 +21,10 @@ pub(crate) struct AudioStats {
     pub dropped_unattached: u64,
     /// Records lost with a ring the daemon broke: stored but not taken, or being written.
     pub dropped_poisoned: u64,
-    /// Frames of silence handed to the guest's input voice.
+    /// Frames of silence handed to the guest's input voice (no client audio was there).
     pub silent_input_frames: u64,
-}
-
-/// An open input voice: delivers silence in its format.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct InputVoice {
-    /// One sample of silence.
-    silence: [u8; 4],
-    sample_bytes: usize,
-    frame_bytes: usize,
-    pub enabled: bool,
-    /// The guest has been told nothing of where silence comes from; logged once.
-    pub announced: bool,
-}
-
-impl InputVoice {
-    pub(crate) fn new(format: AudioFormat) -> Result<Self, String> {
-        if !format.is_valid() {
-            return Err(format!(
-                "unsupported audio input format: {} Hz, {} channels, sample format {}",
-                format.frequency, format.channels, format.sample_format
-            ));
-        }
-        let sample_bytes = format
-            .sample_bytes()
-            .ok_or_else(|| format!("unsupported sample format {}", format.sample_format))?
-            as usize;
-        // Silence is the middle of the range: 0 for signed and float samples, the top bit
-        // alone for unsigned ones (in the voice's byte order).
-        let mut silence = [0u8; 4];
-        if matches!(format.sample_format, 0 | 2 | 4) {
-            let top = if format.big_endian {
-                0
-            } else {
-                sample_bytes - 1
-            };
-            silence[top] = 0x80;
-        }
-        Ok(InputVoice {
-            silence,
-            sample_bytes,
-            frame_bytes: sample_bytes * usize::from(format.channels),
-            enabled: false,
-            announced: false,
-        })
-    }
-
-    /// Fills the whole frames that fit in `buf` with silence; returns the bytes filled.
-    pub(crate) fn read(&self, buf: &mut [u8], stats: &mut AudioStats) -> usize {
-        let n = buf.len() / self.frame_bytes * self.frame_bytes;
-        for sample in buf[..n].chunks_exact_mut(self.sample_bytes) {
-            sample.copy_from_slice(&self.silence[..self.sample_bytes]);
-        }
-        stats.silent_input_frames += (n / self.frame_bytes) as u64;
-        n
-    }
+    /// Frames of client audio (`ringcast mic`) handed to the guest's input voice.
+    pub input_frames: u64,
 }
 
 /// One open output voice and its ring.
@@ -188,38 +130,6 @@ impl Voice {
 mod tests {
     use super::*;
 
-    #[test]
-    fn input_silence_is_the_middle_of_each_sample_format_in_whole_frames() {
-        for (sample_format, big_endian, sample) in [
-            (0, false, &[0x80][..]),
-            (1, false, &[0][..]),
-            (2, false, &[0, 0x80][..]),
-            (2, true, &[0x80, 0][..]),
-            (3, true, &[0, 0][..]),
-            (4, false, &[0, 0, 0, 0x80][..]),
-            (4, true, &[0x80, 0, 0, 0][..]),
-            (5, false, &[0, 0, 0, 0][..]),
-            (6, true, &[0, 0, 0, 0][..]),
-        ] {
-            let f = AudioFormat {
-                big_endian,
-                ..format(44100, 3, sample_format)
-            };
-            let v = InputVoice::new(f).unwrap();
-            let frame = sample.len() * 3;
-            let mut buf = vec![0x55u8; 5 * frame + frame - 1];
-            let mut stats = AudioStats::default();
-            assert_eq!(v.read(&mut buf, &mut stats), 5 * frame);
-            assert_eq!(stats.silent_input_frames, 5);
-            assert_eq!(buf[..5 * frame], sample.repeat(15)[..], "{f:?}");
-            assert!(buf[5 * frame..].iter().all(|&b| b == 0x55), "{f:?}");
-            assert_eq!(v.read(&mut buf[..frame - 1], &mut stats), 0);
-        }
-        for bad in [format(44100, 0, 3), format(0, 2, 3), format(44100, 2, 9)] {
-            assert!(InputVoice::new(bad).is_err(), "{bad:?}");
-        }
-    }
-
     fn format(frequency: u32, channels: u16, sample_format: u16) -> AudioFormat {
         AudioFormat {
             frequency,
@@ -251,6 +161,7 @@ mod tests {
             vm_uuid: String::new(),
             device_id: "a".into(),
             audio: None,
+            audio_in: None,
         });
         let wire = desc.encode().unwrap();
         assert_eq!(DeviceDescription::decode(&wire).unwrap(), desc);

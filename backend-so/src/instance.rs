@@ -26,7 +26,8 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::abi;
-use crate::audio::{AudioStats, InputVoice, Voice};
+use crate::audio::{AudioStats, Voice};
+use crate::audio_input::InputVoice;
 use crate::console::{Console, Frontend};
 use crate::host::{Host, Level, Timer, Watch};
 use crate::link::LinkState;
@@ -66,7 +67,8 @@ enum Device {
     Audio {
         voice: Option<Voice>,
         enabled: bool,
-        /// The capture voice QEMU opened, if any: it gets silence.
+        /// The capture voice QEMU opened, if any: it gets what clients send (`ringcast
+        /// mic`) through the daemon, or silence.
         input: Option<InputVoice>,
         stats: AudioStats,
     },
@@ -275,12 +277,13 @@ impl Instance {
             );
         }
         if let Device::Audio { stats, .. } = &inner.device {
-            if stats.silent_input_frames > 0 {
+            if stats.silent_input_frames + stats.input_frames > 0 {
                 self.host.log(
                     Level::Info,
                     &format!(
-                        "{}: {} frames of silence delivered to the guest's audio input",
-                        inner.label, stats.silent_input_frames
+                        "{}: {} frames of client audio and {} frames of silence delivered to \
+                         the guest's audio input",
+                        inner.label, stats.input_frames, stats.silent_input_frames
                     ),
                 );
             }

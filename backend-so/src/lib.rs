@@ -25,6 +25,7 @@
 
 pub mod abi;
 mod audio;
+mod audio_input;
 mod console;
 mod host;
 mod instance;

@@ -31,6 +31,7 @@ pub mod console;
 pub mod error;
 pub mod jitter;
 pub mod link;
+pub mod mic;
 pub mod playout;
 pub mod session;
 
@@ -58,6 +59,7 @@ pub use console::{ConsoleItem, ConsoleStream};
 pub use error::Error;
 use error::*;
 pub use link::{LinkEvent, LinkMonitor, LinkState, LINK_QUIET};
+pub use mic::MicStream;
 pub use session::Session;
 
 /// Default port of ringcastd's QUIC server.

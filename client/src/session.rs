@@ -275,6 +275,49 @@ impl Session {
         })
     }
 
+    /// Attaches to an audio device for sending it sound: what is sent is what the guest's
+    /// sound card records (its line-in), in [`MicStream::format`]. Needs the audio and
+    /// write rights and the device's microphone (one client at a time: `WRITER_BUSY`).
+    pub async fn attach_mic(&self, vm: &str, device: &str) -> Result<MicStream, Error> {
+        let what = format!("{vm}/{device}");
+        let (send, mut reader, attached) = self
+            .attach(
+                DeviceKind::Audio,
+                Frame::Attach {
+                    vm: vm.into(),
+                    device: device.into(),
+                    mode: Mode::Write,
+                    start: StartAt::Now,
+                    datagrams: false,
+                    codecs: Vec::new(),
+                },
+            )
+            .await?;
+        let Some(format) = attached.audio else {
+            return Err(Error::Protocol(format!(
+                "the server announced no audio format for {what}'s input"
+            )));
+        };
+        let (tx, ended) = tokio::sync::watch::channel(None);
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            let end = match reader.next().await {
+                Ok(frame) => rules::client::mic_frame(&what, frame).map_err(|r| {
+                    let e: Error = r.into();
+                    (&e).into()
+                }),
+                Err(e) => Err((&from_read(&addr, e)).into()),
+            };
+            let _ = tx.send(Some(end));
+        });
+        Ok(MicStream {
+            addr: self.addr.clone(),
+            send,
+            format,
+            ended,
+        })
+    }
+
     fn start_datagrams(&self) {
         let mut task = self.datagram_task.lock().unwrap_or_else(|e| e.into_inner());
         if task.is_some() {

@@ -633,6 +633,31 @@ fn play_without_the_sound_card_feature_says_what_to_do_instead() {
     assert!(!err.contains("cannot connect"), "{err}");
 }
 
+/// `mic` without a source says what to pass, before connecting anywhere; a tone the
+/// guest's rate cannot carry is refused with the limit.
+#[test]
+fn mic_without_a_source_says_what_to_pass() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--server", "127.0.0.1:9", "mic", "vm/snd0"])
+        .env_remove("RINGCAST_SERVER")
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in ["needs a source", "--wav FILE", "--raw FILE", "--tone HZ"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(!err.contains("cannot connect"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["mic", "vm/snd0", "--tone", "1000", "--wav", "x.wav"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses two sources");
+}
+
 /// A running `ringcast` whose stderr (and stdout) are collected as they come.
 struct Running {
     child: Child,

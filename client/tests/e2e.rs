@@ -714,3 +714,86 @@ async fn opus_subscribers_share_one_encoder_and_a_pcm_only_client_still_gets_pcm
     drop((pcm, first, second));
     env.stop().await;
 }
+
+/// `ringcast mic`'s path: PCM a writer sends reaches the device's capture ring exactly, in
+/// the format the device announced; one sender at a time; a listener with every right
+/// but write, and a device whose sound card records nothing, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mic_audio_reaches_the_capture_ring_and_only_a_writer_with_the_audio_right_sends_it() {
+    let ids = tempfile::tempdir().unwrap();
+    let alice = identity(ids.path(), "alice");
+    let spy = identity(ids.path(), "spy");
+    let env = Env::start(Some(&format!(
+        "{} vm/* audio,write\n{} vm/* audio,read,spy,monitor\n",
+        alice.fingerprint(),
+        spy.fingerprint()
+    )));
+    let input = shm_ring::handover::AudioFormat {
+        frequency: 44_100,
+        channels: 2,
+        sample_format: 3,
+        big_endian: false,
+    };
+    let mut audio = FakeAudio::with_input(&env.socket(), "vm", "snd0", input);
+    let _plain = FakeAudio::new(&env.socket(), "vm", "snd1");
+    let s = env.session_as(Some(alice.clone())).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while s.list().await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("both devices listed");
+    let mut m = s.attach_mic("vm", "snd0").await.unwrap();
+    let f = m.format();
+    assert_eq!((f.rate, f.channels, f.sample_format), (44_100, 2, 3));
+    assert_eq!(m.frame_bytes(), 4);
+    let sent = stream(7, 0, 441 * 4 * 10);
+    for chunk in sent.chunks(441 * 4) {
+        m.send(chunk).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while got.len() < sent.len() && std::time::Instant::now() < deadline {
+        got.extend(audio.read_input());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(got == sent, "{} of {} bytes arrived", got.len(), sent.len());
+    // One sender per device.
+    let other = env.session_as(Some(alice.clone())).await.unwrap();
+    let e = other.attach_mic("vm", "snd0").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::WriterBusy), "{e}");
+    // A listener cannot send, whatever else it may do; it still listens.
+    let watcher = env.session_as(Some(spy)).await.unwrap();
+    let e = watcher.attach_mic("vm", "snd0").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotAuthorized), "{e}");
+    assert!(
+        e.to_string().contains("needs the audio and write rights"),
+        "{e}"
+    );
+    watcher.attach_audio("vm", "snd0", false).await.unwrap();
+    assert!(audio.read_input().is_empty());
+    // A sound card that records nothing has no microphone.
+    let e = s.attach_mic("vm", "snd1").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotAttached), "{e}");
+    assert!(e.to_string().contains("has no audio input"), "{e}");
+    // Once the sender leaves, another may send.
+    m.detach().await;
+    let mut m2 = tokio::time::timeout(WAIT, async {
+        loop {
+            match other.attach_mic("vm", "snd0").await {
+                Ok(m) => return m,
+                Err(e) if e.code() == Some(ErrorCode::WriterBusy) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    m2.send(&[1, 2, 3, 4]).await.unwrap();
+    m2.detach().await;
+    drop((s, other, watcher));
+    env.stop().await;
+}

@@ -329,7 +329,7 @@ impl Daemon {
             };
             let desc = DeviceDescription::decode(&msg)
                 .unwrap_or_else(|e| panic!("the plugin sent a bad registration: {e}"));
-            assert_eq!(fds.len(), desc.kind.fd_count(), "{desc:?}");
+            assert_eq!(fds.len(), desc.fd_count(), "{desc:?}");
             let mut fds = fds.into_iter().map(Some).collect::<Vec<_>>();
             let mut take = |i: usize| fds[i].take().unwrap();
             let mut conn = Conn {

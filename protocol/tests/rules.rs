@@ -331,12 +331,51 @@ fn an_audio_stream_takes_no_input_ignores_reports_and_closes_on_foreign_frames()
         )
         .unwrap(),
         ErrorCode::ReadOnly,
-        "vm/snd is an audio output",
+        "this attachment listens to vm/snd: sending audio to the guest needs an attachment \
+         for writing (`ringcast mic`)",
     );
     closes_with(
         &server::audio_frame("vm/snd", Some(Frame::GetStats { request: 1 })).unwrap(),
         ErrorCode::ProtocolViolation,
         "GetStats is not allowed on an audio stream",
+    );
+}
+
+#[test]
+fn a_microphone_stream_takes_whole_frames_of_pcm_only() {
+    use protocol::rules::server::{MicAction, MicRules};
+    let mic = MicRules::new("vm/snd", 4);
+    let pcm = Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        mic.on_frame(Some(Frame::Input { bytes: pcm.clone() })),
+        MicAction::Pcm(pcm)
+    );
+    assert_eq!(
+        mic.on_frame(Some(Frame::Consumed { offset: 3 })),
+        MicAction::Continue
+    );
+    assert_eq!(
+        mic.on_frame(Some(Frame::Detach)),
+        MicAction::End(End::Finish)
+    );
+    assert_eq!(mic.on_frame(None), MicAction::End(End::Finish));
+    let MicAction::End(end) = mic.on_frame(Some(Frame::Input {
+        bytes: Bytes::from_static(&[1, 2, 3, 4, 5, 6]),
+    })) else {
+        panic!("a partial frame was taken");
+    };
+    closes_with(
+        &end,
+        ErrorCode::ProtocolViolation,
+        "6 bytes of audio for vm/snd are not whole frames of 4 bytes",
+    );
+    let MicAction::End(end) = mic.on_frame(Some(Frame::GetStats { request: 1 })) else {
+        panic!("a control request was taken");
+    };
+    closes_with(
+        &end,
+        ErrorCode::ProtocolViolation,
+        "GetStats is not allowed on a microphone stream",
     );
 }
 
@@ -575,6 +614,44 @@ mod rights {
                 assert!(message.contains(words), "{message:?} should say {words:?}");
             }
             other => panic!("expected a {code:?} refusal, got {other:?}"),
+        }
+    }
+
+    /// Sending sound into the guest is writing: a listener, a reader or a spy (whatever
+    /// other rights it has) is refused, and only audio together with write opens the
+    /// microphone. Listening still needs nothing but the audio right.
+    #[test]
+    fn only_a_writer_with_the_audio_right_may_send_audio_to_the_guest() {
+        for rights in ["audio", "audio,read,spy,monitor", "write", "write,read,spy"] {
+            let r = authorize_attach("vm/snd", Some(AUDIO), only(rights), Mode::Write, FROM_ZERO);
+            match rights {
+                "write" | "write,read,spy" => refused(
+                    r,
+                    ErrorCode::NotAuthorized,
+                    "needs the audio and write rights",
+                ),
+                _ => refused(
+                    r,
+                    ErrorCode::NotAuthorized,
+                    "sending audio to vm/snd (microphone) needs the audio and write rights",
+                ),
+            }
+        }
+        assert_eq!(
+            authorize_attach(
+                "vm/snd",
+                Some(AUDIO),
+                only("audio,write"),
+                Mode::Write,
+                FROM_ZERO
+            ),
+            Ok(StartAt::Now)
+        );
+        for mode in [Mode::Read, Mode::Spy] {
+            assert_eq!(
+                authorize_attach("vm/snd", Some(AUDIO), only("audio"), mode, FROM_ZERO),
+                Ok(StartAt::Now)
+            );
         }
     }
 

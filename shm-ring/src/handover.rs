@@ -8,12 +8,17 @@
 //! "SHMDEV01"  u16 version  u8 kind  u8 nfds  u32 pid  u64 session
 //! u32 frequency  u16 channels  u16 sample_format  u8 big_endian  u8[3] zero   (audio; zero for consoles)
 //! u16 len + bytes: vm_name, vm_uuid, device_id  (UTF-8, at most 255 bytes each)
+//! u32 frequency  u16 channels  u16 sample_format  u8 big_endian  u8[3] zero   (audio with an input voice only)
 //! ```
 //!
 //! File descriptors, in order: console = output ring, its data doorbell, its space
 //! doorbell, input ring, its data doorbell, its space doorbell; audio = output ring, its
-//! data doorbell. "Data" doorbells are rung by the ring's producer, "space" doorbells by
-//! its consumer.
+//! data doorbell, and, when the guest's sound card has an input voice (`nfds` 3), the
+//! input byte ring (the guest's capture side: the consumer of the description writes PCM
+//! in the input format into it, whole frames; the producer of the description reads it
+//! when QEMU asks for input, and needs no doorbell). "Data" doorbells are rung by the
+//! ring's producer, "space" doorbells by its consumer. A consumer older than the input
+//! ring refuses an audio description with 3 descriptors ("wrong descriptor count").
 //!
 //! The acknowledgement: `"SHMACK01"  u8 status (0 = accepted)  u16 len + message`.
 
@@ -53,12 +58,13 @@ pub fn default_socket_path(app: &str) -> std::path::PathBuf {
 pub enum DeviceKind {
     /// A character device: output and input byte rings.
     Console = 1,
-    /// An audio output: one record ring.
+    /// An audio output: one record ring, and an input byte ring when the guest records.
     Audio = 2,
 }
 
 impl DeviceKind {
-    /// Number of descriptors a message of this kind carries.
+    /// Number of descriptors a message of this kind carries without an input voice
+    /// (see [`DeviceDescription::fd_count`]).
     pub fn fd_count(self) -> usize {
         match self {
             DeviceKind::Console => 6,
@@ -125,16 +131,29 @@ pub struct DeviceDescription {
     pub device_id: String,
     /// PCM format for audio devices.
     pub audio: Option<AudioFormat>,
+    /// PCM format of the guest's input voice (audio devices whose sound card records):
+    /// the description then carries the input ring.
+    pub audio_in: Option<AudioFormat>,
 }
 
 impl DeviceDescription {
+    /// Number of descriptors the message carries.
+    pub fn fd_count(&self) -> usize {
+        self.kind.fd_count() + usize::from(self.audio_in.is_some())
+    }
+
     /// Serialises the description.
     pub fn encode(&self) -> Result<Vec<u8>, RingError> {
         let mut b = Vec::with_capacity(128);
         b.extend_from_slice(DEVICE_MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
         b.push(self.kind as u8);
-        b.push(self.kind.fd_count() as u8);
+        if self.audio_in.is_some() && self.kind != DeviceKind::Audio {
+            return Err(RingError::BadMessage(
+                "only audio devices have an input voice",
+            ));
+        }
+        b.push(self.fd_count() as u8);
         b.extend_from_slice(&self.pid.to_le_bytes());
         b.extend_from_slice(&self.session.to_le_bytes());
         let a = self.audio.unwrap_or_default();
@@ -149,6 +168,13 @@ impl DeviceDescription {
             }
             b.extend_from_slice(&(s.len() as u16).to_le_bytes());
             b.extend_from_slice(s.as_bytes());
+        }
+        if let Some(a) = self.audio_in {
+            b.extend_from_slice(&a.frequency.to_le_bytes());
+            b.extend_from_slice(&a.channels.to_le_bytes());
+            b.extend_from_slice(&a.sample_format.to_le_bytes());
+            b.push(u8::from(a.big_endian));
+            b.extend_from_slice(&[0; 3]);
         }
         Ok(b)
     }
@@ -167,7 +193,9 @@ impl DeviceDescription {
             2 => DeviceKind::Audio,
             _ => return Err(RingError::BadMessage("unknown device kind")),
         };
-        if usize::from(r.u8()?) != kind.fd_count() {
+        let nfds = usize::from(r.u8()?);
+        let has_input = kind == DeviceKind::Audio && nfds == kind.fd_count() + 1;
+        if nfds != kind.fd_count() && !has_input {
             return Err(RingError::BadMessage("wrong descriptor count for the kind"));
         }
         let pid = r.u32()?;
@@ -189,6 +217,21 @@ impl DeviceDescription {
                 .map_err(|_| RingError::BadMessage("a name is not UTF-8"))?
                 .to_owned();
         }
+        let audio_in = if has_input {
+            let a = AudioFormat {
+                frequency: r.u32()?,
+                channels: r.u16()?,
+                sample_format: r.u16()?,
+                big_endian: r.u8()? != 0,
+            };
+            r.take(3)?;
+            if !a.is_valid() {
+                return Err(RingError::BadMessage("invalid audio input format"));
+            }
+            Some(a)
+        } else {
+            None
+        };
         if !r.0.is_empty() {
             return Err(RingError::BadMessage("trailing bytes"));
         }
@@ -213,6 +256,7 @@ impl DeviceDescription {
             vm_uuid,
             device_id,
             audio,
+            audio_in,
         })
     }
 }
@@ -352,6 +396,7 @@ mod tests {
             vm_uuid: "".into(),
             device_id: "serial0".into(),
             audio: None,
+            audio_in: None,
         }
     }
 
@@ -372,11 +417,62 @@ mod tests {
         assert_eq!(DeviceDescription::decode(&a.encode().unwrap()).unwrap(), a);
     }
 
+    fn duplex() -> DeviceDescription {
+        let f = AudioFormat {
+            frequency: 44100,
+            channels: 2,
+            sample_format: 3,
+            big_endian: false,
+        };
+        DeviceDescription {
+            kind: DeviceKind::Audio,
+            audio: Some(f),
+            audio_in: Some(AudioFormat {
+                frequency: 48000,
+                channels: 1,
+                ..f
+            }),
+            ..console()
+        }
+    }
+
+    #[test]
+    fn an_audio_description_with_an_input_voice_carries_its_format_and_ring() {
+        let d = duplex();
+        let wire = d.encode().unwrap();
+        assert_eq!(d.fd_count(), 3);
+        assert_eq!(wire[11], 3, "nfds");
+        assert_eq!(DeviceDescription::decode(&wire).unwrap(), d);
+        // Without the input voice: the first version's message, byte for byte.
+        let out_only = DeviceDescription {
+            audio_in: None,
+            ..d.clone()
+        };
+        let old = out_only.encode().unwrap();
+        assert_eq!(old[11], 2);
+        assert_eq!(old[12..], wire[12..wire.len() - 12]);
+        // A console has no input voice, and an input format must be valid.
+        let bad = DeviceDescription {
+            audio_in: d.audio_in,
+            ..console()
+        };
+        assert!(bad.encode().is_err());
+        let mut zero_rate = wire.clone();
+        let at = zero_rate.len() - 12;
+        zero_rate[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(DeviceDescription::decode(&zero_rate).is_err());
+        // A console with 7 descriptors is still wrong.
+        let mut c = console().encode().unwrap();
+        c[11] = 7;
+        assert!(DeviceDescription::decode(&c).is_err());
+    }
+
     #[test]
     fn every_truncation_of_a_description_is_rejected() {
-        let b = console().encode().unwrap();
-        for n in 0..b.len() {
-            assert!(DeviceDescription::decode(&b[..n]).is_err(), "prefix {n}");
+        for b in [console().encode().unwrap(), duplex().encode().unwrap()] {
+            for n in 0..b.len() {
+                assert!(DeviceDescription::decode(&b[..n]).is_err(), "prefix {n}");
+            }
         }
     }
 

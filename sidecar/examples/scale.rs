@@ -47,6 +47,7 @@ fn register(socket: &Path, i: usize) -> Device {
         vm_uuid: String::new(),
         device_id: "serial0".into(),
         audio: None,
+        audio_in: None,
     };
     let sock = rustix::net::socket(
         rustix::net::AddressFamily::UNIX,

@@ -53,7 +53,7 @@ pub struct DeviceStats {
     /// Console bytes that left the RAM window while the spool was off: lost for good
     /// (subscribers behind them get a `Retention` gap of this size).
     pub dropped_no_spool: u64,
-    /// Console input bytes written into the input ring.
+    /// Console input bytes (audio: microphone PCM bytes) written into the input ring.
     pub input_bytes: u64,
     /// Console subscriptions ended because a journal segment could not be read (deleted or
     /// truncated outside ringcastd).
@@ -79,11 +79,13 @@ pub(crate) struct Counters {
     pub registrations: AtomicU64,
 }
 
-/// The writing end of a console's input ring.
+/// The writing end of an input ring: a console's keystrokes, or the PCM an audio
+/// device's capture voice records (`ringcast mic`; no doorbell: QEMU reads it on its
+/// audio timer).
 #[derive(Debug)]
 pub(crate) struct InputSide {
     pub producer: ByteProducer,
-    pub data_bell: Doorbell,
+    pub data_bell: Option<Doorbell>,
 }
 
 /// One period of audio, as QEMU handed it over.
@@ -134,6 +136,8 @@ pub(crate) struct Mutable {
     pub attachment: DeviceState,
     pub poisoned: Option<String>,
     pub audio_format: Option<AudioFormat>,
+    /// The format of the guest's capture voice, when its sound card records.
+    pub audio_in_format: Option<AudioFormat>,
     pub audio_queues: Vec<Arc<AudioQueue>>,
     /// Queues of the Opus subscribers, fed by the device's encoder thread.
     pub opus_queues: Vec<Arc<AudioQueue>>,
@@ -176,6 +180,7 @@ impl Device {
                 attachment: DeviceState::Gone,
                 poisoned: None,
                 audio_format: None,
+                audio_in_format: None,
                 audio_queues: Vec::new(),
                 opus_queues: Vec::new(),
                 opus_running: false,

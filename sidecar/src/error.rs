@@ -58,6 +58,12 @@ pub enum Error {
     /// The device's Opus encoder could not be started.
     #[error("device {0}: cannot encode Opus: {1}")]
     Opus(String, String),
+    /// The guest's sound card has no capture voice: there is nothing to send audio to.
+    #[error(
+        "device {0} has no audio input: its sound card records nothing (use one that does, \
+         such as AC97 or intel-hda with hda-duplex)"
+    )]
+    NoCapture(String),
     /// The device's QEMU is not connected (console input cannot be delivered).
     #[error("device {0} is not attached to a running QEMU")]
     NotAttached(String),

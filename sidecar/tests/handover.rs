@@ -20,6 +20,7 @@ fn description(id: &str) -> Vec<u8> {
         vm_uuid: String::new(),
         device_id: id.into(),
         audio: None,
+        audio_in: None,
     }
     .encode()
     .unwrap()

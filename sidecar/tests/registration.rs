@@ -239,3 +239,43 @@ fn a_vm_name_stays_with_the_vm_uuid_that_registered_it_across_restarts() {
     assert!(spool.ends_with(b"!"));
     d.kill9();
 }
+
+/// An audio registration announcing a capture voice must carry the input ring as its third
+/// descriptor: with two, it is refused with the count it needed; with three, it is taken.
+#[test]
+fn an_audio_registration_with_a_capture_voice_needs_its_input_ring() {
+    use shm_ring::handover::{AudioFormat, DeviceDescription, DeviceKind};
+    use shm_ring::{Doorbell, RingKind, RingMemory};
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = daemon(dir.path());
+    let format = AudioFormat {
+        frequency: 44_100,
+        channels: 2,
+        sample_format: 3,
+        big_endian: false,
+    };
+    let desc = DeviceDescription {
+        kind: DeviceKind::Audio,
+        pid: std::process::id(),
+        session: 3,
+        vm_name: "vm".into(),
+        vm_uuid: String::new(),
+        device_id: "snd0".into(),
+        audio: Some(format),
+        audio_in: Some(format),
+    };
+    let msg = desc.encode().unwrap();
+    let out = RingMemory::create("out", RingKind::Records, 1 << 16, 4096).unwrap();
+    let bell = Doorbell::new().unwrap();
+    let input = RingMemory::create("in", RingKind::Bytes, 1 << 16, 0).unwrap();
+    let s = connect(&d.socket());
+    handover::send_with_fds(&s, &msg, &[out.fd(), bell.as_fd()]).unwrap();
+    let why = refusal(&s, 10).unwrap();
+    assert!(why.contains("expected 3 file descriptors, got 2"), "{why}");
+    let s = connect(&d.socket());
+    handover::send_with_fds(&s, &msg, &[out.fd(), bell.as_fd(), input.fd()]).unwrap();
+    let answer = refusal(&s, 10).expect_err("the registration was refused");
+    assert!(answer.starts_with("accepted: "), "{answer}");
+    d.kill9();
+}

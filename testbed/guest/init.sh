@@ -44,6 +44,7 @@ rate=48000
 echo_bytes=64
 echo_dev=/dev/ttyS0
 idle_s=5
+record_ms=3000
 dsp=/dev/dsp
 volume=100
 for w in $(cat /proc/cmdline); do
@@ -59,6 +60,7 @@ for w in $(cat /proc/cmdline); do
 	rc.echo_bytes=*) echo_bytes=${w#*=} ;;
 	rc.echo_dev=*) echo_dev=${w#*=} ;;
 	rc.idle_s=*) idle_s=${w#*=} ;;
+	rc.record_ms=*) record_ms=${w#*=} ;;
 	rc.dsp=*) dsp=${w#*=} ;;
 	rc.volume=*) volume=${w#*=} ;;
 	esac
@@ -112,6 +114,17 @@ run_tone() {
 	log "tone: finished"
 }
 
+# Records the sound card's capture side (what `ringcast mic` sends) for rc.record_ms at
+# rc.rate; rcguest reports the frequency it measured.
+run_record() {
+	wait_dev "$dsp" || return 1
+	log "record: start $record_ms ms rate $rate on $dsp"
+	rcguest record --ms "$record_ms" --rate "$rate" --dev "$dsp" \
+		${volume:+--volume "$volume"} ||
+		fail "record failed"
+	log "record: finished"
+}
+
 run_echo() {
 	wait_dev "$echo_dev" || return 1
 	log "echo: start on $echo_dev for $echo_bytes bytes"
@@ -163,6 +176,7 @@ case "$scenario" in
 demo) run_demo ;;
 console) run_console ;;
 tone) run_tone ;;
+record) run_record ;;
 all)
 	run_console
 	run_tone
@@ -175,9 +189,10 @@ idle)
 	;;
 *)
 	fail "unknown or missing rc.scenario='$scenario'"
-	echo "rc: scenarios: demo console tone all echo flood idle" \
+	echo "rc: scenarios: demo console tone record all echo flood idle" \
 		"(parameters: rc.seed rc.hvc_seed rc.serial_bytes rc.hvc_bytes rc.tone_hz" \
-		"rc.tone_ms rc.rate rc.echo_bytes rc.echo_dev rc.idle_s rc.dsp rc.volume)"
+		"rc.tone_ms rc.rate rc.echo_bytes rc.echo_dev rc.idle_s rc.dsp rc.volume" \
+		"rc.record_ms)"
 	;;
 esac
 finish

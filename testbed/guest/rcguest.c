@@ -12,6 +12,10 @@
  *   echo --dev DEV --count N
  *        Raw mode; answer every input line with "got:" + the line until N
  *        input bytes have been read or a line "quit" arrives.
+ *   record --ms D --rate R [--dev /dev/dsp] [--volume PCT]
+ *        Record a stereo S16_LE stream through OSS (line-in, capture gain PCT)
+ *        and report its frequency: rising zero crossings of the left channel
+ *        between its first and last sample above 1/32 of full scale.
  *
  * The stream (the host tests reimplement it, so it must not change):
  *   x = seed ? seed : 0x9E3779B97F4A7C15
@@ -404,6 +408,102 @@ static int cmd_tone(int argc, char **argv)
 	return 0;
 }
 
+/* ---------- record ---------- */
+
+/*
+ * Selects line-in as the recording source and sets the capture gain: drivers
+ * start with capture muted (QEMU's AC97 resets its record gain to mute). A
+ * card without a record source control is fine; without a gain it fails.
+ */
+static void set_capture(unsigned long long pct)
+{
+	const char *mixer = "/dev/mixer";
+	int fd, v;
+
+	if ((fd = open(mixer, O_RDWR)) < 0)
+		die("cannot open %s to set the capture gain", mixer);
+	v = SOUND_MASK_LINE;
+	if (ioctl(fd, SOUND_MIXER_WRITE_RECSRC, &v) < 0)
+		fprintf(stderr, "%s: %s has no record source control\n", prog, mixer);
+	v = (int)(pct | pct << 8);
+	if (ioctl(fd, SOUND_MIXER_WRITE_IGAIN, &v) < 0)
+		die("%s has no capture gain", mixer);
+	close(fd);
+}
+
+static int cmd_record(int argc, char **argv)
+{
+	unsigned long long ms = 1000, rate = 48000, volume = 100;
+	unsigned long long frames, f = 0, first = 0, last = 0, active = 0, rises = 0;
+	const char *dev = "/dev/dsp";
+	int fd, i, fmt = AFMT_S16_LE, ch = 2, spd, peak = 0, prev = 0;
+	int16_t buf[2 * 1024];
+	double t0;
+
+	for (i = 0; i < argc; i++) {
+		if (i + 1 >= argc) {
+			errno = 0;
+			die("missing value for %s", argv[i]);
+		}
+		if (!strcmp(argv[i], "--ms"))
+			ms = parse_num("--ms", argv[++i]);
+		else if (!strcmp(argv[i], "--rate"))
+			rate = parse_num("--rate", argv[++i]);
+		else if (!strcmp(argv[i], "--dev"))
+			dev = argv[++i];
+		else if (!strcmp(argv[i], "--volume"))
+			volume = parse_num("--volume", argv[++i]);
+		else {
+			errno = 0;
+			die("record: unknown option %s", argv[i]);
+		}
+	}
+	if ((fd = open(dev, O_RDONLY)) < 0)
+		die("cannot open %s for recording", dev);
+	if (ioctl(fd, SNDCTL_DSP_SETFMT, &fmt) < 0 || fmt != AFMT_S16_LE)
+		die("%s refused S16_LE", dev);
+	if (ioctl(fd, SNDCTL_DSP_CHANNELS, &ch) < 0 || ch != 2)
+		die("%s refused 2 channels", dev);
+	spd = (int)rate;
+	if (ioctl(fd, SNDCTL_DSP_SPEED, &spd) < 0 || spd <= 0)
+		die("%s gave no usable rate", dev);
+	set_capture(volume > 100 ? 100 : volume);
+	t0 = now_s();
+	frames = (unsigned long long)spd * ms / 1000;
+	while (f < frames) {
+		size_t want = frames - f < 1024 ? frames - f : 1024, n, k;
+		ssize_t got = read(fd, buf, want * 4);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			die("read from %s failed", dev);
+		n = (size_t)got / 4;
+		for (k = 0; k < n; k++, f++) {
+			int s = buf[2 * k], a = s < 0 ? -s : s;
+
+			if (a > peak)
+				peak = a;
+			if (a > 1024) {
+				if (!active)
+					first = f;
+				last = f;
+				active++;
+			}
+			if (active && prev < 0 && s >= 0)
+				rises++;
+			prev = s;
+		}
+	}
+	fprintf(stderr, "%s: record %llu ms on %s: driver set %d Hz, %llu frames, "
+		"active %llu frames, rises %llu, frequency %.1f Hz, peak %d, took %.3f s\n",
+		prog, ms, dev, spd, frames, active, rises,
+		last > first ? (double)rises * spd / (double)(last - first) : 0.0,
+		peak, now_s() - t0);
+	close(fd);
+	return 0;
+}
+
 /* ---------- echo ---------- */
 
 static int cmd_echo(int argc, char **argv)
@@ -486,7 +586,8 @@ usage:
 		fprintf(stderr,
 			"usage: rcguest gen  --seed S --bytes N --out DEV [--chunk C]\n"
 			"       rcguest tone --freq F --ms D --rate R [--dev /dev/dsp] [--volume PCT]\n"
-			"       rcguest echo --dev DEV --count N\n");
+			"       rcguest echo --dev DEV --count N\n"
+			"       rcguest record --ms D --rate R [--dev /dev/dsp] [--volume PCT]\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "gen"))
@@ -495,5 +596,7 @@ usage:
 		return cmd_tone(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "echo"))
 		return cmd_echo(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "record"))
+		return cmd_record(argc - 2, argv + 2);
 	goto usage;
 }

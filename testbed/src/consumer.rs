@@ -51,6 +51,9 @@ pub struct AudioEnd {
     /// The periods.
     pub rx: RecordConsumer,
     data: Doorbell,
+    /// The guest's capture side (when the plugin has an input voice): PCM written here is
+    /// what the guest records.
+    pub input: Option<ByteProducer>,
 }
 
 /// A device that registered.
@@ -167,7 +170,7 @@ impl TestConsumer {
             .map_err(|e| e.to_string())?
             .ok_or("peer closed before describing a device")?;
         let desc = DeviceDescription::decode(&msg).map_err(|e| e.to_string())?;
-        if fds.len() != desc.kind.fd_count() {
+        if fds.len() != desc.fd_count() {
             return Err(format!("{} fds for a {:?}", fds.len(), desc.kind));
         }
         Ok((desc, fds, sock))
@@ -208,11 +211,18 @@ fn map(desc: DeviceDescription, fds: Vec<OwnedFd>, sock: &OwnedFd) -> Result<Map
         }
         DeviceKind::Audio => {
             let mem = Arc::new(RingMemory::open(next(), RingKind::Records).map_err(e)?);
+            let has_input = desc.audio_in.is_some();
             Mapped::Audio(AudioEnd {
                 desc,
                 sock: placeholder()?,
                 rx: RecordConsumer::new(mem).map_err(e)?,
                 data: Doorbell::from_fd(next()).map_err(e)?,
+                input: if has_input {
+                    let mem = RingMemory::open(next(), RingKind::Bytes).map_err(e)?;
+                    Some(ByteProducer::new(Arc::new(mem)).map_err(e)?)
+                } else {
+                    None
+                },
             })
         }
     })

@@ -117,6 +117,7 @@ impl FakeConsole {
                 vm_uuid: String::new(),
                 device_id: device.into(),
                 audio: None,
+                audio_in: None,
             },
             tx: ByteProducer::new(out_mem.clone()).map_err(s)?,
             rx: ByteConsumer::new(in_mem.clone()).map_err(s)?,
@@ -264,11 +265,29 @@ pub struct FakeAudio {
     pub data: Doorbell,
     /// The registration.
     pub sock: Option<OwnedFd>,
+    /// The capture side's ring (a device made with [`FakeAudio::with_input`]): what
+    /// ringcastd writes for `ringcast mic`.
+    pub input: Option<ByteConsumer>,
 }
 
 impl FakeAudio {
     /// Creates the ring and registers it with ringcastd at `socket`.
     pub fn try_new(socket: &Path, vm: &str, device: &str) -> Result<Self, String> {
+        Self::try_with_input(socket, vm, device, None)
+    }
+
+    /// A device whose sound card also records, in `input` (a 64 KiB input ring).
+    pub fn with_input(socket: &Path, vm: &str, device: &str, input: AudioFormat) -> Self {
+        Self::try_with_input(socket, vm, device, Some(input))
+            .unwrap_or_else(|e| panic!("fake audio device {vm}/{device}: {e}"))
+    }
+
+    fn try_with_input(
+        socket: &Path,
+        vm: &str,
+        device: &str,
+        audio_in: Option<AudioFormat>,
+    ) -> Result<Self, String> {
         let mem =
             Arc::new(RingMemory::create("audio", RingKind::Records, 1 << 16, 4096).map_err(s)?);
         let desc = DeviceDescription {
@@ -284,17 +303,44 @@ impl FakeAudio {
                 sample_format: 3,
                 big_endian: false,
             }),
+            audio_in,
         };
         let data = Doorbell::new().map_err(s)?;
         let msg = desc.encode().map_err(|e| e.to_string())?;
-        let sock = register(socket, &msg, &[mem.fd(), data.as_fd()])?;
+        let input = match audio_in {
+            Some(_) => Some(Arc::new(
+                RingMemory::create("audio-in", RingKind::Bytes, 1 << 16, 0).map_err(s)?,
+            )),
+            None => None,
+        };
+        let mut fds = vec![mem.fd(), data.as_fd()];
+        fds.extend(input.as_ref().map(|m| m.fd()));
+        let sock = register(socket, &msg, &fds)?;
         Ok(FakeAudio {
             desc,
             tx: RecordProducer::new(mem.clone()).map_err(|e| e.to_string())?,
             mem,
             data,
             sock: Some(sock),
+            input: match input {
+                Some(m) => Some(ByteConsumer::new(m).map_err(|e| e.to_string())?),
+                None => None,
+            },
         })
+    }
+
+    /// Takes what the capture side's ring holds now (as QEMU's input voice would).
+    pub fn read_input(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        let rx = self.input.as_mut().expect("a device without input");
+        while let Ok(r) = rx.read(&mut buf) {
+            if r.bytes == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..r.bytes]);
+        }
+        all
     }
 
     /// [`FakeAudio::try_new`], panicking on failure.

@@ -51,6 +51,8 @@ pub enum SoundCard {
     Ac97,
     /// `-device intel-hda -device hda-output`.
     IntelHda,
+    /// `-device intel-hda -device hda-duplex`: a line-out and a line-in.
+    IntelHdaDuplex,
 }
 
 /// A guest run: which scenario, and where each device goes.
@@ -151,6 +153,12 @@ impl GuestRun {
                         "intel-hda".into(),
                         "-device".into(),
                         "hda-output,audiodev=snd0".into(),
+                    ]),
+                    SoundCard::IntelHdaDuplex => a.extend([
+                        "-device".into(),
+                        "intel-hda".into(),
+                        "-device".into(),
+                        "hda-duplex,audiodev=snd0".into(),
                     ]),
                 }
             }

@@ -1,10 +1,11 @@
-//! The audio operations QEMU calls: output voices into the record ring, input voices that
-//! deliver counted silence.
+//! The audio operations QEMU calls: output voices into the record ring, input voices out
+//! of the input ring (counted silence when it is empty).
 
 use shm_ring::handover::AudioFormat;
 
 use super::{Device, Instance};
-use crate::audio::{InputVoice, Voice};
+use crate::audio::Voice;
+use crate::audio_input::InputVoice;
 use crate::console::RingPoisoned;
 use crate::host::Level;
 use crate::link::LinkState;
@@ -70,11 +71,23 @@ impl Instance {
     }
 
     pub(crate) fn audio_in_open(&self, format: AudioFormat) -> Result<(), String> {
-        let mut inner = self.inner.try_borrow_mut().map_err(|_| "busy")?;
-        let Device::Audio { input, .. } = &mut inner.device else {
-            return Err("not an audio device".into());
-        };
-        *input = Some(InputVoice::new(format)?);
+        {
+            let mut inner = self.inner.try_borrow_mut().map_err(|_| "busy")?;
+            let name = inner.device_name();
+            let Device::Audio { input, voice, .. } = &mut inner.device else {
+                return Err("not an audio device".into());
+            };
+            *input = Some(InputVoice::new(&name, format)?);
+            // The daemon learns of the input ring with a registration: a registered output
+            // starts a new session (new rings) that carries it.
+            if let Some(v) = voice {
+                *voice = Some(Voice::new(&name, v.format)?);
+                inner.link = LinkState::Idle;
+                inner.renew_pending = false;
+                inner.reconnect = Reconnect::new(inner.opts.grace_ms);
+            }
+        }
+        self.try_connect();
         Ok(())
     }
 
@@ -91,41 +104,60 @@ impl Instance {
             return;
         };
         let inner = &mut *inner;
-        if let Device::Audio {
-            input: Some(v),
-            stats,
-            ..
-        } = &mut inner.device
-        {
-            v.enabled = on;
-            // Said once per device, when the guest first records: why its input is silent.
-            if on && stats.silent_input_frames == 0 && !v.announced {
-                v.announced = true;
-                self.host.log(
-                    Level::Info,
-                    &format!(
-                        "{}: the guest opened audio input; ringcast has no audio input and \
-                         delivers silence (counted)",
-                        inner.label
-                    ),
-                );
-            }
+        let Device::Audio { input: Some(v), .. } = &mut inner.device else {
+            return;
+        };
+        v.enabled = on;
+        if !on {
+            return;
+        }
+        let stale = v.discard_stale();
+        // Said once per voice, when the guest first records: where its input comes from.
+        if !v.announced {
+            v.announced = true;
+            self.host.log(
+                Level::Info,
+                &format!(
+                    "{}: the guest opened audio input; it records what `ringcast mic` sends \
+                     through the daemon, silence when nothing comes (counted)",
+                    inner.label
+                ),
+            );
+        }
+        if let Err(p) = stale {
+            self.poisoned(inner, RingPoisoned(p));
         }
     }
 
-    /// Fills `buf` with silence (whole frames); the bytes filled. 0 without an input voice
-    /// (QEMU then pads with silence itself).
+    /// Copies the client audio the input ring holds into `buf` (whole frames); the bytes
+    /// copied. QEMU pads the rest with silence. 0 without an input voice, while no daemon
+    /// is attached, or on a ring the daemon broke (new rings are then made on the retry
+    /// timer).
     pub(crate) fn audio_in_read(&self, buf: &mut [u8]) -> usize {
         let Ok(mut inner) = self.inner.try_borrow_mut() else {
             return 0;
         };
-        match &mut inner.device {
-            Device::Audio {
-                input: Some(v),
-                stats,
-                ..
-            } => v.read(buf, stats),
-            _ => 0,
+        let attached = Self::attached(&inner) && !inner.renew_pending;
+        let inner = &mut *inner;
+        let Device::Audio {
+            input: Some(v),
+            stats,
+            ..
+        } = &mut inner.device
+        else {
+            return 0;
+        };
+        if !attached {
+            let frames = buf.len() / v.format.frame_bytes().unwrap_or(1).max(1) as usize;
+            stats.silent_input_frames += frames as u64;
+            return 0;
+        }
+        match v.read(buf, stats) {
+            Ok(n) => n,
+            Err(p) => {
+                self.poisoned(inner, RingPoisoned(p));
+                0
+            }
         }
     }
 }

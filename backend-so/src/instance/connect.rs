@@ -7,6 +7,7 @@ use shm_ring::handover::{DeviceDescription, DeviceKind};
 use super::{Device, Inner, Instance, POLICY_AUDIO, POLICY_CONSOLE};
 use crate::abi;
 use crate::audio::Voice;
+use crate::audio_input::InputVoice;
 use crate::console::RingPoisoned;
 use crate::host::Level;
 use crate::link::{self, LinkEvent, LinkState};
@@ -62,6 +63,7 @@ impl Instance {
             vm_uuid: inner.id.vm_uuid.clone(),
             device_id: inner.device_name(),
             audio: None,
+            audio_in: None,
         };
         let path = inner.opts.socket.clone();
         let uid = inner.opts.daemon_uid;
@@ -71,11 +73,21 @@ impl Instance {
                 .encode()
                 .map_err(|e| e.to_string())
                 .and_then(|m| link::connect_and_send(&path, uid, &m, &c.handover_fds())),
-            Device::Audio { voice: Some(v), .. } => v
-                .describe(desc)
-                .encode()
-                .map_err(|e| e.to_string())
-                .and_then(|m| link::connect_and_send(&path, uid, &m, &v.handover_fds())),
+            Device::Audio {
+                voice: Some(v),
+                input,
+                ..
+            } => {
+                let mut desc = v.describe(desc);
+                let mut fds = v.handover_fds().to_vec();
+                if let Some(i) = input {
+                    desc.audio_in = Some(i.format);
+                    fds.push(i.ring_fd());
+                }
+                desc.encode()
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| link::connect_and_send(&path, uid, &m, &fds))
+            }
             // No voice yet: nothing to register.
             Device::Audio { voice: None, .. } => return,
         };
@@ -238,10 +250,18 @@ impl Instance {
                 // The guest may wait for space in the old ring.
                 c.kick_writer();
             }),
-            Device::Audio { voice, .. } => match voice.as_ref().map(|v| v.format) {
-                Some(format) => Voice::new(&name, format).map(|v| *voice = Some(v)),
-                None => Ok(()),
-            },
+            Device::Audio { voice, input, .. } => {
+                let renewed = match voice.as_ref().map(|v| v.format) {
+                    Some(format) => Voice::new(&name, format).map(|v| *voice = Some(v)),
+                    None => Ok(()),
+                };
+                match input.as_ref().map(|i| i.format) {
+                    Some(format) if renewed.is_ok() => {
+                        InputVoice::new(&name, format).map(|i| *input = Some(i))
+                    }
+                    _ => renewed,
+                }
+            }
         };
         match result {
             Ok(()) => {

@@ -207,3 +207,21 @@ pub fn audio_frame(frame: Option<Frame>) -> Result<Option<AudioData>, Refusal> {
         None => Ok(None),
     }
 }
+
+/// What the server sent on a microphone attachment after `Attached` (`None`: it finished
+/// the stream). A server sends nothing there but an error at the end; `Audio` means a
+/// server older than the microphone, which took the attachment for a listener.
+pub fn mic_frame(what: &str, frame: Option<Frame>) -> Result<(), Refusal> {
+    match frame {
+        None => Ok(()),
+        Some(Frame::Audio(_)) => Err(Refusal::refused(
+            ErrorCode::ReadOnly,
+            format!(
+                "the server sends {what}'s audio instead of taking it: it is older than \
+                 `ringcast mic`; upgrade ringcastd"
+            ),
+        )),
+        Some(f) => Err(Refusal::from_error_frame(&f)
+            .unwrap_or_else(|| Refusal::violation(format!("{} on a microphone stream", f.name())))),
+    }
+}

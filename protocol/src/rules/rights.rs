@@ -11,12 +11,13 @@ pub struct Rights {
     pub read: bool,
     /// The console's output live only, from the moment of attaching.
     pub spy: bool,
-    /// Console input (with the console's write lock).
+    /// Console input (with the console's write lock); with `audio`, sending sound to an
+    /// audio device's capture side (`ringcast mic`, with the device's microphone lock).
     pub write: bool,
     /// A QEMU monitor (QMP or HMP) on a console device: any use of it. Never implied by
     /// `write`: a monitor controls the whole VM and its host process.
     pub monitor: bool,
-    /// An audio output.
+    /// An audio device: listening (and, with `write`, the microphone).
     pub audio: bool,
 }
 
@@ -122,6 +123,12 @@ pub fn authorize_attach(
         )
     };
     match device.kind {
+        // Writing to an audio device sends sound to the guest's capture side (`ringcast
+        // mic`): it needs the write right as well as the audio right, so a listener or a
+        // spy can never put sound into the guest.
+        DeviceKind::Audio if mode == Mode::Write && !(rights.audio && rights.write) => Err(refuse(
+            &format!("sending audio to {what} (microphone) needs the audio and write rights"),
+        )),
         DeviceKind::Audio if rights.audio => Ok(StartAt::Now),
         DeviceKind::Audio => Err(refuse(&format!(
             "listening to {what} needs the audio right"

@@ -304,13 +304,16 @@ pub fn in_flight_bound(limits: &Limits, audio_live: bool, path: PathEstimate) ->
 }
 
 /// A frame from the client on an audio attachment (`what` names the device). `None`
-/// means keep going; audio takes no input and ignores `Consumed`.
+/// means keep going; a listener sends no audio and its `Consumed` is ignored.
 pub fn audio_frame(what: &str, frame: Option<Frame>) -> Option<End> {
     match frame {
         Some(Frame::Detach) | None => Some(End::Finish),
         Some(Frame::Input { .. }) => Some(End::refuse(
             ErrorCode::ReadOnly,
-            format!("{what} is an audio output"),
+            format!(
+                "this attachment listens to {what}: sending audio to the guest needs an \
+                 attachment for writing (`ringcast mic`)"
+            ),
         )),
         Some(Frame::Consumed { .. }) => None,
         Some(other) => Some(End::close(
@@ -377,5 +380,59 @@ impl<K: std::hash::Hash + Eq + Clone> Connections<K> {
     /// Connections counted now.
     pub fn total(&self) -> u32 {
         self.total
+    }
+}
+
+/// What a frame on a microphone attachment asks of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MicAction {
+    /// Nothing to do (a `Consumed` report, meaningless here).
+    Continue,
+    /// PCM for the guest's capture side: whole frames in the format `Attached` announced.
+    Pcm(Bytes),
+    /// The stream ends.
+    End(End),
+}
+
+/// A microphone attachment (an audio device attached in `Write` mode): the client sends
+/// PCM in `Input` frames, whole frames of `frame_bytes` in the format the server announced
+/// in its `Attached` (the guest's input voice).
+#[derive(Debug, Clone)]
+pub struct MicRules {
+    what: String,
+    frame_bytes: usize,
+}
+
+impl MicRules {
+    /// The microphone of `what` (its name, for messages) whose frames are `frame_bytes`.
+    pub fn new(what: impl Into<String>, frame_bytes: usize) -> Self {
+        MicRules {
+            what: what.into(),
+            frame_bytes: frame_bytes.max(1),
+        }
+    }
+
+    /// A frame from the client (`None`: it finished its side).
+    pub fn on_frame(&self, frame: Option<Frame>) -> MicAction {
+        match frame {
+            Some(Frame::Input { bytes }) if bytes.len() % self.frame_bytes == 0 => {
+                MicAction::Pcm(bytes)
+            }
+            Some(Frame::Input { bytes }) => MicAction::End(End::close(
+                ErrorCode::ProtocolViolation,
+                format!(
+                    "{} bytes of audio for {} are not whole frames of {} bytes",
+                    bytes.len(),
+                    self.what,
+                    self.frame_bytes
+                ),
+            )),
+            Some(Frame::Consumed { .. }) => MicAction::Continue,
+            Some(Frame::Detach) | None => MicAction::End(End::Finish),
+            Some(other) => MicAction::End(End::close(
+                ErrorCode::ProtocolViolation,
+                format!("{} is not allowed on a microphone stream", other.name()),
+            )),
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Starting and stopping ringcastd, and the [`Handle`] the network layer uses. Its
 //! sockets (registration and control) are in `sockets`.
 
+mod mic;
 mod recover;
 mod sockets;
 
@@ -431,7 +432,9 @@ impl Handle {
             .write(bytes)
             .map_err(|p| Error::Poisoned(key.to_string(), p))?;
         if w.wake_consumer {
-            side.data_bell.ring();
+            if let Some(bell) = &side.data_bell {
+                bell.ring();
+            }
         }
         d.counters.input_bytes.fetch_add(w.bytes as u64, Relaxed);
         Ok(w.bytes)

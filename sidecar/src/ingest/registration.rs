@@ -198,6 +198,7 @@ impl Ingest {
         {
             let mut s = lock(&dev.state);
             s.audio_format = desc.audio;
+            s.audio_in_format = desc.audio_in;
         }
         *lock(&dev.input) = input;
         dev.set_attachment(DeviceState::Attached, None);
@@ -253,10 +254,10 @@ impl Ingest {
         }
         let desc = DeviceDescription::decode(msg).map_err(|e| e.to_string())?;
         crate::names::check_description(&desc)?;
-        if fds != desc.kind.fd_count() {
+        if fds != desc.fd_count() {
             return Err(format!(
                 "expected {} file descriptors, got {fds}",
-                desc.kind.fd_count()
+                desc.fd_count()
             ));
         }
         Ok(desc)

@@ -47,7 +47,7 @@ pub(super) fn open_rings(
                 in_space: Some(in_space),
                 input: Some(InputSide {
                     producer: tx,
-                    data_bell: in_data,
+                    data_bell: Some(in_data),
                 }),
                 capacity,
             })
@@ -57,6 +57,16 @@ pub(super) fn open_rings(
             let out_data = Doorbell::from_fd(next()?)?;
             let capacity = out.geometry().capacity;
             let rx = RecordConsumer::new(out)?;
+            let input = match desc.audio_in {
+                Some(_) => {
+                    let inp = Arc::new(RingMemory::open(next()?, RingKind::Bytes)?);
+                    Some(InputSide {
+                        producer: ByteProducer::new(inp)?,
+                        data_bell: None,
+                    })
+                }
+                None => None,
+            };
             Ok(OpenedRings {
                 ring: Ring::Audio {
                     rx,
@@ -66,7 +76,7 @@ pub(super) fn open_rings(
                 out_data,
                 out_space: None,
                 in_space: None,
-                input: None,
+                input,
                 capacity,
             })
         }

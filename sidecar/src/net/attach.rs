@@ -1,10 +1,11 @@
 //! One attachment stream: a console (journal replay, live bytes under the in-flight credit,
-//! input under the write lock) or an audio subscription. The rules are
+//! input under the write lock), an audio subscription, or a microphone (`mic`). The rules are
 //! `protocol::rules::server`'s; this module drives them over quinn.
 
 use super::*;
 
-/// Releases a console's write lock when the writer's attachment ends.
+/// Releases a device's write lock (a console's writer, an audio device's microphone) when
+/// its attachment ends.
 pub(super) struct WriteLock {
     pub(super) shared: Arc<Shared>,
     pub(super) key: DeviceKey,
@@ -74,6 +75,7 @@ pub(super) async fn attachment(
     };
     match info.kind {
         DeviceKind::Console => console(c, send, reader, key, mode, start).await,
+        DeviceKind::Audio if mode == Mode::Write => super::mic::mic(c, send, reader, key).await,
         DeviceKind::Audio => audio(c, send, reader, key, datagrams, &codecs).await,
     }
 }

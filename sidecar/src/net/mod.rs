@@ -28,6 +28,7 @@
 
 mod attach;
 mod connection;
+mod mic;
 mod wire;
 
 use std::collections::HashMap;

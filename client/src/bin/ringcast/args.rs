@@ -262,6 +262,45 @@ pub enum Command {
         datagrams: bool,
     },
 
+    /// Send sound to an audio device's input: what the guest's sound card records.
+    ///
+    /// The sound goes to the guest's capture side (AC97's line-in and microphone, HDA's
+    /// line-in with hda-duplex) as PCM in the format the guest records in (QEMU's audiodev
+    /// input settings, 44100 Hz stereo s16 by default), in real time. The source is a
+    /// generated tone (--tone HZ), a WAV file (--wav FILE: any channel count, integer or
+    /// float samples, at the guest's rate), or raw s16 little-endian PCM at the guest's
+    /// rate and channels (--raw FILE, - for stdin). `mic` ends at the end of the file,
+    /// after --seconds, or when the VM goes away.
+    ///
+    /// Needs the audio and write rights on the device. One client sends to a device at a
+    /// time (WRITER_BUSY otherwise); listeners (`play`) are not affected. What the guest
+    /// does not take in time is dropped by ringcastd, never queued, so the guest hears
+    /// the client with a constant delay.
+    ///
+    /// Examples:
+    ///   ringcast mic vm1/sound0 --tone 1000 --seconds 5
+    ///   ringcast mic vm1/sound0 --wav speech.wav
+    ///   sox speech.flac -t raw -r 44100 -c 2 -e signed -b 16 - | ringcast mic vm1/sound0 --raw -
+    #[command(verbatim_doc_comment)]
+    Mic {
+        /// VM/DEVICE
+        device: String,
+        /// Send a sine tone of this frequency (Hz), at half of full scale
+        #[arg(long, conflicts_with_all = ["wav", "raw"])]
+        tone: Option<f64>,
+        /// Send this WAV file
+        #[arg(long, conflicts_with = "raw")]
+        wav: Option<PathBuf>,
+        /// Send raw s16 little-endian PCM at the guest's rate and channels from this file
+        /// (- for stdin)
+        #[arg(long)]
+        raw: Option<PathBuf>,
+        /// Stop after this many seconds of audio (default: the whole file; a tone goes on
+        /// until interrupted)
+        #[arg(long)]
+        seconds: Option<f64>,
+    },
+
     /// Send one QMP command to a QEMU monitor on a console device and print the reply.
     ///
     /// Performs the QMP capabilities handshake first. The monitor must be in control mode

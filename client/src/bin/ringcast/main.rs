@@ -10,6 +10,8 @@ mod exit;
 mod identity;
 mod link;
 mod listing;
+mod mic;
+mod mic_source;
 mod play;
 mod qmp;
 mod sound_card;
@@ -73,6 +75,15 @@ fn real_main() -> anyhow::Result<Exit> {
     } = &cli.command
     {
         anyhow::bail!("{}", sound_card::NO_SOUND_CARD);
+    }
+    if let Command::Mic {
+        tone: None,
+        wav: None,
+        raw: None,
+        ..
+    } = &cli.command
+    {
+        anyhow::bail!("{}", mic::NO_SOURCE);
     }
     if let Command::Play { raw: true, .. } = &cli.command {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -149,6 +160,21 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
                 codec,
             };
             play::play(&session, &device, opts).await?
+        }
+        Command::Mic {
+            device,
+            tone,
+            wav,
+            raw,
+            seconds,
+        } => {
+            let opts = mic::MicOptions {
+                tone,
+                wav,
+                raw,
+                seconds,
+            };
+            mic::mic(&session, &device, opts).await?
         }
         Command::Qmp {
             device,

@@ -1,0 +1,222 @@
+//! Where `ringcast mic` takes its sound: a generated tone, a WAV file or raw PCM, as f32
+//! frames at the guest's rate and channel count, and their encoding into the guest's
+//! sample format.
+
+use std::f64::consts::TAU;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use protocol::audio::SampleFormat;
+
+/// A source of interleaved f32 samples (-1.0..1.0) at the guest's rate and channels.
+pub enum Source {
+    /// A sine wave at `hz`, at half of full scale, on every channel.
+    Tone {
+        hz: f64,
+        rate: u32,
+        channels: u16,
+        n: u64,
+    },
+    /// Decoded samples, already at the guest's rate and `channels`.
+    Samples {
+        samples: Vec<f32>,
+        channels: u16,
+        at: usize,
+    },
+}
+
+impl Source {
+    /// A tone of `hz` for a guest recording at `rate` with `channels`.
+    pub fn tone(hz: f64, rate: u32, channels: u16) -> anyhow::Result<Source> {
+        if !(hz > 0.0 && hz < f64::from(rate) / 2.0) {
+            bail!(
+                "--tone {hz}: the guest records at {rate} Hz, so a tone must be above 0 and \
+                 below {} Hz",
+                rate / 2
+            );
+        }
+        Ok(Source::Tone {
+            hz,
+            rate,
+            channels,
+            n: 0,
+        })
+    }
+
+    /// A WAV file (integer or float samples) mapped to `channels`; its rate must be the
+    /// guest's.
+    pub fn wav(path: &Path, rate: u32, channels: u16) -> anyhow::Result<Source> {
+        let mut r = hound::WavReader::open(path)
+            .with_context(|| format!("cannot read the WAV file {}", path.display()))?;
+        let spec = r.spec();
+        if spec.sample_rate != rate {
+            bail!(
+                "{} is at {} Hz and the guest records at {rate} Hz: convert it first (sox {} \
+                 -r {rate} out.wav)",
+                path.display(),
+                spec.sample_rate,
+                path.display()
+            );
+        }
+        let samples: Vec<f32> = match spec.sample_format {
+            hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
+            hound::SampleFormat::Int => {
+                let scale = 2f32.powi(i32::from(spec.bits_per_sample) - 1);
+                r.samples::<i32>()
+                    .map(|s| s.map(|v| v as f32 / scale))
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        Ok(Source::Samples {
+            samples: remap(&samples, spec.channels, channels),
+            channels,
+            at: 0,
+        })
+    }
+
+    /// Raw interleaved s16 little-endian at the guest's rate and channels, from `path`
+    /// (`-`: stdin).
+    pub fn raw(path: &Path, channels: u16) -> anyhow::Result<Source> {
+        let mut bytes = Vec::new();
+        if path.as_os_str() == "-" {
+            std::io::stdin().read_to_end(&mut bytes)?;
+        } else {
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        let samples = bytes
+            .chunks_exact(2)
+            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+            .collect();
+        Ok(Source::Samples {
+            samples,
+            channels,
+            at: 0,
+        })
+    }
+
+    /// The next `frames` frames into `out` (cleared first); fewer at the end of a file,
+    /// none when it is over.
+    pub fn next(&mut self, frames: usize, out: &mut Vec<f32>) {
+        out.clear();
+        match self {
+            Source::Tone {
+                hz,
+                rate,
+                channels,
+                n,
+            } => {
+                for _ in 0..frames {
+                    let v = (0.5 * (TAU * *hz * *n as f64 / f64::from(*rate)).sin()) as f32;
+                    out.extend(std::iter::repeat_n(v, usize::from(*channels)));
+                    *n += 1;
+                }
+            }
+            Source::Samples {
+                samples,
+                channels,
+                at,
+            } => {
+                let end = (*at + frames * usize::from(*channels)).min(samples.len());
+                out.extend_from_slice(&samples[*at..end]);
+                *at = end;
+            }
+        }
+    }
+}
+
+/// Interleaved samples of `from` channels as `to` channels: mono is copied to every
+/// channel, more channels are averaged down to mono first.
+pub fn remap(samples: &[f32], from: u16, to: u16) -> Vec<f32> {
+    if from == to {
+        return samples.to_vec();
+    }
+    let from = usize::from(from.max(1));
+    let to = usize::from(to);
+    let mut out = Vec::with_capacity(samples.len() / from * to);
+    for frame in samples.chunks_exact(from) {
+        let mono = frame.iter().sum::<f32>() / from as f32;
+        out.extend(std::iter::repeat_n(mono, to));
+    }
+    out
+}
+
+/// Encodes samples into `format` (big-endian when `big_endian`), clamped to -1.0..1.0.
+pub fn encode(format: SampleFormat, big_endian: bool, samples: &[f32], out: &mut Vec<u8>) {
+    out.clear();
+    for &s in samples {
+        let s = f64::from(s.clamp(-1.0, 1.0));
+        let int = |bits: i32| {
+            let max = 2f64.powi(bits - 1);
+            (s * max).round().clamp(-max, max - 1.0) as i64
+        };
+        let bytes: Vec<u8> = match format {
+            SampleFormat::U8 => vec![(int(8) + 128) as u8],
+            SampleFormat::S8 => vec![int(8) as i8 as u8],
+            SampleFormat::U16 => order(((int(16) + 32768) as u16).to_le_bytes(), big_endian),
+            SampleFormat::S16 => order((int(16) as i16).to_le_bytes(), big_endian),
+            SampleFormat::U32 => order(((int(32) + (1 << 31)) as u32).to_le_bytes(), big_endian),
+            SampleFormat::S32 => order((int(32) as i32).to_le_bytes(), big_endian),
+            SampleFormat::F32 => order((s as f32).to_le_bytes(), big_endian),
+        };
+        out.extend_from_slice(&bytes);
+    }
+}
+
+fn order<const N: usize>(mut le: [u8; N], big_endian: bool) -> Vec<u8> {
+    if big_endian {
+        le.reverse();
+    }
+    le.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::audio::decode_pcm;
+
+    #[test]
+    fn encoding_round_trips_through_the_decoder_in_every_format() {
+        let samples = [0.0f32, 0.5, -0.5, 0.999, -1.0];
+        for format in SampleFormat::ALL {
+            for big_endian in [false, true] {
+                let mut pcm = Vec::new();
+                encode(format, big_endian, &samples, &mut pcm);
+                assert_eq!(pcm.len(), samples.len() * format.bytes_per_sample());
+                let back: Vec<f32> = decode_pcm(format, big_endian, &pcm)
+                    .map(|s| s.to_f32())
+                    .collect();
+                for (a, b) in samples.iter().zip(&back) {
+                    assert!((a - b).abs() < 0.01, "{format:?} {big_endian}: {a} -> {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tone_has_its_frequency_on_every_channel() {
+        let mut t = Source::tone(1000.0, 48_000, 2).unwrap();
+        let mut out = Vec::new();
+        t.next(48_000, &mut out);
+        assert_eq!(out.len(), 96_000);
+        let left: Vec<f32> = out.iter().step_by(2).copied().collect();
+        assert_eq!(
+            left,
+            out.iter().skip(1).step_by(2).copied().collect::<Vec<_>>()
+        );
+        let rises = left
+            .windows(2)
+            .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+            .count();
+        assert!((999..=1001).contains(&rises), "{rises}");
+        assert!(Source::tone(30_000.0, 48_000, 2).is_err());
+    }
+
+    #[test]
+    fn channels_are_copied_up_and_averaged_down() {
+        assert_eq!(remap(&[0.1, 0.2], 1, 2), [0.1, 0.1, 0.2, 0.2]);
+        assert_eq!(remap(&[0.2, 0.4, -0.2, 0.0], 2, 1), [0.3_f32, -0.1]);
+    }
+}
