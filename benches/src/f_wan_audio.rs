@@ -153,6 +153,10 @@ fn measure(label: &str, source: &[u8], run: &RunOutput, m: &mut Vec<Measurement>
     push("lag", lag as f64 * 1000.0 / RATE as f64, "ms");
     push("snr", snr_db(&src, &got, lag), "dB");
     push("lsd", log_spectral_distance(&src, &got, lag), "dB");
+    // 100 ms segments, each aligned within 60 ms of the whole run's lag.
+    let (seg_snr, seg_lsd) = segmental_quality(&src, &got, lag, 4800, 2880);
+    push("seg_snr", seg_snr, "dB");
+    push("seg_lsd", seg_lsd, "dB");
     let card = play_out(&run.arrivals, 4, 20_000_000);
     push("underruns", card.underruns as f64, "blocks");
     let d = delays_ns(&card.played_at, lag, &run.stamps);

@@ -149,6 +149,49 @@ pub fn log_spectral_distance(source: &[f32], output: &[f32], lag: isize) -> f64 
     }
 }
 
+/// Quality that survives the output's timeline moving (a jitter buffer that changes its
+/// delay inserts or drops audio, after which one lag no longer fits): the source is cut
+/// into segments of `seg` samples, each aligned on its own within `search` samples of `lag`,
+/// and the segments' SNRs (in dB, the segmental SNR) and log-spectral distances averaged
+/// over those where the source is not silent. `(segmental SNR, LSD)`, dB.
+pub fn segmental_quality(
+    source: &[f32],
+    output: &[f32],
+    lag: isize,
+    seg: usize,
+    search: usize,
+) -> (f64, f64) {
+    let (mut snr, mut lsd, mut n) = (0.0, 0.0, 0usize);
+    for (k, s) in source.chunks_exact(seg).enumerate() {
+        let energy = s.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / seg as f64;
+        if energy < 1e-6 {
+            continue;
+        }
+        let base = (k * seg) as isize + lag - search as isize;
+        let (base, slack) = if base < 0 {
+            (0usize, (2 * search as isize + base).max(0) as usize)
+        } else {
+            (base as usize, 2 * search)
+        };
+        if base + seg > output.len() {
+            break;
+        }
+        let window = &output[base..(base + seg + slack).min(output.len())];
+        let room = (window.len() - seg) as isize;
+        // A silent output has no best lag: the run's lag then.
+        let l = best_lag(s, window, 0..=room).unwrap_or((room / 2).max(0));
+        let o = &window[l as usize..l as usize + seg];
+        snr += snr_db(s, o, 0).min(100.0);
+        lsd += log_spectral_distance(s, o, 0);
+        n += 1;
+    }
+    if n == 0 {
+        (0.0, 0.0)
+    } else {
+        (snr / n as f64, lsd / n as f64)
+    }
+}
+
 /// A sound card playing the output as it arrived: it starts `start_delay_ns` after the
 /// first block arrived and plays a block every 10 ms; a block not here at its time is an
 /// underrun, after which the card waits for it (its schedule slips by the wait).
@@ -324,6 +367,23 @@ mod tests {
         assert!(log_spectral_distance(&s, &silence, 0) > 40.0);
         // Silent source frames are not counted.
         assert_eq!(log_spectral_distance(&silence, &s, 0), 0.0);
+    }
+
+    #[test]
+    fn segmental_quality_survives_a_moved_timeline_that_ruins_the_global_snr() {
+        // 2 s of noise whose output loses 10 ms half-way (a shrinking jitter buffer).
+        let s = noise(96_000, 5);
+        let mut o = s[..48_000].to_vec();
+        o.extend_from_slice(&s[48_480..]);
+        let lag = align(&s, &o, 4800).unwrap();
+        assert!(snr_db(&s, &o, lag) < 5.0, "{}", snr_db(&s, &o, lag));
+        let (seg_snr, lsd) = segmental_quality(&s, &o, lag, 4800, 960);
+        // One segment of twenty straddles the cut.
+        assert!(seg_snr > 90.0, "{seg_snr}");
+        assert!(lsd < 2.0, "{lsd}");
+        // Silence in place of the sound is still bad.
+        let (bad_snr, bad_lsd) = segmental_quality(&s, &vec![0.0; 96_000], 0, 4800, 960);
+        assert!(bad_snr <= 0.0 && bad_lsd > 40.0, "{bad_snr} {bad_lsd}");
     }
 
     #[test]
