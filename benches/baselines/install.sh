@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install the baseline tools the benchmarks compare ringcast against, from Debian's packages:
-# socat, openssl, stunnel4, openssh-server, openssh-client, iperf3.
+# socat, openssl, stunnel4, openssh-server, openssh-client, iperf3; for scenario F espeak-ng (the
+# speech sample) and GStreamer (gst-launch-1.0; Opus, RTP, rtpjitterbuffer, UDP: plugins-base and
+# plugins-good).
 #
 # Only missing packages are installed. No service is left running or enabled: the benchmarks start
 # sshd (and anything else they need) themselves, in the foreground, with a throwaway configuration
@@ -10,13 +12,21 @@ set -eu
 export DEBIAN_FRONTEND=noninteractive
 
 # package:command that proves the package is there
-want="socat:socat openssl:openssl stunnel4:stunnel4 openssh-server:sshd openssh-client:ssh iperf3:iperf3"
+want="socat:socat openssl:openssl stunnel4:stunnel4 openssh-server:sshd openssh-client:ssh iperf3:iperf3 espeak-ng:espeak-ng gstreamer1.0-tools:gst-launch-1.0"
 
 missing=""
 for pair in $want; do
     pkg=${pair%%:*}
     cmd=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
+        missing="$missing $pkg"
+    fi
+done
+# GStreamer's elements, by the plugin package that has them (gst-inspect-1.0 comes with the tools).
+for pair in gstreamer1.0-plugins-base:opusenc gstreamer1.0-plugins-good:rtpjitterbuffer; do
+    pkg=${pair%%:*}
+    element=${pair#*:}
+    if ! gst-inspect-1.0 "$element" >/dev/null 2>&1; then
         missing="$missing $pkg"
     fi
 done

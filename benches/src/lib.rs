@@ -14,6 +14,7 @@ pub mod baselines;
 pub mod c_audio;
 pub mod d_scale;
 pub mod e_real_qemu;
+pub mod f_wan_audio;
 pub mod procs;
 pub mod report;
 pub mod scenario;

@@ -1,4 +1,4 @@
-//! The scenarios `ringcast-bench` knows (docs/benchmarks.md, A–E). Adding one: a module with a
+//! The scenarios `ringcast-bench` knows (docs/benchmarks.md, A–F). Adding one: a module with a
 //! `run(&Options) -> Result<Outcome, String>` and an entry in [`registry`].
 
 use std::path::PathBuf;
@@ -76,6 +76,7 @@ pub fn registry() -> &'static [Scenario] {
         crate::d_scale::SCENARIO,
         crate::e_real_qemu::SCENARIO,
         crate::web_latency::SCENARIO,
+        crate::f_wan_audio::SCENARIO,
     ]
 }
 

@@ -27,6 +27,7 @@
 //! (is the link alive), [`error`].
 
 pub mod audio;
+pub mod conceal;
 pub mod console;
 pub mod error;
 pub mod jitter;

@@ -5,6 +5,7 @@
 
 use protocol::audio::SampleFormat;
 
+use crate::conceal::PcmConcealer;
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Slot};
 use crate::{AudioData, AudioEncoding, AudioFormat, OpusParams, OPUS_RATE};
 
@@ -39,8 +40,10 @@ enum Decoder {
     Pcm {
         format: AudioFormat,
         sample: SampleFormat,
-        /// Frames of the last period (the size of concealment).
+        /// Frames of the first period (the tick).
         frames: u32,
+        /// Stands in for missing periods.
+        conceal: PcmConcealer,
     },
     Opus {
         decoder: opus::Decoder,
@@ -77,11 +80,21 @@ impl Player {
         fixed: bool,
     ) -> Result<Self, String> {
         let decoder = match encoding {
-            AudioEncoding::Pcm => Decoder::Pcm {
-                format,
-                sample: SampleFormat::try_from(format.sample_format).map_err(|e| e.to_string())?,
-                frames: 0,
-            },
+            AudioEncoding::Pcm => {
+                let sample =
+                    SampleFormat::try_from(format.sample_format).map_err(|e| e.to_string())?;
+                Decoder::Pcm {
+                    format,
+                    sample,
+                    frames: 0,
+                    conceal: PcmConcealer::new(
+                        sample,
+                        format.big_endian,
+                        format.channels,
+                        format.rate,
+                    ),
+                }
+            }
             AudioEncoding::Opus(params) => {
                 let channels = match params.channels {
                     1 => opus::Channels::Mono,
@@ -162,6 +175,7 @@ impl Player {
                 format,
                 sample,
                 frames,
+                ..
             } => {
                 // A period's length comes from the server: one beyond a second of audio
                 // (at any rate QEMU offers) is not believed for concealment.
@@ -190,22 +204,37 @@ impl Player {
             Slot::Play { packet, .. } => {
                 let stamp_ns = Some(packet.timestamp_ns);
                 let pcm = match &mut self.decoder {
-                    Decoder::Pcm { .. } => packet.pcm.to_vec(),
+                    Decoder::Pcm { conceal, .. } => {
+                        conceal.played(&packet.pcm);
+                        packet.pcm.to_vec()
+                    }
                     Decoder::Opus { .. } => self.decode_opus(&packet.pcm, false),
                 };
                 Some(Tick { pcm, stamp_ns })
             }
             Slot::Recover { from, .. } => Some(Tick {
                 pcm: match &self.decoder {
-                    Decoder::Pcm { .. } => self.silence(),
+                    // PCM carries no FEC: a buffer set up without it never asks.
+                    Decoder::Pcm { .. } => self.conceal_pcm(),
                     Decoder::Opus { .. } => self.decode_opus(&from.pcm, true),
                 },
                 stamp_ns: None,
             }),
-            Slot::Conceal { .. } | Slot::Stretch | Slot::Silence { .. } => Some(Tick {
+            Slot::Conceal { .. } | Slot::Stretch => Some(Tick {
                 pcm: match &self.decoder {
-                    Decoder::Pcm { .. } => self.silence(),
-                    // libopus's concealment; under DTX it is its comfort noise.
+                    Decoder::Pcm { .. } => self.conceal_pcm(),
+                    // libopus's concealment.
+                    Decoder::Opus { .. } => self.decode_opus(&[], false),
+                },
+                stamp_ns: None,
+            }),
+            Slot::Silence { .. } => Some(Tick {
+                pcm: match &mut self.decoder {
+                    Decoder::Pcm { conceal, .. } => {
+                        conceal.silenced();
+                        self.silence()
+                    }
+                    // Under DTX libopus's concealment is its comfort noise.
                     Decoder::Opus { .. } => self.decode_opus(&[], false),
                 },
                 stamp_ns: None,
@@ -241,12 +270,22 @@ impl Player {
         out.iter().flat_map(|s| s.to_le_bytes()).collect()
     }
 
+    /// A period in place of a missing one: the last one played, repeated and fading
+    /// ([`PcmConcealer`]), or silence before any played.
+    fn conceal_pcm(&mut self) -> Vec<u8> {
+        let Decoder::Pcm { conceal, .. } = &mut self.decoder else {
+            return Vec::new();
+        };
+        conceal.conceal().unwrap_or_else(|| self.silence())
+    }
+
     /// One period of silence in the device's format.
     fn silence(&self) -> Vec<u8> {
         let Decoder::Pcm {
             format,
             sample,
             frames,
+            ..
         } = &self.decoder
         else {
             return Vec::new();
@@ -268,3 +307,6 @@ impl Player {
 fn is_silent(sample: SampleFormat, big_endian: bool, pcm: &[u8]) -> bool {
     protocol::audio::decode_pcm(sample, big_endian, pcm).all(|s| s.to_f32().abs() < 1e-4)
 }
+
+#[cfg(test)]
+mod tests;

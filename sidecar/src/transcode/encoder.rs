@@ -103,6 +103,10 @@ pub struct OpusEncoder {
     seq: u64,
     in_dtx: bool,
     skipped: u64,
+    /// The sequence number of the last input period taken.
+    last_input_seq: Option<u64>,
+    /// Frames whose input never arrived (the ring or the encoder's queue dropped it).
+    lost_input_frames: u64,
 }
 
 impl std::fmt::Debug for OpusEncoder {
@@ -172,6 +176,8 @@ impl OpusEncoder {
             seq: 0,
             in_dtx: false,
             skipped: 0,
+            last_input_seq: None,
+            lost_input_frames: 0,
         })
     }
 
@@ -180,11 +186,28 @@ impl OpusEncoder {
         self.params
     }
 
+    /// Frames left out so far because their input was lost before the encoder.
+    pub fn lost_input_frames(&self) -> u64 {
+        self.lost_input_frames
+    }
+
     /// Takes one PCM period; returns the frames it completed, in order. A frame of
     /// silence after the first of a run is not returned: the next frame's
-    /// `skipped_before` counts it.
+    /// `skipped_before` counts it. Periods lost before this one (a jump in `seq`: the
+    /// ring's producer dropped them; or `skipped_before`: the encoder's own queue did)
+    /// become frames left out the same way, so the client hears a hole of the right
+    /// length instead of the audio on either side joined together.
     pub fn push(&mut self, period: &AudioPeriod) -> Result<Vec<AudioPeriod>, String> {
         let ch = usize::from(self.params.channels);
+        let jumped = match self.last_input_seq {
+            Some(last) => period.seq.saturating_sub(last.saturating_add(1)),
+            None => 0,
+        };
+        self.last_input_seq = Some(period.seq);
+        let lost = jumped.max(period.skipped_before);
+        if lost > 0 {
+            self.skip_input(lost, period.frames);
+        }
         self.stamps
             .push_back((self.input_index, period.timestamp_ns));
         while self.stamps.len() > 64 {
@@ -206,6 +229,25 @@ impl OpusEncoder {
             }
         }
         Ok(out)
+    }
+
+    /// `periods` periods of about `frames` frames each never arrived: the frames they would
+    /// have made are numbered and left out (counted in the next frame's `skipped_before`),
+    /// and the sample counts move on as if they had been encoded, so the stamps of later
+    /// frames stay those of their own input. The audio held for the frame in progress
+    /// (less than one frame) joins the audio after the hole.
+    fn skip_input(&mut self, periods: u64, frames: u32) {
+        let rate = u64::from(self.format.frequency);
+        let frame = u64::from(self.params.frame_samples);
+        // Bounded so that a wild count cannot overflow: an hour of frames at most.
+        let input = periods.saturating_mul(u64::from(frames)).min(3600 * rate);
+        let output = input * u64::from(OPUS_RATE) / rate;
+        let left_out = ((output + frame / 2) / frame).max(1);
+        self.seq += left_out;
+        self.skipped += left_out;
+        self.lost_input_frames += left_out;
+        self.output_index += (left_out * frame) as i64;
+        self.input_index += left_out * frame * rate / u64::from(OPUS_RATE);
     }
 
     fn resample(&mut self) -> Result<(), String> {

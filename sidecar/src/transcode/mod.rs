@@ -90,7 +90,11 @@ fn run(
             if s.opus_queues.is_empty() {
                 s.opus_running = false;
                 s.audio_queues.retain(|q| !Arc::ptr_eq(q, &input));
-                tracing::info!(device = %device.key, "opus encoder stopped: no subscriber left");
+                tracing::info!(
+                    device = %device.key,
+                    lost_input_frames = encoder.lost_input_frames(),
+                    "opus encoder stopped: no subscriber left"
+                );
                 return;
             }
         }
@@ -105,7 +109,12 @@ fn run(
         lock(&q.state).ended = true;
         q.signal.notify();
     }
-    tracing::info!(device = %device.key, %reason, "opus encoder stopped");
+    tracing::info!(
+        device = %device.key,
+        %reason,
+        lost_input_frames = encoder.lost_input_frames(),
+        "opus encoder stopped"
+    );
 }
 
 #[cfg(test)]

@@ -194,3 +194,58 @@ fn what_opus_cannot_carry_is_refused_with_the_reason() {
     .unwrap();
     assert_eq!((p.channels, p.frame_samples, p.bitrate), (2, 120, 64_000));
 }
+
+/// `input` with periods `from..from + count` taken out, as the ring's producer (a jump in
+/// `seq`) or the encoder's queue (also `skipped_before`) drops them.
+fn drop_periods(
+    input: &[AudioPeriod],
+    from: usize,
+    count: usize,
+    counted: bool,
+) -> Vec<AudioPeriod> {
+    let mut out: Vec<AudioPeriod> = input[..from].to_vec();
+    let mut next = input[from + count].clone();
+    if counted {
+        next.skipped_before = count as u64;
+    }
+    out.push(next);
+    out.extend_from_slice(&input[from + count + 1..]);
+    out
+}
+
+#[test]
+fn lost_input_is_left_out_and_counted_not_joined() {
+    // 2 s of 10 ms periods at 44.1 kHz; 100 ms of them lost, once by the ring (a jump in
+    // `seq`), once by the encoder's queue (a jump and `skipped_before`).
+    let whole = periods(44_100, 440.0, 2.0, 441);
+    for counted in [false, true] {
+        let input = drop_periods(&whole, 100, 10, counted);
+        let mut e = OpusEncoder::new(stereo(44_100), &OpusConfig::default()).unwrap();
+        let mut out = Vec::new();
+        for p in &input {
+            out.extend(e.push(p).unwrap());
+        }
+        // Ten 10 ms frames are left out, counted by the frame after the hole; the
+        // numbers add up as if the input had been whole.
+        let holes: Vec<&AudioPeriod> = out.iter().filter(|f| f.skipped_before > 0).collect();
+        assert_eq!(holes.len(), 1, "counted={counted}");
+        assert_eq!(holes[0].skipped_before, 10, "counted={counted}");
+        assert_eq!(e.lost_input_frames(), 10);
+        for w in out.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1 + w[1].skipped_before);
+        }
+        let whole_out = encode(stereo(44_100), &whole);
+        assert_eq!(
+            out.last().unwrap().seq,
+            whole_out.last().unwrap().seq,
+            "counted={counted}"
+        );
+        // After the hole, frames carry the stamps of their own input: frame n of the whole
+        // stream and frame n here were stamped within a frame of each other.
+        let after = holes[0].seq as usize + 5;
+        let here = out.iter().find(|f| f.seq as usize == after).unwrap();
+        let there = &whole_out[after];
+        let diff = here.timestamp_ns.abs_diff(there.timestamp_ns);
+        assert!(diff <= 10_000_000, "stamps {diff} ns apart");
+    }
+}
