@@ -154,7 +154,7 @@ mod x86 {
     /// overlap.
     #[inline(always)]
     pub(super) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
-        // SAFETY (every block below): each move reads `src + i .. src + i + w` and writes
+        // SAFETY: each move below reads `src + i .. src + i + w` and writes
         // `dst + i .. dst + i + w` with `0 <= i` and `i + w <= len`: inside the caller's
         // ranges. No stack use; the flags are not touched (`rep movsb` runs forwards: the
         // ABI keeps the direction flag clear).
@@ -283,10 +283,11 @@ mod tests {
             for len in 0..=150 {
                 // SAFETY: off + len <= 158 < AREA bytes of the backing store.
                 unsafe { std::ptr::write_bytes(area, 0, AREA) };
-                // SAFETY (the closures): as above.
-                store(&src[..len], unsafe { area.add(off) });
+                // SAFETY: off <= 8 is inside the backing store.
+                let at = unsafe { area.add(off) };
+                store(&src[..len], at);
                 let mut out = vec![0xaau8; len];
-                load(unsafe { area.add(off) }, &mut out);
+                load(at, &mut out);
                 assert_eq!(out, src[..len], "offset {off}, length {len}");
                 // Nothing outside the range was touched.
                 let mut all = vec![0u8; AREA];
