@@ -469,6 +469,23 @@ static PLUGIN: Tables = Tables(QbpPluginInfo {
     audio: &AUDIO_OPS,
 });
 
+/// Decides how this process fences its rings, at load (registering for membarrier here, on
+/// QEMU's main thread, never on a write path), and says once in QEMU's log when it must
+/// fall back to a full fence on every write.
+fn fence_once(host: &Host) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let status = shm_ring::fence::init();
+    if status.fallback.is_some() && !SAID.swap(true, Ordering::Relaxed) {
+        host.log(
+            Level::Warning,
+            &format!(
+                "ringcast backend: ring fence: {status}; the rings work, each console and \
+                 audio write costs a little more (allow QEMU the membarrier system call to avoid it)"
+            ),
+        );
+    }
+}
+
 /// The one exported symbol: QEMU hands its host table and gets the operation tables.
 ///
 /// # Safety
@@ -494,7 +511,8 @@ pub unsafe extern "C" fn qbp_plugin_query(host: *const QbpHost) -> *const QbpPlu
             }
             return std::ptr::null();
         }
-        let _: Host = host::install(table);
+        let host: Host = host::install(table);
+        fence_once(&host);
         &PLUGIN.0 as *const QbpPluginInfo
     })
 }

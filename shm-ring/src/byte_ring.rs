@@ -47,7 +47,13 @@
 //!    there, counts the skipped bytes as lost and copies again. Torn bytes are never
 //!    delivered, and a peeked copy stays valid whatever the producer does afterwards.
 //!    F is stored before W (which is Release), so a consumer that acquired W sees
-//!    `F >= W - capacity`: that is how it explains a W more than a capacity ahead.
+//!    `F >= W - capacity`: that is how it explains a W more than a capacity ahead. And F
+//!    never passes a published W: the producer overwrites at most a capacity at a time
+//!    (a larger write goes in pieces), so each floor `end - capacity` is at most the W
+//!    published before it, and F is stored with Release, so a consumer that acquired F and
+//!    then loads W finds `W >= F`. A floor
+//!    above W is a hostile producer's and poisons the ring ([`Poison::FloorPastWrite`]);
+//!    it cannot make a consumer skip, and count as lost, bytes that were never written.
 //!
 //! Loops: only a consumer's copy is retried when the producer laps it (at most
 //! [`MAX_ATTEMPTS`] times, then it returns what was lost and nothing else).
@@ -116,9 +122,9 @@ pub(crate) struct Settled {
 /// taken (or the consumer, for a producer, which only moves it forwards and never past W),
 /// and W is loaded (Acquire) before F, so F >= W - capacity (F is stored before W).
 ///
-/// A consumer may find the floor ahead of W for a moment (the producer stores F before it
-/// publishes): it starts at the floor and finds nothing to read until W catches up. A
-/// producer taking its role finds no other producer at work, so for it that is a broken ring.
+/// An honest producer raises F only to positions it has published, so F loaded (Acquire)
+/// before a second load of W is at most that W. A floor above it is a hostile producer's:
+/// the ring is refused, rather than starting past bytes that were never written.
 pub(crate) fn settled_positions(
     mem: &RingMemory,
     kind: RingKind,
@@ -130,13 +136,20 @@ pub(crate) fn settled_positions(
     let cap = mem.geometry().capacity;
     // Acquire: pairs with the peer's last Release, so the bytes below W are visible and the
     // slots below R are free.
-    let w = mem.write_pos().load(Acquire);
+    let mut w = mem.write_pos().load(Acquire);
     let floor = mem.word(Word::DiscardFloor).load(Acquire);
+    if floor > w {
+        // The producer raised the floor after our first load (after publishing up to it).
+        w = mem.write_pos().load(Acquire);
+        if floor > w {
+            return Err(Poison::FloorPastWrite.into());
+        }
+    }
     let r = mem.read_pos().load(Acquire);
     let read = if consumer {
         r.max(floor)
     } else {
-        if r > w || floor > w {
+        if r > w {
             return Err(Poison::PositionWentBack.into());
         }
         r

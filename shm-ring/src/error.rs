@@ -87,6 +87,13 @@ pub enum Poison {
     /// A position moved further than the capacity allows.
     #[error("a position moved past the ring's capacity")]
     PositionPastCapacity,
+    /// The producer's discard floor is above every position it published: it would make
+    /// this side skip, and count as lost, bytes that were never written.
+    #[error(
+        "the producer gave up bytes past its own write position (a discard floor no honest \
+         producer sets)"
+    )]
+    FloorPastWrite,
     /// A record header announced an impossible length.
     #[error("a record header has an impossible length")]
     BadRecordLength,

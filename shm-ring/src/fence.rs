@@ -52,18 +52,9 @@ impl FenceMode {
     }
 
     /// The mode this process can use, found out once (registering for membarrier on the
-    /// way). `SHM_RING_FENCE=seqcst` in the environment forces the SeqCst fallback (for a
-    /// process under a seccomp filter that denies membarrier, and for tests).
+    /// way, see [`init`]).
     pub fn of_this_process() -> FenceMode {
-        #[cfg(any(loom, miri))]
-        {
-            FenceMode::SeqCst
-        }
-        #[cfg(not(any(loom, miri)))]
-        {
-            static MODE: std::sync::OnceLock<FenceMode> = std::sync::OnceLock::new();
-            *MODE.get_or_init(detect)
-        }
+        init().mode
     }
 
     /// Checks that this process can take part in a ring of mode `self`.
@@ -96,31 +87,107 @@ impl FenceMode {
     pub(crate) fn heavy(self) {
         crate::sync::fence(crate::sync::Ordering::SeqCst);
         #[cfg(not(any(loom, miri)))]
-        if self == FenceMode::Membarrier {
-            // Cannot fail once `detect` saw it work: the command does not depend on the
-            // caller's state. Were it to fail anyway, the SeqCst fence above still orders
-            // this side; only the peer's compiler-fenced publish would be unordered.
-            let _ = rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited);
+        if self == FenceMode::Membarrier
+            && rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited)
+                .is_err()
+        {
+            // Not expected once `init` saw the call work (it does not depend on the
+            // caller's state). The SeqCst fence above still orders this side; the peer's
+            // compiler-fenced publish is then unordered, and a wakeup may come late (with
+            // the peer's next publish). Counted, for the processes to report.
+            MEMBARRIER_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// How this process fences its rings, decided once by [`init`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceStatus {
+    /// The mode of the rings this process creates.
+    pub mode: FenceMode,
+    /// Why this process uses the SeqCst fallback instead of membarrier (`None`: it does
+    /// not). Worth one log line: every publish then pays a full fence.
+    pub fallback: Option<String>,
+}
+
+impl std::fmt::Display for FenceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.fallback {
+            None => write!(f, "membarrier (no fence on the write path)"),
+            Some(why) => write!(f, "SeqCst fence on every write ({why})"),
         }
     }
 }
 
 #[cfg(not(any(loom, miri)))]
-fn detect() -> FenceMode {
-    use rustix::thread::{membarrier, membarrier_query, MembarrierCommand, MembarrierQuery};
-    if std::env::var_os("SHM_RING_FENCE").is_some_and(|v| v == "seqcst") {
-        return FenceMode::SeqCst;
+static MEMBARRIER_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Decides this process's fence mode, once: registers with
+/// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` and issues one barrier to prove the call is
+/// allowed, or falls back to SeqCst fences and says why. Call it when the process starts
+/// (ringcastd) or the plugin is loaded, so that neither a write path nor a sleeping side
+/// ever makes the first, slow registration; later calls return the same answer.
+/// `SHM_RING_FENCE=seqcst` in the environment forces the fallback (for a process under a
+/// seccomp filter that would kill it for the call, and for tests).
+pub fn init() -> &'static FenceStatus {
+    static STATUS: std::sync::OnceLock<FenceStatus> = std::sync::OnceLock::new();
+    STATUS.get_or_init(detect)
+}
+
+/// Sleeping-side barriers that failed after [`init`] saw membarrier work (expected: 0).
+pub fn membarrier_failures() -> u64 {
+    #[cfg(not(any(loom, miri)))]
+    {
+        MEMBARRIER_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
     }
-    let q = membarrier_query();
-    if !q.contains(MembarrierQuery::GLOBAL_EXPEDITED | MembarrierQuery::REGISTER_GLOBAL_EXPEDITED) {
-        return FenceMode::SeqCst;
+    #[cfg(any(loom, miri))]
+    {
+        0
+    }
+}
+
+#[cfg(any(loom, miri))]
+fn detect() -> FenceStatus {
+    FenceStatus {
+        mode: FenceMode::SeqCst,
+        fallback: Some("membarrier is not modelled here".into()),
+    }
+}
+
+#[cfg(not(any(loom, miri)))]
+fn detect() -> FenceStatus {
+    use rustix::thread::{membarrier, MembarrierCommand};
+    let fallback = |why: String| FenceStatus {
+        mode: FenceMode::SeqCst,
+        fallback: Some(why),
+    };
+    if std::env::var_os("SHM_RING_FENCE").is_some_and(|v| v == "seqcst") {
+        return fallback("SHM_RING_FENCE=seqcst is set".into());
     }
     // Registering makes this process a target of every GLOBAL_EXPEDITED barrier (that is
     // what lets its own hot path skip the fence); issuing one proves the call is allowed.
-    if membarrier(MembarrierCommand::RegisterGlobalExpedited).is_err()
-        || membarrier(MembarrierCommand::GlobalExpedited).is_err()
-    {
-        return FenceMode::SeqCst;
+    let hint = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::NOSYS => "the kernel has no membarrier, or a seccomp filter denies it",
+        rustix::io::Errno::PERM | rustix::io::Errno::ACCESS => {
+            "a seccomp filter or security policy denies it"
+        }
+        rustix::io::Errno::INVAL => "the kernel is older than 4.16",
+        _ => "unexpected error",
+    };
+    if let Err(e) = membarrier(MembarrierCommand::RegisterGlobalExpedited) {
+        return fallback(format!(
+            "membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) failed: {e}: {}",
+            hint(e)
+        ));
     }
-    FenceMode::Membarrier
+    if let Err(e) = membarrier(MembarrierCommand::GlobalExpedited) {
+        return fallback(format!(
+            "membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) failed: {e}: {}",
+            hint(e)
+        ));
+    }
+    FenceStatus {
+        mode: FenceMode::Membarrier,
+        fallback: None,
+    }
 }

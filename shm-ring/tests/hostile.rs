@@ -62,6 +62,56 @@ fn write_position_past_capacity_never_yields_more_than_the_ring_holds() {
 }
 
 #[test]
+fn a_discard_floor_above_the_write_position_poisons_the_consumer_with_its_reason() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem.clone()).unwrap();
+    tx.write(&[1; 100]).unwrap();
+    let mut buf = vec![0u8; 8192];
+    assert_eq!(rx.read(&mut buf).unwrap().bytes, 100);
+    // A floor 1 TiB past anything published, with a write position far enough ahead for
+    // the consumer to consult the floor: the bytes in between were never written, and must
+    // not be reported as lost.
+    scribble(&mem, DISCARD_FLOOR, 1 << 40);
+    scribble(&mem, WRITE_POS, 100 + 3 * 4096);
+    let err = rx.read(&mut buf).unwrap_err();
+    assert_eq!(err, Poison::FloorPastWrite);
+    assert!(
+        err.to_string().contains("past its own write position"),
+        "{err}"
+    );
+    assert_eq!(rx.position(), 100, "the consumer did not jump");
+    // A consumer attaching to such a ring refuses it.
+    let err = ByteConsumer::new(mem.clone()).unwrap_err();
+    assert!(
+        matches!(err, RingError::Poisoned(Poison::FloorPastWrite)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_flight_recorder_write_larger_than_the_ring_keeps_its_floor_at_a_published_position() {
+    let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
+    let mut tx = ByteProducer::new(mem.clone()).unwrap();
+    let mut rx = ByteConsumer::new(mem.clone()).unwrap();
+    tx.write(&[1; 100]).unwrap();
+    let big: Vec<u8> = (0..3 * 4096 + 50).map(|i| (i % 251) as u8).collect();
+    let w = tx.write_overwriting(&big).unwrap();
+    assert_eq!((w.bytes, w.dropped), (big.len(), 100 + 2 * 4096 + 50));
+    // The consumer that was there and one attaching now both start at the floor and read
+    // exactly the last capacity of the write (the one that was there counts what it lost;
+    // the new one sees it in the position).
+    let skipped = 100 + 2 * 4096 + 50;
+    let mut fresh = ByteConsumer::new(mem.clone()).expect("an honest ring attaches");
+    for (c, lost) in [(&mut rx, skipped), (&mut fresh, 0)] {
+        let mut buf = vec![0u8; 8192];
+        let r = c.read(&mut buf).unwrap();
+        assert_eq!((r.lost, r.position, r.bytes), (lost, skipped, 4096));
+        assert_eq!(&buf[..4096], &big[big.len() - 4096..]);
+    }
+}
+
+#[test]
 fn read_position_scribbled_poisons_the_producer() {
     let mem = Arc::new(RingMemory::create("h", RingKind::Bytes, 4096, 0).unwrap());
     let mut tx = ByteProducer::new(mem.clone()).unwrap();

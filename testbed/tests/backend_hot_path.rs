@@ -160,53 +160,6 @@ fn audio_writes_allocate_nothing() {
 const CHILD: &str = "RINGCAST_HOT_PATH_CHILD";
 
 #[cfg(target_arch = "x86_64")]
-fn only_write_and_exit_from_now_on() {
-    use libc::{sock_filter, sock_fprog};
-    const LD_ABS_W: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-    let stmt = |code, k| sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jeq = |k, jt, jf| sock_filter {
-        code: JEQ_K,
-        jt,
-        jf,
-        k,
-    };
-    let filter = [
-        stmt(LD_ABS_W, 4), // seccomp_data.arch
-        jeq(AUDIT_ARCH_X86_64, 0, 3),
-        stmt(LD_ABS_W, 0), // seccomp_data.nr
-        jeq(libc::SYS_write as u32, 2, 0),
-        jeq(libc::SYS_exit_group as u32, 1, 0),
-        stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
-        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
-    ];
-    let prog = sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr().cast_mut(),
-    };
-    // SAFETY: plain prctl and seccomp calls with a valid filter program that outlives them.
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &prog as *const sock_fprog
-            ),
-            0
-        );
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
 fn child(mode: &str) -> ! {
     let p = plugin();
     let dir = tempfile::tempdir().unwrap();
@@ -225,7 +178,7 @@ fn child(mode: &str) -> ! {
     let chr = p.open_chardev("vm", "con", &opts).unwrap();
     wait_attached(&lp);
     let mut accepted = 0usize;
-    only_write_and_exit_from_now_on();
+    testbed::kit::seccomp::only_write_and_exit_from_now_on().expect("seccomp filter");
     if mode == "control" {
         // SAFETY: a plain system call, forbidden by the filter: the process must die here.
         unsafe { libc::getpid() };

@@ -91,9 +91,15 @@ impl ByteConsumer {
     /// Loads and validates the discard floor; when it passed our position, jumps to it and
     /// returns how many bytes were given up.
     fn jump_to_floor(&mut self) -> Result<u64, Poison> {
-        let f = self.mem.word(Word::DiscardFloor).load(Relaxed);
+        // Acquire: pairs with the producer's Release store of the floor, which it makes only
+        // once every position below the floor is published: a write position loaded after
+        // this is at least the floor, unless the producer is hostile.
+        let f = self.mem.word(Word::DiscardFloor).load(Acquire);
         if f < self.floor {
             return Err(self.poison(Poison::PositionWentBack));
+        }
+        if f > self.cached_write && f > self.reload_write()? {
+            return Err(self.poison(Poison::FloorPastWrite));
         }
         self.floor = f;
         if f <= self.read {
@@ -126,9 +132,8 @@ impl ByteConsumer {
                 return Err(self.poison(Poison::PositionPastCapacity));
             }
         }
-        // After a jump our position can be ahead of the last published write for a moment
-        // (the producer raises the floor before it publishes): nothing to read yet.
-        Ok((w.saturating_sub(self.read), lost))
+        // The jump may have reloaded the write position (never below the floor we are at).
+        Ok((self.cached_write.saturating_sub(self.read), lost))
     }
 
     /// Bytes ready to read now.

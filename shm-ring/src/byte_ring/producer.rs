@@ -170,34 +170,35 @@ impl ByteProducer {
     /// every byte, so a consumer that attaches later sees exactly how much it missed.
     pub fn write_overwriting(&mut self, buf: &[u8]) -> Result<Written, Poison> {
         self.check()?;
-        let len = buf.len() as u64;
-        let end = self.write + len;
-        let kept = len.min(self.cap);
-        let keep = &buf[(len - kept) as usize..];
-        let mut dropped = 0;
-        if self.free_for(kept)? < kept || kept < len {
-            // The oldest byte we may keep is end - cap; everything below is given up. Then
-            // `end - cap > oldest_kept()`: either the kept bytes do not fit, or some bytes
-            // of `buf` itself never enter the ring (end - cap > write).
-            let floor = end - self.cap;
-            dropped = floor - self.oldest_kept();
-            self.floor = floor;
-            // The floor store, then a Release fence, then the overwrites (`copy_in` below):
-            // a consumer whose copy read any overwritten byte has, through that byte, its
-            // Acquire fence synchronized with this one, and sees this floor or a later one
-            // (see the protocol in `byte_ring`).
-            self.mem.word(Word::DiscardFloor).store(floor, Relaxed);
-            fence(Release);
-            if self.armed_at.take().is_some() {
-                // No more waiting for space: lower the flag so the consumer does not ring.
-                self.mem
-                    .word(Word::ProducerWaits)
-                    .store(self.waits, Relaxed);
-            }
+        let mut total = Written {
+            bytes: buf.len(),
+            ..Written::default()
+        };
+        // At most a capacity at a time: the floor of each piece (`end - cap`) is then at most
+        // the position published before it, which is how a consumer tells an honest floor
+        // from a hostile one. A write larger than the ring (rare: rings hold megabytes) is
+        // copied whole, piece by piece, and all but its last capacity is overwritten.
+        for piece in buf.chunks(self.cap as usize) {
+            let w = self.overwrite_piece(piece)?;
+            total.dropped += w.dropped;
+            total.wake_consumer |= w.wake_consumer;
         }
-        // SAFETY: oldest_kept() >= end - cap, so [end - kept, end) with kept <= cap are free
-        // slots (a consumer copying them is told by the floor to discard its copy).
-        unsafe { self.mem.copy_in(end - kept, keep) };
+        Ok(total)
+    }
+
+    /// [`ByteProducer::write_overwriting`] of at most a capacity.
+    fn overwrite_piece(&mut self, piece: &[u8]) -> Result<Written, Poison> {
+        let len = piece.len() as u64;
+        let end = self.write + len;
+        let mut dropped = 0;
+        if self.free_for(len)? < len {
+            // The piece does not fit: `end - cap > oldest_kept()`, and `end - cap <= write`
+            // since `len <= cap`.
+            dropped = self.raise_floor(end - self.cap);
+        }
+        // SAFETY: oldest_kept() >= end - cap, so [write, end) with end - write <= cap are
+        // free slots (a consumer copying them is told by the floor to discard its copy).
+        unsafe { self.mem.copy_in(self.write, piece) };
         let wake_consumer = self.publish(end);
         if dropped > 0 {
             // Relaxed: an informational counter for the peer's statistics; this side is
@@ -206,10 +207,32 @@ impl ByteProducer {
             c.store(c.load(Relaxed).wrapping_add(dropped), Relaxed);
         }
         Ok(Written {
-            bytes: buf.len(),
+            bytes: piece.len(),
             dropped,
             wake_consumer,
         })
+    }
+
+    /// Gives up every position below `floor` (above `oldest_kept()`, at most the published
+    /// write position) before the slots are reused. Returns the bytes given up.
+    fn raise_floor(&mut self, floor: u64) -> u64 {
+        let dropped = floor - self.oldest_kept();
+        self.floor = floor;
+        // Release: every write position below the floor was published before it, so a
+        // consumer that acquires this floor then finds the write position at least as high
+        // (how it tells an honest floor from a hostile one). Then a Release fence before the
+        // overwrites (`copy_in`): a consumer whose copy read any overwritten byte has,
+        // through that byte, its Acquire fence synchronized with this one, and sees this
+        // floor or a later one (see the protocol in `byte_ring`).
+        self.mem.word(Word::DiscardFloor).store(floor, Release);
+        fence(Release);
+        if self.armed_at.take().is_some() {
+            // No more waiting for space: lower the flag so the consumer does not ring.
+            self.mem
+                .word(Word::ProducerWaits)
+                .store(self.waits, Relaxed);
+        }
+        dropped
     }
 
     /// Backpressure: true when `want` bytes fit now. Otherwise raises the "producer waits"

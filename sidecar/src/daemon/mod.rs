@@ -187,6 +187,16 @@ pub struct Daemon {
 impl Daemon {
     /// Creates the state dir and sockets, recovers the journals and starts ingesting.
     pub fn start(cfg: Config) -> Result<Daemon, Error> {
+        // Registers for membarrier now, not when the ingest thread takes its first ring,
+        // and says once how this process fences its rings.
+        let fence = shm_ring::fence::init();
+        match &fence.fallback {
+            None => tracing::debug!("ring fence: {fence}"),
+            Some(_) => tracing::warn!(
+                "ring fence: {fence}; rings still work, each publish costs a little more \
+                 (`ringcastd stats` shows this too)"
+            ),
+        }
         crate::private::ensure_dir(&cfg.state_dir, "state directory", "--state-dir")?;
         let listener = bind_registration(&cfg.socket)?;
         let control = bind_control(&cfg.control_socket)?;

@@ -67,7 +67,7 @@ pub(super) fn serve_control(listener: UnixListener, handle: Handle) {
         let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
         let line = transport_quic::local::read_request(&conn).unwrap_or_default();
         let answer = match line.split_once(' ').unwrap_or((line.as_str(), "")) {
-            ("stats", "") => crate::device::render_table(&handle.stats()),
+            ("stats", "") => crate::device::render_table(&handle.stats()) + &fence_line(),
             ("authorize", rule) => match authorize(&conn, &handle, rule) {
                 Ok(line) => format!("authorized {line}\n"),
                 Err(why) => {
@@ -89,6 +89,18 @@ pub(super) fn serve_control(listener: UnixListener, handle: Handle) {
         };
         let _ = conn.write_all(answer.as_bytes());
     }
+}
+
+/// The line under the stats table that says how ringcastd fences its rings, and how many
+/// sleeping-side barriers failed (expected: none).
+fn fence_line() -> String {
+    let failures = shm_ring::fence::membarrier_failures();
+    let failed = if failures > 0 {
+        format!("; {failures} membarrier calls failed (a wakeup may then come late)")
+    } else {
+        String::new()
+    };
+    format!("ring fence: {}{failed}\n", shm_ring::fence::init())
 }
 
 /// Who asks, if it is root or ringcastd's own user (the only ones who may grant).

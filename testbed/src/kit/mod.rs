@@ -12,6 +12,7 @@
 //! * [`journal`]: a device's spool read back; the configuration of an in-process ringcastd.
 //! * [`raw`]: a client that writes frames and bytes by hand, for testing the server.
 //! * the fake devices of [`crate::devices`], re-exported.
+//! * [`seccomp`]: filters that kill on, or deny, system calls (in a child process).
 //! * [`tmpfs`]: a small disk that fills up.
 //! * [`wait`]: waiting with a deadline, saying what was waited for and why each attempt
 //!   failed.
@@ -24,6 +25,7 @@ pub mod data;
 pub mod identity;
 pub mod journal;
 pub mod raw;
+pub mod seccomp;
 pub mod tmpfs;
 pub mod wait;
 
