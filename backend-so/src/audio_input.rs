@@ -24,6 +24,9 @@ pub(crate) struct InputVoice {
     pub enabled: bool,
     /// Said once: the guest opened its input and where the sound comes from.
     pub announced: bool,
+    /// Voices QEMU opened on this ring (with its mixing engine off a card's inputs each
+    /// open one, in the same format): the ring goes with the last close.
+    pub opens: u32,
 }
 
 impl InputVoice {
@@ -52,6 +55,7 @@ impl InputVoice {
             rx: ByteConsumer::new(Arc::new(mem)).map_err(|e: RingError| e.to_string())?,
             enabled: false,
             announced: false,
+            opens: 1,
         })
     }
 

@@ -177,7 +177,7 @@ fn page_run(
         std::thread::sleep(WARMUP);
         let a0 = b.eval(&tab, "ringcast.audio() || {}")?;
         let n0 = b
-            .eval(&tab, "ringcast.audioDelays().length")?
+            .eval(&tab, "ringcast.audioDelayCount()")?
             .as_u64()
             .unwrap_or(0);
         let c0 = b
@@ -186,7 +186,7 @@ fn page_run(
             .unwrap_or(0);
         std::thread::sleep(dur);
         let a = b.eval(&tab, "ringcast.audio()")?;
-        let delays = b.eval(&tab, &format!("ringcast.audioDelays().slice({n0})"))?;
+        let delays = b.eval(&tab, &format!("ringcast.audioDelays({n0})"))?;
         let c = b
             .eval(&tab, "ringcast.console().received")?
             .as_u64()

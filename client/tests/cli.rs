@@ -638,8 +638,8 @@ fn play_without_the_sound_card_feature_says_what_to_do_instead() {
     assert!(!err.contains("cannot connect"), "{err}");
 }
 
-/// `mic` without a source says what to pass, before connecting anywhere; a tone the
-/// guest's rate cannot carry is refused with the limit.
+/// `mic` without a source says what to pass, before connecting anywhere; two sources at
+/// once are refused.
 #[test]
 fn mic_without_a_source_says_what_to_pass() {
     let home = tempfile::tempdir().unwrap();

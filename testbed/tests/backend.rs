@@ -742,3 +742,51 @@ fn a_grace_of_zero_switches_to_the_flight_recorder_at_once() {
         assert_eq!(chr.write(c), 1000, "the recorder takes everything at once");
     }
 }
+
+#[test]
+fn a_second_input_voice_in_the_same_format_shares_the_ring_and_the_session() {
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = sock_opts(consumer.path(), "");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let daemon = thread::spawn(move || {
+        let mut a = consumer.accept(T).unwrap().audio();
+        let mut input = a.input.take().unwrap();
+        // The pcm goes in once the guest side has opened its second voice and closed one.
+        rx.recv_timeout(T).unwrap();
+        let pcm = GuestStream::bytes(7, 441 * 4);
+        assert_eq!(input.write(&pcm).unwrap().bytes, pcm.len());
+        // No second registration: the first session goes on.
+        assert!(consumer.accept(Duration::from_millis(500)).is_err());
+        a
+    });
+    let lp = MainLoop::new();
+    let audio = p.open_audio("vm", "snd0", &opts).unwrap();
+    assert_eq!(audio.in_open(&S16_STEREO_44100), 0);
+    assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
+    audio.out_enable(true);
+    wait_attached(&lp);
+    // A second voice (AC97's microphone beside its line-in), then one closes.
+    assert_eq!(audio.in_open(&S16_STEREO_44100), 0);
+    let other = QbpAudioFormat {
+        frequency: 48_000,
+        ..S16_STEREO_44100
+    };
+    assert!(audio.in_open(&other) < 0, "another format on the same ring");
+    audio.in_close();
+    audio.in_enable(true);
+    tx.send(()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 441 * 4];
+    for _ in 0..100 {
+        let n = audio.in_read(&mut buf);
+        got.extend_from_slice(&buf[..n]);
+        if got.len() >= 441 * 4 {
+            break;
+        }
+        lp.run_once(Duration::from_millis(20), &[]);
+    }
+    assert!(got == GuestStream::bytes(7, 441 * 4), "the open voice lost its ring");
+    drop(daemon.join().unwrap());
+}

@@ -875,7 +875,10 @@ fn the_delay_meter_maps_stamps_and_the_audio_clock_and_takes_percentiles_as_the_
                meter.sent(0, 5e9, 100); meter.sent(1, 5.01e9, 115); meter.sent(2, 5.02e9, 116);
                meter.played(0, 160); meter.played(1, 171); meter.played(7, 1); meter.played(0, 999);
                meter.forget(2); meter.played(2, 500);
+               const long = new m.DelayMeter(new m.StampClock(0));
+               for (let i = 0; i < 20000; i++) { long.sent(i, i * 1e6, 0); long.played(i, i + (i % 7)); }
                return {
+                 kept: long.delays.length, total: long.summary().delays, last: long.since(19998),
                  p50: m.percentile([5, 1, 3, 2, 4], 0.5), p99: m.percentile(hundred, 0.99),
                  p0: m.percentile(hundred, 0), empty: m.percentile([], 0.5),
                  frame: m.frameToPageMs(48000, 48000, { contextTime: 0.5, performanceTime: 1000 }),
@@ -902,4 +905,55 @@ fn the_delay_meter_maps_stamps_and_the_audio_clock_and_takes_percentiles_as_the_
         v["summary"],
         json!({ "delays": 2, "delayP50": 61, "delayP99": 61 })
     );
+    // A long play keeps a bounded window of delays, counts them all, and `since` counts
+    // from the start.
+    assert!(v["kept"].as_u64().unwrap() <= 12_000, "{v}");
+    assert_eq!(v["total"], json!(20_000));
+    assert_eq!(v["last"], json!([6, 0]));
+}
+
+#[test]
+fn a_burst_after_a_stall_is_trimmed_back_to_the_jitter_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut snd = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/snd0");
+    b.eval(&tab, "document.getElementById('codec').value = 'pcm'")
+        .unwrap();
+    b.eval(&tab, "document.getElementById('jitter').value = 60")
+        .unwrap();
+    b.eval(&tab, "ringcast.play('vm1/snd0')").unwrap();
+    b.wait_for(&tab, "audio attached", "!!ringcast.audio()", T)
+        .unwrap();
+    // 300 ms of a 500 Hz tone at once (what a page gets after a stall), then 10 ms periods
+    // paced in real time for 3 s: without trimming the page stays 300 ms behind.
+    let burst = 30u64;
+    for n in 0..burst {
+        snd.try_push_pcm(n * 10_000_000, 480, &tone(500.0, n * 480, 480))
+            .unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    for n in burst..burst + 300 {
+        let due = t0 + Duration::from_millis((n - burst) * 10);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        snd.try_push_pcm(n * 10_000_000, 480, &tone(500.0, n * 480, 480))
+            .unwrap();
+    }
+    let a = b
+        .wait_for(
+            &tab,
+            "every period",
+            "(a => a.periods + a.skipped >= 330 && a)(ringcast.audio())",
+            T,
+        )
+        .unwrap();
+    eprintln!("the page's audio counters: {a}");
+    // Trimmed, by whole frames, to the target: at least the burst beyond twice the target
+    // (in samples: 2 channels). (More when the busy test machine stalls the page again.)
+    let trimmed = a["trimmed"].as_u64().unwrap();
+    assert!(trimmed >= (300 - 2 * 60) * 48 * 2, "{a}");
+    assert_eq!(trimmed % 2, 0, "{a}");
+    assert_eq!(a["dropped"], json!(0), "{a}");
 }

@@ -416,10 +416,12 @@ window.ringcast = {
   play: (name) => playAudio(state.devices.find((d) => `${d.vm}/${d.device}` === name)),
   audio: () => state.audio && { ...state.audio.counts, ...(state.audio.opus ? state.audio.opus.counts : {}), codec: state.audio.encoding.codec, frequency: state.audio.frequency(), rate: state.audio.format.rate, ...state.audio.meter.summary() },
   audioText: () => $('audio-counters').textContent,
+  // Each period's play-out delay (ms), in the order they were played, from the `from`th
+  // on (of the last 6000 kept); audioDelayCount() counts them all.
+  audioDelays: (from = 0) => (state.audio ? state.audio.meter.since(from) : []),
+  audioDelayCount: () => (state.audio ? state.audio.meter.total : 0),
   // For the audio played next: the stamps' clock (CLOCK_MONOTONIC of ringcastd's host, ms)
   // minus performance.now(), so that the delay is measured from the stamp itself.
-  // Each period's play-out delay (ms), in the order they were played.
-  audioDelays: () => (state.audio ? state.audio.meter.delays.slice() : []),
   setStampClock: (offsetMs) => { state.stampOffsetMs = offsetMs; },
   transport: () => (state.ws ? 'websocket' : 'webtransport'),
   logout,

@@ -53,7 +53,7 @@ export class AudioView {
     });
     this.history = [];
     this.node.port.onmessage = (e) => {
-      Object.assign(this.counts, { underruns: e.data.underruns, played: e.data.played, crossings: e.data.crossings, dropped: e.data.dropped, buffered: e.data.buffered });
+      Object.assign(this.counts, { underruns: e.data.underruns, played: e.data.played, crossings: e.data.crossings, dropped: e.data.dropped, trimmed: e.data.trimmed, buffered: e.data.buffered });
       for (const id of e.data.unplayed) this.meter.forget(id);
       this.heard.push(...e.data.playedAt);
       // The output clock pair is there once the context plays; until then the frames wait.
@@ -134,7 +134,7 @@ export class AudioView {
     const d = this.meter.summary();
     const o = this.opus ? this.opus.counts : null;
     $('audio-counters').textContent = `${this.d.vm}/${this.d.device} (${this.codecText()}): periods ${c.periods}, late ${c.late}, ` +
-      `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}, out of order ${c.reordered}), played ${(c.played / this.format.rate).toFixed(1)} s, ` +
+      `underruns ${c.underruns}, skipped ${c.skipped} (by ringcastd ${c.skippedByServer}, lost ${c.lost}, out of order ${c.reordered}), played ${(c.played / this.format.rate).toFixed(1)} s, trimmed ${((c.trimmed || 0) / this.format.channels / this.format.rate * 1000).toFixed(0)} ms, ` +
       `frequency ${this.frequency().toFixed(1)} Hz` +
       (o ? `; concealed ${o.concealed}, silent ${o.dtx}, decode errors ${o.decodeErrors}` : '') +
       `; stamp to play-out p50 ${d.delayP50.toFixed(1)} ms, p99 ${d.delayP99.toFixed(1)} ms`;

@@ -38,9 +38,17 @@ export function percentile(values, q) {
 }
 
 // Delays of the periods played, in ms: ids of periods sent to the worklet and their mapped
-// stamps, matched with the frames the worklet reports.
+// stamps, matched with the frames the worklet reports. The last KEEP delays are kept (an
+// hour of play would otherwise grow the list, and each summary's sort, without end); the
+// percentiles are of those, taken at most once a second.
+const KEEP = 6000;
 export class DelayMeter {
-  constructor(clock) { this.clock = clock; this.due = new Map(); this.delays = []; }
+  constructor(clock) {
+    this.clock = clock; this.due = new Map();
+    this.delays = []; // the last KEEP delays at most
+    this.total = 0; // delays measured since the start
+    this.cached = null; this.cachedAt = -Infinity;
+  }
   // A period sent to the worklet under `id`, stamped `stampNs`, arrived at `nowMs`.
   sent(id, stampNs, nowMs) { this.due.set(id, this.clock.map(stampNs, nowMs)); }
   // The worklet played period `id`'s first sample at page time `playedMs`.
@@ -49,10 +57,19 @@ export class DelayMeter {
     if (due === undefined) return;
     this.due.delete(id);
     this.delays.push(playedMs - due);
+    this.total++;
+    if (this.delays.length > 2 * KEEP) this.delays.splice(0, this.delays.length - KEEP);
   }
   // Periods whose first sample the worklet dropped (over its maximum) are never played.
   forget(id) { this.due.delete(id); }
-  summary() {
-    return { delays: this.delays.length, delayP50: percentile(this.delays, 0.5), delayP99: percentile(this.delays, 0.99) };
+  // The delays measured since the `n`th (counted from the start), of those still kept.
+  since(n) { return this.delays.slice(Math.max(0, n - (this.total - this.delays.length))); }
+  summary(nowMs = performance.now()) {
+    if (this.cached === null || nowMs - this.cachedAt >= 1000 || this.total < 100) {
+      const recent = this.delays.slice(-KEEP);
+      this.cached = { delayP50: percentile(recent, 0.5), delayP99: percentile(recent, 0.99) };
+      this.cachedAt = nowMs;
+    }
+    return { delays: this.total, ...this.cached };
   }
 }

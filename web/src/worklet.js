@@ -1,6 +1,9 @@
 // Audio play-out with a fixed jitter target (`ringcast play` adapts its own): playback starts once the
 // jitter target is buffered, an underrun (the buffer runs dry while playing) is counted
 // and buffering starts again, and more than 8 targets buffered drops the oldest samples.
+// A buffer that stays above twice the target for a whole second of play (a burst that came
+// at once, after a stall of the page) is trimmed back to the target, oldest samples first
+// (counted as `trimmed`), so one stall does not leave every later sample that much late.
 // It also counts positive-going zero crossings of the first channel, from which the page
 // tells the frequency of what is played, and reports the context frame at which each
 // period's first sample was played (or that it was dropped unplayed), from which the page
@@ -19,21 +22,30 @@ class RingcastPlayer extends AudioWorkletProcessor {
     this.head = 0; // read position in queue[0]
     this.buffered = 0;
     this.playing = false;
-    this.counts = { underruns: 0, dropped: 0, played: 0, crossings: 0, buffered: 0, playing: false };
+    this.counts = { underruns: 0, dropped: 0, trimmed: 0, played: 0, crossings: 0, buffered: 0, playing: false };
+    // The least buffered in this second of play, and the frames played in it.
+    this.lowest = Infinity;
+    this.windowFrames = 0;
     this.last = 0;
     this.sinceReport = 0;
     this.port.onmessage = (e) => {
       this.queue.push(e.data.samples);
       this.ids.push(e.data.id);
       this.buffered += e.data.samples.length;
-      while (this.buffered > this.max && this.queue.length) {
-        const first = this.queue[0].length - this.head;
-        const drop = Math.min(first, this.buffered - this.max);
-        if (this.head === 0) this.unplayed.push(this.ids[0]);
-        this.head += drop; this.buffered -= drop; this.counts.dropped += drop;
-        if (this.head >= this.queue[0].length) this.next();
-      }
+      if (this.buffered > this.max) this.counts.dropped += this.dropOldest(this.buffered - this.max);
     };
+  }
+
+  // Drops `n` samples (whole frames: n is a multiple of the channels) from the front.
+  dropOldest(n) {
+    let left = n;
+    while (left > 0 && this.queue.length) {
+      const drop = Math.min(this.queue[0].length - this.head, left);
+      if (this.head === 0) this.unplayed.push(this.ids[0]);
+      this.head += drop; this.buffered -= drop; left -= drop;
+      if (this.head >= this.queue[0].length) this.next();
+    }
+    return n - left;
   }
 
   next() {
@@ -66,6 +78,16 @@ class RingcastPlayer extends AudioWorkletProcessor {
       }
       if (this.playing) this.counts.played++;
       if (this.playing && this.buffered === 0) { this.playing = false; this.counts.underruns++; }
+    }
+    if (this.playing) {
+      this.lowest = Math.min(this.lowest, this.buffered);
+      this.windowFrames += frames;
+      if (this.windowFrames >= sampleRate) {
+        if (this.lowest > 2 * this.target) this.counts.trimmed += this.dropOldest(this.lowest - this.target);
+        this.lowest = Infinity; this.windowFrames = 0;
+      }
+    } else {
+      this.lowest = Infinity; this.windowFrames = 0;
     }
     this.sinceReport += frames;
     if (this.sinceReport >= sampleRate / 10) {

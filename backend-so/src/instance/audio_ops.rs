@@ -77,6 +77,20 @@ impl Instance {
             let Device::Audio { input, voice, .. } = &mut inner.device else {
                 return Err("not an audio device".into());
             };
+            // One capture ring per device: another voice in the same format shares it (and
+            // the session carrying it goes on); one in another format is refused (QEMU
+            // then gives that voice silence).
+            if let Some(v) = input {
+                if v.format != format {
+                    return Err(format!(
+                        "{name} records in one format at a time ({} Hz, {} channels already \
+                         open); this voice asks for {} Hz, {} channels",
+                        v.format.frequency, v.format.channels, format.frequency, format.channels
+                    ));
+                }
+                v.opens += 1;
+                return Ok(());
+            }
             *input = Some(InputVoice::new(&name, format)?);
             // The daemon learns of the input ring with a registration: a registered output
             // starts a new session (new rings) that carries it.
@@ -94,7 +108,12 @@ impl Instance {
     pub(crate) fn audio_in_close(&self) {
         if let Ok(mut inner) = self.inner.try_borrow_mut() {
             if let Device::Audio { input, .. } = &mut inner.device {
-                *input = None;
+                if let Some(v) = input {
+                    v.opens = v.opens.saturating_sub(1);
+                    if v.opens == 0 {
+                        *input = None;
+                    }
+                }
             }
         }
     }

@@ -132,8 +132,10 @@ impl ByteConsumer {
                 return Err(self.poison(Poison::PositionPastCapacity));
             }
         }
-        // The jump may have reloaded the write position (never below the floor we are at).
-        Ok((self.cached_write.saturating_sub(self.read), lost))
+        // Up to `w`, the position checked above: the jump may have reloaded a later one,
+        // which may be more than a capacity ahead again (a flight recorder that kept
+        // writing); the next call checks that one. (Nothing yet when the floor is past `w`.)
+        Ok((w.saturating_sub(self.read), lost))
     }
 
     /// Bytes ready to read now.

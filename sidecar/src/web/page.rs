@@ -104,7 +104,11 @@ pub fn serve_page(
                         Err(_) => return tracing::debug!(%addr, "a page request took too long"),
                     },
                 };
-                slot.answering();
+                // Dropped for a newer one in the same wake-up as its request came: it goes,
+                // as it would have a moment earlier (the slots are never over the limit).
+                if !slot.answering() {
+                    return tracing::debug!(%addr, "an idle page connection dropped for a new one");
+                }
                 let resp = answer(&web, &auth, &req);
                 let written = tokio::time::timeout(WRITE_DEADLINE, async {
                     s.write_all(&resp).await.ok()?;
@@ -158,14 +162,17 @@ struct Slot {
 }
 
 impl Slot {
-    /// The request is read: the connection is no longer one to drop for a newer one.
-    fn answering(&mut self) {
+    /// The request is read: the connection is no longer one to drop for a newer one. False
+    /// when it was dropped already (its slot went to a newer connection).
+    fn answering(&mut self) -> bool {
         let mut s = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = s.reading.iter().position(|(id, _)| *id == self.id) {
-            s.reading.remove(i);
-        }
+        let Some(i) = s.reading.iter().position(|(id, _)| *id == self.id) else {
+            return false;
+        };
+        s.reading.remove(i);
         s.answering += 1;
         self.answering = true;
+        true
     }
 }
 
@@ -317,4 +324,36 @@ fn response(status: u16, ctype: &str, body: &[u8]) -> Vec<u8> {
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_dropped_for_a_newer_one_never_takes_an_answering_slot() {
+        let slots = Arc::new(Slots::default());
+        let mut held: Vec<Slot> = (0..MAX_CONNECTIONS)
+            .map(|_| {
+                let (id, _rx) = slots.admit().unwrap();
+                Slot {
+                    slots: slots.clone(),
+                    id,
+                    answering: false,
+                }
+            })
+            .collect();
+        // One more: the oldest reader is dropped for it.
+        let (id, _rx) = slots.admit().unwrap();
+        held.push(Slot {
+            slots: slots.clone(),
+            id,
+            answering: false,
+        });
+        // The dropped one's request came in the same wake-up: it does not answer.
+        assert!(!held[0].answering());
+        assert!(held[1].answering());
+        let s = slots.0.lock().unwrap();
+        assert_eq!(s.reading.len() + s.answering, MAX_CONNECTIONS);
+    }
 }

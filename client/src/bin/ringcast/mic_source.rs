@@ -86,6 +86,16 @@ impl Source {
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .with_context(|| format!("cannot read {}", path.display()))?;
         }
+        // Whole frames only: the guest's ring takes nothing else.
+        let frame = 2 * usize::from(channels.max(1));
+        let rest = bytes.len() % frame;
+        if rest != 0 {
+            eprintln!(
+                "ringcast mic: the last {rest} bytes of {} are not a whole frame ({frame} bytes: s16 in {channels} channels) and are not sent",
+                path.display()
+            );
+            bytes.truncate(bytes.len() - rest);
+        }
         let samples = bytes
             .chunks_exact(2)
             .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
@@ -212,6 +222,20 @@ mod tests {
             .count();
         assert!((999..=1001).contains(&rises), "{rises}");
         assert!(Source::tone(30_000.0, 48_000, 2).is_err());
+    }
+
+    #[test]
+    fn raw_input_is_sent_in_whole_frames_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.raw");
+        // Two stereo frames and half of a third.
+        std::fs::write(&path, [1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6]).unwrap();
+        let mut s = Source::raw(&path, 2).unwrap();
+        let mut out = Vec::new();
+        s.next(10, &mut out);
+        assert_eq!(out.len(), 4, "{out:?}");
+        s.next(10, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
