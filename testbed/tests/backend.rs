@@ -787,6 +787,9 @@ fn a_second_input_voice_in_the_same_format_shares_the_ring_and_the_session() {
         }
         lp.run_once(Duration::from_millis(20), &[]);
     }
-    assert!(got == GuestStream::bytes(7, 441 * 4), "the open voice lost its ring");
+    assert!(
+        got == GuestStream::bytes(7, 441 * 4),
+        "the open voice lost its ring"
+    );
     drop(daemon.join().unwrap());
 }
