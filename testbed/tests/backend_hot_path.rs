@@ -155,12 +155,16 @@ fn audio_writes_allocate_nothing() {
     assert_eq!(reader.join().unwrap(), 200);
 }
 
-/// The child's part of the system-call test, selected by this variable: "writes" runs the
-/// console writes under the filter, "control" makes one forbidden call under it.
+/// The child's part of the system-call tests, selected by this variable: "writes" runs the
+/// console writes under the filter, "audio" the audio writes and reads, "control" makes one
+/// forbidden call under it.
 const CHILD: &str = "RINGCAST_HOT_PATH_CHILD";
 
 #[cfg(target_arch = "x86_64")]
 fn child(mode: &str) -> ! {
+    if mode == "audio" {
+        audio_child();
+    }
     let p = plugin();
     let dir = tempfile::tempdir().unwrap();
     let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
@@ -193,6 +197,68 @@ fn child(mode: &str) -> ! {
     unreachable!()
 }
 
+/// The audio variant: periods written to the output voice and the capture voice read, under
+/// the filter, while the daemon's side reads the output ring (unfiltered, another thread).
+#[cfg(target_arch = "x86_64")]
+fn audio_child() -> ! {
+    let p = plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let consumer = TestConsumer::bind(&dir.path().join("d.sock")).unwrap();
+    let opts = format!("socket={}", consumer.path().display());
+    let _reader = thread::spawn(move || {
+        let mut a = consumer.accept(T).unwrap().audio();
+        loop {
+            let _ = a.pop_all();
+            let _ = a.wait(Duration::from_millis(1));
+        }
+    });
+    let lp = MainLoop::new();
+    let audio = p.open_audio("vm", "snd0", &opts).unwrap();
+    assert_eq!(audio.in_open(&S16_STEREO_44100), 0);
+    assert_eq!(audio.out_open(&S16_STEREO_44100), 0);
+    audio.out_enable(true);
+    audio.in_enable(true);
+    wait_attached(&lp);
+    let period = GuestStream::bytes(1, 441 * 4);
+    let mut buf = vec![0u8; 441 * 4];
+    testbed::kit::seccomp::only_write_and_exit_from_now_on().expect("seccomp filter");
+    let mut ok = true;
+    for _ in 0..200 {
+        ok &= audio.out_write(&period) == period.len();
+        ok &= audio.in_read(&mut buf) <= buf.len();
+    }
+    // SAFETY: ends the process at once (no destructors: they would make other calls).
+    unsafe { libc::syscall(libc::SYS_exit_group, if ok { 0 } else { 3 }) };
+    unreachable!()
+}
+
+/// Runs this binary's console system-call test as a child in `mode` (see [`CHILD`]).
+#[cfg(target_arch = "x86_64")]
+fn run_child(mode: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_console_write_makes_no_system_call_but_the_doorbell",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, mode)
+        .output()
+        .unwrap()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn audio_writes_and_reads_make_no_system_call_but_the_doorbell() {
+    let out = run_child("audio");
+    assert!(
+        out.status.success(),
+        "an audio write or read made a forbidden system call: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn a_console_write_makes_no_system_call_but_the_doorbell() {
@@ -200,18 +266,7 @@ fn a_console_write_makes_no_system_call_but_the_doorbell() {
     if let Ok(mode) = std::env::var(CHILD) {
         child(&mode);
     }
-    let run = |mode: &str| {
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "a_console_write_makes_no_system_call_but_the_doorbell",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, mode)
-            .output()
-            .unwrap()
-    };
+    let run = run_child;
     let control = run("control");
     assert_eq!(
         control.status.signal(),
