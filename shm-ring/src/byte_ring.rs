@@ -125,6 +125,10 @@ pub(crate) struct Settled {
 /// An honest producer raises F only to positions it has published, so F loaded (Acquire)
 /// before a second load of W is at most that W. A floor above it is a hostile producer's:
 /// the ring is refused, rather than starting past bytes that were never written.
+/// How many times an attaching side takes W and F again when the producer moved between
+/// the two loads (each try is two loads: an honest producer almost never moves twice).
+const SNAPSHOT_TRIES: u32 = 64;
+
 pub(crate) fn settled_positions(
     mem: &RingMemory,
     kind: RingKind,
@@ -136,10 +140,18 @@ pub(crate) fn settled_positions(
     let cap = mem.geometry().capacity;
     // Acquire: pairs with the peer's last Release, so the bytes below W are visible and the
     // slots below R are free.
-    let mut w = mem.write_pos().load(Acquire);
-    let floor = mem.word(Word::DiscardFloor).load(Acquire);
+    // W, then F: F >= W - capacity. A floor above that W means the producer wrote on in
+    // between (publishing up to the floor before raising it): both are taken again, a few
+    // times at most. A floor that stays above the W loaded before it is a hostile producer's.
+    let (mut w, mut floor) = (0, 0);
+    for _ in 0..SNAPSHOT_TRIES {
+        w = mem.write_pos().load(Acquire);
+        floor = mem.word(Word::DiscardFloor).load(Acquire);
+        if floor <= w {
+            break;
+        }
+    }
     if floor > w {
-        // The producer raised the floor after our first load (after publishing up to it).
         w = mem.write_pos().load(Acquire);
         if floor > w {
             return Err(Poison::FloorPastWrite.into());
