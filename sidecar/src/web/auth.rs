@@ -43,6 +43,8 @@ fn key(token: &str) -> Key {
 #[derive(Debug, Default)]
 pub struct WebAuth {
     inner: Mutex<Inner>,
+    /// The per-address limit on page and session requests.
+    pub(crate) limit: super::limit::RequestLimit,
 }
 
 #[derive(Debug, Default)]

@@ -16,10 +16,12 @@
 //! session per connection (browsers do not pool WebTransport sessions unless asked).
 //!
 //! Modules: `auth` (links and sessions), `page` (the HTTPS server: the page's files and
-//! the link exchange), `bind` (the UDP and TCP sockets of one port number).
+//! the link exchange), `bind` (the UDP and TCP sockets of one port number), `limit` (the
+//! per-address limit on page and session requests).
 
 pub mod auth;
 mod bind;
+pub mod limit;
 mod page;
 
 use std::path::PathBuf;
@@ -162,6 +164,14 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, conn: quinn::Connection) 
         Err(_) => return tracing::info!(%addr, "WebTransport handshake not completed in time"),
     };
     tracing::debug!(%addr, path = request.url.path(), "WebTransport session requested");
+    let auth = shared.handle.web_auth();
+    if let Err(too) = auth.limit.check(addr.ip()) {
+        tracing::warn!(%addr, why = %too, "WebTransport session refused");
+        let _ = request
+            .reject(web_transport_quinn::http::StatusCode::TOO_MANY_REQUESTS)
+            .await;
+        return;
+    }
     let token = (request.url.path() == SESSION_PATH)
         .then(|| {
             request
@@ -171,7 +181,6 @@ pub(crate) async fn serve_session(shared: Arc<Shared>, conn: quinn::Connection) 
                 .map(|(_, v)| v.into_owned())
         })
         .flatten();
-    let auth = shared.handle.web_auth();
     let Some((token, session)) = token.and_then(|t| auth.session(&t).map(|s| (t, s))) else {
         tracing::warn!(%addr, "WebTransport session refused: no valid session token");
         let _ = request

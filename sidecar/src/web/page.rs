@@ -9,6 +9,8 @@
 //! - `POST /api/logout` (body: a session token): the session ends, and its WebTransport
 //!   sessions are closed.
 //!
+//! Each address is held to a request budget (`limit`): over it, 429 with when to come back.
+//!
 //! One request per connection, small bounded requests, a deadline on each, and a bounded
 //! number of connections where a new one takes the place of the oldest still reading its
 //! request: a minimal HTTP/1.1 server, enough for the page and nothing else.
@@ -19,6 +21,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::auth::WebAuth;
+use super::limit::TooMany;
 use super::WebState;
 use crate::Handle;
 
@@ -109,7 +112,13 @@ pub fn serve_page(
                 if !slot.answering() {
                     return tracing::debug!(%addr, "an idle page connection dropped for a new one");
                 }
-                let resp = answer(&web, &auth, &req);
+                let resp = match auth.limit.check(addr.ip()) {
+                    Ok(()) => answer(&web, &auth, &req),
+                    Err(too) => {
+                        tracing::warn!(%addr, why = %too, "page request refused");
+                        too_many(too)
+                    }
+                };
                 let written = tokio::time::timeout(WRITE_DEADLINE, async {
                     s.write_all(&resp).await.ok()?;
                     s.shutdown().await.ok()
@@ -191,6 +200,9 @@ impl Drop for Slot {
 struct Request {
     method: String,
     path: String,
+    /// The host the page was asked for (the Host header without its port), when it is a
+    /// plain name or address.
+    host: Option<String>,
     body: Vec<u8>,
 }
 
@@ -214,11 +226,17 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Requ
     let mut lines = head.split("\r\n");
     let mut first = lines.next()?.split(' ');
     let (method, path) = (first.next()?.to_owned(), first.next()?.to_owned());
-    let len = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    };
+    let len = header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
+    let host = header("host").and_then(host_name);
     if len > MAX_BODY {
         return None;
     }
@@ -232,7 +250,26 @@ async fn read_request<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<Requ
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(len);
-    Some(Request { method, path, body })
+    Some(Request {
+        method,
+        path,
+        host,
+        body,
+    })
+}
+
+/// The host of a Host header (`name`, `name:port`, `[v6]:port`), if it is made only of
+/// the characters a name or an address has: it goes into the page's CSP.
+fn host_name(v: &str) -> Option<String> {
+    let h = if v.starts_with('[') {
+        &v[..=v.find(']')?]
+    } else {
+        v.split(':').next()?
+    };
+    let ok = !h.is_empty()
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    ok.then(|| h.to_ascii_lowercase())
 }
 
 fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
@@ -284,7 +321,17 @@ fn answer(web: &WebState, auth: &WebAuth, req: &Request) -> Vec<u8> {
             // Only the page's own files, read at start: no path from the request reaches
             // the file system, and nothing here waits on it.
             match web.cfg.file(name) {
-                Some((a, bytes)) => response(200, content_type(a), &bytes),
+                // The page (and its network worker, whose own CSP is this one) may also
+                // open WebSockets to its host: the web-latency bench's baseline page
+                // reaches its relay that way (docs/web.md, "The WebSocket baseline").
+                Some((a, bytes)) => {
+                    let connect = req
+                        .host
+                        .as_ref()
+                        .map(|h| format!("'self' wss://{h}:*"))
+                        .unwrap_or_else(|| "'self'".into());
+                    response_with(200, content_type(a), &bytes, "", &connect)
+                }
                 None => response(404, "text/plain", b"not found"),
             }
         }
@@ -305,20 +352,34 @@ fn json(status: u16, v: serde_json::Value) -> Vec<u8> {
     response(status, "application/json", v.to_string().as_bytes())
 }
 
+/// The answer to a request over the address's limit: 429, when to come back, and why.
+fn too_many(too: TooMany) -> Vec<u8> {
+    let body = serde_json::json!({ "error": too.to_string() }).to_string();
+    let retry = format!("Retry-After: {}\r\n", too.retry_after.as_secs().max(1));
+    response_with(429, "application/json", body.as_bytes(), &retry, "'self'")
+}
+
 fn response(status: u16, ctype: &str, body: &[u8]) -> Vec<u8> {
+    response_with(status, ctype, body, "", "'self'")
+}
+
+/// A response; `extra`: more header lines, each ending in CRLF; `connect`: the CSP's
+/// connect-src.
+fn response_with(status: u16, ctype: &str, body: &[u8], extra: &str, connect: &str) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        429 => "Too Many Requests",
         _ => "Internal Server Error",
     };
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
          Referrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n\
          Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; \
-         connect-src 'self'; frame-ancestors 'none'\r\nConnection: close\r\n\r\n",
+         connect-src {connect}; frame-ancestors 'none'\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -355,5 +416,18 @@ mod tests {
         assert!(held[1].answering());
         let s = slots.0.lock().unwrap();
         assert_eq!(s.reading.len() + s.answering, MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn only_a_plain_host_goes_into_the_csp() {
+        assert_eq!(
+            host_name("Example.org:7878").as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(host_name("198.18.0.1").as_deref(), Some("198.18.0.1"));
+        assert_eq!(host_name("[::1]:7878").as_deref(), Some("[::1]"));
+        assert_eq!(host_name("evil; script-src *"), None);
+        assert_eq!(host_name("a b"), None);
+        assert_eq!(host_name(""), None);
     }
 }
