@@ -27,6 +27,6 @@ if [ "$(cat .npm/key 2>/dev/null)" != "$key" ]; then
     echo "$key" >.npm/key
 fi
 mkdir -p dist
-cp src/index.html src/app.js src/audio.js src/delay.js src/opus.js src/proto.js src/worklet.js src/ws.js src/style.css dist/
+cp src/index.html src/app.js src/audio.js src/delay.js src/feed.js src/net.js src/opus.js src/proto.js src/transport.js src/worklet.js src/ws.js src/style.css dist/
 cp .npm/node_modules/@xterm/xterm/lib/xterm.js .npm/node_modules/@xterm/xterm/css/xterm.css dist/
 echo "$PWD/dist"

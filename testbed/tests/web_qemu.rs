@@ -47,8 +47,38 @@ fn link(d: &Ringcastd, who: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+fn browser() -> Browser {
+    Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn open(b: &mut Browser, url: &str) -> Tab {
     b.open_connected(url, T).unwrap()
+}
+
+/// Opens a page for `cn:alice` and plays the guest's `e2e/snd0` with `codec` and a 200 ms
+/// jitter target, until the worklet has played a second at `hz` (its own count of what it
+/// played in the last second); returns the page's audio counters then.
+fn play_tone(d: &Ringcastd, b: &mut Browser, codec: &str, hz: f64) -> (Tab, serde_json::Value) {
+    let tab = open(b, &link(d, "cn:alice"));
+    wait_device(b, &tab, "e2e/snd0");
+    b.eval(&tab, "document.getElementById('jitter').value = 200")
+        .unwrap();
+    b.eval(
+        &tab,
+        &format!("document.getElementById('codec').value = '{codec}'"),
+    )
+    .unwrap();
+    b.eval(&tab, "ringcast.play('e2e/snd0')").unwrap();
+    let expr = format!(
+        "(a => a && a.played > a.rate && Math.abs(a.frequency - {hz}) < 7 && a)(ringcast.audio())"
+    );
+    let a = b
+        .wait_for(&tab, "the tone played at its frequency", &expr, BOOT)
+        .unwrap();
+    eprintln!("the page's audio counters while the tone played: {a}");
+    assert_eq!(a["codec"], json!(codec), "{a}");
+    assert_eq!(a["underruns"], json!(0), "{a}");
+    (tab, a)
 }
 
 fn wait_device(b: &mut Browser, tab: &Tab, name: &str) {
@@ -110,7 +140,7 @@ fn typing_in_the_page_reaches_the_guest_and_a_spy_tab_sees_the_answer() {
     let d = web_ringcastd(dir.path());
     let g = guest(dir.path(), &d, "rc.scenario=echo rc.echo_bytes=1000", None);
     let mut vm = Qemu(Some(g.spawn().unwrap()));
-    let mut b = Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"));
+    let mut b = browser();
     let writer = open(&mut b, &link(&d, "cn:alice"));
     wait_device(&mut b, &writer, "e2e/serial0");
     b.eval(&writer, "ringcast.openConsole('e2e/serial0', 'write')")
@@ -177,25 +207,9 @@ fn the_page_captures_the_guest_console_exactly_and_plays_its_tone() {
     );
     let g = guest(dir.path(), &d, &params, Some(SoundCard::Ac97));
     let vm = Qemu(Some(g.spawn().unwrap()));
-    let mut b = Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"));
-    let tab = open(&mut b, &link(&d, "cn:alice"));
-    wait_device(&mut b, &tab, "e2e/snd0");
-    b.eval(&tab, "document.getElementById('jitter').value = 200")
-        .unwrap();
+    let mut b = browser();
     // PCM: its periods are the plugin's, so the page's count of lost ones is ringcastd's.
-    b.eval(&tab, "document.getElementById('codec').value = 'pcm'")
-        .unwrap();
-    b.eval(&tab, "ringcast.play('e2e/snd0')").unwrap();
-    // The worklet's own count of what it played in the last second, while the tone plays.
-    let expr = format!(
-        "(a => a && a.played > a.rate && Math.abs(a.frequency - {hz}) < 7 && a)(ringcast.audio())"
-    );
-    let a = b
-        .wait_for(&tab, "the tone played at its frequency", &expr, BOOT)
-        .unwrap();
-    assert_eq!(a["underruns"], json!(0), "{a}");
-    assert_eq!(a["codec"], json!("pcm"), "{a}");
-    eprintln!("the page's audio counters while the tone played: {a}");
+    let (tab, a) = play_tone(&d, &mut b, "pcm", hz);
     // On the stream every period arrives, in order: the only gaps are periods the plugin
     // itself dropped (counted by ringcastd).
     let plugin_lost: u64 = d.stat("e2e/snd0", "LOST:AUDIO").unwrap().parse().unwrap();
@@ -228,24 +242,9 @@ fn the_page_plays_the_guests_tone_as_opus_at_its_frequency_without_underruns() {
     let params = format!("rc.scenario=tone rc.tone_hz={hz} rc.tone_ms=4000 rc.rate=44100");
     let g = guest(dir.path(), &d, &params, Some(SoundCard::Ac97));
     let vm = Qemu(Some(g.spawn().unwrap()));
-    let mut b = Browser::launch(&["--ignore-certificate-errors"]).unwrap_or_else(|e| panic!("{e}"));
-    let tab = open(&mut b, &link(&d, "cn:alice"));
-    wait_device(&mut b, &tab, "e2e/snd0");
-    b.eval(&tab, "document.getElementById('jitter').value = 200")
-        .unwrap();
-    b.eval(&tab, "document.getElementById('codec').value = 'opus'")
-        .unwrap();
-    b.eval(&tab, "ringcast.play('e2e/snd0')").unwrap();
-    let expr = format!(
-        "(a => a && a.played > a.rate && Math.abs(a.frequency - {hz}) < 7 && a)(ringcast.audio())"
-    );
-    let a = b
-        .wait_for(&tab, "the tone played at its frequency", &expr, BOOT)
-        .unwrap();
-    eprintln!("the page's audio counters while the tone played: {a}");
-    assert_eq!(a["codec"], json!("opus"), "{a}");
+    let mut b = browser();
+    let (_tab, a) = play_tone(&d, &mut b, "opus", hz);
     assert_eq!(a["rate"], json!(48_000), "{a}");
-    assert_eq!(a["underruns"], json!(0), "{a}");
     // On the stream every Opus frame arrives and decodes: none concealed.
     assert_eq!(a["lost"], json!(0), "{a}");
     assert_eq!(a["concealed"], json!(0), "{a}");

@@ -3,17 +3,20 @@
 // reconnect, gaps marked), console captures, audio through an AudioWorklet.
 import * as P from './proto.js';
 import { AudioView } from './audio.js';
-import { opusSupported, OPUS_RATE } from './opus.js';
-import { WsTransport } from './ws.js';
+import { opusSupported } from './opus.js';
+import { NetWorker } from './transport.js';
 
 const $ = (id) => document.getElementById(id);
 const enc = new TextEncoder();
 const SOFTWARE = 'ringcast-web 0.1';
 const STORE = 'ringcast.session';
-// Bytes handed to the terminal and not yet drawn: above HIGH the console view stops
-// reading until they are down to LOW.
-const SHOW_HIGH = 1 << 20;
-const SHOW_LOW = 256 << 10;
+// The terminal is given console bytes in slices of at most SHOW_SLICE (xterm.js parses
+// what it was given in turns of about 12 ms, but one write at a time: a slice bounds a
+// turn); above SHOW_HIGH given and not yet parsed, the console view stops reading until
+// they are down to SHOW_LOW.
+const SHOW_SLICE = 16 << 10;
+const SHOW_HIGH = 256 << 10;
+const SHOW_LOW = 64 << 10;
 
 const state = {
   session: null, // {token, expires, identity, hashes}
@@ -26,11 +29,23 @@ const state = {
   status: '',
   closedReason: null,
   // ?ws=wss://HOST:PORT/: everything over one WebSocket to a relay (the benchmark's
-  // baseline, ws.js) instead of WebTransport to ringcastd.
+  // baseline, ws.js) instead of WebTransport to ringcastd; the network worker (net.js)
+  // runs either.
   ws: new URLSearchParams(location.search).get('ws'),
   // The stamps' clock minus the page's, ms, when a caller on ringcastd's host knows it.
   stampOffsetMs: null,
 };
+
+// The page's main-thread stalls: tasks over 50 ms, as the browser's Long Tasks API reports
+// them (count, total and longest, ms), so a bench can say what held the page up.
+const longTasks = { count: 0, totalMs: 0, maxMs: 0 };
+try {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      longTasks.count++; longTasks.totalMs += e.duration; longTasks.maxMs = Math.max(longTasks.maxMs, e.duration);
+    }
+  }).observe({ type: 'longtask' });
+} catch (_) { /* a browser without the Long Tasks API: none counted */ }
 
 function setStatus(text, kind = 'info') {
   state.status = text;
@@ -94,13 +109,9 @@ async function logout() {
 // ---- WebTransport ----
 
 async function connect() {
-  const hashes = state.session.hashes;
   const url = `https://${location.host}/session?token=${encodeURIComponent(state.session.token)}`;
-  const opts = hashes.length
-    ? { serverCertificateHashes: hashes.map((h) => ({ algorithm: 'sha-256', value: hexBytes(h) })) }
-    : {};
   setStatus('connecting…');
-  const wt = state.ws ? new WsTransport(state.ws) : new WebTransport(url, opts);
+  const wt = new NetWorker(url, state.session.hashes, state.ws);
   try {
     await wt.ready;
   } catch (e) {
@@ -109,9 +120,6 @@ async function connect() {
   }
   state.wt = wt;
   wt.closed.then((c) => onClosed(wt, c.reason || 'closed'), (e) => onClosed(wt, e.message));
-  // Audio periods come as datagrams: queue a second's worth rather than drop them while the
-  // page is busy (a console burst on screen).
-  try { wt.datagrams.incomingHighWaterMark = 1024; } catch (_) { /* older browsers */ }
   const s = await wt.createBidirectionalStream();
   const control = { writer: s.writable.getWriter(), frames: new P.FrameStream(s.readable) };
   await control.writer.write(P.hello(SOFTWARE));
@@ -122,7 +130,6 @@ async function connect() {
   }
   state.control = control;
   setStatus(`connected (protocol ${welcome.version}, ${welcome.software})`, 'ok');
-  readDatagrams(wt);
   await refreshDevices();
   if (state.console) state.console.resume();
   return true;
@@ -271,17 +278,20 @@ class ConsoleView {
     if (this.stream === stream) this.stream = null;
   }
 
-  // Hands bytes to the terminal; beyond a backlog it waits until the terminal has drawn
-  // them, so a flood is read (and credited to the server) only as fast as it is shown, and
-  // the page's main thread stays free for the rest (audio periods).
+  // Hands bytes to the terminal in slices; beyond a backlog it waits until the terminal
+  // has parsed them, so a flood is read (and credited to the server) only as fast as it
+  // is shown, and no single write holds the main thread for long.
   async show(bytes) {
-    const n = bytes.length;
-    this.backlog = (this.backlog || 0) + n;
-    this.term.write(bytes, () => {
-      this.backlog -= n;
-      if (this.drained && this.backlog <= SHOW_LOW) { const d = this.drained; this.drained = null; d(); }
-    });
-    if (this.backlog > SHOW_HIGH) await new Promise((r) => { this.drained = r; });
+    for (let at = 0; at < bytes.length; at += SHOW_SLICE) {
+      const slice = bytes.subarray(at, at + SHOW_SLICE);
+      const n = slice.length;
+      this.backlog = (this.backlog || 0) + n;
+      this.term.write(slice, () => {
+        this.backlog -= n;
+        if (this.drained && this.backlog <= SHOW_LOW) { const d = this.drained; this.drained = null; d(); }
+      });
+      if (this.backlog > SHOW_HIGH) await new Promise((r) => { this.drained = r; });
+    }
   }
 
   type(data) {
@@ -347,21 +357,6 @@ async function capture(d) {
 
 // ---- audio ----
 
-async function readDatagrams(wt) {
-  const reader = wt.datagrams.readable.getReader();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      // A lossy path, when a test asks for one: every n-th audio datagram is dropped.
-      if (state.loseEvery && ++state.datagramsSeen % state.loseEvery === 0) continue;
-      try {
-        if (state.audio) state.audio.period(P.decodeDatagram(value), true);
-      } catch (e) { console.warn('an audio datagram was dropped:', e.message); }
-    }
-  } catch (_) { /* the session ended */ }
-}
-
 // The codecs to offer, preferred first: the page's choice, Opus only where this browser's
 // WebCodecs AudioDecoder decodes it (an error if Opus was asked for and it cannot).
 async function codecOffer(d) {
@@ -377,25 +372,20 @@ async function playAudio(d) {
   if (state.audio) state.audio.stop();
   let codecs;
   try { codecs = await codecOffer(d); } catch (e) { setStatus(`${d.vm}/${d.device}: ${e.message}`, 'refused'); return; }
-  const s = await state.wt.createBidirectionalStream();
-  const writer = s.writable.getWriter();
-  const frames = new P.FrameStream(s.readable);
+  const jitter = Number($('jitter').value) || 60;
   // On the stream by default, as `ringcast play`: every period, in order. As datagrams when
-  // asked: a lost period is skipped rather than waited for.
-  await writer.write(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked && !state.ws, codecs));
-  const first = await frames.next();
-  if (!first || first.type !== P.T.ATTACHED || !first.audio) {
-    setStatus(`${d.vm}/${d.device}: ${first && first.type === P.T.ERROR ? P.errorText(first) : 'no audio format yet'}`, 'refused');
+  // asked: a lost period is skipped rather than waited for. The network worker keeps the
+  // attachment and feeds the worklet; this thread learns the format.
+  const a = await state.wt.play(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked && !state.ws, codecs), jitter);
+  if (a.error) {
+    setStatus(`${d.vm}/${d.device}: ${a.error}`, 'refused');
     return;
   }
-  const jitter = Number($('jitter').value) || 60;
-  const enc = first.encoding;
+  const enc = a.first.encoding;
   if (enc.codec === 'pcm' && codecs[0] === 'opus') setStatus(`${d.vm}/${d.device}: ringcastd sends PCM (it cannot encode this device as Opus)`, 'info');
-  // Opus decodes to 48 kHz float samples with the encoding's channels.
-  const format = enc.codec === 'opus' ? { rate: OPUS_RATE, channels: enc.channels, sampleFormat: 6, bigEndian: false } : first.audio;
-  state.audio = new AudioView(d, format, jitter, enc, state.stampOffsetMs);
+  state.audio = new AudioView(d, a.format, jitter, enc, state.wt, state.stampOffsetMs);
   $('audio-pane').hidden = false;
-  await state.audio.start({ writer, frames });
+  await state.audio.start();
 }
 
 // What tests and scripts read: the page's state.
@@ -414,7 +404,7 @@ window.ringcast = {
   },
   capture: async (name) => { await capture(state.devices.find((d) => `${d.vm}/${d.device}` === name)); return state.lastCapture; },
   play: (name) => playAudio(state.devices.find((d) => `${d.vm}/${d.device}` === name)),
-  audio: () => state.audio && { ...state.audio.counts, ...(state.audio.opus ? state.audio.opus.counts : {}), codec: state.audio.encoding.codec, frequency: state.audio.frequency(), rate: state.audio.format.rate, ...state.audio.meter.summary() },
+  audio: () => state.audio && { ...state.audio.counts, ...(state.audio.opusCounts || {}), codec: state.audio.encoding.codec, frequency: state.audio.frequency(), rate: state.audio.format.rate, ...state.audio.meter.summary() },
   audioText: () => $('audio-counters').textContent,
   // Each period's play-out delay (ms), in the order they were played, from the `from`th
   // on (of the last 6000 kept); audioDelayCount() counts them all.
@@ -424,6 +414,9 @@ window.ringcast = {
   // minus performance.now(), so that the delay is measured from the stamp itself.
   setStampClock: (offsetMs) => { state.stampOffsetMs = offsetMs; },
   transport: () => (state.ws ? 'websocket' : 'webtransport'),
+  // Main-thread tasks over 50 ms since the page loaded; resetLongTasks() starts again.
+  longTasks: () => ({ ...longTasks }),
+  resetLongTasks: () => Object.assign(longTasks, { count: 0, totalMs: 0, maxMs: 0 }),
   logout,
   sessionToken: () => state.session && state.session.token,
   // Whether `token` opens a WebTransport session now ('ok', or the browser's error).
@@ -434,7 +427,7 @@ window.ringcast = {
     const wt = new WebTransport(`https://${location.host}/session?token=${encodeURIComponent(token)}`, opts);
     try { await wt.ready; wt.close(); return 'ok'; } catch (e) { return `refused: ${e.message}`; }
   },
-  loseDatagrams: (every) => { state.loseEvery = every; state.datagramsSeen = 0; },
+  loseDatagrams: (every) => state.wt && state.wt.loseDatagrams(every),
   dropConnection: () => state.wt && state.wt.close({ closeCode: 0, reason: 'test: network change' }),
 };
 

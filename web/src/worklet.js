@@ -6,8 +6,10 @@
 // (counted as `trimmed`), so one stall does not leave every later sample that much late.
 // It also counts positive-going zero crossings of the first channel, from which the page
 // tells the frequency of what is played, and reports the context frame at which each
-// period's first sample was played (or that it was dropped unplayed), from which the page
-// measures the play-out delay (delay.js).
+// period's first sample was played, with the period's stamp and arrival, from which the
+// page measures the play-out delay (delay.js).
+// The samples come from the page's network worker (feed.js) through the MessagePort the
+// page hands over first ({feed: port}): they never wait on the page's main thread.
 class RingcastPlayer extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -16,9 +18,8 @@ class RingcastPlayer extends AudioWorkletProcessor {
     this.target = Math.max(1, Math.floor(o.jitterMs / 1000 * sampleRate)) * this.channels;
     this.max = this.target * 8;
     this.queue = []; // sample arrays
-    this.ids = []; // the period id of each queue entry
-    this.playedAt = []; // [id, frame] since the last report
-    this.unplayed = []; // ids dropped before their first sample played
+    this.meta = []; // of each queue entry: [id, stampNs, arrivedMs]
+    this.playedAt = []; // [id, frame, stampNs, arrivedMs] since the last report
     this.head = 0; // read position in queue[0]
     this.buffered = 0;
     this.playing = false;
@@ -28,12 +29,14 @@ class RingcastPlayer extends AudioWorkletProcessor {
     this.windowFrames = 0;
     this.last = 0;
     this.sinceReport = 0;
-    this.port.onmessage = (e) => {
+    const take = (e) => {
+      if (e.data.feed) { e.data.feed.onmessage = take; return; }
       this.queue.push(e.data.samples);
-      this.ids.push(e.data.id);
+      this.meta.push([e.data.id, e.data.stampNs, e.data.arrivedMs]);
       this.buffered += e.data.samples.length;
       if (this.buffered > this.max) this.counts.dropped += this.dropOldest(this.buffered - this.max);
     };
+    this.port.onmessage = take;
   }
 
   // Drops `n` samples (whole frames: n is a multiple of the channels) from the front.
@@ -41,7 +44,6 @@ class RingcastPlayer extends AudioWorkletProcessor {
     let left = n;
     while (left > 0 && this.queue.length) {
       const drop = Math.min(this.queue[0].length - this.head, left);
-      if (this.head === 0) this.unplayed.push(this.ids[0]);
       this.head += drop; this.buffered -= drop; left -= drop;
       if (this.head >= this.queue[0].length) this.next();
     }
@@ -49,7 +51,7 @@ class RingcastPlayer extends AudioWorkletProcessor {
   }
 
   next() {
-    this.queue.shift(); this.ids.shift(); this.head = 0;
+    this.queue.shift(); this.meta.shift(); this.head = 0;
   }
 
   process(_inputs, outputs) {
@@ -60,7 +62,7 @@ class RingcastPlayer extends AudioWorkletProcessor {
       for (let c = 0; c < out.length; c++) {
         let s = 0;
         if (this.playing && this.buffered > 0 && c < this.channels) {
-          if (this.head === 0) this.playedAt.push([this.ids[0], currentFrame + i]);
+          if (this.head === 0) { const [id, stampNs, arrivedMs] = this.meta[0]; this.playedAt.push([id, currentFrame + i, stampNs, arrivedMs]); }
           s = this.queue[0][this.head++];
           this.buffered--;
           if (this.head >= this.queue[0].length) this.next();
@@ -94,8 +96,8 @@ class RingcastPlayer extends AudioWorkletProcessor {
       this.sinceReport = 0;
       this.counts.buffered = this.buffered;
       this.counts.playing = this.playing;
-      this.port.postMessage({ ...this.counts, playedAt: this.playedAt, unplayed: this.unplayed });
-      this.playedAt = []; this.unplayed = [];
+      this.port.postMessage({ ...this.counts, playedAt: this.playedAt });
+      this.playedAt = [];
     }
     return true;
   }
