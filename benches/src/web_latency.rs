@@ -75,6 +75,11 @@ pub(crate) struct Figures {
     /// Periods never played (skipped by the page; concealed by the CLI).
     pub lost: u64,
     pub console_bytes: u64,
+    /// The page's main-thread tasks over 50 ms (the Long Tasks API): how many, their total
+    /// and the longest, ms.
+    pub long_tasks: u64,
+    pub long_total_ms: f64,
+    pub long_max_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +180,7 @@ fn page_run(
         )?;
         b.eval(&tab, &format!("ringcast.play('{SNDNAME}')"))?;
         std::thread::sleep(WARMUP);
+        b.eval(&tab, "ringcast.resetLongTasks()")?;
         let a0 = b.eval(&tab, "ringcast.audio() || {}")?;
         let n0 = b
             .eval(&tab, "ringcast.audioDelayCount()")?
@@ -186,6 +192,7 @@ fn page_run(
             .unwrap_or(0);
         std::thread::sleep(dur);
         let a = b.eval(&tab, "ringcast.audio()")?;
+        let long = b.eval(&tab, "ringcast.longTasks()")?;
         let delays = b.eval(&tab, &format!("ringcast.audioDelays({n0})"))?;
         let c = b
             .eval(&tab, "ringcast.console().received")?
@@ -204,6 +211,9 @@ fn page_run(
             late: num(&a, "late") - num(&a0, "late"),
             lost: num(&a, "skipped") - num(&a0, "skipped"),
             console_bytes: c - c0,
+            long_tasks: num(&long, "count"),
+            long_total_ms: long["totalMs"].as_f64().unwrap_or(0.0),
+            long_max_ms: long["maxMs"].as_f64().unwrap_or(0.0),
         };
         Ok((f, pm))
     })();
@@ -320,12 +330,16 @@ fn run(opts: &Options) -> Result<Outcome, String> {
                     s.sort_by(f64::total_cmp);
                     eprintln!(
                         "web-latency:   {} played, p50 {:.1} ms, p99 {:.1} ms, underruns {}, \
-                         console {:.2} MB",
+                         console {:.2} MB, main-thread tasks over 50 ms: {} ({:.0} ms, \
+                         longest {:.0} ms)",
                         s.len(),
                         percentile(&s, 0.5),
                         percentile(&s, 0.99),
                         f.underruns,
-                        f.console_bytes as f64 / 1e6
+                        f.console_bytes as f64 / 1e6,
+                        f.long_tasks,
+                        f.long_total_ms,
+                        f.long_max_ms
                     );
                     runs.push((v, f));
                 }
@@ -386,6 +400,19 @@ fn run(opts: &Options) -> Result<Outcome, String> {
             sum(|f| f.console_bytes) / 1e6 / secs,
             "MB/s",
         );
+        if v != Variant::Cli {
+            m("long_tasks", sum(|f| f.long_tasks) / secs, "per s");
+            m(
+                "long_task_time",
+                fs.iter().map(|f| f.long_total_ms).sum::<f64>() / secs / 10.0,
+                "% of main thread",
+            );
+            m(
+                "longest_task",
+                fs.iter().map(|f| f.long_max_ms).fold(0.0, f64::max),
+                "ms",
+            );
+        }
         Some(percentile(&all, 0.99))
     };
     let (wt, ws, cl) = (
