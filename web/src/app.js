@@ -376,14 +376,14 @@ async function playAudio(d) {
   // On the stream by default, as `ringcast play`: every period, in order. As datagrams when
   // asked: a lost period is skipped rather than waited for. The network worker keeps the
   // attachment and feeds the worklet; this thread learns the format.
-  const a = await state.wt.play(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked && !state.ws, codecs), jitter);
+  const a = await state.wt.play(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked && !state.ws, codecs), jitter, state.stampOffsetMs);
   if (a.error) {
     setStatus(`${d.vm}/${d.device}: ${a.error}`, 'refused');
     return;
   }
   const enc = a.first.encoding;
   if (enc.codec === 'pcm' && codecs[0] === 'opus') setStatus(`${d.vm}/${d.device}: ringcastd sends PCM (it cannot encode this device as Opus)`, 'info');
-  state.audio = new AudioView(d, a.format, jitter, enc, state.wt, state.stampOffsetMs);
+  state.audio = new AudioView(d, a.format, jitter, enc, state.wt);
   $('audio-pane').hidden = false;
   await state.audio.start();
 }

@@ -4,18 +4,18 @@
 // `ringcast play` (periods, late, skipped, from the worker) and the worklet's own
 // (underruns, played, zero crossings, hence the frequency), and the play-out delay from the
 // guest's stamp to the worklet's first sample of each period (delay.js).
-import { DelayMeter, StampClock, frameToPageMs } from './delay.js';
+import { DelayMeter, frameToPageMs } from './delay.js';
 
 const $ = (id) => document.getElementById(id);
 
 export class AudioView {
   // format: what the worklet plays (for Opus: 48 kHz, the encoding's channels);
   // encoding: the Attached's ({codec: 'pcm'} or the Opus parameters); net: the network
-  // worker (transport.js) whose audio attachment this plays; stampOffsetMs: the stamps'
-  // clock minus the page's (ms), when known; else the first period maps one to the other.
-  constructor(d, format, jitterMs, encoding, net, stampOffsetMs = null) {
+  // worker (transport.js) whose audio attachment this plays (the worker maps the stamps
+  // to the page's clock: delay.js).
+  constructor(d, format, jitterMs, encoding, net) {
     this.d = d; this.format = format; this.jitterMs = jitterMs; this.encoding = encoding; this.net = net;
-    this.meter = new DelayMeter(new StampClock(stampOffsetMs));
+    this.meter = new DelayMeter(null);
     this.heard = [];
     this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, datagrams: 0, late: 0, underruns: 0, played: 0, crossings: 0 };
     this.opusCounts = encoding.codec === 'opus' ? { concealed: 0, dtx: 0, decodeErrors: 0 } : null;
@@ -39,9 +39,9 @@ export class AudioView {
       // The output clock pair is there once the context plays; until then the frames wait.
       const ts = this.ctx.getOutputTimestamp();
       if (ts.contextTime > 0 && ts.performanceTime > 0) {
-        for (const [id, frame, stampNs, arrivedMs] of this.heard.splice(0)) {
-          if (stampNs === null) continue;
-          this.meter.sent(id, stampNs, arrivedMs);
+        for (const [id, frame, dueMs] of this.heard.splice(0)) {
+          if (dueMs === null) continue;
+          this.meter.dueAt(id, dueMs);
           this.meter.played(id, frameToPageMs(frame, this.ctx.sampleRate, ts));
         }
       }

@@ -50,7 +50,9 @@ export class DelayMeter {
     this.cached = null; this.cachedAt = -Infinity;
   }
   // A period sent to the worklet under `id`, stamped `stampNs`, arrived at `nowMs`.
-  sent(id, stampNs, nowMs) { this.due.set(id, this.clock.map(stampNs, nowMs)); }
+  sent(id, stampNs, nowMs) { this.dueAt(id, this.clock.map(stampNs, nowMs)); }
+  // A period whose stamp was due at page time `dueMs` (mapped where it arrived).
+  dueAt(id, dueMs) { this.due.set(id, dueMs); }
   // The worklet played period `id`'s first sample at page time `playedMs`.
   played(id, playedMs) {
     const due = this.due.get(id);

@@ -4,6 +4,7 @@
 // opus.js) and posted straight to the AudioWorklet (worklet.js) through a MessagePort.
 // Nothing of this waits on the page's main thread, where the console is drawn.
 import { OpusDecoder } from './opus.js';
+import { StampClock } from './delay.js';
 
 export function decodePcm(fmt, pcm) {
   const v = new DataView(pcm.buffer, pcm.byteOffset, pcm.byteLength);
@@ -29,9 +30,12 @@ export function decodePcm(fmt, pcm) {
 export class AudioFeed {
   // format: what the worklet plays (for Opus: 48 kHz, the encoding's channels); encoding:
   // the Attached's; jitterMs: the worklet's target (for the `late` count); pageMs(): now on
-  // the page's clock (its performance.now(): a worker's clock has another origin).
-  constructor(format, encoding, jitterMs, pageMs) {
+  // the page's clock (its performance.now(): a worker's clock has another origin);
+  // stampOffsetMs: the stamps' clock minus the page's, when known, else the first period
+  // to arrive maps one to the other (delay.js).
+  constructor(format, encoding, jitterMs, pageMs, stampOffsetMs = null) {
     this.format = format; this.jitterMs = jitterMs; this.pageMs = pageMs;
+    this.stampClock = new StampClock(stampOffsetMs);
     if (encoding.codec === 'opus') this.opus = new OpusDecoder(encoding, (samples, stampNs, arrivedMs) => this.deliver(samples, stampNs, arrivedMs));
     this.nextId = 0;
     this.counts = { periods: 0, skipped: 0, skippedByServer: 0, lost: 0, reordered: 0, datagrams: 0, late: 0 };
@@ -70,11 +74,13 @@ export class AudioFeed {
     else this.deliver(decodePcm(this.format, p.pcm), p.timestampNs, now);
   }
 
-  // Samples for the worklet, with the stamp of the period they begin and when it arrived
-  // (page clock), which the worklet hands back with the frame it played them at: the page
-  // measures the play-out delay from those (delay.js). Silence the page plays has none.
+  // Samples for the worklet, with the page time their period's stamp was due (its stamp
+  // mapped in arrival order, delay.js), which the worklet hands back with the frame it
+  // played them at: the page measures the play-out delay from those. Silence the page
+  // plays has none.
   deliver(samples, stampNs = null, arrivedMs = 0) {
-    const m = { id: this.nextId++, samples, stampNs, arrivedMs };
+    const dueMs = stampNs === null ? null : this.stampClock.map(stampNs, arrivedMs);
+    const m = { id: this.nextId++, samples, dueMs };
     if (!this.port) { this.pending.push(m); return; }
     this.port.postMessage(m, [m.samples.buffer]);
   }

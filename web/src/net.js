@@ -6,7 +6,8 @@
 // page as a pair of transferred streams (transport.js is the page's side).
 //
 // Messages from the page: {op: 'open', url, hashes, ws, timeOrigin}, {op: 'stream', id},
-// {op: 'close', info}, {op: 'play', attach, jitterMs}, {op: 'port', port}, {op: 'stop'},
+// {op: 'close', info}, {op: 'play', attach, jitterMs, stampOffsetMs}, {op: 'port', port},
+// {op: 'stop'},
 // {op: 'lose', every}. To the page: {op: 'ready'} or {op: 'failed', message},
 // {op: 'closed', reason}, {op: 'stream', id, readable, writable} or {op: 'stream', id,
 // error}, {op: 'attached', first, format} or {op: 'attached', error}, {op: 'counts', counts}.
@@ -103,7 +104,7 @@ async function play(m) {
   const enc = first.encoding;
   // Opus decodes to 48 kHz float samples with the encoding's channels.
   const format = enc.codec === 'opus' ? { rate: OPUS_RATE, channels: enc.channels, sampleFormat: 6, bigEndian: false } : first.audio;
-  const feed = new AudioFeed(format, enc, m.jitterMs, pageMs);
+  const feed = new AudioFeed(format, enc, m.jitterMs, pageMs, m.stampOffsetMs);
   const timer = setInterval(() => postMessage({ op: 'counts', counts: feed.allCounts() }), 100);
   audio = { feed, writer, timer };
   postMessage({ op: 'attached', first, format });

@@ -61,10 +61,11 @@ export class NetWorker {
 
   // Attaches to an audio device with the Attach frame `attach`: resolves to the worker's
   // answer ({first, format} or {error}).
-  play(attach, jitterMs) {
+  // stampOffsetMs: the stamps' clock minus the page's, when known (delay.js).
+  play(attach, jitterMs, stampOffsetMs) {
     return new Promise((resolve) => {
       this.attached = resolve;
-      this.w.postMessage({ op: 'play', attach, jitterMs });
+      this.w.postMessage({ op: 'play', attach, jitterMs, stampOffsetMs });
     });
   }
 

@@ -6,7 +6,7 @@
 // (counted as `trimmed`), so one stall does not leave every later sample that much late.
 // It also counts positive-going zero crossings of the first channel, from which the page
 // tells the frequency of what is played, and reports the context frame at which each
-// period's first sample was played, with the period's stamp and arrival, from which the
+// period's first sample was played, with the page time its stamp was due, from which the
 // page measures the play-out delay (delay.js).
 // The samples come from the page's network worker (feed.js) through the MessagePort the
 // page hands over first ({feed: port}): they never wait on the page's main thread.
@@ -18,8 +18,8 @@ class RingcastPlayer extends AudioWorkletProcessor {
     this.target = Math.max(1, Math.floor(o.jitterMs / 1000 * sampleRate)) * this.channels;
     this.max = this.target * 8;
     this.queue = []; // sample arrays
-    this.meta = []; // of each queue entry: [id, stampNs, arrivedMs]
-    this.playedAt = []; // [id, frame, stampNs, arrivedMs] since the last report
+    this.meta = []; // of each queue entry: [id, dueMs]
+    this.playedAt = []; // [id, frame, dueMs] since the last report
     this.head = 0; // read position in queue[0]
     this.buffered = 0;
     this.playing = false;
@@ -32,7 +32,7 @@ class RingcastPlayer extends AudioWorkletProcessor {
     const take = (e) => {
       if (e.data.feed) { e.data.feed.onmessage = take; return; }
       this.queue.push(e.data.samples);
-      this.meta.push([e.data.id, e.data.stampNs, e.data.arrivedMs]);
+      this.meta.push([e.data.id, e.data.dueMs]);
       this.buffered += e.data.samples.length;
       if (this.buffered > this.max) this.counts.dropped += this.dropOldest(this.buffered - this.max);
     };
@@ -62,7 +62,7 @@ class RingcastPlayer extends AudioWorkletProcessor {
       for (let c = 0; c < out.length; c++) {
         let s = 0;
         if (this.playing && this.buffered > 0 && c < this.channels) {
-          if (this.head === 0) { const [id, stampNs, arrivedMs] = this.meta[0]; this.playedAt.push([id, currentFrame + i, stampNs, arrivedMs]); }
+          if (this.head === 0) { const [id, dueMs] = this.meta[0]; this.playedAt.push([id, currentFrame + i, dueMs]); }
           s = this.queue[0][this.head++];
           this.buffered--;
           if (this.head >= this.queue[0].length) this.next();
