@@ -822,10 +822,10 @@ fn recorded(guest_log: &std::path::Path) -> Option<(u64, f64)> {
     Some((active, hz))
 }
 
-/// `ringcast mic` sends a 1 kHz tone to `card`'s capture side while the guest records 3 s
-/// of it at 44.1 kHz (OSS, line-in): the guest measures 1 kHz over at least one second of
-/// sound, and QEMU created every voice the card asked for.
-fn mic_tone_recorded_through(card: SoundCard) {
+/// `ringcast mic --codec CODEC` sends a 1 kHz tone to `card`'s capture side while the
+/// guest records 3 s of it at 44.1 kHz (OSS, line-in): the guest measures 1 kHz over at
+/// least one second of sound, and QEMU created every voice the card asked for.
+fn mic_tone_recorded_through(card: SoundCard, codec: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = start_ringcastd(dir.path());
     let params = "rc.scenario=record rc.record_ms=3000 rc.rate=44100";
@@ -835,7 +835,7 @@ fn mic_tone_recorded_through(card: SoundCard) {
     wait_for_device(&d, "e2e/snd0");
     let mut mic = d
         .ringcast()
-        .args(["mic", "e2e/snd0", "--tone", "1000"])
+        .args(["mic", "e2e/snd0", "--tone", "1000", "--codec", codec])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -856,6 +856,8 @@ fn mic_tone_recorded_through(card: SoundCard) {
         mic_err.contains("sending to e2e/snd0's input: 44100 Hz, 2 channels, s16"),
         "{mic_err}"
     );
+    let sent_as = if codec == "opus" { "as opus" } else { "as pcm" };
+    assert!(mic_err.contains(sent_as), "not sent {sent_as}: {mic_err}");
     assert!(!qemu_err.contains(NO_VOICE), "{qemu_err}");
     let guest_log = std::fs::read_to_string(&g.log_file).unwrap_or_default();
     let (active, hz) = recorded(&g.log_file)
@@ -875,7 +877,7 @@ fn a_tone_sent_with_mic_is_recorded_by_the_guest_through_ac97() {
     if skip() {
         return;
     }
-    mic_tone_recorded_through(SoundCard::Ac97);
+    mic_tone_recorded_through(SoundCard::Ac97, "pcm");
 }
 
 #[test]
@@ -883,5 +885,21 @@ fn a_tone_sent_with_mic_is_recorded_by_the_guest_through_intel_hda() {
     if skip() {
         return;
     }
-    mic_tone_recorded_through(SoundCard::IntelHdaDuplex);
+    mic_tone_recorded_through(SoundCard::IntelHdaDuplex, "pcm");
+}
+
+#[test]
+fn a_tone_sent_with_mic_as_opus_is_recorded_by_the_guest_through_ac97() {
+    if skip() {
+        return;
+    }
+    mic_tone_recorded_through(SoundCard::Ac97, "opus");
+}
+
+#[test]
+fn a_tone_sent_with_mic_as_opus_is_recorded_by_the_guest_through_intel_hda() {
+    if skip() {
+        return;
+    }
+    mic_tone_recorded_through(SoundCard::IntelHdaDuplex, "opus");
 }

@@ -11,6 +11,7 @@ mod identity;
 mod link;
 mod listing;
 mod mic;
+mod mic_opus;
 mod mic_source;
 mod play;
 mod qmp;
@@ -167,12 +168,14 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
             wav,
             raw,
             seconds,
+            codec,
         } => {
             let opts = mic::MicOptions {
                 tone,
                 wav,
                 raw,
                 seconds,
+                codec,
             };
             mic::mic(&session, &device, opts).await?
         }
