@@ -1,5 +1,5 @@
-//! `ringcast mic`: sound into the guest's capture side (its sound card's line-in), from a
-//! generated tone, a WAV file or raw PCM, sent in real time as PCM in the format the guest
+//! `ringcast mic`: sound into the guest's capture side (its sound card's line-in), from the
+//! client's sound input (ALSA), a generated tone, a WAV file or raw PCM, sent in real time as PCM in the format the guest
 //! records in or as Opus (`--codec`, chosen as for `play`).
 
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use protocol::rules::audio::CodecChoice;
 
 use crate::args::split_device;
 use crate::exit::Exit;
+use crate::mic_capture::Capture;
 use crate::mic_opus::MicEncoder;
 use crate::mic_source::Source;
 use crate::play::codec_offer;
@@ -25,11 +26,6 @@ const LEAD_TICKS: u32 = 2;
 /// the client with a delay that does not grow.
 const BEHIND: Duration = Duration::from_millis(100);
 
-/// Said (before connecting) when `mic` has no source.
-pub const NO_SOURCE: &str = "ringcast mic needs a source: this build takes no sound from a \
-     sound card; pass --wav FILE, --raw FILE (s16 little-endian at the guest's rate and \
-     channels, - for stdin) or --tone HZ";
-
 /// Where the sound comes from.
 #[derive(Debug)]
 pub struct MicOptions {
@@ -38,6 +34,8 @@ pub struct MicOptions {
     pub raw: Option<PathBuf>,
     pub seconds: Option<f64>,
     pub codec: CodecChoice,
+    /// The ALSA input to record from when there is no tone or file (`default`).
+    pub device: Option<String>,
 }
 
 /// How the samples go out.
@@ -48,9 +46,6 @@ enum Sender {
 
 /// `ringcast mic`: sends until the source ends, `seconds` went out, or the server ends it.
 pub async fn mic(s: &Session, device: &str, o: MicOptions) -> anyhow::Result<Exit> {
-    if o.tone.is_none() && o.wav.is_none() && o.raw.is_none() {
-        anyhow::bail!("{NO_SOURCE}");
-    }
     let (vm, dev) = split_device(device)?;
     let offer = codec_offer(s, &vm, &dev, o.codec).await?;
     let mut m = s.attach_mic_with(&vm, &dev, &offer).await?;
@@ -60,7 +55,12 @@ pub async fn mic(s: &Session, device: &str, o: MicOptions) -> anyhow::Result<Exi
         (Some(hz), _, _) => Source::tone(*hz, f.rate, f.channels)?,
         (_, Some(path), _) => Source::wav(path, f.rate, f.channels)?,
         (_, _, Some(path)) => Source::raw(path, f.channels)?,
-        _ => unreachable!("checked above"),
+        _ => {
+            let input = o.device.as_deref().unwrap_or("default");
+            let c = Capture::open(input, f.rate, f.channels)?;
+            eprintln!("ringcast: recording from the sound input {input:?}");
+            Source::Capture(Box::new(c))
+        }
     };
     let (mut sender, codec) = match m.encoding() {
         AudioEncoding::Opus(p) => (

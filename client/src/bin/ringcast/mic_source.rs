@@ -1,4 +1,5 @@
-//! Where `ringcast mic` takes its sound: a generated tone, a WAV file or raw PCM, as f32
+//! Where `ringcast mic` takes its sound: a generated tone, a WAV file, raw PCM or the
+//! client's sound input, as f32
 //! frames at the guest's rate and channel count.
 
 use std::f64::consts::TAU;
@@ -6,6 +7,8 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+
+use crate::mic_capture::Capture;
 
 /// A source of interleaved f32 samples (-1.0..1.0) at the guest's rate and channels.
 pub enum Source {
@@ -16,6 +19,8 @@ pub enum Source {
         channels: u16,
         n: u64,
     },
+    /// The client's sound input (ALSA), recording at the guest's rate and `channels`.
+    Capture(Box<Capture>),
     /// Decoded samples, already at the guest's rate and `channels`.
     Samples {
         samples: Vec<f32>,
@@ -122,6 +127,7 @@ impl Source {
                     *n += 1;
                 }
             }
+            Source::Capture(c) => c.next(frames, out),
             Source::Samples {
                 samples,
                 channels,
