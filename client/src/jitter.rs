@@ -22,7 +22,10 @@
 //!   unit, so the late unit plays next instead of being lost), and by inserting one unit of
 //!   silence at a silent unit when the shortest delay fell below `guard`;
 //! - it shrinks by one unit only by dropping a silent unit, when both bounds would still
-//!   hold one unit shorter: a calm path brings the delay down during the next pause.
+//!   hold one unit shorter: a calm path brings the delay down during the next pause. Once
+//!   the last third of the window (one second) alone would allow a shrink, the path has
+//!   calmed down and the older, rougher history is forgotten, so the delay does not wait
+//!   for it to leave the window.
 //!
 //! A path that gets worse thus costs one concealed unit per unit of extra delay (a glitch
 //! the lateness causes anyway), and a path that gets better gives its delay back in
@@ -60,6 +63,12 @@ impl JitterConfig {
             fec,
             window: (3_000_000_000 / unit_ns).clamp(16, 3000) as usize,
         }
+    }
+
+    /// Units of calm (the last third of the window: one second by default) after which
+    /// the history before them no longer bounds the delay.
+    fn calm(&self) -> usize {
+        (self.window / 3).max(8)
     }
 
     fn guard(&self) -> i64 {
@@ -276,6 +285,7 @@ impl<P: Clone> JitterBuffer<P> {
         if let Some(h) = self.held.get(&n) {
             let silent = h.silent;
             if silent && !self.cfg.fixed {
+                self.forget_if_calm();
                 if self.may_grow() && self.too_close() {
                     self.stats.inserted += 1;
                     self.shift(1);
@@ -393,10 +403,30 @@ impl<P: Clone> JitterBuffer<P> {
     }
 
     fn may_shrink(&self) -> bool {
+        self.delays.len() >= self.cfg.calm() && self.room(self.delays.iter().copied())
+    }
+
+    /// Whether `delays` would all still hold both bounds one unit shorter.
+    fn room(&self, delays: impl Iterator<Item = i64> + Clone) -> bool {
         let unit = self.cfg.unit_ns as i64;
-        self.delays.len() >= self.cfg.window / 2
-            && self.shortest() - unit >= self.cfg.guard()
-            && self.longest() - unit >= self.cfg.floor_ns as i64
+        let (Some(short), Some(long)) = (delays.clone().min(), delays.max()) else {
+            return false;
+        };
+        short - unit >= self.cfg.guard() && long - unit >= self.cfg.floor_ns as i64
+    }
+
+    /// When the last [`JitterConfig::calm`] units alone would let the delay shrink, the
+    /// path calmed down: the rougher history before them is forgotten, so the delay comes
+    /// down in this pause instead of waiting for the rough units to leave the window.
+    fn forget_if_calm(&mut self) {
+        let calm = self.cfg.calm();
+        if self.delays.len() <= calm {
+            return;
+        }
+        let old = self.delays.len() - calm;
+        if self.room(self.delays.range(old..).copied()) {
+            self.delays.drain(..old);
+        }
     }
 
     /// Beyond the maximum delay the oldest units go.

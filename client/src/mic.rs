@@ -1,5 +1,5 @@
-//! One microphone attachment: PCM sent to the guest's capture side (its sound card's
-//! line-in), in the format the guest records in.
+//! One microphone attachment: sound sent to the guest's capture side (its sound card's
+//! line-in): PCM in the format the guest records in, or numbered Opus packets.
 
 use crate::*;
 
@@ -10,6 +10,7 @@ pub struct MicStream {
     pub(crate) addr: String,
     pub(crate) send: quinn::SendStream,
     pub(crate) format: AudioFormat,
+    pub(crate) encoding: AudioEncoding,
     /// How the server ended the attachment, once it did (read by a task of its own, so
     /// sending never waits for it).
     pub(crate) ended: tokio::sync::watch::Receiver<Option<Result<(), Ended>>>,
@@ -33,6 +34,12 @@ impl MicStream {
         self.format
     }
 
+    /// What the server takes: PCM in [`MicStream::format`] ([`MicStream::send`]) or Opus
+    /// packets ([`MicStream::send_opus`]).
+    pub fn encoding(&self) -> AudioEncoding {
+        self.encoding
+    }
+
     /// Bytes per frame (all channels) of [`MicStream::format`].
     pub fn frame_bytes(&self) -> usize {
         let sample = self.format.sample_bytes().unwrap_or(1) as usize;
@@ -42,23 +49,36 @@ impl MicStream {
     /// Sends whole frames of PCM. Fails once the server ended the attachment (its refusal
     /// says why: the VM went away, another client took the microphone...).
     pub async fn send(&mut self, mut pcm: &[u8]) -> Result<(), Error> {
-        if let Some(end) = self.server_end() {
-            return Err(end);
-        }
         let frame = self.frame_bytes().max(1);
         let chunk = MAX_INPUT / frame * frame;
         while !pcm.is_empty() {
             let n = pcm.len().min(chunk);
-            let f = Frame::Input {
-                bytes: Bytes::copy_from_slice(&pcm[..n]),
-            };
-            send_frame(&mut self.send, &f).await.map_err(|e| {
-                self.server_end()
-                    .unwrap_or_else(|| from_write(&self.addr, e))
-            })?;
+            self.send_input(&pcm[..n]).await?;
             pcm = &pcm[n..];
         }
         Ok(())
+    }
+
+    /// Sends Opus packet `seq` (when the server chose Opus): numbers are consecutive, a
+    /// number left out is a packet the server rebuilds or conceals.
+    pub async fn send_opus(&mut self, seq: u64, packet: &[u8]) -> Result<(), Error> {
+        let mut bytes = Vec::with_capacity(protocol::audio::MIC_PACKET_HEADER + packet.len());
+        protocol::audio::mic_packet(seq, packet, &mut bytes);
+        self.send_input(&bytes).await
+    }
+
+    /// One `Input` frame. Fails once the server ended the attachment.
+    async fn send_input(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(end) = self.server_end() {
+            return Err(end);
+        }
+        let f = Frame::Input {
+            bytes: Bytes::copy_from_slice(bytes),
+        };
+        send_frame(&mut self.send, &f).await.map_err(|e| {
+            self.server_end()
+                .unwrap_or_else(|| from_write(&self.addr, e))
+        })
     }
 
     /// Waits until the server ends the attachment; its refusal, or `Ok` for a plain end.

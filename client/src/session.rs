@@ -279,6 +279,18 @@ impl Session {
     /// sound card records (its line-in), in [`MicStream::format`]. Needs the audio and
     /// write rights and the device's microphone (one client at a time: `WRITER_BUSY`).
     pub async fn attach_mic(&self, vm: &str, device: &str) -> Result<MicStream, Error> {
+        self.attach_mic_with(vm, device, &[]).await
+    }
+
+    /// [`Session::attach_mic`] offering `codecs`, the codecs the client can send, in
+    /// order of preference (empty: PCM, as every older client); [`MicStream::encoding`]
+    /// is the server's choice.
+    pub async fn attach_mic_with(
+        &self,
+        vm: &str,
+        device: &str,
+        codecs: &[AudioCodec],
+    ) -> Result<MicStream, Error> {
         let what = format!("{vm}/{device}");
         let (send, mut reader, attached) = self
             .attach(
@@ -289,7 +301,7 @@ impl Session {
                     mode: Mode::Write,
                     start: StartAt::Now,
                     datagrams: false,
-                    codecs: Vec::new(),
+                    codecs: codecs.to_vec(),
                 },
             )
             .await?;
@@ -314,6 +326,7 @@ impl Session {
             addr: self.addr.clone(),
             send,
             format,
+            encoding: attached.encoding,
             ended,
         })
     }

@@ -822,10 +822,15 @@ fn recorded(guest_log: &std::path::Path) -> Option<(u64, f64)> {
     Some((active, hz))
 }
 
-/// `ringcast mic` sends a 1 kHz tone to `card`'s capture side while the guest records 3 s
-/// of it at 44.1 kHz (OSS, line-in): the guest measures 1 kHz over at least one second of
-/// sound, and QEMU created every voice the card asked for.
-fn mic_tone_recorded_through(card: SoundCard) {
+/// `ringcast mic --codec CODEC` sends a 1 kHz tone to `card`'s capture side while the
+/// guest records 3 s of it at 44.1 kHz (OSS, line-in): the guest measures 1 kHz over at
+/// least one second of sound, and QEMU created every voice the card asked for.
+fn mic_tone_recorded_through(card: SoundCard, codec: &str) {
+    mic_recorded_through(card, codec, &["--tone", "1000"], &[]);
+}
+
+/// `ringcast mic` with `source` (its options) and `env` sends a 1 kHz tone: as above.
+fn mic_recorded_through(card: SoundCard, codec: &str, source: &[&str], env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let d = start_ringcastd(dir.path());
     let params = "rc.scenario=record rc.record_ms=3000 rc.rate=44100";
@@ -835,7 +840,9 @@ fn mic_tone_recorded_through(card: SoundCard) {
     wait_for_device(&d, "e2e/snd0");
     let mut mic = d
         .ringcast()
-        .args(["mic", "e2e/snd0", "--tone", "1000"])
+        .args(["mic", "e2e/snd0", "--codec", codec])
+        .args(source)
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -856,6 +863,12 @@ fn mic_tone_recorded_through(card: SoundCard) {
         mic_err.contains("sending to e2e/snd0's input: 44100 Hz, 2 channels, s16"),
         "{mic_err}"
     );
+    if source.is_empty() {
+        let from = "recording from the sound input \"default\"";
+        assert!(mic_err.contains(from), "{mic_err}");
+    }
+    let sent_as = if codec == "opus" { "as opus" } else { "as pcm" };
+    assert!(mic_err.contains(sent_as), "not sent {sent_as}: {mic_err}");
     assert!(!qemu_err.contains(NO_VOICE), "{qemu_err}");
     let guest_log = std::fs::read_to_string(&g.log_file).unwrap_or_default();
     let (active, hz) = recorded(&g.log_file)
@@ -875,7 +888,7 @@ fn a_tone_sent_with_mic_is_recorded_by_the_guest_through_ac97() {
     if skip() {
         return;
     }
-    mic_tone_recorded_through(SoundCard::Ac97);
+    mic_tone_recorded_through(SoundCard::Ac97, "pcm");
 }
 
 #[test]
@@ -883,5 +896,51 @@ fn a_tone_sent_with_mic_is_recorded_by_the_guest_through_intel_hda() {
     if skip() {
         return;
     }
-    mic_tone_recorded_through(SoundCard::IntelHdaDuplex);
+    mic_tone_recorded_through(SoundCard::IntelHdaDuplex, "pcm");
+}
+
+#[test]
+fn a_tone_sent_with_mic_as_opus_is_recorded_by_the_guest_through_ac97() {
+    if skip() {
+        return;
+    }
+    mic_tone_recorded_through(SoundCard::Ac97, "opus");
+}
+
+#[test]
+fn a_tone_sent_with_mic_as_opus_is_recorded_by_the_guest_through_intel_hda() {
+    if skip() {
+        return;
+    }
+    mic_tone_recorded_through(SoundCard::IntelHdaDuplex, "opus");
+}
+
+/// With no source option `mic` records ALSA's default input: here an ALSA configuration
+/// (ALSA_CONFIG_PATH) whose `default` is a `file` plugin reading a 1 kHz tone (raw s16,
+/// 44.1 kHz stereo) over a `null` device, so the sound comes through libasound's capture
+/// path as from a sound card.
+#[test]
+fn the_default_sound_input_sent_with_mic_is_recorded_by_the_guest() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tone = dir.path().join("tone.raw");
+    let pcm: Vec<u8> = (0..44_100 * 30)
+        .flat_map(|n| {
+            let v = (0.5 * 32767.0 * (std::f64::consts::TAU * 1000.0 * n as f64 / 44_100.0).sin())
+                as i16;
+            [v.to_le_bytes(), v.to_le_bytes()].concat()
+        })
+        .collect();
+    std::fs::write(&tone, pcm).unwrap();
+    let conf = dir.path().join("asound.conf");
+    let text = format!(
+        "pcm.!default {{\n  type file\n  slave.pcm {{ type null }}\n  file \"/dev/null\"\n  \
+         infile \"{}\"\n  format \"raw\"\n}}\n",
+        tone.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    let conf = conf.to_str().unwrap();
+    mic_recorded_through(SoundCard::Ac97, "pcm", &[], &[("ALSA_CONFIG_PATH", conf)]);
 }

@@ -343,3 +343,48 @@ fn absurd_sequence_numbers_and_skip_counts_are_bounded() {
     b.push(4000 * MS, 0, 7, false, 3u64);
     b.push(4000 * MS, u64::MAX, u64::MAX, true, 4u64);
 }
+
+#[test]
+fn a_path_that_calms_down_gives_its_delay_back_within_three_seconds_without_an_underrun() {
+    let sent = path(3500, worse_then_better, pauses);
+    let (slots, b) = play(adaptive(), &sent);
+    let played: Vec<(u64, u64)> = slots
+        .iter()
+        .filter_map(|x| match x {
+            Slot::Play { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .zip(b.stats().delays_ns.iter().copied())
+        .collect();
+    // The path is calm again from unit 1500 on (15 s); within 3 s the delay is back at
+    // the floor (less than a unit above it: the tick phase).
+    let back = played
+        .iter()
+        .find(|(seq, d)| *seq >= 1500 && *d < 30 * MS)
+        .map(|(seq, _)| *seq)
+        .expect("the delay never came back down");
+    assert!(back <= 1800, "back at the floor only from unit {back}");
+    let calm: Vec<u64> = played
+        .iter()
+        .filter(|(seq, _)| *seq >= 1800)
+        .map(|(_, d)| *d)
+        .collect();
+    assert!(pct(&calm, 1.0) < 30 * MS, "calm max {}", pct(&calm, 1.0));
+    // No glitch while it came down: once the path is calm, every sounding unit plays as
+    // it came, none is stretched or concealed.
+    let first_calm = slots
+        .iter()
+        .position(|x| matches!(x, Slot::Play { seq, .. } | Slot::Silence { seq: Some(seq) } if *seq >= 1500))
+        .unwrap();
+    let after = &slots[first_calm..];
+    assert!(
+        !after.iter().any(|x| matches!(
+            x,
+            Slot::Stretch | Slot::Conceal { .. } | Slot::Recover { .. }
+        )),
+        "a glitch after the path calmed down"
+    );
+    let sounding_heard = heard(after).into_iter().filter(|q| !pauses(*q)).count();
+    let sounding_sent = (1500..3500).filter(|q| !pauses(*q)).count();
+    assert_eq!(sounding_heard, sounding_sent);
+}

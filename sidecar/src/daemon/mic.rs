@@ -1,4 +1,4 @@
-//! The microphone: PCM a client sends (`ringcast mic`) written into an audio device's
+//! The microphone: PCM a client sends (or Opus, decoded by `transcode::MicDecoder`) (`ringcast mic`) written into an audio device's
 //! input ring, which the guest's capture voice reads.
 //!
 //! Audio keeps real time on both ends: the client sends at the pace of its source and QEMU
@@ -9,12 +9,14 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use protocol::codec::OpusParams;
 use shm_ring::handover::AudioFormat;
 
 use super::Handle;
 use crate::device::{lock, DeviceKind};
 use crate::error::Error;
 use crate::names::DeviceKey;
+use crate::transcode::OpusConfig;
 
 /// What one write of microphone audio did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,18 @@ impl Handle {
         }
         let format = lock(&d.state).audio_in_format;
         format.ok_or_else(|| Error::NoCapture(key.to_string()))
+    }
+
+    /// The Opus stream a microphone client would send to `key`: 10 ms frames (in-band FEC
+    /// needs 10 ms or more) in the guest's capture channels, at ringcastd's Opus bitrate;
+    /// `None` when Opus cannot carry the capture voice (more than two channels).
+    pub fn mic_opus_params(&self, key: &DeviceKey) -> Option<OpusParams> {
+        let format = self.mic_format(key).ok()?;
+        let config = OpusConfig {
+            frame_us: 10_000,
+            ..self.reg.cfg.opus
+        };
+        config.params_for(&format)
     }
 
     /// Writes whole frames of `pcm` (in [`Handle::mic_format`]) into the input ring of

@@ -75,7 +75,9 @@ pub(super) async fn attachment(
     };
     match info.kind {
         DeviceKind::Console => console(c, send, reader, key, mode, start).await,
-        DeviceKind::Audio if mode == Mode::Write => super::mic::mic(c, send, reader, key).await,
+        DeviceKind::Audio if mode == Mode::Write => {
+            super::mic::mic(c, send, reader, key, &codecs).await
+        }
         DeviceKind::Audio => audio(c, send, reader, key, datagrams, &codecs).await,
     }
 }

@@ -7,13 +7,18 @@
 //! encoder. The thread starts with the device's first Opus subscriber, fans its frames out
 //! to the Opus subscribers' queues (same bounded-queue rule), and stops when the last one
 //! leaves or the device's QEMU goes away.
+//!
+//! The other way, [`MicDecoder`] turns a microphone's Opus packets back into PCM for the
+//! guest's capture side.
 
+pub mod decoder;
 pub mod encoder;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use decoder::{MicDecodeStats, MicDecoder};
 pub use encoder::{OpusConfig, OpusEncoder};
 
 use crate::device::{lock, AudioQueue, Device};

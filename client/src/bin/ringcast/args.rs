@@ -265,10 +265,12 @@ pub enum Command {
     /// Send sound to an audio device's input: what the guest's sound card records.
     ///
     /// The sound goes to the guest's capture side (AC97's line-in and microphone, HDA's
-    /// line-in with hda-duplex) as PCM in the format the guest records in (QEMU's audiodev
-    /// input settings, 44100 Hz stereo s16 by default), in real time. The source is a
-    /// generated tone (--tone HZ), a WAV file (--wav FILE: any channel count, integer or
-    /// float samples, at the guest's rate), or raw s16 little-endian PCM at the guest's
+    /// line-in with hda-duplex) in the format the guest records in (QEMU's audiodev input
+    /// settings, 44100 Hz stereo s16 by default), in real time, sent as PCM or Opus
+    /// (--codec, as for play; ringcastd decodes Opus, rebuilding lost packets). The source is
+    /// the client's sound input (ALSA's default input, or --device NAME), a generated
+    /// tone (--tone HZ), a WAV file (--wav FILE: any channel count, integer or float
+    /// samples, at the guest's rate), or raw s16 little-endian PCM at the guest's
     /// rate and channels (--raw FILE, - for stdin). `mic` ends at the end of the file,
     /// after --seconds, or when the VM goes away.
     ///
@@ -278,8 +280,9 @@ pub enum Command {
     /// the client with a constant delay.
     ///
     /// Examples:
+    ///   ringcast mic vm1/sound0                     # the default sound input
     ///   ringcast mic vm1/sound0 --tone 1000 --seconds 5
-    ///   ringcast mic vm1/sound0 --wav speech.wav
+    ///   ringcast mic vm1/sound0 --wav speech.wav --codec opus
     ///   sox speech.flac -t raw -r 44100 -c 2 -e signed -b 16 - | ringcast mic vm1/sound0 --raw -
     #[command(verbatim_doc_comment)]
     Mic {
@@ -299,6 +302,15 @@ pub enum Command {
         /// until interrupted)
         #[arg(long)]
         seconds: Option<f64>,
+        /// What to send: opus (10 ms frames with FEC, 64 kbit/s; PCM if the server
+        /// cannot take it), pcm (lossless), or auto (PCM on a wide loopback path, Opus
+        /// anywhere else)
+        #[arg(long, default_value = "auto")]
+        codec: protocol::rules::audio::CodecChoice,
+        /// Record from this ALSA input (default: ALSA's "default") when there is no --tone,
+        /// --wav or --raw
+        #[arg(long = "device", value_name = "NAME", conflicts_with_all = ["tone", "wav", "raw"])]
+        input: Option<String>,
     },
 
     /// Send one QMP command to a QEMU monitor on a console device and print the reply.

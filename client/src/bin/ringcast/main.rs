@@ -11,6 +11,8 @@ mod identity;
 mod link;
 mod listing;
 mod mic;
+mod mic_capture;
+mod mic_opus;
 mod mic_source;
 mod play;
 mod qmp;
@@ -75,15 +77,6 @@ fn real_main() -> anyhow::Result<Exit> {
     } = &cli.command
     {
         anyhow::bail!("{}", sound_card::NO_SOUND_CARD);
-    }
-    if let Command::Mic {
-        tone: None,
-        wav: None,
-        raw: None,
-        ..
-    } = &cli.command
-    {
-        anyhow::bail!("{}", mic::NO_SOURCE);
     }
     if let Command::Play { raw: true, .. } = &cli.command {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -167,12 +160,16 @@ async fn run(cli: Cli, id_dir: PathBuf) -> anyhow::Result<Exit> {
             wav,
             raw,
             seconds,
+            codec,
+            input,
         } => {
             let opts = mic::MicOptions {
                 tone,
                 wav,
                 raw,
                 seconds,
+                codec,
+                device: input,
             };
             mic::mic(&session, &device, opts).await?
         }

@@ -1,13 +1,14 @@
-//! Where `ringcast mic` takes its sound: a generated tone, a WAV file or raw PCM, as f32
-//! frames at the guest's rate and channel count, and their encoding into the guest's
-//! sample format.
+//! Where `ringcast mic` takes its sound: a generated tone, a WAV file, raw PCM or the
+//! client's sound input, as f32
+//! frames at the guest's rate and channel count.
 
 use std::f64::consts::TAU;
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use protocol::audio::SampleFormat;
+
+use crate::mic_capture::Capture;
 
 /// A source of interleaved f32 samples (-1.0..1.0) at the guest's rate and channels.
 pub enum Source {
@@ -18,6 +19,8 @@ pub enum Source {
         channels: u16,
         n: u64,
     },
+    /// The client's sound input (ALSA), recording at the guest's rate and `channels`.
+    Capture(Box<Capture>),
     /// Decoded samples, already at the guest's rate and `channels`.
     Samples {
         samples: Vec<f32>,
@@ -124,6 +127,7 @@ impl Source {
                     *n += 1;
                 }
             }
+            Source::Capture(c) => c.next(frames, out),
             Source::Samples {
                 samples,
                 channels,
@@ -153,57 +157,9 @@ pub fn remap(samples: &[f32], from: u16, to: u16) -> Vec<f32> {
     out
 }
 
-/// Encodes samples into `format` (big-endian when `big_endian`), clamped to -1.0..1.0.
-pub fn encode(format: SampleFormat, big_endian: bool, samples: &[f32], out: &mut Vec<u8>) {
-    out.clear();
-    for &s in samples {
-        let s = f64::from(s.clamp(-1.0, 1.0));
-        let int = |bits: i32| {
-            let max = 2f64.powi(bits - 1);
-            (s * max).round().clamp(-max, max - 1.0) as i64
-        };
-        let bytes: Vec<u8> = match format {
-            SampleFormat::U8 => vec![(int(8) + 128) as u8],
-            SampleFormat::S8 => vec![int(8) as i8 as u8],
-            SampleFormat::U16 => order(((int(16) + 32768) as u16).to_le_bytes(), big_endian),
-            SampleFormat::S16 => order((int(16) as i16).to_le_bytes(), big_endian),
-            SampleFormat::U32 => order(((int(32) + (1 << 31)) as u32).to_le_bytes(), big_endian),
-            SampleFormat::S32 => order((int(32) as i32).to_le_bytes(), big_endian),
-            SampleFormat::F32 => order((s as f32).to_le_bytes(), big_endian),
-        };
-        out.extend_from_slice(&bytes);
-    }
-}
-
-fn order<const N: usize>(mut le: [u8; N], big_endian: bool) -> Vec<u8> {
-    if big_endian {
-        le.reverse();
-    }
-    le.to_vec()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::audio::decode_pcm;
-
-    #[test]
-    fn encoding_round_trips_through_the_decoder_in_every_format() {
-        let samples = [0.0f32, 0.5, -0.5, 0.999, -1.0];
-        for format in SampleFormat::ALL {
-            for big_endian in [false, true] {
-                let mut pcm = Vec::new();
-                encode(format, big_endian, &samples, &mut pcm);
-                assert_eq!(pcm.len(), samples.len() * format.bytes_per_sample());
-                let back: Vec<f32> = decode_pcm(format, big_endian, &pcm)
-                    .map(|s| s.to_f32())
-                    .collect();
-                for (a, b) in samples.iter().zip(&back) {
-                    assert!((a - b).abs() < 0.01, "{format:?} {big_endian}: {a} -> {b}");
-                }
-            }
-        }
-    }
 
     #[test]
     fn a_tone_has_its_frequency_on_every_channel() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use client::playout::{Player, PlayerStats};
-use client::{AudioEncoding, Session};
+use client::{AudioCodec, AudioEncoding, Session};
 use protocol::audio::SampleFormat;
 use protocol::rules::audio::{self as codec_rules, CodecChoice, PathFacts};
 
@@ -44,6 +44,23 @@ fn path_facts(s: &Session) -> PathFacts {
     }
 }
 
+/// The codecs to offer for `vm`/`dev` under `choice` (`play` and `mic`): `auto` weighs
+/// the path against the PCM bitrate of the device's format.
+pub(crate) async fn codec_offer(
+    s: &Session,
+    vm: &str,
+    dev: &str,
+    choice: CodecChoice,
+) -> anyhow::Result<Vec<AudioCodec>> {
+    let pcm_bps = s
+        .list()
+        .await?
+        .iter()
+        .find(|d| d.vm == vm && d.device == dev)
+        .and_then(|d| d.audio.as_ref().and_then(codec_rules::pcm_bitrate));
+    Ok(codec_rules::offer(choice, path_facts(s), pcm_bps))
+}
+
 /// CLOCK_MONOTONIC now, ns (the clock of the guest's stamps on ringcastd's host).
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -54,13 +71,7 @@ fn monotonic_ns() -> u64 {
 /// went out, then prints the counts.
 pub async fn play(s: &Session, device: &str, o: PlayOptions) -> anyhow::Result<Exit> {
     let (vm, dev) = split_device(device)?;
-    let pcm_bps = s
-        .list()
-        .await?
-        .iter()
-        .find(|d| d.vm == vm && d.device == dev)
-        .and_then(|d| d.audio.as_ref().and_then(codec_rules::pcm_bitrate));
-    let offer = codec_rules::offer(o.codec, path_facts(s), pcm_bps);
+    let offer = codec_offer(s, &vm, &dev, o.codec).await?;
     let mut audio = s.attach_audio_with(&vm, &dev, o.datagrams, &offer).await?;
     let format = audio
         .format()
