@@ -224,7 +224,7 @@ impl Instance {
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(v) => v,
             Err(e) => {
-                self.latch_broken(&crate::panic_message(&*e));
+                self.latch_broken(&crate::ffi::panic_message(&*e));
                 on_broken()
             }
         }
