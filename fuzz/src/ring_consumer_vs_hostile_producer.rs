@@ -12,12 +12,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use shm_ring::{
-    ByteConsumer, ByteProducer, Consumed, Poison, RecordConsumer, RecordProducer, RingKind,
-    RingMemory,
+    ByteConsumer, ByteProducer, Consumed, RecordConsumer, RecordProducer, RingKind, RingMemory,
 };
 
 use crate::input::Input;
 use crate::peer::{Peer, DISCARD_FLOOR, READ_POS, WRITE_POS};
+use crate::sticky::Sticky;
 use crate::{fill_pattern, pattern};
 
 const CAP: u64 = 4096;
@@ -30,28 +30,6 @@ pub fn run(data: &[u8]) {
         bytes(inp)
     } else {
         records(inp)
-    }
-}
-
-/// Tracks the poison a consumer reported: once set, every later result must be that error.
-#[derive(Debug, Default)]
-struct Sticky(Option<Poison>);
-
-impl Sticky {
-    /// Checks a result against the poison state; returns the value when it is Ok.
-    fn check<T: std::fmt::Debug>(&mut self, what: &str, r: Result<T, Poison>) -> Option<T> {
-        match (self.0, r) {
-            (Some(p), Ok(v)) => panic!("{what} succeeded ({v:?}) on a ring poisoned with {p:?}"),
-            (Some(p), Err(q)) => {
-                assert_eq!(p, q, "{what}: the poison changed");
-                None
-            }
-            (None, Ok(v)) => Some(v),
-            (None, Err(p)) => {
-                self.0 = Some(p);
-                None
-            }
-        }
     }
 }
 

@@ -11,12 +11,11 @@
 
 use std::sync::Arc;
 
-use shm_ring::{
-    ByteConsumer, ByteProducer, Poison, RecordConsumer, RecordProducer, RingKind, RingMemory,
-};
+use shm_ring::{ByteConsumer, ByteProducer, RecordConsumer, RecordProducer, RingKind, RingMemory};
 
 use crate::input::Input;
 use crate::peer::{Peer, READ_POS, WRITE_POS};
+use crate::sticky::Sticky;
 use crate::{fill_pattern, pattern};
 
 const CAP: u64 = 4096;
@@ -29,26 +28,6 @@ pub fn run(data: &[u8]) {
         bytes(inp)
     } else {
         records(inp)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Sticky(Option<Poison>);
-
-impl Sticky {
-    fn check<T: std::fmt::Debug>(&mut self, what: &str, r: Result<T, Poison>) -> Option<T> {
-        match (self.0, r) {
-            (Some(p), Ok(v)) => panic!("{what} succeeded ({v:?}) on a ring poisoned with {p:?}"),
-            (Some(p), Err(q)) => {
-                assert_eq!(p, q, "{what}: the poison changed");
-                None
-            }
-            (None, Ok(v)) => Some(v),
-            (None, Err(p)) => {
-                self.0 = Some(p);
-                None
-            }
-        }
     }
 }
 
