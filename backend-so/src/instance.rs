@@ -91,6 +91,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// A new voice is a new session: re-register with the new rings, from a fresh start.
+    fn new_session(&mut self) {
+        self.link = LinkState::Idle;
+        self.renew_pending = false;
+        self.reconnect = Reconnect::new(self.opts.grace_ms);
+    }
+
     fn device_name(&self) -> String {
         self.opts
             .name
