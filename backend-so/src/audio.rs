@@ -27,6 +27,24 @@ pub(crate) struct AudioStats {
     pub input_frames: u64,
 }
 
+/// The bytes of one frame of `format`, or why a voice (`what`: "audio", "audio input")
+/// cannot take it. The daemon refuses a registration with any other format: the open fails
+/// instead of registering (and retrying) a device nobody will take.
+pub(crate) fn frame_bytes(format: &AudioFormat, what: &str) -> Result<usize, String> {
+    if !format.is_valid() {
+        return Err(format!(
+            "unsupported {what} format: {} Hz, {} channels, sample format {} (supported: \
+             1 Hz to 768 kHz, 1 to 64 channels, sample formats 0 to 6)",
+            format.frequency, format.channels, format.sample_format
+        ));
+    }
+    format
+        .frame_bytes()
+        .filter(|&b| b > 0)
+        .map(|b| b as usize)
+        .ok_or_else(|| format!("unsupported sample format {}", format.sample_format))
+}
+
 /// One open output voice and its ring.
 pub(crate) struct Voice {
     pub session: u64,
@@ -38,23 +56,7 @@ pub(crate) struct Voice {
 
 impl Voice {
     pub(crate) fn new(name: &str, format: AudioFormat) -> Result<Self, String> {
-        // The daemon refuses a registration with any other format: fail the open instead
-        // of registering (and retrying) a device nobody will take.
-        if !format.is_valid() {
-            return Err(format!(
-                "unsupported audio format: {} Hz, {} channels, sample format {} (supported: \
-                 1 Hz to 768 kHz, 1 to 64 channels, sample formats 0 to 6)",
-                format.frequency, format.channels, format.sample_format
-            ));
-        }
-        let frame_bytes = format
-            .frame_bytes()
-            .filter(|&b| b > 0)
-            .ok_or_else(|| format!("unsupported sample format {}", format.sample_format))?
-            as usize;
-        if format.frequency == 0 {
-            return Err("sample rate 0".into());
-        }
+        let frame_bytes = frame_bytes(&format, "audio")?;
         // About two seconds of audio, so a briefly busy daemon drops nothing.
         let second = u64::from(format.frequency) * frame_bytes as u64;
         let capacity = (2 * second).next_power_of_two().clamp(64 << 10, 16 << 20);

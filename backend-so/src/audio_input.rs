@@ -34,17 +34,7 @@ impl InputVoice {
     /// ride out a late network packet, short enough that what the guest records stays
     /// close to what the client sends (the daemon drops what does not fit).
     pub(crate) fn new(name: &str, format: AudioFormat) -> Result<Self, String> {
-        if !format.is_valid() {
-            return Err(format!(
-                "unsupported audio input format: {} Hz, {} channels, sample format {}",
-                format.frequency, format.channels, format.sample_format
-            ));
-        }
-        let frame_bytes = format
-            .frame_bytes()
-            .filter(|&b| b > 0)
-            .ok_or_else(|| format!("unsupported sample format {}", format.sample_format))?
-            as usize;
+        let frame_bytes = crate::audio::frame_bytes(&format, "audio input")?;
         let second = u64::from(format.frequency) * frame_bytes as u64;
         let capacity = (second / 4).next_power_of_two().clamp(16 << 10, 4 << 20);
         let mem = RingMemory::create(&format!("{name}-in"), RingKind::Bytes, capacity, 0)

@@ -91,6 +91,13 @@ struct Inner {
 }
 
 impl Inner {
+    /// A new voice is a new session: re-register with the new rings, from a fresh start.
+    fn new_session(&mut self) {
+        self.link = LinkState::Idle;
+        self.renew_pending = false;
+        self.reconnect = Reconnect::new(self.opts.grace_ms);
+    }
+
     fn device_name(&self) -> String {
         self.opts
             .name
@@ -224,7 +231,7 @@ impl Instance {
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(v) => v,
             Err(e) => {
-                self.latch_broken(&crate::panic_message(&*e));
+                self.latch_broken(&crate::ffi::panic_message(&*e));
                 on_broken()
             }
         }

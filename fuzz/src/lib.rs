@@ -11,6 +11,7 @@ pub mod peer;
 pub mod plugin_abi_ops;
 pub mod ring_consumer_vs_hostile_producer;
 pub mod ring_producer_vs_hostile_consumer;
+pub mod ring_target;
 pub mod wire_decode;
 
 /// The byte a well-behaved producer writes at stream position `pos`, so a reader can check

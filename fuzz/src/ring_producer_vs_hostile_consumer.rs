@@ -9,52 +9,20 @@
 //! bytes and records written; once an operation reports a poison, every later operation fails
 //! with that same poison.
 
-use std::sync::Arc;
-
-use shm_ring::{
-    ByteConsumer, ByteProducer, Poison, RecordConsumer, RecordProducer, RingKind, RingMemory,
-};
+use shm_ring::{ByteConsumer, ByteProducer, RecordConsumer, RecordProducer, RingKind};
 
 use crate::input::Input;
-use crate::peer::{Peer, READ_POS, WRITE_POS};
+use crate::peer::{READ_POS, WRITE_POS};
+use crate::ring_target::{self, Sticky, CAP, MAX_RECORD};
 use crate::{fill_pattern, pattern};
-
-const CAP: u64 = 4096;
-const MAX_RECORD: u32 = 1024;
 
 /// Runs one operation stream.
 pub fn run(data: &[u8]) {
-    let mut inp = Input::new(data);
-    if inp.u8() & 1 == 0 {
-        bytes(inp)
-    } else {
-        records(inp)
-    }
-}
-
-#[derive(Debug, Default)]
-struct Sticky(Option<Poison>);
-
-impl Sticky {
-    fn check<T: std::fmt::Debug>(&mut self, what: &str, r: Result<T, Poison>) -> Option<T> {
-        match (self.0, r) {
-            (Some(p), Ok(v)) => panic!("{what} succeeded ({v:?}) on a ring poisoned with {p:?}"),
-            (Some(p), Err(q)) => {
-                assert_eq!(p, q, "{what}: the poison changed");
-                None
-            }
-            (None, Ok(v)) => Some(v),
-            (None, Err(p)) => {
-                self.0 = Some(p);
-                None
-            }
-        }
-    }
+    ring_target::run(data, bytes, records)
 }
 
 fn bytes(mut inp: Input<'_>) {
-    let mem = Arc::new(RingMemory::create("fuzz", RingKind::Bytes, CAP, 0).unwrap());
-    let peer = Peer::map(&mem);
+    let (mem, peer) = ring_target::ring(RingKind::Bytes);
     let mut tx = ByteProducer::new(mem.clone()).unwrap();
     let mut rx = ByteConsumer::new(mem.clone()).unwrap();
     let mut sticky = Sticky::default();
@@ -139,8 +107,7 @@ fn bytes(mut inp: Input<'_>) {
 }
 
 fn records(mut inp: Input<'_>) {
-    let mem = Arc::new(RingMemory::create("fuzz", RingKind::Records, CAP, MAX_RECORD).unwrap());
-    let peer = Peer::map(&mem);
+    let (mem, peer) = ring_target::ring(RingKind::Records);
     let mut tx = RecordProducer::new(mem.clone()).unwrap();
     let mut rx = RecordConsumer::new(mem.clone()).unwrap();
     let mut sticky = Sticky::default();

@@ -103,9 +103,9 @@ gcc_ver=$(gcc -dumpfullversion 2>/dev/null || gcc -dumpversion)
 # ---- cache key ---------------------------------------------------------------
 key=$(
 	{
-		for f in build.sh init.sh rcguest.c; do
-			echo "== $f"
-			cat "$here/$f"
+		for f in "$here"/build.sh "$here"/init.sh "$here"/rcguest.h "$here"/*.c; do
+			echo "== ${f##*/}"
+			cat "$f"
 		done
 		echo "== versions"
 		echo "$kpkg $kver_pkg busybox-static $bb_ver libc6-dev $libc_ver gcc $gcc_ver"
@@ -198,7 +198,7 @@ say "modules (${#load_order[@]}): ${load_order[*]}"
 
 # ---- rcguest -----------------------------------------------------------------
 say "compiling rcguest (static)"
-gcc -static -O2 -Wall -o "$work/rcguest" "$here/rcguest.c" -lm ||
+gcc -static -O2 -Wall -o "$work/rcguest" "$here"/*.c -lm ||
 	die "static build of rcguest failed (is libc6-dev complete?)"
 "$work/rcguest" gen --seed 1 --bytes 20 --out "$work/probe" 2>/dev/null ||
 	die "the static rcguest does not run"

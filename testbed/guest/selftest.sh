@@ -9,7 +9,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 cc=${CC:-gcc}
-"$cc" -O2 -Wall -Wextra -Werror -o "$tmp/rcguest" "$here/rcguest.c" -lm
+"$cc" -O2 -Wall -Wextra -Werror -o "$tmp/rcguest" "$here"/*.c -lm
 fail=0
 check() { # name expected actual
 	if [[ "$2" == "$3" ]]; then
@@ -63,7 +63,7 @@ check "echo stops at count" "$(printf 'rc-echo-ready\ngot:ab\ngot:c')" \
 	"$(printf 'ab\ncdef' | "$tmp/rcguest" echo --dev - --count 4 2>/dev/null)"
 
 # The guest build must link statically.
-if "$cc" -static -O2 -o "$tmp/rcguest.static" "$here/rcguest.c" -lm 2>"$tmp/static.log"; then
+if "$cc" -static -O2 -o "$tmp/rcguest.static" "$here"/*.c -lm 2>"$tmp/static.log"; then
 	echo "ok   static link"
 else
 	cat "$tmp/static.log"

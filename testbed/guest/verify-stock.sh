@@ -35,7 +35,7 @@ bad() { echo "FAIL $*"; fail=1; }
 
 "$here/selftest.sh" >"$work/selftest.log" 2>&1 && ok "rcguest self-test" || { cat "$work/selftest.log"; bad "rcguest self-test"; }
 guest=$("$here/build.sh" | tail -n1)
-gcc -O2 -o "$work/rcguest" "$here/rcguest.c" -lm
+gcc -O2 -o "$work/rcguest" "$here"/*.c -lm
 
 run() { # name scenario-and-params...
 	local name=$1

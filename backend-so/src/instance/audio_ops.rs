@@ -9,7 +9,6 @@ use crate::audio_input::InputVoice;
 use crate::console::RingPoisoned;
 use crate::host::Level;
 use crate::link::LinkState;
-use crate::reconnect::Reconnect;
 
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -25,10 +24,7 @@ impl Instance {
                 return Err("not an audio device".into());
             };
             *voice = Some(Voice::new(&name, format)?);
-            // A new voice is a new session: re-register with the new ring.
-            inner.link = LinkState::Idle;
-            inner.renew_pending = false;
-            inner.reconnect = Reconnect::new(inner.opts.grace_ms);
+            inner.new_session();
         }
         self.try_connect();
         Ok(())
@@ -96,9 +92,7 @@ impl Instance {
             // starts a new session (new rings) that carries it.
             if let Some(v) = voice {
                 *voice = Some(Voice::new(&name, v.format)?);
-                inner.link = LinkState::Idle;
-                inner.renew_pending = false;
-                inner.reconnect = Reconnect::new(inner.opts.grace_ms);
+                inner.new_session();
             }
         }
         self.try_connect();

@@ -14,7 +14,7 @@ unsafe fn instance<'a>(opaque: *mut c_void) -> &'a Instance {
 }
 
 pub(super) unsafe extern "C" fn on_retry_timer(opaque: *mut c_void) {
-    crate::guard((), || {
+    crate::ffi::guard((), || {
         // SAFETY: registered with this instance's address in `start`.
         let inst = unsafe { instance(opaque) };
         inst.guarded(|| inst.on_retry(), || ())
@@ -22,7 +22,7 @@ pub(super) unsafe extern "C" fn on_retry_timer(opaque: *mut c_void) {
 }
 
 pub(super) unsafe extern "C" fn on_link_fd(opaque: *mut c_void, _fd: c_int, _revents: u32) {
-    crate::guard((), || {
+    crate::ffi::guard((), || {
         // SAFETY: registered with this instance's address in `try_connect`.
         let inst = unsafe { instance(opaque) };
         inst.guarded(|| inst.on_link_readable(), || ())
@@ -30,7 +30,7 @@ pub(super) unsafe extern "C" fn on_link_fd(opaque: *mut c_void, _fd: c_int, _rev
 }
 
 pub(super) unsafe extern "C" fn on_input_fd(opaque: *mut c_void, _fd: c_int, _revents: u32) {
-    crate::guard((), || {
+    crate::ffi::guard((), || {
         // SAFETY: registered with this instance's address in `watch_input`.
         let inst = unsafe { instance(opaque) };
         inst.guarded(|| inst.pump_input(), || ())

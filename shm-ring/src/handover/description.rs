@@ -1,56 +1,7 @@
-//! Handing rings to the consumer process: one `SOCK_SEQPACKET` message with a device
-//! description and the ring memfds and doorbell eventfds (SCM_RIGHTS), answered by one
-//! acknowledgement message.
-//!
-//! Message layout (little endian), version 1:
-//!
-//! ```text
-//! "SHMDEV01"  u16 version  u8 kind  u8 nfds  u32 pid  u64 session
-//! u32 frequency  u16 channels  u16 sample_format  u8 big_endian  u8[3] zero   (audio; zero for consoles)
-//! u16 len + bytes: vm_name, vm_uuid, device_id  (UTF-8, at most 255 bytes each)
-//! u32 frequency  u16 channels  u16 sample_format  u8 big_endian  u8[3] zero   (audio with an input voice only)
-//! ```
-//!
-//! File descriptors, in order: console = output ring, its data doorbell, its space
-//! doorbell, input ring, its data doorbell, its space doorbell; audio = output ring, its
-//! data doorbell, and, when the guest's sound card has an input voice (`nfds` 3), the
-//! input byte ring (the guest's capture side: the consumer of the description writes PCM
-//! in the input format into it, whole frames; the producer of the description reads it
-//! when QEMU asks for input, and needs no doorbell). "Data" doorbells are rung by the
-//! ring's producer, "space" doorbells by its consumer. A consumer older than the input
-//! ring refuses an audio description with 3 descriptors ("wrong descriptor count").
-//!
-//! The acknowledgement: `"SHMACK01"  u8 status (0 = accepted)  u16 len + message`.
+//! The device description a producer sends with its rings (see the layout in [`super`]).
 
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-
-use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
-
+use super::{Reader, DEVICE_MAGIC, MAX_NAME, VERSION};
 use crate::error::RingError;
-
-const DEVICE_MAGIC: &[u8; 8] = b"SHMDEV01";
-const ACK_MAGIC: &[u8; 8] = b"SHMACK01";
-const VERSION: u16 = 1;
-/// Longest name accepted in a description.
-pub const MAX_NAME: usize = 255;
-/// Largest message either side sends.
-pub const MAX_MESSAGE: usize = 1024;
-const MAX_FDS: usize = 6;
-
-/// Where a consumer daemon named `app` listens by default:
-/// `$XDG_RUNTIME_DIR/<app>/<app>d.sock`, or `/run/<app>/<app>d.sock` without a runtime dir.
-pub fn default_socket_path(app: &str) -> std::path::PathBuf {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
-        _ => std::path::PathBuf::from("/run"),
-    };
-    dir.join(app).join(format!("{app}d.sock"))
-}
 
 /// What kind of device a description is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +61,27 @@ impl AudioFormat {
             && (1..=64).contains(&self.channels)
             && self.sample_bytes().is_some()
     }
+
+    /// Appends the format's 12 bytes: frequency, channels, sample format, big endian, 3 zeros.
+    fn encode_into(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&self.frequency.to_le_bytes());
+        b.extend_from_slice(&self.channels.to_le_bytes());
+        b.extend_from_slice(&self.sample_format.to_le_bytes());
+        b.push(u8::from(self.big_endian));
+        b.extend_from_slice(&[0; 3]);
+    }
+
+    /// Reads what [`AudioFormat::encode_into`] wrote (not checked: see [`AudioFormat::is_valid`]).
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, RingError> {
+        let f = AudioFormat {
+            frequency: r.u32()?,
+            channels: r.u16()?,
+            sample_format: r.u16()?,
+            big_endian: r.u8()? != 0,
+        };
+        r.take(3)?;
+        Ok(f)
+    }
 }
 
 /// Who a device is.
@@ -156,12 +128,7 @@ impl DeviceDescription {
         b.push(self.fd_count() as u8);
         b.extend_from_slice(&self.pid.to_le_bytes());
         b.extend_from_slice(&self.session.to_le_bytes());
-        let a = self.audio.unwrap_or_default();
-        b.extend_from_slice(&a.frequency.to_le_bytes());
-        b.extend_from_slice(&a.channels.to_le_bytes());
-        b.extend_from_slice(&a.sample_format.to_le_bytes());
-        b.push(u8::from(a.big_endian));
-        b.extend_from_slice(&[0; 3]);
+        self.audio.unwrap_or_default().encode_into(&mut b);
         for s in [&self.vm_name, &self.vm_uuid, &self.device_id] {
             if s.len() > MAX_NAME {
                 return Err(RingError::BadMessage("a name is longer than 255 bytes"));
@@ -170,11 +137,7 @@ impl DeviceDescription {
             b.extend_from_slice(s.as_bytes());
         }
         if let Some(a) = self.audio_in {
-            b.extend_from_slice(&a.frequency.to_le_bytes());
-            b.extend_from_slice(&a.channels.to_le_bytes());
-            b.extend_from_slice(&a.sample_format.to_le_bytes());
-            b.push(u8::from(a.big_endian));
-            b.extend_from_slice(&[0; 3]);
+            a.encode_into(&mut b);
         }
         Ok(b)
     }
@@ -200,13 +163,7 @@ impl DeviceDescription {
         }
         let pid = r.u32()?;
         let session = r.u64()?;
-        let audio = AudioFormat {
-            frequency: r.u32()?,
-            channels: r.u16()?,
-            sample_format: r.u16()?,
-            big_endian: r.u8()? != 0,
-        };
-        r.take(3)?;
+        let audio = AudioFormat::decode_from(&mut r)?;
         let mut names = [String::new(), String::new(), String::new()];
         for name in &mut names {
             let len = usize::from(r.u16()?);
@@ -218,13 +175,7 @@ impl DeviceDescription {
                 .to_owned();
         }
         let audio_in = if has_input {
-            let a = AudioFormat {
-                frequency: r.u32()?,
-                channels: r.u16()?,
-                sample_format: r.u16()?,
-                big_endian: r.u8()? != 0,
-            };
-            r.take(3)?;
+            let a = AudioFormat::decode_from(&mut r)?;
             if !a.is_valid() {
                 return Err(RingError::BadMessage("invalid audio input format"));
             }
@@ -258,128 +209,6 @@ impl DeviceDescription {
             audio,
             audio_in,
         })
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RingError> {
-        if self.0.len() < n {
-            return Err(RingError::BadMessage("truncated"));
-        }
-        let (h, t) = self.0.split_at(n);
-        self.0 = t;
-        Ok(h)
-    }
-    fn u8(&mut self) -> Result<u8, RingError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, RingError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, RingError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn u64(&mut self) -> Result<u64, RingError> {
-        let mut x = [0u8; 8];
-        x.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(x))
-    }
-}
-
-/// Sends one message with descriptors attached. Never blocks on a non-blocking socket
-/// (returns the would-block error instead).
-pub fn send_with_fds(
-    sock: impl AsFd,
-    bytes: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> Result<(), RingError> {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut cmsg = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(RingError::BadMessage("too many descriptors"));
-    }
-    let sent = sendmsg(sock, &[IoSlice::new(bytes)], &mut cmsg, SendFlags::NOSIGNAL)
-        .map_err(|e| RingError::io("sendmsg", e))?;
-    if sent != bytes.len() {
-        return Err(RingError::BadMessage("message truncated on send"));
-    }
-    Ok(())
-}
-
-/// One received message and the descriptors that came with it.
-pub type Received = (Vec<u8>, Vec<OwnedFd>);
-
-/// Receives one message and the descriptors that came with it. Returns `Ok(None)` on an
-/// orderly shutdown of the peer.
-pub fn recv_with_fds(sock: impl AsFd) -> Result<Option<Received>, RingError> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
-    let msg = recvmsg(
-        sock,
-        &mut [IoSliceMut::new(&mut buf)],
-        &mut cmsg,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .map_err(|e| RingError::io("recvmsg", e))?;
-    let mut fds = Vec::new();
-    for m in cmsg.drain() {
-        if let RecvAncillaryMessage::ScmRights(rights) = m {
-            fds.extend(rights);
-        }
-    }
-    if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC)
-        || msg.flags.contains(rustix::net::ReturnFlags::TRUNC)
-    {
-        return Err(RingError::BadMessage("message or descriptors truncated"));
-    }
-    if msg.bytes == 0 && fds.is_empty() {
-        return Ok(None);
-    }
-    buf.truncate(msg.bytes);
-    Ok(Some((buf, fds)))
-}
-
-/// The consumer's answer to a description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    /// True when the device was accepted.
-    pub accepted: bool,
-    /// Why it was refused (or a note when accepted).
-    pub message: String,
-}
-
-impl Ack {
-    /// Serialises the acknowledgement.
-    pub fn encode(&self) -> Vec<u8> {
-        // At most 512 bytes, cut at a character boundary so the message stays UTF-8.
-        let mut n = self.message.len().min(512);
-        while !self.message.is_char_boundary(n) {
-            n -= 1;
-        }
-        let msg = &self.message.as_bytes()[..n];
-        let mut b = Vec::with_capacity(11 + msg.len());
-        b.extend_from_slice(ACK_MAGIC);
-        b.push(u8::from(!self.accepted));
-        b.extend_from_slice(&(msg.len() as u16).to_le_bytes());
-        b.extend_from_slice(msg);
-        b
-    }
-
-    /// Parses an acknowledgement.
-    pub fn decode(b: &[u8]) -> Result<Self, RingError> {
-        let mut r = Reader(b);
-        if r.take(8)? != ACK_MAGIC {
-            return Err(RingError::BadMessage("not an acknowledgement"));
-        }
-        let accepted = r.u8()? == 0;
-        let len = usize::from(r.u16()?);
-        let message = String::from_utf8_lossy(r.take(len)?).into_owned();
-        Ok(Ack { accepted, message })
     }
 }
 
@@ -481,50 +310,5 @@ mod tests {
         let mut d = console();
         d.kind = DeviceKind::Audio;
         assert!(DeviceDescription::decode(&d.encode().unwrap()).is_err());
-    }
-
-    // Sockets and descriptors: not under Miri.
-    #[cfg(not(miri))]
-    #[test]
-    fn fds_travel_with_the_message() {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
-        let bell = crate::Doorbell::new().unwrap();
-        send_with_fds(&a, b"hi", &[bell.as_fd(), bell.as_fd()]).unwrap();
-        let (msg, fds) = recv_with_fds(&b).unwrap().unwrap();
-        assert_eq!(msg, b"hi");
-        assert_eq!(fds.len(), 2);
-        let received = crate::Doorbell::from_fd(fds.into_iter().next().unwrap()).unwrap();
-        received.ring();
-        assert!(bell.drain());
-        drop(a);
-        assert!(recv_with_fds(&b).unwrap().is_none());
-    }
-
-    #[test]
-    fn ack_round_trips() {
-        let a = Ack {
-            accepted: false,
-            message: "no".into(),
-        };
-        assert_eq!(Ack::decode(&a.encode()).unwrap(), a);
-    }
-
-    #[test]
-    fn a_long_ack_message_is_cut_at_a_character_boundary() {
-        // 511 ASCII bytes then a 3-byte character straddling the 512-byte limit.
-        let message = format!("{}€ and more", "x".repeat(511));
-        let a = Ack {
-            accepted: false,
-            message,
-        };
-        let back = Ack::decode(&a.encode()).unwrap();
-        assert_eq!(back.message, "x".repeat(511));
-        assert!(!back.message.contains('\u{fffd}'));
     }
 }
