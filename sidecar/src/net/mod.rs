@@ -28,6 +28,7 @@
 
 mod attach;
 mod connection;
+mod flow;
 mod mic;
 mod wire;
 
