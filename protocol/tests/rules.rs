@@ -250,11 +250,11 @@ fn with_audio_live_the_console_bound_follows_the_congestion_window() {
     // ...nor above the ceiling (what a stopped client can make the server hold).
     assert_eq!(bound(true, 100 << 20), MAX_IN_FLIGHT_WITH_AUDIO);
     assert_eq!(bound(true, u64::MAX), MAX_IN_FLIGHT_WITH_AUDIO);
-    // Without audio: the fixed bound, or four larger windows, up to the same ceiling.
+    // Without audio: the fixed bound, up to the ceiling.
     assert_eq!(bound(false, 0), 4 << 20);
     assert_eq!(bound(false, 1_000_000), 4 << 20);
     assert_eq!(bound(false, 1 << 20), 4 << 20);
-    assert_eq!(bound(false, 3 << 19), 6 << 20);
+    assert_eq!(bound(false, 3 << 19), MAX_IN_FLIGHT);
     assert_eq!(bound(false, 8 << 20), MAX_IN_FLIGHT);
     // The allowance under it: what is left of the bound after what is in flight.
     let mut c = ConsoleRules::new("vm/serial0", Mode::Read, 0);
