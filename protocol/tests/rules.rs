@@ -11,7 +11,7 @@ use protocol::proto::{Limits, RequestBudget, MAX_VERSION, MIN_VERSION};
 use protocol::rules::client::{self, ConsoleItem, ConsoleReader, REPORT_EVERY};
 use protocol::rules::server::{
     self, in_flight_bound, AttachRequest, AttachmentStream, ConsoleAction, ConsoleRules,
-    ControlRequest, Handshake, PathEstimate, Welcome,
+    ControlRequest, Handshake, PathEstimate, Welcome, MAX_IN_FLIGHT, MAX_IN_FLIGHT_WITH_AUDIO,
 };
 use protocol::rules::{End, Refusal, WriteLocks};
 use protocol::ErrorCode;
@@ -233,7 +233,13 @@ fn with_audio_live_the_console_bound_follows_the_congestion_window() {
         console_in_flight_with_audio: 64 << 10,
         ..Limits::default()
     };
-    let bound = |audio, window| in_flight_bound(&limits, audio, PathEstimate { window });
+    let bound = |audio, window| {
+        let path = PathEstimate {
+            window,
+            ..PathEstimate::default()
+        };
+        in_flight_bound(&limits, audio, path)
+    };
     // A 20 ms path carrying 25 MB/s has a 500 kB bandwidth-delay product: a fixed 64 KiB
     // would cap the console at 3 MB/s there. Four windows: the credit must not be what
     // holds the console back.
@@ -241,13 +247,15 @@ fn with_audio_live_the_console_bound_follows_the_congestion_window() {
     // Never below the floor (a window not known yet, or a slow path)...
     assert_eq!(bound(true, 0), 64 << 10);
     assert_eq!(bound(true, 10_000), 64 << 10);
-    // ...nor above the bound without audio.
-    assert_eq!(bound(true, 100 << 20), 4 << 20);
-    assert_eq!(bound(true, u64::MAX), 4 << 20);
-    // Without audio: the fixed bound, or twice a larger window.
+    // ...nor above the ceiling (what a stopped client can make the server hold).
+    assert_eq!(bound(true, 100 << 20), MAX_IN_FLIGHT_WITH_AUDIO);
+    assert_eq!(bound(true, u64::MAX), MAX_IN_FLIGHT_WITH_AUDIO);
+    // Without audio: the fixed bound, up to the ceiling.
     assert_eq!(bound(false, 0), 4 << 20);
     assert_eq!(bound(false, 1_000_000), 4 << 20);
-    assert_eq!(bound(false, 8 << 20), 32 << 20);
+    assert_eq!(bound(false, 1 << 20), 4 << 20);
+    assert_eq!(bound(false, 3 << 19), MAX_IN_FLIGHT);
+    assert_eq!(bound(false, 8 << 20), MAX_IN_FLIGHT);
     // The allowance under it: what is left of the bound after what is in flight.
     let mut c = ConsoleRules::new("vm/serial0", Mode::Read, 0);
     c.sent(1_900_000);
@@ -262,7 +270,7 @@ fn console_credit_follows_consumed_reports_and_refuses_impossible_ones() {
         console_in_flight_with_audio: 100,
         ..Limits::default()
     };
-    let unknown = PathEstimate { window: 0 };
+    let unknown = PathEstimate::default();
     let (alone, with_audio) = (
         in_flight_bound(&limits, false, unknown),
         in_flight_bound(&limits, true, unknown),

@@ -6,6 +6,7 @@
 //! - [`server`]: the control stream (Hello, then list and stats requests), the first frame
 //!   of an attachment stream, the frames a console or an audio attachment may carry, the
 //!   console's in-flight credit.
+//! - [`credit`]: how fast a console's credit comes back (return time, delivery rate).
 //! - [`audio`]: the codec of an audio attachment: the client's offer (`auto`), the
 //!   server's choice, the client's check of it.
 //! - [`client`]: the Welcome the client expects, the Attached answer, the console items in
@@ -16,6 +17,7 @@
 
 pub mod audio;
 pub mod client;
+pub mod credit;
 mod rights;
 pub mod server;
 mod writers;

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::credit::GapLedger;
 use super::End;
 use crate::codec::{AudioCodec, Frame, Mode, StartAt, MAX_INPUT};
 use crate::proto::{self, ConsoleCredit, Limits, RequestBudget};
@@ -205,6 +206,9 @@ pub struct ConsoleRules {
     mode: Mode,
     what: String,
     credit: ConsoleCredit,
+    gaps: GapLedger,
+    start: u64,
+    consumed: u64,
 }
 
 impl ConsoleRules {
@@ -215,6 +219,9 @@ impl ConsoleRules {
             mode,
             what: what.into(),
             credit: ConsoleCredit::new(offset),
+            gaps: GapLedger::default(),
+            start: offset,
+            consumed: offset,
         }
     }
 
@@ -237,7 +244,11 @@ impl ConsoleRules {
                 ),
             )),
             Some(Frame::Consumed { offset }) => match self.credit.consumed(offset) {
-                Ok(()) => ConsoleAction::Continue,
+                Ok(()) => {
+                    self.consumed = self.consumed.max(offset);
+                    self.gaps.consumed(self.consumed);
+                    ConsoleAction::Continue
+                }
                 Err(code) => ConsoleAction::End(End::close(code, "Consumed beyond what was sent")),
             },
             Some(Frame::Detach) | None => ConsoleAction::End(End::Finish),
@@ -250,7 +261,7 @@ impl ConsoleRules {
 
     /// Console bytes that may be sent now under `bound` (from [`in_flight_bound`]).
     pub fn allowance(&self, bound: u64) -> u64 {
-        self.credit.allowance(bound)
+        bound.saturating_sub(self.in_flight())
     }
 
     /// Everything before `end` was sent.
@@ -258,49 +269,105 @@ impl ConsoleRules {
         self.credit.sent(end);
     }
 
-    /// Bytes sent and not yet reported read.
+    /// A gap of `len` bytes at `offset` was sent (and [`ConsoleRules::sent`] its end): it
+    /// holds the credit only for its frame ([`GAP_COST`](super::credit::GAP_COST)) until the client reports past it.
+    pub fn skipped(&mut self, offset: u64, len: u64) {
+        self.gaps.sent(offset, len);
+    }
+
+    /// Bytes sent and not yet reported read, a gap counting [`GAP_COST`](super::credit::GAP_COST).
     pub fn in_flight(&self) -> u64 {
-        self.credit.in_flight()
+        self.credit
+            .in_flight()
+            .saturating_sub(self.gaps.uncharged(self.consumed))
+    }
+
+    /// The highest offset the client reported read.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Bytes of data (not gaps) the client reported read since the attachment began.
+    pub fn delivered(&self) -> u64 {
+        (self.consumed - self.start).saturating_sub(self.gaps.skipped_before(self.consumed))
     }
 }
 
-/// What the driver knows of a connection's path, from its QUIC stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the driver knows of a console stream's path: from its QUIC stack (window, RTT) and
+/// from the stream's own credit ([`super::credit::DeliveryClock`]: the delivery rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PathEstimate {
     /// The congestion controller's window: the bytes it lets be in flight, its estimate of
     /// the path's bandwidth-delay product (with its gain). 0 when unknown.
     pub window: u64,
+    /// The smoothed round-trip time. Zero when unknown.
+    pub rtt: std::time::Duration,
+    /// Bytes per second the client reported read, recently at most (a windowed maximum).
+    /// 0 when unknown.
+    pub delivery_rate: u64,
 }
+
+/// The largest console in-flight bound, per stream, whatever the path: what a client that
+/// stops reading (or a stopped client process) can make ringcastd hold for one console
+/// stream in its send buffer. Below quinn's connection-wide send window (10 MB by default),
+/// so a console at this bound still leaves room for audio written on a stream. 8 MiB moved
+/// 1.4x more on a 1%-loss 20 ms path, but ringcastd's memory with 99 followers and a stalled
+/// client then went over its bound (`client/tests/load.rs`: 169 MB against 151 MB).
+pub const MAX_IN_FLIGHT: u64 = 4 << 20;
+
+/// The ceiling while audio is live on the connection. What the console has sent and not
+/// had reported is also what it can queue at the path's bottleneck ahead of audio: quinn's
+/// window does not bound that (under the loss filter BBR's window was measured at 7–23 MB,
+/// several times the bandwidth-delay product of a 20 ms path carrying 60 MB/s), and with an
+/// 8 MiB ceiling audio's p99 rose from 2.4x to 3.8x its floor on such a link.
+pub const MAX_IN_FLIGHT_WITH_AUDIO: u64 = 4 << 20;
+
+/// Round trips a byte's credit takes to come back on a lossy path, at most in the usual
+/// case: the trip to the client, a hold behind an earlier lost packet (its detection, about
+/// a round trip, and its retransmission's trip), the report's trip back.
+pub const RETURN_RTTS: u32 = 4;
+
+/// The bound is this many times the delivery rate over [`RETURN_RTTS`] round trips: room to
+/// grow when the credit, not the path, is what holds the rate.
+pub const DELIVERY_GAIN: u64 = 2;
 
 /// The console's in-flight bound (bytes sent and not yet reported read) on a path.
 ///
-/// A console's credit comes back one round trip after its bytes leave (the client's
-/// `Consumed` report), so a bound below the bandwidth-delay product caps the console at
-/// bound / RTT whatever the path could carry: a fixed 64 KiB moves 3 MB/s at 20 ms RTT.
-/// While audio is live on the connection the bound is four congestion windows: the credit
-/// comes back a round trip plus the client's read and report after the bytes leave, and a
-/// lost packet holds the stream's later bytes at the client until its retransmission
-/// arrives (another round trip or more). Below that the credit, not the path, holds the
-/// console, and a controller whose sender is held by something else sees only
-/// app-limited samples and never raises its estimate. The window itself still bounds what
-/// is on the path; the rest waits in the sender's stream buffer, where an audio period (a
-/// higher priority) goes first. On a slow path (a small window) the bound stays small, so
-/// little console data is ever queued ahead of audio. `limits.console_in_flight_with_audio`
-/// is the floor, for paths whose window is not known yet; `limits.console_in_flight` the
-/// ceiling. Without audio it is `limits.console_in_flight`, or four windows when that is
-/// larger (a long fat path).
+/// A console's credit comes back a round trip after its bytes leave (the client's
+/// `Consumed` report), and on a lossy path later still: the client reads in order, so a
+/// lost packet holds the stream's later bytes until its retransmission arrives. A bound
+/// below the delivery rate times that return time caps the console at bound / return
+/// time whatever the path could carry (a fixed 64 KiB moves 3 MB/s at 20 ms RTT), and a
+/// controller whose sender is held by something else sees only app-limited samples and
+/// never raises its estimate. So the bound follows the path's bandwidth-delay product,
+/// the larger of:
+/// - four congestion windows (the controller's estimate, from the first round trips on);
+/// - [`DELIVERY_GAIN`] times the measured delivery rate over [`RETURN_RTTS`] round trips:
+///   what the client actually takes while a loss holds its reads, with room to grow
+///   (round trips, not the measured return time: that includes the time bytes wait in
+///   the sender's own buffer, which grows with the bound).
+///
+/// The window still bounds what is on the path; the rest waits in the sender's stream
+/// buffer, where an audio period (a higher priority) goes first. On a slow path the bound
+/// stays small, so little console data is ever queued ahead of audio. The floor is
+/// `limits.console_in_flight_with_audio` while audio is live (for paths not measured yet),
+/// `limits.console_in_flight` otherwise; the ceiling is [`MAX_IN_FLIGHT_WITH_AUDIO`] while
+/// audio is live, [`MAX_IN_FLIGHT`] otherwise (or the floor, if larger).
 pub fn in_flight_bound(limits: &Limits, audio_live: bool, path: PathEstimate) -> u64 {
-    let window = path.window.saturating_mul(4);
-    if audio_live {
-        window.clamp(
+    let windows = path.window.saturating_mul(4);
+    let delivered = u128::from(path.delivery_rate) * path.rtt.as_nanos() * u128::from(RETURN_RTTS)
+        / 1_000_000_000;
+    let delivered = u64::try_from(delivered).unwrap_or(u64::MAX);
+    let need = windows.max(delivered.saturating_mul(DELIVERY_GAIN));
+    let (floor, ceiling) = if audio_live {
+        (
             limits.console_in_flight_with_audio,
-            limits
-                .console_in_flight
-                .max(limits.console_in_flight_with_audio),
+            MAX_IN_FLIGHT_WITH_AUDIO,
         )
     } else {
-        limits.console_in_flight.max(window)
-    }
+        (limits.console_in_flight, MAX_IN_FLIGHT)
+    };
+    need.clamp(floor, ceiling.max(floor))
 }
 
 /// A frame from the client on an audio attachment (`what` names the device). `None`

@@ -133,24 +133,33 @@ pub(super) async fn console(
     tracing::info!(peer = %c.peer, device = %key, mode = mode.name(), offset = sub.position(), "console attached");
     let limits = c.shared.limits.clone();
     let mut rules = ConsoleRules::new(key.to_string(), mode, sub.position());
+    let mut flow = super::flow::ConsoleFlow::new(c.conn.clone(), key.to_string(), sub.position());
     let mut audio_live = c.audio_live.subscribe();
     let mut input: Vec<u8> = Vec::new();
     loop {
         let audio = *audio_live.borrow_and_update() > 0;
-        // The window is read only while audio is live (reading quinn's statistics takes the
-        // connection's lock): alone, the fixed bound covers loopback and ordinary WANs.
+        // The path as quinn sees it, and what this client has been taking: the bound
+        // follows both (`in_flight_bound`), with audio live or not.
+        let quic = c.conn.stats().path;
         let path = server::PathEstimate {
-            window: if audio { c.conn.stats().path.cwnd } else { 0 },
+            window: quic.cwnd,
+            rtt: quic.rtt,
+            delivery_rate: flow.clock.rate(),
         };
         let bound = server::in_flight_bound(&limits, audio, path);
         let allowance = rules.allowance(bound);
+        flow.turn(bound, allowance, path.window, path.rtt);
         tokio::select! {
             frame = reader.next(), if rules.reads_more(input.len()) => {
                 let frame = match frame {
                     Ok(f) => f,
                     Err(e) => return c.refuse(e),
                 };
+                let report = matches!(frame, Some(Frame::Consumed { .. }));
                 match rules.on_frame(frame) {
+                    ConsoleAction::Continue if report => {
+                        flow.consumed(rules.consumed(), rules.delivered(), c.conn.rtt());
+                    }
                     ConsoleAction::Continue => {}
                     ConsoleAction::Input(bytes) => input.extend_from_slice(&bytes),
                     ConsoleAction::End(end) => return c.end(&mut send, end).await,
@@ -178,18 +187,23 @@ pub(super) async fn console(
                     Err(e) => return c.end(&mut send, refuse(ErrorCode::Internal, e.to_string())).await,
                 };
                 let end = item.end();
+                let writing = Instant::now();
                 let sent = match item {
                     Item::Chunk(ch) => send_chunked(&mut send, ch.offset, ch.bytes, limits.console_chunk).await,
-                    Item::Gap(g) => send_frame(&mut send, &Frame::Gap {
-                        offset: g.offset,
-                        len: g.len,
-                        reason: g.reason,
-                    }).await,
+                    Item::Gap(g) => {
+                        rules.skipped(g.offset, g.len);
+                        send_frame(&mut send, &Frame::Gap {
+                            offset: g.offset,
+                            len: g.len,
+                            reason: g.reason,
+                        }).await
+                    }
                 };
                 if sent.is_err() {
                     return;
                 }
                 rules.sent(end);
+                flow.sent(end, writing.elapsed());
             },
             // Audio started or stopped on this connection: the bound changes.
             changed = audio_live.changed() => {

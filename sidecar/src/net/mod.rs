@@ -11,9 +11,10 @@
 //!   requests (`RATE_LIMITED`), frames are bounded by the codec, console data in flight by
 //!   per-stream credit, audio by a bounded subscription queue;
 //! - priorities: audio streams send at priority 10, consoles at 0; while any audio stream of
-//!   the connection is live, each console stream may have at most four congestion windows
-//!   (`rules::server::in_flight_bound`, at least `Limits::console_in_flight_with_audio`)
-//!   sent but not yet read by the client. The
+//!   the connection is live, each console stream may have sent but not yet had reported
+//!   read the larger of four congestion windows and twice the client's delivery rate over
+//!   four round trips (`rules::server::in_flight_bound`, at least
+//!   `Limits::console_in_flight_with_audio`, at most 4 MiB; a gap counts its frame). The
 //!   client reports what it read with `Consumed` frames on the console's own stream, so
 //!   the bound is per stream (not quinn's connection-wide `send_window`, which the flood
 //!   would fill ahead of audio) and covers queued plus in-flight bytes;
@@ -28,6 +29,7 @@
 
 mod attach;
 mod connection;
+mod flow;
 mod mic;
 mod wire;
 
