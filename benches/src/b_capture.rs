@@ -24,7 +24,7 @@
 //! ringcastd and the producer from the kernel's accounting (`/proc/<pid>/stat`, and the
 //! producer's rusage when reaped), the in-process client or quinn pair from `getrusage`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -57,7 +57,8 @@ pub const SCENARIO: Scenario = Scenario {
             testbed's lossy link (1% loss, 10 ms each way; server in A, client in B) for 512 MiB or \
             30 s, one repetition unless --reps (--quick: 256 MiB or 10 s), ringcastd with each QUIC congestion controller vs \
             TLS 1.3 over TCP with cubic and with bbr. --set b=0 or --set b2=0 skips a part; \
-            --set net_threads=N runs ringcastd with --net-threads N; --set congestion=NAME \
+            --set net_threads=N runs ringcastd with --net-threads N; --set write_batch=BYTES \
+            sets ringcast-file's write size (default 1 MiB, as ringcast capture); --set congestion=NAME \
             sets the controller of ringcastd and raw quinn on loopback (B2 runs each). The producer writes zeros \
             (as the baselines read /dev/zero), checked for order, content and count; --set \
             stream=guest writes the pseudo-random guest stream, sha256-checked at both ends.",
@@ -175,7 +176,7 @@ async fn receive(
     trust: Trust,
     bytes: u64,
     limit: Option<Duration>,
-    out: Option<PathBuf>,
+    out: Option<(PathBuf, usize)>,
     payload: Payload,
 ) -> Result<Received, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -198,10 +199,11 @@ async fn receive(
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
+    // As `ringcast capture` writes: the received chunks in 1 MiB vectored writes.
     let mut file = match &out {
-        Some(p) => Some(std::io::BufWriter::with_capacity(
-            1 << 20,
+        Some((p, batch)) => Some(client::ChunkWriter::with_batch(
             std::fs::File::create(p).map_err(|e| e.to_string())?,
+            *batch,
         )),
         None => None,
     };
@@ -226,8 +228,9 @@ async fn receive(
                 if offset != n {
                     return Err(format!("a chunk at offset {offset} after {n} bytes"));
                 }
+                let len = b.len() as u64;
                 match &mut file {
-                    Some(f) => f.write_all(&b).map_err(|e| e.to_string())?,
+                    Some(f) => f.push(b).map_err(|e| e.to_string())?,
                     None if payload == Payload::Zeros => {
                         if let Some(i) = b.iter().position(|&x| x != 0) {
                             return Err(format!("byte {} is not zero", n + i as u64));
@@ -239,7 +242,7 @@ async fn receive(
                         hash_s += t.elapsed().as_secs_f64();
                     }
                 }
-                n += b.len() as u64;
+                n += len;
             }
             Some(ConsoleItem::Gap {
                 offset,
@@ -384,7 +387,10 @@ fn run_ringcast(
         .spawn()
         .map_err(|e| format!("fake-qemu: {e}"))?;
     let out_path = dir.join("capture.out");
-    let out = to_file.then(|| out_path.clone());
+    let batch = opts
+        .setting_usize("write_batch")?
+        .unwrap_or(client::chunk_writer::BATCH);
+    let out = to_file.then(|| (out_path.clone(), batch));
     let self_before = rusage(libc::RUSAGE_SELF);
     let d_pid = daemon.pid();
     let d_before = procs::cpu_s(d_pid);
@@ -650,7 +656,14 @@ fn run_one(v: Variant, bins: &Bins, opts: &Options, bytes: u64) -> Result<Run, S
 }
 
 fn run(opts: &Options) -> Result<Outcome, String> {
-    opts.check_settings(&["b", "b2", "net_threads", "stream", "congestion"])?;
+    opts.check_settings(&[
+        "b",
+        "b2",
+        "net_threads",
+        "stream",
+        "congestion",
+        "write_batch",
+    ])?;
     let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 3 });
     baselines::check_tools().map_err(|e| e.to_string())?;
     let bins = bins()?;

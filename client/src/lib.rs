@@ -24,9 +24,11 @@
 //! Modules: [`session`] (connecting, listing, attaching, QMP), [`console`] and [`audio`]
 //! (one attachment each), [`jitter`] and [`playout`] (received audio to samples to play:
 //! the adaptive jitter buffer, PCM and Opus decoding with loss concealment and FEC), [`link`]
-//! (is the link alive), [`error`].
+//! (is the link alive), [`chunk_writer`] (received console bytes to a file without a copy),
+//! [`error`].
 
 pub mod audio;
+pub mod chunk_writer;
 pub mod conceal;
 pub mod console;
 pub mod error;
@@ -56,6 +58,7 @@ pub use transport_quic::ErrorCode;
 use transport_quic::QuicErrorCode;
 
 pub use audio::AudioStream;
+pub use chunk_writer::ChunkWriter;
 pub use console::{ConsoleItem, ConsoleStream};
 pub use error::Error;
 use error::*;

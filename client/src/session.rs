@@ -195,7 +195,7 @@ impl Session {
         mode: Mode,
         start: StartAt,
     ) -> Result<ConsoleStream, Error> {
-        let (send, reader, attached) = self
+        let (send, mut reader, attached) = self
             .attach(
                 DeviceKind::Console,
                 Frame::Attach {
@@ -208,6 +208,9 @@ impl Session {
                 },
             )
             .await?;
+        // The console's bytes come out as slices of what quinn received, as they arrive,
+        // never copied on their way to the caller.
+        reader.split_data();
         Ok(ConsoleStream {
             addr: self.addr.clone(),
             send,

@@ -65,8 +65,8 @@ impl FrameReader {
                 return Ok(Some(f));
             }
             let read = self.recv.read_chunk(64 << 10, true);
-            let chunk = match (self.frame_deadline, self.buf.pending()) {
-                (Some(d), pending) if pending > 0 => {
+            let chunk = match (self.frame_deadline, self.buf.at_boundary()) {
+                (Some(d), false) => {
                     let since = *self
                         .partial_since
                         .get_or_insert_with(tokio::time::Instant::now);
@@ -77,11 +77,17 @@ impl FrameReader {
                 _ => read.await,
             };
             match chunk? {
-                Some(chunk) => self.buf.push(&chunk.bytes),
-                None if self.buf.pending() == 0 => return Ok(None),
+                Some(chunk) => self.buf.push_bytes(chunk.bytes),
+                None if self.buf.at_boundary() => return Ok(None),
                 None => return Err(ReadFrameError::Truncated),
             }
         }
+    }
+
+    /// From now on, `Data` frames come out in pieces as their bytes arrive, each a slice of
+    /// what quinn received (no copy); see [`FrameBuffer::split_data`].
+    pub fn split_data(&mut self) {
+        self.buf.split_data();
     }
 
     /// The underlying stream (to stop it with an error code).

@@ -8,6 +8,16 @@ impl Frame {
     /// else the frame and how many bytes it used. Rejects an oversized length as soon as
     /// the header is complete.
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, DecodeError> {
+        Frame::decode_in(buf, None)
+    }
+
+    /// [`Frame::decode`] of received bytes whose byte fields (console data, audio, input)
+    /// come out as slices of `buf`, without a copy.
+    pub fn decode_bytes(buf: &Bytes) -> Result<Option<(Frame, usize)>, DecodeError> {
+        Frame::decode_in(buf, Some(buf))
+    }
+
+    fn decode_in(buf: &[u8], owner: Option<&Bytes>) -> Result<Option<(Frame, usize)>, DecodeError> {
         let Some(header) = buf.get(..HEADER_LEN) else {
             return Ok(None);
         };
@@ -23,14 +33,24 @@ impl Frame {
         let Some(payload) = buf.get(HEADER_LEN..total) else {
             return Ok(None);
         };
-        let frame = Frame::decode_payload(t, payload)?;
+        let frame = Frame::decode_payload_in(t, payload, owner)?;
         Ok(Some((frame, total)))
     }
 
     /// Decodes a frame of type `t` from exactly its payload. Bytes after the known fields
     /// are ignored (fields a later version appended).
     pub fn decode_payload(t: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
-        let r = &mut Reader(payload);
+        Frame::decode_payload_in(t, payload, None)
+    }
+
+    /// [`Frame::decode_payload`]; with `owner` (which holds `payload`), byte fields are
+    /// slices of it instead of copies.
+    fn decode_payload_in(
+        t: u8,
+        payload: &[u8],
+        owner: Option<&Bytes>,
+    ) -> Result<Frame, DecodeError> {
+        let r = &mut Reader(payload, owner);
         Ok(match t {
             ty::HELLO => Frame::Hello {
                 min_version: r.u16()?,
@@ -173,11 +193,12 @@ pub(super) fn known_type(t: u8) -> bool {
     )
 }
 
-/// Reads fields from a payload; every read is bounds-checked.
-pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+/// Reads fields from a payload; every read is bounds-checked. With an owner (the `Bytes`
+/// the payload lies in), byte strings are slices of it rather than copies.
+pub(super) struct Reader<'a>(pub(super) &'a [u8], pub(super) Option<&'a Bytes>);
 
-impl Reader<'_> {
-    pub(super) fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+impl<'a> Reader<'a> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError::UnexpectedEnd);
         }
@@ -231,7 +252,11 @@ impl Reader<'_> {
         if n > max {
             return Err(DecodeError::FieldTooLong(what));
         }
-        Ok(Bytes::copy_from_slice(self.take(n)?))
+        let b = self.take(n)?;
+        Ok(match self.1 {
+            Some(owner) => owner.slice_ref(b),
+            None => Bytes::copy_from_slice(b),
+        })
     }
     pub(super) fn count(&mut self) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
