@@ -638,24 +638,43 @@ fn play_without_the_sound_card_feature_says_what_to_do_instead() {
     assert!(!err.contains("cannot connect"), "{err}");
 }
 
-/// `mic` without a source says what to pass, before connecting anywhere; two sources at
-/// once are refused.
+/// `mic` with no file or tone records the client's sound input; one that cannot be opened
+/// is refused with what to pass instead, and nothing reaches the guest's capture ring. Two
+/// sources at once are refused by the command line.
 #[test]
-fn mic_without_a_source_says_what_to_pass() {
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-        .args(["--server", "127.0.0.1:9", "mic", "vm/snd0"])
-        .env_remove("RINGCAST_SERVER")
-        .env("HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path().join(".config"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for want in ["needs a source", "--wav FILE", "--raw FILE", "--tone HZ"] {
+fn mic_from_a_sound_input_that_cannot_be_opened_says_what_to_pass() {
+    let env = Env::start();
+    let input = shm_ring::handover::AudioFormat {
+        frequency: 44_100,
+        channels: 2,
+        sample_format: 3,
+        big_endian: false,
+    };
+    let mut audio = FakeAudio::with_input(&env.socket(), "vm", "snd0", input);
+    // Until the device is registered, `mic` says there is no such device: wait for the
+    // refusal that comes from the sound input instead.
+    let mut err = String::new();
+    wait_until("mic refused by its sound input", WAIT, || {
+        let out = env
+            .ringcast()
+            .args(["mic", "vm/snd0", "--device", "ringcast_test_no_such_input"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        err = String::from_utf8_lossy(&out.stderr).into_owned();
+        !err.contains("no device")
+    });
+    for want in ["--wav FILE", "--raw FILE", "--tone HZ"] {
         assert!(err.contains(want), "{want:?} missing from: {err}");
     }
-    assert!(!err.contains("cannot connect"), "{err}");
+    #[cfg(feature = "sound-card")]
+    assert!(
+        err.contains("no sound input") && err.contains("ringcast_test_no_such_input"),
+        "{err}"
+    );
+    #[cfg(not(feature = "sound-card"))]
+    assert!(err.contains("without sound-card support"), "{err}");
+    assert!(audio.read_input().is_empty());
     let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
         .args(["mic", "vm/snd0", "--tone", "1000", "--wav", "x.wav"])
         .output()
