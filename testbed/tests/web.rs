@@ -652,6 +652,59 @@ fn pcm_chosen_on_the_page_is_what_ringcastd_sends() {
     assert_eq!(a["rate"], json!(48_000), "{a}");
 }
 
+/// Choosing a second sound card while the first is still attaching plays the second only:
+/// the first attachment is left (ringcastd counts no client on it) and the page's first
+/// `play` settles instead of waiting forever.
+#[test]
+fn a_second_play_before_the_first_is_attached_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = web_ringcastd(dir.path());
+    let mut first = FakeAudio::new(&d.socket(), "vm1", "snd0");
+    let mut second = FakeAudio::new(&d.socket(), "vm1", "snd1");
+    let mut b = browser();
+    let tab = open(&mut b, &link(&d, "cn:alice", "10m"));
+    wait_device(&mut b, &tab, "vm1/snd0");
+    wait_device(&mut b, &tab, "vm1/snd1");
+    b.eval(
+        &tab,
+        "document.getElementById('codec').value = 'pcm'; window.settled = 0; \
+         ringcast.play('vm1/snd0').then(() => settled++); \
+         ringcast.play('vm1/snd1').then(() => settled++); 'started'",
+    )
+    .unwrap();
+    b.wait_for(&tab, "both plays settled", "window.settled === 2", T)
+        .unwrap();
+    for n in 0..150u64 {
+        std::thread::sleep(Duration::from_millis(10));
+        first
+            .try_push_pcm(n * 10_000_000, 480, &tone(440.0, n * 480, 480))
+            .unwrap();
+        second
+            .try_push_pcm(n * 10_000_000, 480, &tone(750.0, n * 480, 480))
+            .unwrap();
+    }
+    let a = b
+        .wait_for(
+            &tab,
+            "periods arrived",
+            "(a => a && a.periods >= 140 && a.played > 48000 && a)(ringcast.audio())",
+            T,
+        )
+        .unwrap();
+    assert!(
+        (a["frequency"].as_f64().unwrap() - 750.0).abs() < 10.0,
+        "the second card's tone plays: {a}"
+    );
+    assert!(
+        a["periods"].as_u64().unwrap() <= 150,
+        "one card's periods only: {a}"
+    );
+    d.wait_until("the first card's attachment left", T, || {
+        d.stat("vm1/snd0", "SUBS").as_deref() == Some("0")
+    });
+    assert_eq!(d.stat("vm1/snd1", "SUBS").as_deref(), Some("1"));
+}
+
 /// The page server's slots: idle TCP clients (connected, sending nothing) hold more than
 /// all of them, and a person opening the page still gets it while they do.
 #[test]

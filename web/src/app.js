@@ -377,15 +377,24 @@ async function playAudio(d) {
   // asked: a lost period is skipped rather than waited for. The network worker keeps the
   // attachment and feeds the worklet; this thread learns the format.
   const a = await state.wt.play(P.attach(d.vm, d.device, 'read', { now: true }, $('datagrams').checked && !state.ws, codecs), jitter, state.stampOffsetMs);
+  if (a.replaced) return;
   if (a.error) {
     setStatus(`${d.vm}/${d.device}: ${a.error}`, 'refused');
     return;
   }
   const enc = a.first.encoding;
   if (enc.codec === 'pcm' && codecs[0] === 'opus') setStatus(`${d.vm}/${d.device}: ringcastd sends PCM (it cannot encode this device as Opus)`, 'info');
-  state.audio = new AudioView(d, a.format, jitter, enc, state.wt);
+  const view = new AudioView(d, a.format, jitter, enc, state.wt);
+  state.audio = view;
   $('audio-pane').hidden = false;
-  await state.audio.start();
+  try {
+    await view.start();
+  } catch (e) {
+    // No worklet (its module refused, no AudioContext): nothing would take the samples.
+    view.stop();
+    if (state.audio === view) state.audio = null;
+    setStatus(`${d.vm}/${d.device}: cannot play here: ${e.message}`, 'refused');
+  }
 }
 
 // What tests and scripts read: the page's state.

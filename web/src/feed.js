@@ -81,7 +81,13 @@ export class AudioFeed {
   deliver(samples, stampNs = null, arrivedMs = 0) {
     const dueMs = stampNs === null ? null : this.stampClock.map(stampNs, arrivedMs);
     const m = { id: this.nextId++, samples, dueMs };
-    if (!this.port) { this.pending.push(m); return; }
+    if (!this.port) {
+      // Until the worklet's port comes (the page starting its AudioContext), at most
+      // about four seconds of 10 ms periods wait; the oldest go first.
+      if (this.pending.length >= 400) this.pending.shift();
+      this.pending.push(m);
+      return;
+    }
     this.port.postMessage(m, [m.samples.buffer]);
   }
 

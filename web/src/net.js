@@ -88,17 +88,23 @@ async function stream(id) {
 }
 
 // The audio attachment: its stream stays here; the page learns the format and encoding
-// (to start its worklet) and the counters, ten times a second.
+// (to start its worklet) and the counters, ten times a second. Only the latest play
+// counts: one that a later play replaced while it waited detaches and closes its stream.
+let playing = 0; // the latest play's id
 async function play(m) {
   stopAudio();
+  playing = m.id;
+  const answer = (a) => { if (playing === m.id) postMessage({ op: 'attached', id: m.id, ...a }); };
   let s;
-  try { s = await t.createBidirectionalStream(); } catch (e) { postMessage({ op: 'attached', error: e.message }); return; }
+  try { s = await t.createBidirectionalStream(); } catch (e) { answer({ error: e.message }); return; }
   const writer = s.writable.getWriter();
   const frames = new P.FrameStream(s.readable);
-  await writer.write(m.attach);
+  const leave = () => { writer.write(P.detach()).catch(() => {}); writer.close().catch(() => {}); };
+  try { await writer.write(m.attach); } catch (e) { answer({ error: `the audio stream failed: ${e.message}` }); return; }
   const first = await frames.next().catch(() => null);
+  if (playing !== m.id) { leave(); return; }
   if (!first || first.type !== P.T.ATTACHED || !first.audio) {
-    postMessage({ op: 'attached', error: first && first.type === P.T.ERROR ? P.errorText(first) : 'no audio format yet' });
+    answer({ error: first && first.type === P.T.ERROR ? P.errorText(first) : 'no audio format yet' });
     return;
   }
   const enc = first.encoding;
@@ -107,7 +113,7 @@ async function play(m) {
   const feed = new AudioFeed(format, enc, m.jitterMs, pageMs, m.stampOffsetMs);
   const timer = setInterval(() => postMessage({ op: 'counts', counts: feed.allCounts() }), 100);
   audio = { feed, writer, timer };
-  postMessage({ op: 'attached', first, format });
+  answer({ first, format });
   // Periods on the stream (the default, and those too large for a datagram).
   try {
     for (;;) {
@@ -116,6 +122,12 @@ async function play(m) {
       feed.period(f);
     }
   } catch (_) { /* ended */ }
+  // The server ended the attachment: its counters and decoder stop with it (a last count
+  // first, so the page sees the final figures).
+  if (audio && audio.feed === feed) {
+    postMessage({ op: 'counts', counts: feed.allCounts() });
+    stopAudio();
+  }
 }
 
 function stopAudio() {

@@ -33,7 +33,8 @@ export class NetWorker {
           else w.resolve({ readable: m.readable, writable: m.writable });
           break;
         }
-        case 'attached': if (this.attached) { const a = this.attached; this.attached = null; a(m); } break;
+        // Only the answer to the latest play: an earlier one was already told it was replaced.
+        case 'attached': if (this.attached && this.attached.id === m.id) { const a = this.attached; this.attached = null; a.resolve(m); } break;
         case 'counts': if (this.onCounts) this.onCounts(m.counts); break;
         default: break;
       }
@@ -44,7 +45,7 @@ export class NetWorker {
   end(reason) {
     for (const w of this.waiting.values()) w.reject(new Error(reason));
     this.waiting.clear();
-    if (this.attached) { const a = this.attached; this.attached = null; a({ error: reason }); }
+    if (this.attached) { const a = this.attached; this.attached = null; a.resolve({ error: reason }); }
     this.closedNow({ reason });
     this.w.terminate();
   }
@@ -62,10 +63,13 @@ export class NetWorker {
   // Attaches to an audio device with the Attach frame `attach`: resolves to the worker's
   // answer ({first, format} or {error}).
   // stampOffsetMs: the stamps' clock minus the page's, when known (delay.js).
+  // A play still waiting for its answer when another starts resolves to {replaced: true}.
   play(attach, jitterMs, stampOffsetMs) {
+    if (this.attached) this.attached.resolve({ error: 'replaced by another device', replaced: true });
+    const id = (this.playId = (this.playId || 0) + 1);
     return new Promise((resolve) => {
-      this.attached = resolve;
-      this.w.postMessage({ op: 'play', attach, jitterMs, stampOffsetMs });
+      this.attached = { id, resolve };
+      this.w.postMessage({ op: 'play', id, attach, jitterMs, stampOffsetMs });
     });
   }
 

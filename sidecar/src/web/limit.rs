@@ -6,9 +6,14 @@
 //! 429 status), so one address cannot turn ringcastd's web server into its own work (link
 //! guessing, a reload loop) while others wait.
 //!
-//! The table is bounded: at most `MAX_ADDRESSES` addresses are tracked; full buckets (an
-//! address quiet long enough) are forgotten first, and when every tracked address is still
-//! counting, a new address is refused too (with the same reason) until one is.
+//! An IPv6 client is counted by its /64 (one host can pick any address in its prefix); an
+//! IPv4-mapped IPv6 address as the IPv4 address it is.
+//!
+//! The table is bounded: at most `MAX_ADDRESSES` addresses are tracked. When it is full,
+//! full buckets (addresses quiet long enough) are forgotten first; if every tracked address
+//! is still counting, the quarter of them with the most requests left are forgotten (they
+//! start again with a full bucket if they come back), so a newcomer is never refused for
+//! the table's sake and the table is swept at most once per `MAX_ADDRESSES / 4` newcomers.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -66,17 +71,10 @@ impl RequestLimit {
     }
 
     pub(crate) fn check_at(&self, addr: IpAddr, now: Instant) -> Result<(), TooMany> {
+        let addr = counted_as(addr);
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !b.contains_key(&addr) && b.len() >= MAX_ADDRESSES {
-            b.retain(|_, k| {
-                k.refill(now);
-                k.tokens < BURST
-            });
-            if b.len() >= MAX_ADDRESSES {
-                return Err(TooMany {
-                    retry_after: Duration::from_secs_f64(1.0 / PER_SECOND),
-                });
-            }
+            make_room(&mut b, now);
         }
         let k = b.entry(addr).or_insert(Bucket {
             tokens: BURST,
@@ -90,6 +88,35 @@ impl RequestLimit {
         }
         k.tokens -= 1.0;
         Ok(())
+    }
+}
+
+/// The address a request is counted under: an IPv6 address's /64, an IPv4-mapped IPv6
+/// address's IPv4 address, any other address itself.
+fn counted_as(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// Forgets full buckets and, if the table is still full, the quarter of the buckets with
+/// the most tokens (the addresses that asked least lately).
+fn make_room(b: &mut HashMap<IpAddr, Bucket>, now: Instant) {
+    b.retain(|_, k| {
+        k.refill(now);
+        k.tokens < BURST
+    });
+    if b.len() < MAX_ADDRESSES {
+        return;
+    }
+    let mut by_tokens: Vec<(IpAddr, f64)> = b.iter().map(|(a, k)| (*a, k.tokens)).collect();
+    by_tokens.sort_unstable_by(|x, y| y.1.total_cmp(&x.1));
+    for (a, _) in by_tokens.into_iter().take(MAX_ADDRESSES / 4) {
+        b.remove(&a);
     }
 }
 
@@ -122,17 +149,47 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded_and_forgets_quiet_addresses_first() {
+    fn the_table_stays_bounded_forgets_quiet_addresses_first_and_never_refuses_a_newcomer() {
         let l = RequestLimit::default();
         let t0 = Instant::now();
-        for i in 0..MAX_ADDRESSES as u32 {
+        // One address spends its whole burst; the table then fills with addresses that
+        // asked once each.
+        for _ in 0..BURST as usize {
+            l.check_at(ip("10.9.9.9"), t0).unwrap();
+        }
+        for i in 1..MAX_ADDRESSES as u32 {
             l.check_at(IpAddr::from(i.to_be_bytes()), t0).unwrap();
         }
-        // Every tracked address is still counting: a new one waits.
-        assert!(l.check_at(ip("192.168.0.1"), t0).is_err());
-        // Once their buckets are full again they are forgotten and the new one counts.
-        let later = t0 + Duration::from_secs_f64(1.0 / PER_SECOND) + Duration::from_millis(1);
-        assert!(l.check_at(ip("192.168.0.1"), later).is_ok());
+        assert_eq!(l.buckets.lock().unwrap().len(), MAX_ADDRESSES);
+        // Every tracked address is still counting, yet a newcomer is served.
+        assert!(l.check_at(ip("192.168.0.1"), t0).is_ok());
         assert!(l.buckets.lock().unwrap().len() <= MAX_ADDRESSES);
+        // The address that asked most was kept: it is still over its limit, not reset.
+        assert!(l.check_at(ip("10.9.9.9"), t0).is_err());
+        // Once buckets are full again they are forgotten first.
+        let later = t0 + Duration::from_secs_f64(1.0 / PER_SECOND) + Duration::from_millis(1);
+        for i in 0..MAX_ADDRESSES as u32 {
+            assert!(l
+                .check_at(IpAddr::from(((i + 1) << 12).to_be_bytes()), later)
+                .is_ok());
+        }
+        assert!(l.buckets.lock().unwrap().len() <= MAX_ADDRESSES);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_slash_64_and_a_mapped_ipv4_as_ipv4() {
+        let l = RequestLimit::default();
+        let t0 = Instant::now();
+        for i in 0..BURST as u32 {
+            l.check_at(ip(&format!("2001:db8:1:2::{:x}", i + 1)), t0)
+                .unwrap();
+        }
+        // Another address in the same /64 shares the spent bucket; the next /64 does not.
+        assert!(l.check_at(ip("2001:db8:1:2:ffff::1"), t0).is_err());
+        assert!(l.check_at(ip("2001:db8:1:3::1"), t0).is_ok());
+        for _ in 0..BURST as usize {
+            l.check_at(ip("10.0.0.7"), t0).unwrap();
+        }
+        assert!(l.check_at(ip("::ffff:10.0.0.7"), t0).is_err());
     }
 }
