@@ -6,7 +6,7 @@
 
 use protocol::audio::{encode_pcm, SampleFormat};
 use protocol::codec::{OpusParams, OPUS_RATE};
-use rubato::{FftFixedIn, Resampler};
+use rubato::FftFixedIn;
 use shm_ring::handover::AudioFormat;
 
 /// The longest hole (in packets) filled with rebuilt or concealed sound. Beyond it the
@@ -175,31 +175,10 @@ impl MicDecoder {
     }
 
     fn resample(&mut self) -> Result<(), String> {
-        let Some(r) = self.resampler.as_mut() else {
-            let len = self.input[0].len();
-            for i in 0..len {
-                self.resampled.extend(self.input.iter().map(|c| c[i]));
-            }
-            self.input.iter_mut().for_each(Vec::clear);
-            return Ok(());
-        };
-        loop {
-            let need = r.input_frames_next();
-            if self.input[0].len() < need {
-                return Ok(());
-            }
-            let chunk: Vec<Vec<f32>> = self
-                .input
-                .iter_mut()
-                .map(|c| c.drain(..need).collect())
-                .collect();
-            let out = r
-                .process(&chunk, None)
-                .map_err(|e| format!("resampler: {e}"))?;
-            for i in 0..out[0].len() {
-                self.resampled.extend(out.iter().map(|c| c[i]));
-            }
-        }
+        let resampled = &mut self.resampled;
+        super::resample_planar(self.resampler.as_mut(), &mut self.input, |out, i| {
+            resampled.extend(out.iter().map(|c| c[i]));
+        })
     }
 }
 

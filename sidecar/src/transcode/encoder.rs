@@ -251,44 +251,14 @@ impl OpusEncoder {
     }
 
     fn resample(&mut self) -> Result<(), String> {
-        let ch = self.input.len();
-        let Some(r) = self.resampler.as_mut() else {
-            let len = self.input[0].len();
-            for i in 0..len {
-                for c in 0..ch {
-                    self.pending.push(self.input[c][i]);
-                }
+        let (pending, output_index) = (&mut self.pending, &mut self.output_index);
+        super::resample_planar(self.resampler.as_mut(), &mut self.input, |out, i| {
+            // The resampler's own delay: its first output samples are not audio yet.
+            if *output_index >= 0 {
+                pending.extend(out.iter().map(|c| c[i]));
             }
-            self.output_index += len as i64;
-            self.input.iter_mut().for_each(Vec::clear);
-            return Ok(());
-        };
-        loop {
-            let need = r.input_frames_next();
-            if self.input[0].len() < need {
-                return Ok(());
-            }
-            let chunk: Vec<Vec<f32>> = self
-                .input
-                .iter_mut()
-                .map(|c| c.drain(..need).collect())
-                .collect();
-            let resampled = r
-                .process(&chunk, None)
-                .map_err(|e| format!("resampler: {e}"))?;
-            let len = resampled[0].len();
-            for i in 0..len {
-                // The resampler's own delay: its first output samples are not audio yet.
-                if self.output_index < 0 {
-                    self.output_index += 1;
-                    continue;
-                }
-                for c in resampled.iter() {
-                    self.pending.push(c[i]);
-                }
-                self.output_index += 1;
-            }
-        }
+            *output_index += 1;
+        })
     }
 
     /// The guest's stamp of the 48 kHz sample at `index` (per channel).

@@ -122,5 +122,39 @@ fn run(
     );
 }
 
+/// Feeds `input` (one buffer per channel) through `resampler` in the chunks it takes, or
+/// as it is without one, and hands each output frame to `frame` as (the output's channel
+/// buffers, the frame's index in them). What is not a whole chunk yet stays in `input`.
+pub(crate) fn resample_planar(
+    resampler: Option<&mut rubato::FftFixedIn<f32>>,
+    input: &mut [Vec<f32>],
+    mut frame: impl FnMut(&[Vec<f32>], usize),
+) -> Result<(), String> {
+    use rubato::Resampler;
+    let Some(r) = resampler else {
+        for i in 0..input[0].len() {
+            frame(input, i);
+        }
+        input.iter_mut().for_each(Vec::clear);
+        return Ok(());
+    };
+    loop {
+        let need = r.input_frames_next();
+        if input[0].len() < need {
+            return Ok(());
+        }
+        let chunk: Vec<Vec<f32>> = input
+            .iter_mut()
+            .map(|c| c.drain(..need).collect())
+            .collect();
+        let out = r
+            .process(&chunk, None)
+            .map_err(|e| format!("resampler: {e}"))?;
+        for i in 0..out[0].len() {
+            frame(&out, i);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
